@@ -1,0 +1,122 @@
+//! RFC 6902 JSON Patch validation at the door.
+//!
+//! A mutation's operations are checked here, before anything is written, so a typo
+//! in an operation is a 422 naming the operation rather than a failed mutation later.
+//! Whether the operations *apply* depends on the document at apply time and is the
+//! mutator's call.
+
+use json_patch::PatchOperation;
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// Members each operation must have, besides `op`.
+fn required_members(op: &str) -> Option<&'static [&'static str]> {
+    match op {
+        "add" | "replace" | "test" => Some(&["path", "value"]),
+        "remove" => Some(&["path"]),
+        "move" | "copy" => Some(&["from", "path"]),
+        _ => None,
+    }
+}
+
+/// Checks every operation: a known `op`, exactly its members, valid JSON Pointers.
+pub fn validate(ops: &[Value], max_ops: usize) -> Result<(), ApiError> {
+    if ops.is_empty() {
+        return Err(invalid(
+            "ops must contain at least one operation".to_owned(),
+        ));
+    }
+    if ops.len() > max_ops {
+        return Err(invalid(format!(
+            "ops has {} operations; the limit is {max_ops} (config key http.max_ops_per_mutation)",
+            ops.len()
+        )));
+    }
+    ops.iter()
+        .enumerate()
+        .try_for_each(|(i, op)| validate_one(op).map_err(|why| invalid(format!("ops[{i}]: {why}"))))
+}
+
+fn validate_one(op: &Value) -> Result<(), String> {
+    let members = op
+        .as_object()
+        .ok_or_else(|| "an operation must be a JSON object".to_owned())?;
+    let name = members
+        .get("op")
+        .and_then(Value::as_str)
+        .ok_or_else(|| "missing string member `op`".to_owned())?;
+    let required = required_members(name).ok_or_else(|| {
+        format!("unknown op {name:?}; expected one of add, remove, replace, move, copy, test")
+    })?;
+    if let Some(missing) = required.iter().find(|m| !members.contains_key(**m)) {
+        return Err(format!("op {name:?} requires member `{missing}`"));
+    }
+    if let Some(extra) = members
+        .keys()
+        .find(|k| k.as_str() != "op" && !required.contains(&k.as_str()))
+    {
+        return Err(format!("unknown member `{extra}` for op {name:?}"));
+    }
+    serde_json::from_value::<PatchOperation>(op.clone())
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::Unprocessable(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn message(ops: Value) -> String {
+        validate(ops.as_array().unwrap(), 10)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn accepts_every_rfc6902_operation() {
+        let ops = json!([
+            {"op": "add", "path": "/a", "value": 1},
+            {"op": "remove", "path": "/a"},
+            {"op": "replace", "path": "/b", "value": {"x": 1}},
+            {"op": "move", "from": "/b", "path": "/c"},
+            {"op": "copy", "from": "/c", "path": "/d"},
+            {"op": "test", "path": "/d", "value": null}
+        ]);
+        validate(ops.as_array().unwrap(), 10).unwrap();
+    }
+
+    #[test]
+    fn names_the_bad_operation() {
+        assert_eq!(
+            message(json!([{"op": "add", "path": "/a", "value": 1}, {"op": "frob", "path": "/a"}])),
+            "ops[1]: unknown op \"frob\"; expected one of add, remove, replace, move, copy, test"
+        );
+        assert_eq!(
+            message(json!([{"op": "add", "path": "/a"}])),
+            "ops[0]: op \"add\" requires member `value`"
+        );
+        assert_eq!(
+            message(json!([{"op": "remove", "path": "/a", "value": 3}])),
+            "ops[0]: unknown member `value` for op \"remove\""
+        );
+        assert!(message(json!([{"op": "remove", "path": "no-slash"}])).starts_with("ops[0]: "));
+        assert!(message(json!([])).contains("at least one"));
+        assert!(message(json!([1])).contains("JSON object"));
+    }
+
+    #[test]
+    fn enforces_the_operation_limit() {
+        let ops: Vec<Value> = (0..11)
+            .map(|i| json!({"op": "add", "path": format!("/k{i}"), "value": i}))
+            .collect();
+        let err = validate(&ops, 10).unwrap_err().to_string();
+        assert!(err.contains("limit is 10"), "{err}");
+    }
+}

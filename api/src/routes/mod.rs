@@ -1,0 +1,95 @@
+//! One module per resource. Shared here: pagination and the fallback answers.
+
+use std::any::Any;
+
+use axum::Json;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+pub mod health;
+pub mod mutations;
+pub mod topologies;
+
+/// Smallest and largest `limit` a list endpoint accepts.
+pub const PAGE_LIMITS: std::ops::RangeInclusive<i64> = 1..=500;
+/// `limit` when the client gives none.
+pub const DEFAULT_PAGE_LIMIT: i64 = 50;
+
+/// `?limit=&cursor=` of a list endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    /// The validated limit (422 outside [`PAGE_LIMITS`]).
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+        if PAGE_LIMITS.contains(&limit) {
+            Ok(limit)
+        } else {
+            Err(ApiError::Unprocessable(format!(
+                "limit must be between {} and {}, got {limit}",
+                PAGE_LIMITS.start(),
+                PAGE_LIMITS.end()
+            )))
+        }
+    }
+
+    /// The cursor parsed as `T`; a cursor this API did not issue is 422.
+    pub fn cursor<T: std::str::FromStr>(&self) -> Result<Option<T>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|raw| {
+                raw.parse().map_err(|_| {
+                    ApiError::Unprocessable(format!(
+                        "cursor {raw:?} is not one this endpoint issued; pass `next_cursor` from the previous page"
+                    ))
+                })
+            })
+            .transpose()
+    }
+}
+
+/// One page of a list; `next_cursor` is absent on the last page.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// A page from up to `limit + 1` fetched rows: the extra row only proves there is more.
+    pub fn from_rows(mut rows: Vec<T>, limit: i64, cursor_of: impl Fn(&T) -> String) -> Self {
+        let has_more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let next_cursor = if has_more {
+            rows.last().map(cursor_of)
+        } else {
+            None
+        };
+        Self {
+            items: rows,
+            next_cursor,
+        }
+    }
+}
+
+/// Answer for a path no route matches.
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+/// A panicking handler becomes a plain 500; the panic is logged, not returned.
+pub fn panic_response(_panic: Box<dyn Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked");
+    let body = serde_json::json!({
+        "error": { "code": "internal", "message": "internal error; the request was not applied" }
+    });
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
+}

@@ -1,0 +1,305 @@
+//! Mutations: RFC 6902 JSON Patch edits of a topology, applied by the mutator.
+//!
+//! `POST /topologies/{id}/mutations` commits the mutation row and its
+//! `topology.{id}.mutation.enqueued` outbox event in one transaction and answers 202
+//! without waiting for a worker. Reads: `GET /topologies/{id}/mutations` (seq order)
+//! and `GET /mutations/{id}`.
+//!
+//! ## Ordering
+//! The enqueue transaction takes the next `seq` with an `UPDATE … RETURNING` on the
+//! topology row. The row lock is held until commit, so seqs are gapless and commit in
+//! seq order: the mutator, reading pending mutations under the same lock, never sees
+//! seq n+1 without seq n.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use switchyard_bus::{Event, EventType, outbox, subjects};
+use uuid::Uuid;
+
+use super::{Page, PageParams, topologies};
+use crate::error::ApiError;
+use crate::extract::{Body, Path, Query};
+use crate::{AppState, patch};
+
+/// Who the audit trail names until authentication (#3) supplies a subject.
+pub const ANONYMOUS_ACTOR: &str = "anonymous";
+const SOURCE: &str = "switchyard/api";
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/topologies/{id}/mutations", post(enqueue).get(list))
+        .route("/mutations/{id}", get(show))
+}
+
+/// Body of `POST /topologies/{id}/mutations`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MutationIn {
+    /// RFC 6902 operations, applied all-or-nothing.
+    pub ops: Vec<Value>,
+    /// Apply only if the topology is at exactly this version when the mutation's turn comes.
+    pub if_version: Option<i64>,
+}
+
+/// A mutation as the API returns it.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct MutationOut {
+    pub id: Uuid,
+    pub topology_id: Uuid,
+    /// Position in the topology's apply order, from 1.
+    pub seq: i64,
+    /// `pending`, `applied` or `failed`.
+    pub status: String,
+    pub ops: Value,
+    pub if_version: Option<i64>,
+    /// Why a failed mutation could not apply.
+    pub error: Option<String>,
+    /// The topology version this mutation produced.
+    pub applied_version: Option<i64>,
+    pub actor: String,
+    pub idempotency_key: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A stored mutation plus the fingerprint of the request that created it.
+#[derive(sqlx::FromRow)]
+struct KeyedMutation {
+    #[sqlx(flatten)]
+    mutation: MutationOut,
+    request_hash: Option<Vec<u8>>,
+}
+
+/// What an enqueue did.
+enum Enqueued {
+    /// A new mutation, with the event to hand to the relay.
+    Created(MutationOut, Event),
+    /// A retried request: the original mutation.
+    Replayed(MutationOut),
+}
+
+async fn enqueue(
+    State(app): State<AppState>,
+    Path(topology_id): Path<Uuid>,
+    headers: HeaderMap,
+    Body(input): Body<MutationIn>,
+) -> Result<Response, ApiError> {
+    patch::validate(&input.ops, app.config.max_ops_per_mutation)?;
+    if input.if_version.is_some_and(|v| v < 0) {
+        return Err(ApiError::Unprocessable(
+            "if_version must be 0 or greater".to_owned(),
+        ));
+    }
+    let key = idempotency_key(&headers)?;
+    let hash = Sha256::digest(serde_json::to_vec(&input).expect("serializable")).to_vec();
+    match insert(&app.pool, topology_id, &input, key, hash).await? {
+        Enqueued::Created(mutation, event) => {
+            app.doorbell.ring(vec![event]);
+            let location = format!("/api/v1/mutations/{}", mutation.id);
+            Ok((
+                StatusCode::ACCEPTED,
+                [(header::LOCATION, location)],
+                Json(mutation),
+            )
+                .into_response())
+        }
+        Enqueued::Replayed(mutation) => Ok((StatusCode::OK, Json(mutation)).into_response()),
+    }
+}
+
+/// The `Idempotency-Key` header, if any: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".to_owned())
+    };
+    let key = value.to_str().map_err(|_| bad())?;
+    let visible = key.bytes().all(|b| b.is_ascii_graphic());
+    if key.is_empty() || key.len() > 255 || !visible {
+        return Err(bad());
+    }
+    Ok(Some(key))
+}
+
+async fn insert(
+    pool: &PgPool,
+    topology_id: Uuid,
+    input: &MutationIn,
+    key: Option<&str>,
+    hash: Vec<u8>,
+) -> Result<Enqueued, ApiError> {
+    if let Some(key) = key
+        && let Some(existing) = find_by_key(pool, topology_id, key).await?
+    {
+        return replay(existing, key, &hash);
+    }
+    let mut tx = pool.begin().await?;
+    let seq: i64 = sqlx::query_scalar(
+        "update topologies set last_seq = last_seq + 1, status = 'pending', updated_at = now()
+         where id = $1 returning last_seq",
+    )
+    .bind(topology_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| topologies::not_found(topology_id))?;
+    let inserted = sqlx::query_as::<_, MutationOut>(
+        "insert into mutations (id, topology_id, seq, ops, if_version, actor, idempotency_key, request_hash)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)
+         returning id, topology_id, seq, status, ops, if_version, error, applied_version, actor,
+                   idempotency_key, created_at, finished_at",
+    )
+    .bind(Uuid::now_v7())
+    .bind(topology_id)
+    .bind(seq)
+    .bind(Value::Array(input.ops.clone()))
+    .bind(input.if_version)
+    .bind(ANONYMOUS_ACTOR)
+    .bind(key)
+    .bind(key.map(|_| hash.clone()))
+    .fetch_one(&mut *tx)
+    .await;
+    let mutation = match (inserted, key) {
+        // A concurrent request with the same key committed first: answer with its result.
+        (Err(sqlx::Error::Database(e)), Some(key)) if e.is_unique_violation() => {
+            tx.rollback().await?;
+            let existing = find_by_key(pool, topology_id, key).await?;
+            return existing.map_or_else(
+                || Err(sqlx::Error::RowNotFound.into()),
+                |m| replay(m, key, &hash),
+            );
+        }
+        (inserted, _) => inserted?,
+    };
+    let event = enqueued_event(&mutation);
+    outbox::stage(&mut tx, std::slice::from_ref(&event)).await?;
+    tx.commit().await?;
+    Ok(Enqueued::Created(mutation, event))
+}
+
+fn enqueued_event(mutation: &MutationOut) -> Event {
+    Event::new(
+        EventType::MutationEnqueued,
+        SOURCE,
+        subjects::mutation_enqueued(mutation.topology_id),
+        json!({
+            "mutation_id": mutation.id,
+            "topology_id": mutation.topology_id,
+            "seq": mutation.seq,
+            "if_version": mutation.if_version,
+            "ops_count": mutation.ops.as_array().map_or(0, Vec::len),
+        }),
+    )
+}
+
+async fn find_by_key(
+    pool: &PgPool,
+    topology_id: Uuid,
+    key: &str,
+) -> Result<Option<KeyedMutation>, ApiError> {
+    let found = sqlx::query_as::<_, KeyedMutation>(
+        "select id, topology_id, seq, status, ops, if_version, error, applied_version, actor,
+                idempotency_key, created_at, finished_at, request_hash
+         from mutations where topology_id = $1 and idempotency_key = $2",
+    )
+    .bind(topology_id)
+    .bind(key)
+    .fetch_optional(pool)
+    .await?;
+    Ok(found)
+}
+
+/// The original mutation for a retried request, or 422 if the key was reused for another body.
+fn replay(existing: KeyedMutation, key: &str, hash: &[u8]) -> Result<Enqueued, ApiError> {
+    if existing.request_hash.as_deref() == Some(hash) {
+        Ok(Enqueued::Replayed(existing.mutation))
+    } else {
+        Err(ApiError::Unprocessable(format!(
+            "Idempotency-Key {key:?} was already used for mutation {} with a different body; use a new key for a new request",
+            existing.mutation.id
+        )))
+    }
+}
+
+/// Mutation statuses a list can be filtered by.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MutationStatus {
+    Pending,
+    Applied,
+    Failed,
+}
+
+impl MutationStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Applied => "applied",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// `?status=&limit=&cursor=` of `GET /topologies/{id}/mutations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MutationListParams {
+    pub status: Option<MutationStatus>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+async fn list(
+    State(app): State<AppState>,
+    Path(topology_id): Path<Uuid>,
+    Query(params): Query<MutationListParams>,
+) -> Result<Json<Page<MutationOut>>, ApiError> {
+    let page = PageParams {
+        limit: params.limit,
+        cursor: params.cursor,
+    };
+    let limit = page.limit()?;
+    let after: i64 = page.cursor()?.unwrap_or(0);
+    topologies::find(&app.pool, topology_id).await?;
+    let rows = sqlx::query_as::<_, MutationOut>(
+        "select id, topology_id, seq, status, ops, if_version, error, applied_version, actor,
+                idempotency_key, created_at, finished_at
+         from mutations
+         where topology_id = $1 and seq > $2 and ($3::text is null or status = $3)
+         order by seq
+         limit $4",
+    )
+    .bind(topology_id)
+    .bind(after)
+    .bind(params.status.map(MutationStatus::as_str))
+    .bind(limit + 1)
+    .fetch_all(&app.pool)
+    .await?;
+    Ok(Json(Page::from_rows(rows, limit, |m| m.seq.to_string())))
+}
+
+async fn show(
+    State(app): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<MutationOut>, ApiError> {
+    sqlx::query_as::<_, MutationOut>(
+        "select id, topology_id, seq, status, ops, if_version, error, applied_version, actor,
+                idempotency_key, created_at, finished_at
+         from mutations where id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&app.pool)
+    .await?
+    .map(Json)
+    .ok_or_else(|| ApiError::NotFound(format!("mutation {id} does not exist")))
+}

@@ -1,0 +1,132 @@
+//! Topologies: JSON documents edited only through mutations.
+//!
+//! `POST /topologies`, `GET /topologies`, `GET /topologies/{id}`. Creating a topology
+//! announces nothing: there is no work for a worker until a mutation is enqueued.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Page, PageParams};
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{Body, Path, Query};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/topologies", get(list).post(create))
+        .route("/topologies/{id}", get(show))
+}
+
+/// Body of `POST /topologies`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyIn {
+    /// Human-readable name, 1 to 200 characters.
+    pub name: String,
+    /// Initial document; `{}` when absent.
+    pub document: Option<Value>,
+}
+
+/// A topology as the API returns it.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct TopologyOut {
+    pub id: Uuid,
+    pub name: String,
+    pub document: Value,
+    /// Number of mutations applied so far.
+    pub version: i64,
+    /// `idle`, or `pending` while mutations wait to apply.
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+async fn create(
+    State(app): State<AppState>,
+    Body(input): Body<TopologyIn>,
+) -> Result<(StatusCode, Json<TopologyOut>), ApiError> {
+    let name = input.name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::Unprocessable(
+            "name must be 1 to 200 characters".to_owned(),
+        ));
+    }
+    let document = input
+        .document
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    check_document_size(&document, app.config.max_document_bytes)?;
+    let topology = sqlx::query_as::<_, TopologyOut>(
+        "insert into topologies (id, name, document) values ($1, $2, $3)
+         returning id, name, document, version, status, created_at, updated_at",
+    )
+    .bind(Uuid::now_v7())
+    .bind(name)
+    .bind(&document)
+    .fetch_one(&app.pool)
+    .await?;
+    Ok((StatusCode::CREATED, Json(topology)))
+}
+
+/// 413 when `document` serializes to more than `limit` bytes.
+pub fn check_document_size(document: &Value, limit: usize) -> Result<(), ApiError> {
+    let size = serde_json::to_vec(document)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > limit {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "document is {size} bytes; the limit is {limit} (config key http.max_document_bytes)"
+        )));
+    }
+    Ok(())
+}
+
+async fn list(
+    State(app): State<AppState>,
+    Query(params): Query<PageParams>,
+) -> Result<Json<Page<TopologyOut>>, ApiError> {
+    let limit = params.limit()?;
+    let after: Option<Uuid> = params.cursor()?;
+    // Ids are UUIDv7, so id order is creation order and makes a stable keyset cursor.
+    let rows = sqlx::query_as::<_, TopologyOut>(
+        "select id, name, document, version, status, created_at, updated_at
+         from topologies
+         where $1::uuid is null or id > $1
+         order by id
+         limit $2",
+    )
+    .bind(after)
+    .bind(limit + 1)
+    .fetch_all(&app.pool)
+    .await?;
+    Ok(Json(Page::from_rows(rows, limit, |t| t.id.to_string())))
+}
+
+async fn show(
+    State(app): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<TopologyOut>, ApiError> {
+    find(&app.pool, id).await.map(Json)
+}
+
+/// The topology, or 404 naming the id.
+pub async fn find(pool: &sqlx::PgPool, id: Uuid) -> Result<TopologyOut, ApiError> {
+    sqlx::query_as::<_, TopologyOut>(
+        "select id, name, document, version, status, created_at, updated_at
+         from topologies where id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| not_found(id))
+}
+
+/// The 404 for an unknown topology id.
+pub fn not_found(id: Uuid) -> ApiError {
+    ApiError::NotFound(format!("topology {id} does not exist"))
+}

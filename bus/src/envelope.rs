@@ -1,0 +1,99 @@
+//! The one event envelope: CloudEvents 1.0 attributes around a JSON `data` payload.
+//!
+//! The envelope's `id` is a UUIDv7 and doubles as the JetStream `Nats-Msg-Id`, so a
+//! re-published event is dropped by the stream's duplicate window and recognised by
+//! idempotent consumers.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The kinds of event switchyard emits; the string form is the CloudEvents `type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    MutationEnqueued,
+    MutationApplied,
+    MutationFailed,
+    TopologyStatus,
+}
+
+impl EventType {
+    /// The CloudEvents `type`, also the SSE `event:` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MutationEnqueued => "mutation.enqueued",
+            Self::MutationApplied => "mutation.applied",
+            Self::MutationFailed => "mutation.failed",
+            Self::TopologyStatus => "status",
+        }
+    }
+}
+
+/// A CloudEvents 1.0 event in structured JSON mode.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Always `"1.0"`.
+    pub specversion: String,
+    /// UUIDv7; also the `Nats-Msg-Id` used for de-duplication.
+    pub id: Uuid,
+    /// For example `mutation.applied`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The producing role, for example `switchyard/api` or `switchyard/mutator`.
+    pub source: String,
+    /// The logical subject (no deployment prefix), e.g. `topology.{id}.status`.
+    pub subject: String,
+    /// When the state change committed (to the producer's clock).
+    pub time: DateTime<Utc>,
+    /// Always `application/json`.
+    pub datacontenttype: String,
+    /// The event-specific payload.
+    pub data: serde_json::Value,
+}
+
+impl Event {
+    /// A new event with a fresh UUIDv7 id, stamped now.
+    pub fn new(kind: EventType, source: &str, subject: String, data: serde_json::Value) -> Self {
+        Self {
+            specversion: "1.0".to_owned(),
+            id: Uuid::now_v7(),
+            kind: kind.as_str().to_owned(),
+            source: source.to_owned(),
+            subject,
+            time: Utc::now(),
+            datacontenttype: "application/json".to_owned(),
+            data,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_with_cloudevents_attribute_names() {
+        let event = Event::new(
+            EventType::MutationApplied,
+            "switchyard/mutator",
+            "topology.x.mutation.applied".into(),
+            serde_json::json!({"seq": 1}),
+        );
+        let json = serde_json::to_value(&event).unwrap();
+        for key in [
+            "specversion",
+            "id",
+            "type",
+            "source",
+            "subject",
+            "time",
+            "data",
+        ] {
+            assert!(json.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(json["type"], "mutation.applied");
+        assert_eq!(event.id.get_version_num(), 7);
+        let back: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+    }
+}

@@ -1,0 +1,221 @@
+//! Connecting to NATS, and declaring the stream and durable consumers.
+//!
+//! Declarations are idempotent (`create or update`), so every process runs them at
+//! start-up and any number of processes may start at once.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use async_nats::{HeaderMap, HeaderValue};
+use serde::Deserialize;
+
+use crate::Event;
+use crate::subjects::{self, InvalidPrefix, Namespace};
+
+/// Bus settings (config section `bus`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// NATS server URL; `NATS_URL` in the environment overrides it.
+    pub url: String,
+    /// JetStream stream name; one per deployment.
+    pub stream: String,
+    /// Prefix in front of every subject; empty for none.
+    pub subject_prefix: String,
+    /// How long events stay in the stream (SSE replay reaches back this far).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Window in which a re-published event id is dropped as a duplicate.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    /// How long a consumer waits for an ack before redelivering.
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// How long to wait for JetStream to acknowledge a publish.
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            stream: "SWITCHYARD".to_owned(),
+            subject_prefix: String::new(),
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            duplicate_window: Duration::from_secs(120),
+            ack_wait: Duration::from_secs(30),
+            publish_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Errors talking to NATS.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error(transparent)]
+    Prefix(#[from] InvalidPrefix),
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("cannot create or update stream {stream}: {source}")]
+    Stream {
+        stream: String,
+        source: jetstream::context::CreateStreamError,
+    },
+    #[error("cannot create or update consumer {consumer}: {source}")]
+    Consumer {
+        consumer: String,
+        source: jetstream::stream::ConsumerError,
+    },
+    #[error("publish to {subject} failed: {reason}")]
+    Publish { subject: String, reason: String },
+}
+
+/// The durable consumers, one per worker role; all processes of a role share it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsumerRole {
+    Mutator,
+}
+
+impl ConsumerRole {
+    /// Durable consumer name.
+    pub fn durable_name(self) -> &'static str {
+        match self {
+            Self::Mutator => "mutator",
+        }
+    }
+
+    fn filter(self) -> &'static str {
+        match self {
+            Self::Mutator => subjects::ALL_MUTATIONS_ENQUEUED,
+        }
+    }
+}
+
+/// A connected bus: the NATS client, its JetStream context and the namespace.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    pub client: async_nats::Client,
+    pub jetstream: jetstream::Context,
+    pub namespace: Namespace,
+    pub config: BusConfig,
+}
+
+impl Bus {
+    /// Connects and declares the stream. Fails fast if NATS is unreachable; callers
+    /// that want to wait for it wrap this in a retry.
+    pub async fn connect(config: &BusConfig, client_name: &str) -> Result<Self, BusError> {
+        let namespace = Namespace::new(&config.subject_prefix)?;
+        let client = async_nats::ConnectOptions::new()
+            .name(client_name)
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(&config.url)
+            .await
+            .map_err(|source| BusError::Connect {
+                url: config.url.clone(),
+                source,
+            })?;
+        let mut jetstream = jetstream::new(client.clone());
+        jetstream.set_timeout(config.publish_timeout);
+        let bus = Self {
+            client,
+            jetstream,
+            namespace,
+            config: config.clone(),
+        };
+        bus.ensure_stream().await?;
+        Ok(bus)
+    }
+
+    async fn ensure_stream(&self) -> Result<(), BusError> {
+        let config = stream::Config {
+            name: self.config.stream.clone(),
+            subjects: self.namespace.stream_subjects(),
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: self.config.max_age,
+            duplicate_window: self.config.duplicate_window,
+            ..Default::default()
+        };
+        self.jetstream
+            .create_or_update_stream(config)
+            .await
+            .map_err(|source| BusError::Stream {
+                stream: self.config.stream.clone(),
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// Creates (or updates) the role's durable pull consumer and returns it.
+    pub async fn consumer(
+        &self,
+        role: ConsumerRole,
+        max_ack_pending: i64,
+    ) -> Result<consumer::PullConsumer, BusError> {
+        let name = role.durable_name();
+        let failed = |source| BusError::Consumer {
+            consumer: name.to_owned(),
+            source,
+        };
+        self.jetstream
+            .create_consumer_on_stream(
+                consumer::pull::Config {
+                    durable_name: Some(name.to_owned()),
+                    filter_subject: self.namespace.qualify(role.filter()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: self.config.ack_wait,
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    max_ack_pending,
+                    ..Default::default()
+                },
+                &self.config.stream,
+            )
+            .await
+            .map_err(failed)
+    }
+
+    /// Publishes one event with `Nats-Msg-Id` = its id and waits for the stream's ack.
+    /// Returns whether the stream already had it (a de-duplicated re-publish).
+    pub async fn publish(&self, event: &Event) -> Result<bool, BusError> {
+        let ack = self.send(event).await?;
+        let failed = |e: &dyn std::fmt::Display| BusError::Publish {
+            subject: event.subject.clone(),
+            reason: e.to_string(),
+        };
+        ack.await.map(|ack| ack.duplicate).map_err(|e| failed(&e))
+    }
+
+    /// Sends one event and returns the pending ack, so callers can pipeline many.
+    pub async fn send(
+        &self,
+        event: &Event,
+    ) -> Result<jetstream::context::PublishAckFuture, BusError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "Nats-Msg-Id",
+            HeaderValue::from(event.id.to_string().as_str()),
+        );
+        let payload = serde_json::to_vec(event).expect("an Event always serializes");
+        self.jetstream
+            .publish_with_headers(
+                self.namespace.qualify(&event.subject),
+                headers,
+                payload.into(),
+            )
+            .await
+            .map_err(|e| BusError::Publish {
+                subject: event.subject.clone(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Whether the NATS connection is currently up.
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+}

@@ -1,0 +1,27 @@
+//! # switchyard-bus
+//!
+//! Everything that crosses the message bus is defined here, so producers and
+//! consumers cannot drift apart.
+//!
+//! ## What it owns
+//! - [`subjects`]: every subject switchyard publishes, built by functions, plus the
+//!   deployment [`subjects::Namespace`] (prefix) that lets tenants and tests share a server.
+//! - [`envelope`]: the one JSON [`envelope::Event`] with CloudEvents 1.0 attributes.
+//! - [`outbox`]: staging events in the caller's Postgres transaction, and the
+//!   [`outbox::Doorbell`] a committer rings so the relay publishes right away.
+//! - [`jetstream`]: connecting, the stream, and the durable consumers, created
+//!   idempotently at start-up.
+//!
+//! ## Where the data goes next
+//! Staged rows are published by the relay (`switchyard-workers`) with
+//! `Nats-Msg-Id` = event id; workers consume them through the consumers declared here.
+
+pub mod envelope;
+pub mod jetstream;
+pub mod outbox;
+pub mod subjects;
+
+pub use envelope::{Event, EventType};
+pub use jetstream::{Bus, BusConfig, BusError, ConsumerRole};
+pub use outbox::{Doorbell, DoorbellReceiver};
+pub use subjects::Namespace;

@@ -1,0 +1,120 @@
+//! Every subject switchyard publishes or consumes, built in one place.
+//!
+//! Functions here return *logical* subjects such as `topology.{id}.mutation.applied`.
+//! They are what the outbox stores and what the envelope's `subject` says. On the wire
+//! a [`Namespace`] puts the deployment's prefix in front, so one NATS server can host
+//! many deployments (and many concurrent tests) without their streams overlapping.
+
+use uuid::Uuid;
+
+/// Root tokens of every logical subject; the stream captures exactly these.
+pub const ROOTS: [&str; 4] = ["topology", "interface", "repo", "graph"];
+
+/// `topology.{id}.mutation.enqueued`: the API accepted a mutation.
+pub fn mutation_enqueued(topology_id: Uuid) -> String {
+    format!("topology.{topology_id}.mutation.enqueued")
+}
+
+/// `topology.{id}.mutation.applied`: the mutator applied a mutation.
+pub fn mutation_applied(topology_id: Uuid) -> String {
+    format!("topology.{topology_id}.mutation.applied")
+}
+
+/// `topology.{id}.mutation.failed`: a mutation could not apply and was marked failed.
+pub fn mutation_failed(topology_id: Uuid) -> String {
+    format!("topology.{topology_id}.mutation.failed")
+}
+
+/// `topology.{id}.status`: the topology's version and status after a committed batch.
+pub fn topology_status(topology_id: Uuid) -> String {
+    format!("topology.{topology_id}.status")
+}
+
+/// Filter matching every topology's `mutation.enqueued`: the mutator's work.
+pub const ALL_MUTATIONS_ENQUEUED: &str = "topology.*.mutation.enqueued";
+
+/// A deployment's subject prefix. Empty by default: subjects are then exactly the
+/// logical ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Namespace {
+    /// Either empty or the prefix followed by a `.`.
+    prefix: String,
+}
+
+/// A prefix that is not a dot-separated list of legal subject tokens.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "subject prefix {0:?} is invalid: use dot-separated tokens of letters, digits, '-' and '_'"
+)]
+pub struct InvalidPrefix(pub String);
+
+impl Namespace {
+    /// Validates `prefix` (for example `tenant-a` or `ci.run42`); `""` means none.
+    pub fn new(prefix: &str) -> Result<Self, InvalidPrefix> {
+        if prefix.is_empty() {
+            return Ok(Self::default());
+        }
+        let legal_token = |t: &str| {
+            !t.is_empty()
+                && t.len() <= 64
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if prefix.split('.').all(legal_token) {
+            Ok(Self {
+                prefix: format!("{prefix}."),
+            })
+        } else {
+            Err(InvalidPrefix(prefix.to_owned()))
+        }
+    }
+
+    /// The wire subject (or filter) for a logical one.
+    pub fn qualify(&self, logical: &str) -> String {
+        format!("{}{logical}", self.prefix)
+    }
+
+    /// The logical subject of a wire subject, if it belongs to this namespace.
+    pub fn logical<'a>(&self, wire: &'a str) -> Option<&'a str> {
+        wire.strip_prefix(self.prefix.as_str())
+    }
+
+    /// The subjects the deployment's stream captures.
+    pub fn stream_subjects(&self) -> Vec<String> {
+        ROOTS
+            .iter()
+            .map(|root| self.qualify(&format!("{root}.>")))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_is_prepended_and_stripped() {
+        let ns = Namespace::new("tenant-a").unwrap();
+        let id = Uuid::nil();
+        let wire = ns.qualify(&mutation_applied(id));
+        assert_eq!(
+            wire,
+            "tenant-a.topology.00000000-0000-0000-0000-000000000000.mutation.applied"
+        );
+        assert_eq!(ns.logical(&wire), Some(mutation_applied(id).as_str()));
+        assert_eq!(ns.stream_subjects()[0], "tenant-a.topology.>");
+    }
+
+    #[test]
+    fn empty_prefix_means_logical_subjects() {
+        let ns = Namespace::new("").unwrap();
+        assert_eq!(ns.qualify("topology.x.status"), "topology.x.status");
+    }
+
+    #[test]
+    fn illegal_prefixes_are_refused() {
+        for bad in ["a..b", "a b", "a.*", "a.>", ".a", "a."] {
+            assert!(Namespace::new(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Configuration, layered with figment: built-in defaults, then an optional
+//! `switchyard.toml`, then `DATABASE_URL` / `NATS_URL`, then `SWITCHYARD_*` variables
+//! (`__` separates sections: `SWITCHYARD_MUTATOR__CONCURRENCY=64`).
+//!
+//! A value that does not parse, an unknown key, or a value out of range stops
+//! start-up with a message naming the key.
+
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use switchyard_api::ApiConfig;
+use switchyard_bus::BusConfig;
+use switchyard_workers::mutator::MutatorConfig;
+use switchyard_workers::reconciler::ReconcilerConfig;
+use switchyard_workers::relay::RelayConfig;
+
+/// Everything a switchyard process can be told.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub http: ApiConfig,
+    pub database: DatabaseConfig,
+    pub bus: BusConfig,
+    pub mutator: MutatorConfig,
+    pub relay: RelayConfig,
+    pub reconciler: ReconcilerConfig,
+    pub log: LogConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+/// Postgres settings (section `database`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Connection URL; `DATABASE_URL` sets it too.
+    pub url: String,
+    /// Pool size of one process.
+    pub max_connections: u32,
+    /// How long a request waits for a free connection before failing.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// Postgres aborts a transaction idle this long, releasing any row lock (claim)
+    /// a hung holder kept.
+    #[serde(with = "humantime_serde")]
+    pub idle_in_transaction_timeout: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/switchyard".to_owned(),
+            max_connections: 20,
+            acquire_timeout: Duration::from_secs(5),
+            idle_in_transaction_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Log settings (section `log`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `switchyard_workers=debug,info`; `RUST_LOG` wins.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Graceful shutdown (section `shutdown`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long in-flight work may take to finish after SIGINT/SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("configuration key {key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+impl Config {
+    /// Loads the layers. `file` defaults to `switchyard.toml` in the working directory,
+    /// which may be absent; an explicitly named file must exist.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let toml = match file {
+            Some(path) => Toml::file_exact(path),
+            None => Toml::file("switchyard.toml"),
+        };
+        Self::from_figment(Figment::new().merge(toml))
+    }
+
+    /// Adds the environment layers to `base` and validates.
+    pub fn from_figment(base: Figment) -> Result<Self, ConfigError> {
+        let figment = base
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            )
+            .merge(Env::raw().only(&["NATS_URL"]).map(|_| "bus.url".into()))
+            .merge(Env::prefixed("SWITCHYARD_").ignore(&["CONFIG"]).split("__"));
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive: [(&'static str, usize); 6] = [
+            ("http.body_limit_bytes", self.http.body_limit_bytes),
+            ("http.max_ops_per_mutation", self.http.max_ops_per_mutation),
+            ("mutator.concurrency", self.mutator.concurrency),
+            ("mutator.batch_size", self.mutator.batch_size),
+            (
+                "mutator.max_batches_per_message",
+                self.mutator.max_batches_per_message,
+            ),
+            ("relay.batch_size", self.relay.batch_size),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.mutator.max_ack_pending < 1 {
+            return Err(invalid("mutator.max_ack_pending", "must be at least 1"));
+        }
+        switchyard_bus::Namespace::new(&self.bus.subject_prefix)
+            .map_err(|e| invalid("bus.subject_prefix", &e.to_string()))?;
+        let stream_ok = !self.bus.stream.is_empty()
+            && self
+                .bus
+                .stream
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !stream_ok {
+            return Err(invalid(
+                "bus.stream",
+                "use letters, digits, '-' and '_' only",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(key: &'static str, problem: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "switchyard.toml",
+                "[mutator]\nconcurrency = 7\nbatch_size = 9",
+            )?;
+            jail.set_env("SWITCHYARD_MUTATOR__BATCH_SIZE", "11");
+            jail.set_env("DATABASE_URL", "postgres://elsewhere/db");
+            jail.set_env("SWITCHYARD_RELAY__SWEEP_INTERVAL", "250ms");
+            let config = Config::load(None).expect("valid");
+            assert_eq!(config.mutator.concurrency, 7);
+            assert_eq!(config.mutator.batch_size, 11);
+            assert_eq!(config.database.url, "postgres://elsewhere/db");
+            assert_eq!(config.relay.sweep_interval, Duration::from_millis(250));
+            assert_eq!(
+                config.reconciler.interval,
+                ReconcilerConfig::default().interval
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHYARD_MUTATOR__CONCURRENCY", "lots");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("mutator.concurrency"), "{err}");
+            jail.set_env("SWITCHYARD_MUTATOR__CONCURRENCY", "0");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("mutator.concurrency"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        Jail::expect_with(|jail| {
+            jail.create_file("switchyard.toml", "[mutator]\nconcurency = 7")?;
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("concurency"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,241 @@
+//! Assembling a process: which roles run, wired to one pool, one bus connection, one
+//! doorbell and one shutdown token.
+//!
+//! ## Shutdown order
+//! When the token fires, the API stops accepting connections and finishes open
+//! requests, and the mutator stops pulling and drains in-flight batches. Only then is
+//! the relay stopped, after publishing what they committed, so a clean shutdown
+//! leaves nothing for the next process's sweep.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use switchyard_api::AppState;
+use switchyard_bus::{Bus, BusError, ConsumerRole, Doorbell};
+use switchyard_workers::consumer::{self, PullSettings};
+use switchyard_workers::mutator::{Mutator, MutatorHandler};
+use switchyard_workers::reconciler::Reconciler;
+use switchyard_workers::relay::Relay;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, DatabaseConfig};
+
+/// Which roles a process runs. The relay and reconciler run in every process.
+#[derive(Clone, Copy, Debug)]
+pub struct Roles {
+    pub api: bool,
+    pub mutator: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        api: true,
+        mutator: true,
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{role} stopped unexpectedly: {reason}")]
+    RoleDied { role: &'static str, reason: String },
+}
+
+/// A running process's roles.
+pub struct Fleet {
+    /// Where the API listens, when it runs.
+    pub api_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    roles: JoinSet<(&'static str, Result<(), String>)>,
+    relay_stop: CancellationToken,
+    relay: tokio::task::JoinHandle<()>,
+}
+
+/// A pool for `config`, waiting (with backoff) for Postgres to come up.
+pub async fn connect_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    let timeout = format!("{}ms", config.idle_in_transaction_timeout.as_millis());
+    let options: PgConnectOptions = config
+        .url
+        .parse::<PgConnectOptions>()?
+        .options([("idle_in_transaction_session_timeout", timeout.as_str())]);
+    let connect = || {
+        PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(options.clone())
+    };
+    connect
+        .retry(startup_backoff())
+        .notify(|error, delay| tracing::warn!(%error, ?delay, "Postgres not reachable yet"))
+        .await
+}
+
+/// Connects to NATS and declares the stream, waiting (with backoff) for NATS.
+pub async fn connect_bus(config: &Config, name: &str) -> Result<Bus, BusError> {
+    (|| Bus::connect(&config.bus, name))
+        .retry(startup_backoff())
+        .when(|e| !matches!(e, BusError::Prefix(_)))
+        .notify(|error, delay| tracing::warn!(%error, ?delay, "NATS not ready yet"))
+        .await
+}
+
+fn startup_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(10)
+}
+
+impl Fleet {
+    /// Starts `roles` against `pool`; they run until `shutdown` fires.
+    pub async fn start(
+        config: &Config,
+        pool: PgPool,
+        roles: Roles,
+        shutdown: CancellationToken,
+    ) -> Result<Self, FleetError> {
+        let bus = connect_bus(config, "switchyard").await?;
+        let (doorbell, doorbell_rx) = Doorbell::channel(4096);
+        let relay_stop = CancellationToken::new();
+        let relay = Relay {
+            pool: pool.clone(),
+            bus: bus.clone(),
+            config: config.relay.clone(),
+        };
+        let relay = tokio::spawn(relay.run(doorbell_rx, relay_stop.clone()));
+        let mut fleet = Self {
+            api_addr: None,
+            shutdown: shutdown.clone(),
+            roles: JoinSet::new(),
+            relay_stop,
+            relay,
+        };
+        let reconciler = Reconciler {
+            pool: pool.clone(),
+            doorbell: doorbell.clone(),
+            config: config.reconciler.clone(),
+        };
+        fleet.spawn("reconciler", async move {
+            reconciler.run(shutdown).await;
+            Ok(())
+        });
+        if roles.mutator {
+            fleet
+                .start_mutator(config, &bus, pool.clone(), doorbell.clone())
+                .await?;
+        }
+        if roles.api {
+            fleet.start_api(config, &bus, pool, doorbell).await?;
+        }
+        Ok(fleet)
+    }
+
+    async fn start_mutator(
+        &mut self,
+        config: &Config,
+        bus: &Bus,
+        pool: PgPool,
+        doorbell: Doorbell,
+    ) -> Result<(), FleetError> {
+        let consumer = bus
+            .consumer(ConsumerRole::Mutator, config.mutator.max_ack_pending)
+            .await?;
+        let mutator = Mutator {
+            pool,
+            doorbell,
+            config: config.mutator.clone(),
+            max_document_bytes: config.http.max_document_bytes,
+        };
+        let settings = PullSettings {
+            concurrency: config.mutator.concurrency,
+            drain_timeout: config.shutdown.drain_timeout,
+        };
+        let shutdown = self.shutdown.clone();
+        let handler = Arc::new(MutatorHandler(Arc::new(mutator)));
+        self.spawn("mutator", async move {
+            consumer::run(consumer, handler, settings, shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        Ok(())
+    }
+
+    async fn start_api(
+        &mut self,
+        config: &Config,
+        bus: &Bus,
+        pool: PgPool,
+        doorbell: Doorbell,
+    ) -> Result<(), FleetError> {
+        let addr = config.http.listen;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| FleetError::Listen { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| FleetError::Listen { addr, source })?;
+        let state = AppState {
+            pool,
+            nats: bus.client.clone(),
+            doorbell,
+            config: config.http.clone(),
+        };
+        let app = switchyard_api::router(state);
+        let shutdown = self.shutdown.clone();
+        self.spawn("api", async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+                .map_err(|e| e.to_string())
+        });
+        tracing::info!(addr = %local, "api listening");
+        self.api_addr = Some(local);
+        Ok(())
+    }
+
+    fn spawn(
+        &mut self,
+        role: &'static str,
+        task: impl Future<Output = Result<(), String>> + Send + 'static,
+    ) {
+        self.roles.spawn(async move { (role, task.await) });
+    }
+
+    /// Waits for every role to stop (after `shutdown` fires), then lets the relay
+    /// publish what they committed. A role that stops on its own before shutdown
+    /// brings the whole process down with an error.
+    pub async fn wait(mut self) -> Result<(), FleetError> {
+        let mut first_error = None;
+        while let Some(joined) = self.roles.join_next().await {
+            let (role, result) = joined.unwrap_or(("task", Err("panicked".to_owned())));
+            let early = !self.shutdown.is_cancelled();
+            if let Err(reason) = result {
+                first_error.get_or_insert(FleetError::RoleDied { role, reason });
+            } else if early {
+                first_error.get_or_insert(FleetError::RoleDied {
+                    role,
+                    reason: "exited".into(),
+                });
+            }
+            self.shutdown.cancel();
+        }
+        self.relay_stop.cancel();
+        let _ = self.relay.await;
+        first_error.map_or(Ok(()), Err)
+    }
+}

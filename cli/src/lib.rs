@@ -1,0 +1,26 @@
+//! # switchyard (the binary's library half)
+//!
+//! What `main` wires together, kept in a library so end-to-end tests start exactly
+//! the same fleet in-process.
+//!
+//! - [`config`]: layered configuration (defaults → `switchyard.toml` → environment).
+//! - [`fleet`]: starting roles in one process and shutting them down in order.
+//! - [`telemetry`]: tracing subscriber (text or JSON).
+//! - [`MIGRATOR`]: the SQL in `migrations/`, embedded.
+
+pub mod config;
+pub mod fleet;
+pub mod telemetry;
+
+/// Every migration in `migrations/`, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Creates the database named in `url` if it does not exist yet (fresh machines).
+pub async fn create_database_if_missing(url: &str) -> Result<(), sqlx::Error> {
+    use sqlx::migrate::MigrateDatabase;
+    if !sqlx::Postgres::database_exists(url).await? {
+        tracing::info!("creating database");
+        sqlx::Postgres::create_database(url).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! # switchyard-workers
+//!
+//! The roles that do the work the API only records.
+//!
+//! ## Roles
+//! - [`mutator`]: consumes `topology.*.mutation.enqueued`, applies pending mutations
+//!   of a topology in `seq` order, and commits outcome + audit row + events together.
+//! - [`relay`]: publishes outbox rows to JetStream, right after commit (doorbell) and
+//!   by sweeping rows left behind.
+//! - [`reconciler`]: re-announces work that sat pending too long and trims the outbox.
+//!
+//! [`consumer`] is the pull loop every bus-driven role shares: bounded concurrency,
+//! ack/nak/term by [`consumer::Outcome`], and a bounded drain on shutdown.
+//!
+//! ## Where the data goes next
+//! Outcomes are staged in the outbox in the same transaction; the relay publishes
+//! them as `topology.{id}.mutation.applied|failed` and `topology.{id}.status`.
+
+pub mod consumer;
+pub mod mutator;
+pub mod reconciler;
+pub mod relay;
+
+/// Errors a worker meets while doing work. All of them are transient from the
+/// message's point of view: the message is retried later, and nothing is half-written
+/// because every unit of work is one transaction.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Bus(#[from] switchyard_bus::BusError),
+    #[error("fenced out: {0}")]
+    Fenced(String),
+}

@@ -1,0 +1,204 @@
+//! The mutator role: applies topology mutations strictly in `seq` order, each exactly
+//! once, all operations or none.
+//!
+//! ## How a message is handled
+//! A `topology.{id}.mutation.enqueued` message is a doorbell, not the work itself:
+//! 1. If its mutation is no longer pending (a duplicate, a redelivery, or a batch
+//!    already took it), ack.
+//! 2. Otherwise drain the topology: [`batch::run`] repeatedly, each batch one
+//!    transaction under the topology's row lock.
+//! 3. If another worker holds the topology, nak with a short delay; that worker is
+//!    draining the same head, and the retry acks once it has.
+//!
+//! Different topologies drain concurrently, up to `concurrency` per process and across
+//! every process sharing the durable consumer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::Message;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use serde::Deserialize;
+use sqlx::PgPool;
+use switchyard_bus::{Doorbell, Event};
+use uuid::Uuid;
+
+use crate::WorkerError;
+use crate::consumer::{Handler, Outcome};
+
+pub mod apply;
+pub mod batch;
+
+pub use batch::BatchResult;
+
+/// Mutator settings (config section `mutator`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MutatorConfig {
+    /// Messages handled at once by one process.
+    pub concurrency: usize,
+    /// Mutations applied per transaction.
+    pub batch_size: usize,
+    /// Batches one message may drain before yielding to other topologies.
+    pub max_batches_per_message: usize,
+    /// Nak delay when another worker holds the topology.
+    #[serde(with = "humantime_serde")]
+    pub busy_retry_delay: Duration,
+    /// Upper bound of the retry delay after errors (exponential from 100 ms).
+    #[serde(with = "humantime_serde")]
+    pub max_retry_delay: Duration,
+    /// Unacked messages the shared consumer hands out across the fleet.
+    pub max_ack_pending: i64,
+}
+
+impl Default for MutatorConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 32,
+            batch_size: 100,
+            max_batches_per_message: 20,
+            busy_retry_delay: Duration::from_millis(20),
+            max_retry_delay: Duration::from_secs(30),
+            max_ack_pending: 10_000,
+        }
+    }
+}
+
+/// What draining a topology did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Drain {
+    /// Mutations that became applied or failed.
+    pub finished: usize,
+    /// Another worker held the topology when we tried.
+    pub busy: bool,
+    /// Pending mutations remain (the per-message budget ran out).
+    pub more: bool,
+}
+
+/// The `data` of a `mutation.enqueued` event, as far as the mutator needs it.
+#[derive(Debug, Deserialize)]
+struct Enqueued {
+    mutation_id: Uuid,
+    topology_id: Uuid,
+}
+
+/// A mutator: cheap to clone, safe to run many of.
+#[derive(Clone, Debug)]
+pub struct Mutator {
+    pub pool: PgPool,
+    pub doorbell: Doorbell,
+    pub config: MutatorConfig,
+    /// Limit on a document's size after a mutation (`http.max_document_bytes`).
+    pub max_document_bytes: usize,
+}
+
+impl Mutator {
+    /// Drains pending mutations of one topology, batch by batch, within the budget.
+    pub async fn drain_topology(&self, topology_id: Uuid) -> Result<Drain, WorkerError> {
+        let mut drain = Drain::default();
+        for _ in 0..self.config.max_batches_per_message {
+            let (result, events) = batch::run(
+                &self.pool,
+                topology_id,
+                self.config.batch_size,
+                self.max_document_bytes,
+            )
+            .await?;
+            self.doorbell.ring(events);
+            match result {
+                BatchResult::Busy => {
+                    drain.busy = drain.finished == 0;
+                    return Ok(drain);
+                }
+                BatchResult::Committed { finished, more } => {
+                    drain.finished += finished;
+                    drain.more = more;
+                    if !more {
+                        return Ok(drain);
+                    }
+                }
+            }
+        }
+        Ok(drain)
+    }
+
+    /// Drains every topology with pending mutations, without the bus. Tests and
+    /// one-off maintenance use it to reach a quiescent state deterministically.
+    pub async fn run_until_idle(&self) -> Result<usize, WorkerError> {
+        let mut finished = 0;
+        loop {
+            let topologies: Vec<Uuid> = sqlx::query_scalar(
+                "select distinct topology_id from mutations where status = 'pending'",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            if topologies.is_empty() {
+                return Ok(finished);
+            }
+            for topology_id in topologies {
+                finished += self.drain_topology(topology_id).await?.finished;
+            }
+        }
+    }
+
+    async fn is_pending(&self, mutation_id: Uuid) -> Result<bool, sqlx::Error> {
+        let pending: Option<bool> =
+            sqlx::query_scalar("select status = 'pending' from mutations where id = $1")
+                .bind(mutation_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(pending.unwrap_or(false))
+    }
+
+    /// Handles one `mutation.enqueued` event; `delivered` counts delivery attempts.
+    pub async fn handle_event(&self, event: &Event, delivered: i64) -> Outcome {
+        let Ok(enqueued) = serde_json::from_value::<Enqueued>(event.data.clone()) else {
+            return Outcome::Reject(format!("event {} has no mutation_id/topology_id", event.id));
+        };
+        match self.try_handle(&enqueued).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                let delay = self.retry_delay(delivered);
+                tracing::warn!(%error, mutation_id = %enqueued.mutation_id, ?delay, "mutation batch failed; will retry");
+                Outcome::Retry(delay)
+            }
+        }
+    }
+
+    async fn try_handle(&self, enqueued: &Enqueued) -> Result<Outcome, WorkerError> {
+        if !self.is_pending(enqueued.mutation_id).await? {
+            return Ok(Outcome::Ack);
+        }
+        let drain = self.drain_topology(enqueued.topology_id).await?;
+        if drain.busy && self.is_pending(enqueued.mutation_id).await? {
+            return Ok(Outcome::Retry(self.config.busy_retry_delay));
+        }
+        Ok(Outcome::Ack)
+    }
+
+    /// Exponential from 100 ms to `max_retry_delay`, with jitter, by delivery attempt.
+    fn retry_delay(&self, delivered: i64) -> Duration {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(self.config.max_retry_delay)
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .nth(delivered.clamp(1, 32) as usize - 1)
+            .unwrap_or(self.config.max_retry_delay)
+    }
+}
+
+/// The bus entry point: parses the envelope and defers to [`Mutator::handle_event`].
+#[derive(Clone, Debug)]
+pub struct MutatorHandler(pub Arc<Mutator>);
+
+impl Handler for MutatorHandler {
+    async fn handle(&self, message: &Message) -> Outcome {
+        let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
+            return Outcome::Reject("payload is not a switchyard event envelope".to_owned());
+        };
+        let delivered = message.info().map_or(1, |info| info.delivered);
+        self.0.handle_event(&event, delivered).await
+    }
+}
