@@ -1,0 +1,252 @@
+//! End-to-end harness: a fleet on port 0 against this test's own database, with its
+//! own JetStream stream and subject prefix, so tests share one NATS server safely.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use switchyard::config::Config;
+use switchyard::fleet::{Fleet, Roles};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The NATS server the tests use (`scripts/test` starts a pinned one).
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// A configuration isolated to this test: unique stream and prefix, port 0, and
+/// timings short enough for recovery paths to show within seconds.
+pub fn isolated_config() -> Config {
+    let tag = Uuid::now_v7().simple().to_string();
+    let mut config = Config::default();
+    config.bus.url = nats_url();
+    config.bus.stream = format!("SYT_{tag}");
+    config.bus.subject_prefix = format!("t{tag}");
+    config.bus.ack_wait = Duration::from_secs(3);
+    config.bus.max_age = Duration::from_secs(3600);
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
+    config.database.max_connections = 8;
+    config.relay.sweep_interval = Duration::from_millis(200);
+    config.relay.sweep_min_age = Duration::from_millis(500);
+    config.reconciler.interval = Duration::from_millis(300);
+    config.reconciler.reannounce_after = Duration::from_secs(30);
+    config.shutdown.drain_timeout = Duration::from_secs(5);
+    config
+}
+
+/// A separate pool on the same test database: each fleet gets its own, like a process would.
+pub async fn own_pool(pool: &PgPool) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(pool.connect_options().as_ref().clone())
+        .await
+        .expect("connecting to the test database")
+}
+
+/// The URL of this test's database, for child processes.
+pub fn database_url(pool: &PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set by scripts/test");
+    let server = &base[..base.rfind('/').expect("DATABASE_URL has a database path")];
+    let name = pool
+        .connect_options()
+        .get_database()
+        .expect("test pool names its database")
+        .to_owned();
+    format!("{server}/{name}")
+}
+
+/// A running test fleet: one process's worth of roles, plus more mutators on demand.
+pub struct TestFleet {
+    pub config: Config,
+    pub pool: PgPool,
+    pub base: String,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    fleets: Vec<Fleet>,
+}
+
+impl TestFleet {
+    /// API + mutator + relay + reconciler in one fleet, like `switchyard up`.
+    pub async fn up(pool: &PgPool) -> Self {
+        Self::start(pool, isolated_config(), Roles::ALL).await
+    }
+
+    pub async fn start(pool: &PgPool, config: Config, roles: Roles) -> Self {
+        let shutdown = CancellationToken::new();
+        let fleet = Fleet::start(&config, own_pool(pool).await, roles, shutdown.clone())
+            .await
+            .expect("starting the fleet");
+        let base = fleet
+            .api_addr
+            .map(|addr| format!("http://{addr}"))
+            .unwrap_or_default();
+        Self {
+            config,
+            pool: pool.clone(),
+            base,
+            http: reqwest::Client::new(),
+            shutdown,
+            fleets: vec![fleet],
+        }
+    }
+
+    /// Starts `n` more mutator-only fleets, each with its own pool and NATS connection.
+    pub async fn add_mutators(&mut self, n: usize) {
+        for _ in 0..n {
+            let roles = Roles {
+                api: false,
+                mutator: true,
+            };
+            let fleet = Fleet::start(
+                &self.config,
+                own_pool(&self.pool).await,
+                roles,
+                self.shutdown.clone(),
+            )
+            .await
+            .expect("starting a mutator");
+            self.fleets.push(fleet);
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        read(response).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.http.get(self.url(path)).send().await.expect("GET");
+        read(response).await
+    }
+
+    /// Creates a topology and returns its id.
+    pub async fn create_topology(&self, name: &str, document: Value) -> Uuid {
+        let (status, body) = self
+            .post("/topologies", json!({"name": name, "document": document}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Enqueues a mutation and returns its id; the API must accept it with 202.
+    pub async fn enqueue(&self, topology: Uuid, ops: Value) -> Uuid {
+        let (status, body) = self
+            .post(
+                &format!("/topologies/{topology}/mutations"),
+                json!({"ops": ops}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Waits until no mutation is pending.
+    pub async fn settle(&self, within: Duration) {
+        eventually(within, || async {
+            let pending: i64 =
+                sqlx::query_scalar("select count(*) from mutations where status = 'pending'")
+                    .fetch_one(&self.pool)
+                    .await
+                    .unwrap();
+            pending == 0
+        })
+        .await;
+    }
+
+    /// Stops every fleet (graceful) and deletes the test's stream.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for fleet in self.fleets {
+            fleet.wait().await.expect("fleet stopped cleanly");
+        }
+        let client = async_nats::connect(nats_url()).await.unwrap();
+        let _ = async_nats::jetstream::new(client)
+            .delete_stream(&self.config.bus.stream)
+            .await;
+    }
+}
+
+pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Polls `condition` until it holds; panics after `within`.
+pub async fn eventually<F, Fut>(within: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `add` operation setting `/key` to `value`.
+pub fn add(key: &str, value: Value) -> Value {
+    json!([{"op": "add", "path": format!("/{key}"), "value": value}])
+}
+
+impl TestFleet {
+    /// Messages in this test's stream whose subject matches the logical `filter`.
+    pub async fn stream_count(&self, filter: &str) -> usize {
+        use futures::TryStreamExt;
+        let client = async_nats::connect(nats_url()).await.unwrap();
+        let stream = async_nats::jetstream::new(client)
+            .get_stream(&self.config.bus.stream)
+            .await
+            .unwrap();
+        let wire = format!("{}.{filter}", self.config.bus.subject_prefix);
+        let counts: Vec<(String, usize)> = stream
+            .info_with_subjects(wire)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        counts.iter().map(|(_, n)| n).sum()
+    }
+
+    /// A JetStream context for the test's own NATS connection.
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap())
+    }
+
+    /// Waits until the mutator's durable consumer has nothing pending or unacked.
+    pub async fn consumer_idle(&self, within: Duration) {
+        let js = self.jetstream().await;
+        eventually(within, || async {
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+                .get_consumer_from_stream("mutator", &self.config.bus.stream)
+                .await
+                .unwrap();
+            let info = consumer.info().await.unwrap();
+            info.num_pending == 0 && info.num_ack_pending == 0
+        })
+        .await;
+    }
+}

@@ -1,0 +1,281 @@
+//! The mutation guarantees: per-topology order across several mutators, exactly-once
+//! application, failure isolation, idempotent retries and optimistic concurrency.
+
+mod harness;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::{StreamExt, stream};
+use harness::{TestFleet, add};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use switchyard_bus::Event;
+use uuid::Uuid;
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_thousand_mutations_on_three_mutators_apply_once_in_seq_order(pool: PgPool) {
+    let mut fleet = TestFleet::up(&pool).await;
+    fleet.add_mutators(2).await;
+    let mut topologies = Vec::new();
+    for i in 0..10 {
+        topologies.push(
+            fleet
+                .create_topology(&format!("t{i}"), json!({"log": []}))
+                .await,
+        );
+    }
+    // 1,000 appends, 100 per topology, enqueued 32 at a time in interleaved order.
+    let requests = (0..1000).map(|i| (topologies[i % 10], i));
+    let fleet_ref = &fleet;
+    let accepted: Vec<Uuid> = stream::iter(requests)
+        .map(|(topology, i)| async move {
+            fleet_ref
+                .enqueue(
+                    topology,
+                    json!([{"op": "add", "path": "/log/-", "value": i}]),
+                )
+                .await
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert_eq!(accepted.len(), 1000);
+    fleet.settle(Duration::from_secs(60)).await;
+
+    let applied: i64 =
+        sqlx::query_scalar("select count(*) from mutations where status = 'applied'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(applied, 1000);
+    for topology in &topologies {
+        assert_topology_applied_in_seq_order(&pool, *topology, 100).await;
+    }
+    // Every outcome was announced, once: the stream deduplicated any re-publish.
+    harness::eventually(Duration::from_secs(10), || async {
+        fleet.stream_count("topology.*.mutation.applied").await == 1000
+    })
+    .await;
+    assert_eq!(
+        fleet.stream_count("topology.*.mutation.enqueued").await,
+        1000
+    );
+    fleet.stop().await;
+}
+
+/// Audit rows in seq order, one per mutation; version = applied count; the document
+/// log lists the values in seq order.
+async fn assert_topology_applied_in_seq_order(pool: &PgPool, topology: Uuid, count: i64) {
+    let audit: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "select seq, before_version, after_version from mutation_audit where topology_id = $1 order by id",
+    )
+    .bind(topology)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let expected: Vec<(i64, i64, i64)> = (1..=count).map(|seq| (seq, seq - 1, seq)).collect();
+    assert_eq!(audit, expected, "audit of {topology} out of seq order");
+    let (version, document): (i64, Value) =
+        sqlx::query_as("select version, document from topologies where id = $1")
+            .bind(topology)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(version, count);
+    let by_seq: Vec<Value> = sqlx::query_scalar(
+        "select ops->0->'value' from mutations where topology_id = $1 order by seq",
+    )
+    .bind(topology)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        document["log"],
+        Value::Array(by_seq),
+        "document of {topology} not in seq order"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_same_enqueued_event_delivered_again_changes_nothing(pool: PgPool) {
+    let fleet = TestFleet::up(&pool).await;
+    let topology = fleet.create_topology("t", json!({"n": 0})).await;
+    let mutation = fleet
+        .enqueue(
+            topology,
+            json!([{"op": "replace", "path": "/n", "value": 1}]),
+        )
+        .await;
+    fleet.settle(Duration::from_secs(10)).await;
+    let before = snapshot(&pool, topology).await;
+
+    let row: sqlx::types::Json<Event> =
+        sqlx::query_scalar("select event from outbox where subject like '%.mutation.enqueued'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let event = row.0;
+    let js = fleet.jetstream().await;
+    let subject = format!("{}.{}", fleet.config.bus.subject_prefix, event.subject);
+    let payload = serde_json::to_vec(&event).unwrap();
+    // Same Nats-Msg-Id: the stream drops it. A new id: it is delivered again.
+    for msg_id in [
+        event.id.to_string(),
+        Uuid::now_v7().to_string(),
+        Uuid::now_v7().to_string(),
+    ] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", msg_id.as_str());
+        js.publish_with_headers(subject.clone(), headers, payload.clone().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    assert_eq!(fleet.stream_count("topology.*.mutation.enqueued").await, 3);
+    fleet.consumer_idle(Duration::from_secs(10)).await;
+    assert_eq!(snapshot(&pool, topology).await, before);
+    let (_, body) = fleet.get(&format!("/mutations/{mutation}")).await;
+    assert_eq!(body["applied_version"], 1);
+    fleet.stop().await;
+}
+
+/// (version, document, audit rows, outbox rows) of a topology.
+async fn snapshot(pool: &PgPool, topology: Uuid) -> (i64, Value, i64, i64) {
+    sqlx::query_as(
+        "select version, document,
+                (select count(*) from mutation_audit where topology_id = $1),
+                (select count(*) from outbox)
+         from topologies where id = $1",
+    )
+    .bind(topology)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_failing_mutation_does_not_block_the_next(pool: PgPool) {
+    let fleet = TestFleet::up(&pool).await;
+    let topology = fleet.create_topology("t", json!({"a": 1})).await;
+    let first = fleet.enqueue(topology, add("b", json!(2))).await;
+    let failing = fleet
+        .enqueue(topology, json!([{"op": "replace", "path": "/a", "value": 9}, {"op": "test", "path": "/a", "value": 1}]))
+        .await;
+    let last = fleet.enqueue(topology, add("c", json!(3))).await;
+    fleet.settle(Duration::from_secs(10)).await;
+
+    let status = |id: Uuid| {
+        let fleet = &fleet;
+        async move { fleet.get(&format!("/mutations/{id}")).await.1 }
+    };
+    assert_eq!(status(first).await["status"], "applied");
+    let failed = status(failing).await;
+    assert_eq!(failed["status"], "failed");
+    assert!(failed["error"].as_str().unwrap().contains("/a"), "{failed}");
+    assert!(failed["applied_version"].is_null());
+    assert_eq!(status(last).await["applied_version"], 2);
+    let (_, doc) = fleet.get(&format!("/topologies/{topology}")).await;
+    // The failing mutation's first op (replace) was not applied either: all or nothing.
+    assert_eq!(doc["document"], json!({"a": 1, "b": 2, "c": 3}));
+    let outcomes: Vec<(String, Option<String>)> = sqlx::query_as(
+        "select outcome, error from mutation_audit where topology_id = $1 order by id",
+    )
+    .bind(topology)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        outcomes.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(),
+        ["applied", "failed", "applied"]
+    );
+    harness::eventually(Duration::from_secs(10), || async {
+        fleet
+            .stream_count(&format!("topology.{topology}.mutation.failed"))
+            .await
+            == 1
+    })
+    .await;
+    fleet.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn idempotency_key_replays_and_refuses_a_different_body(pool: PgPool) {
+    let fleet = TestFleet::up(&pool).await;
+    let topology = fleet.create_topology("t", json!({})).await;
+    let path = fleet.url(&format!("/topologies/{topology}/mutations"));
+    let send = |body: Value| {
+        let request = fleet
+            .http
+            .post(&path)
+            .header("Idempotency-Key", "order-42")
+            .json(&body);
+        async move { harness::read(request.send().await.unwrap()).await }
+    };
+    let body = json!({"ops": [{"op": "add", "path": "/x", "value": 1}]});
+    let (first_status, first) = send(body.clone()).await;
+    assert_eq!(first_status, StatusCode::ACCEPTED);
+    // Concurrent retries all get the original back.
+    let retries = futures::future::join_all((0..5).map(|_| send(body.clone()))).await;
+    for (status, retry) in retries {
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(retry["id"], first["id"]);
+    }
+    let (status, conflict) = send(json!({"ops": [{"op": "add", "path": "/x", "value": 2}]})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        conflict["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("different body"),
+        "{conflict}"
+    );
+    let (status, _) = harness::read(
+        fleet
+            .http
+            .post(&path)
+            .header("Idempotency-Key", "")
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let counts: (i64, i64) = sqlx::query_as(
+        "select (select count(*) from mutations),
+                (select count(*) from outbox where subject like '%.mutation.enqueued')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(counts, (1, 1));
+    fleet.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn if_version_conflict_fails_with_a_readable_error(pool: PgPool) {
+    let fleet = TestFleet::up(&pool).await;
+    let topology = fleet.create_topology("t", json!({})).await;
+    let path = format!("/topologies/{topology}/mutations");
+    let mut ids = HashMap::new();
+    for (name, if_version) in [("first", 0), ("stale", 0), ("current", 1)] {
+        let (status, body) = fleet
+            .post(&path, json!({"ops": [{"op": "add", "path": format!("/{name}"), "value": true}], "if_version": if_version}))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        ids.insert(name, body["id"].as_str().unwrap().to_owned());
+    }
+    fleet.settle(Duration::from_secs(10)).await;
+    let (_, stale) = fleet.get(&format!("/mutations/{}", ids["stale"])).await;
+    assert_eq!(stale["status"], "failed");
+    assert_eq!(
+        stale["error"],
+        "version conflict: if_version is 0 but the topology is at version 1"
+    );
+    let (_, current) = fleet.get(&format!("/mutations/{}", ids["current"])).await;
+    assert_eq!(current["applied_version"], 2);
+    fleet.stop().await;
+}

