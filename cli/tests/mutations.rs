@@ -51,7 +51,7 @@ async fn a_thousand_mutations_on_three_mutators_apply_once_in_seq_order(pool: Pg
             .unwrap();
     assert_eq!(applied, 1000);
     for topology in &topologies {
-        assert_topology_applied_in_seq_order(&pool, *topology, 100).await;
+        harness::assert_applied_in_seq_order(&pool, *topology, 100).await;
     }
     // Every outcome was announced, once: the stream deduplicated any re-publish.
     harness::eventually(Duration::from_secs(10), || async {
@@ -63,39 +63,6 @@ async fn a_thousand_mutations_on_three_mutators_apply_once_in_seq_order(pool: Pg
         1000
     );
     fleet.stop().await;
-}
-
-/// Audit rows in seq order, one per mutation; version = applied count; the document
-/// log lists the values in seq order.
-async fn assert_topology_applied_in_seq_order(pool: &PgPool, topology: Uuid, count: i64) {
-    let audit: Vec<(i64, i64, i64)> = sqlx::query_as(
-        "select seq, before_version, after_version from mutation_audit where topology_id = $1 order by id",
-    )
-    .bind(topology)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let expected: Vec<(i64, i64, i64)> = (1..=count).map(|seq| (seq, seq - 1, seq)).collect();
-    assert_eq!(audit, expected, "audit of {topology} out of seq order");
-    let (version, document): (i64, Value) =
-        sqlx::query_as("select version, document from topologies where id = $1")
-            .bind(topology)
-            .fetch_one(pool)
-            .await
-            .unwrap();
-    assert_eq!(version, count);
-    let by_seq: Vec<Value> = sqlx::query_scalar(
-        "select ops->0->'value' from mutations where topology_id = $1 order by seq",
-    )
-    .bind(topology)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        document["log"],
-        Value::Array(by_seq),
-        "document of {topology} not in seq order"
-    );
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -250,3 +250,110 @@ impl TestFleet {
         .await;
     }
 }
+
+/// Audit rows in seq order, one per mutation; version = applied count; the document
+/// log lists the values in seq order.
+pub async fn assert_applied_in_seq_order(pool: &PgPool, topology: Uuid, count: i64) {
+    let audit: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "select seq, before_version, after_version from mutation_audit where topology_id = $1 order by id",
+    )
+    .bind(topology)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let expected: Vec<(i64, i64, i64)> = (1..=count).map(|seq| (seq, seq - 1, seq)).collect();
+    assert_eq!(audit, expected, "audit of {topology} out of seq order");
+    let (version, document): (i64, Value) =
+        sqlx::query_as("select version, document from topologies where id = $1")
+            .bind(topology)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(version, count);
+    let by_seq: Vec<Value> = sqlx::query_scalar(
+        "select ops->0->'value' from mutations where topology_id = $1 order by seq",
+    )
+    .bind(topology)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        document["log"],
+        Value::Array(by_seq),
+        "document of {topology} not in seq order"
+    );
+}
+
+/// A `switchyard` child process, killed when dropped.
+pub struct Process {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Process {
+    /// Starts `switchyard <args>` on this test's database, stream and prefix.
+    pub fn spawn(pool: &PgPool, config: &Config, args: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(args)
+            .env("DATABASE_URL", database_url(pool))
+            .env("NATS_URL", nats_url())
+            .env("SWITCHYARD_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("SWITCHYARD_BUS__STREAM", &config.bus.stream)
+            .env("SWITCHYARD_BUS__SUBJECT_PREFIX", &config.bus.subject_prefix)
+            .env("SWITCHYARD_BUS__ACK_WAIT", "2s")
+            .env("SWITCHYARD_DATABASE__MAX_CONNECTIONS", "8")
+            .env("SWITCHYARD_SHUTDOWN__DRAIN_TIMEOUT", "10s")
+            .env("SWITCHYARD_LOG__FILTER", "warn")
+            .spawn()
+            .expect("spawning switchyard");
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Sends SIGTERM (graceful) or SIGKILL (crash).
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub async fn exit_code(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn ready(&self, within: Duration) {
+        let url = format!("{}/readyz", self.base);
+        eventually(within, || async {
+            matches!(reqwest::get(&url).await, Ok(r) if r.status() == StatusCode::OK)
+        })
+        .await;
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
