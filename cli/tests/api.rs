@@ -306,3 +306,40 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing(pool: PgPool) {
     assert_eq!(written, (1, 0, 0), "bad input wrote rows");
     fleet.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_enqueue_whose_outbox_write_fails_commits_nothing_and_leaks_nothing(pool: PgPool) {
+    let fleet = TestFleet::up(&pool).await;
+    let topology = fleet.create_topology("t", json!({})).await;
+    sqlx::query(
+        "create function refuse_outbox() returns trigger language plpgsql as
+         $$ begin raise exception 'secret internal detail: outbox disk full'; end $$",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("create trigger refuse before insert on outbox for each row execute function refuse_outbox()")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let (status, body) = fleet
+        .post(
+            &format!("/topologies/{topology}/mutations"),
+            json!({"ops": add("a", json!(1))}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body["error"]["code"], "internal");
+    assert!(
+        !body.to_string().contains("secret"),
+        "500 leaked internals: {body}"
+    );
+    let written: (i64, i64) =
+        sqlx::query_as("select (select count(*) from mutations), last_seq from topologies")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(written, (0, 0), "the mutation committed without its event");
+    fleet.stop().await;
+}

@@ -61,9 +61,9 @@ impl Relay {
         let mut sweep = tokio::time::interval(self.config.sweep_interval);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rung = Vec::new();
+        // Unbiased on purpose: a busy doorbell must not starve the sweep.
         loop {
             tokio::select! {
-                biased;
                 _ = shutdown.cancelled() => break,
                 received = doorbell.recv_many(&mut rung, self.config.batch_size) => {
                     if received == 0 {

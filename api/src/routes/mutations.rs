@@ -270,7 +270,7 @@ async fn list(
     };
     let limit = page.limit()?;
     let after: i64 = page.cursor()?.unwrap_or(0);
-    topologies::find(&app.pool, topology_id).await?;
+    topologies::ensure_exists(&app.pool, topology_id).await?;
     let rows = sqlx::query_as::<_, MutationOut>(
         "select id, topology_id, seq, status, ops, if_version, error, applied_version, actor,
                 idempotency_key, created_at, finished_at

@@ -126,6 +126,15 @@ pub async fn find(pool: &sqlx::PgPool, id: Uuid) -> Result<TopologyOut, ApiError
     .ok_or_else(|| not_found(id))
 }
 
+/// 404 unless the topology exists; cheaper than [`find`] when the document is not needed.
+pub async fn ensure_exists(pool: &sqlx::PgPool, id: Uuid) -> Result<(), ApiError> {
+    let exists: bool = sqlx::query_scalar("select exists (select 1 from topologies where id = $1)")
+        .bind(id)
+        .fetch_one(pool)
+        .await?;
+    if exists { Ok(()) } else { Err(not_found(id)) }
+}
+
 /// The 404 for an unknown topology id.
 pub fn not_found(id: Uuid) -> ApiError {
     ApiError::NotFound(format!("topology {id} does not exist"))

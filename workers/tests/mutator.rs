@@ -1,0 +1,134 @@
+//! The mutator against real Postgres, without the bus: driven with
+//! `drain_topology` / `run_until_idle`, so every assertion is deterministic.
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use switchyard_bus::Doorbell;
+use switchyard_workers::mutator::{Mutator, MutatorConfig};
+use uuid::Uuid;
+
+fn mutator(pool: &PgPool, batch_size: usize) -> Mutator {
+    let (doorbell, _relay_gone) = Doorbell::channel(1);
+    Mutator {
+        pool: pool.clone(),
+        doorbell,
+        config: MutatorConfig {
+            batch_size,
+            ..MutatorConfig::default()
+        },
+        max_document_bytes: 64 * 1024,
+    }
+}
+
+async fn topology(pool: &PgPool) -> Uuid {
+    sqlx::query_scalar(
+        "insert into topologies (id, name, document) values ($1, 't', '{}') returning id",
+    )
+    .bind(Uuid::now_v7())
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Enqueues like the API does (seq from the topology row), without an outbox row.
+async fn enqueue(pool: &PgPool, topology: Uuid, ops: Value) -> Uuid {
+    sqlx::query_scalar(
+        "with next as (update topologies set last_seq = last_seq + 1, status = 'pending'
+                       where id = $2 returning last_seq)
+         insert into mutations (id, topology_id, seq, ops, actor)
+         select $1, $2, last_seq, $3, 'test' from next returning id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(topology)
+    .bind(ops)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// (mutation status, audit rows for it, outbox events naming it)
+async fn trail(pool: &PgPool, mutation: Uuid) -> (String, i64, i64) {
+    sqlx::query_as(
+        "select status,
+                (select count(*) from mutation_audit where mutation_id = $1),
+                (select count(*) from outbox where event->'data'->>'mutation_id' = $1::text)
+         from mutations where id = $1",
+    )
+    .bind(mutation)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn each_outcome_commits_with_its_audit_row_and_event(pool: PgPool) {
+    let t = topology(&pool).await;
+    let ok = enqueue(&pool, t, json!([{"op": "add", "path": "/a", "value": 1}])).await;
+    let bad = enqueue(&pool, t, json!([{"op": "remove", "path": "/missing"}])).await;
+    let also_ok = enqueue(&pool, t, json!([{"op": "add", "path": "/b", "value": 2}])).await;
+    // Batches of two: the three mutations commit in two transactions.
+    assert_eq!(mutator(&pool, 2).run_until_idle().await.unwrap(), 3);
+
+    assert_eq!(trail(&pool, ok).await, ("applied".into(), 1, 1));
+    assert_eq!(trail(&pool, bad).await, ("failed".into(), 1, 1));
+    assert_eq!(trail(&pool, also_ok).await, ("applied".into(), 1, 1));
+    let statuses: Vec<Value> = sqlx::query_scalar(
+        "select event->'data' from outbox where event->>'type' = 'status' order by position",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(statuses.len(), 2, "one status event per committed batch");
+    assert_eq!(statuses[1]["version"], 2);
+    assert_eq!(statuses[1]["status"], "idle");
+    // Running again finds nothing to do and writes nothing.
+    assert_eq!(mutator(&pool, 2).run_until_idle().await.unwrap(), 0);
+    assert_eq!(trail(&pool, ok).await, ("applied".into(), 1, 1));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_batch_that_cannot_record_its_audit_commits_nothing(pool: PgPool) {
+    let t = topology(&pool).await;
+    let first = enqueue(&pool, t, json!([{"op": "add", "path": "/a", "value": 1}])).await;
+    let second = enqueue(&pool, t, json!([{"op": "add", "path": "/b", "value": 1}])).await;
+    // A stray audit row for the second mutation makes the batch's audit insert fail.
+    sqlx::query(
+        "insert into mutation_audit (mutation_id, topology_id, seq, outcome, before_version, after_version, actor, ops)
+         values ($1, $2, 2, 'applied', 0, 1, 'stray', '[]')",
+    )
+    .bind(second)
+    .bind(t)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    assert!(mutator(&pool, 10).drain_topology(t).await.is_err());
+    assert_eq!(trail(&pool, first).await, ("pending".into(), 0, 0));
+    let (version, document): (i64, Value) =
+        sqlx::query_as("select version, document from topologies")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((version, document), (0, json!({})));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_topology_held_by_another_worker_is_reported_busy(pool: PgPool) {
+    let t = topology(&pool).await;
+    let m = enqueue(&pool, t, json!([{"op": "add", "path": "/a", "value": 1}])).await;
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("select 1 from topologies where id = $1 for no key update")
+        .bind(t)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let drain = mutator(&pool, 10).drain_topology(t).await.unwrap();
+    assert!(drain.busy && drain.finished == 0);
+    // The holder's claim ends with its transaction (commit, rollback or a dead connection).
+    holder.rollback().await.unwrap();
+    assert_eq!(
+        mutator(&pool, 10).drain_topology(t).await.unwrap().finished,
+        1
+    );
+    assert_eq!(trail(&pool, m).await.0, "applied");
+}
