@@ -42,7 +42,14 @@ struct Args {
     timeout: u64,
 }
 
-type Seen = Arc<Mutex<HashMap<String, Instant>>>;
+/// When each mutation's `enqueued` and outcome events reached this subscriber.
+#[derive(Default)]
+struct Sightings {
+    enqueued: HashMap<String, Instant>,
+    outcome: HashMap<String, Instant>,
+}
+
+type Seen = Arc<Mutex<Sightings>>;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -61,11 +68,11 @@ async fn main() -> anyhow::Result<()> {
     let accepted = enqueue_all(&http, &args, &topologies).await?;
     let enqueue_elapsed = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    while seen.lock().await.len() < accepted.len() {
+    while seen.lock().await.outcome.len() < accepted.len() {
         if Instant::now() > deadline {
             bail!(
                 "only {} of {} outcomes arrived in time",
-                seen.lock().await.len(),
+                seen.lock().await.outcome.len(),
                 accepted.len()
             );
         }
@@ -142,13 +149,17 @@ async fn collect_outcomes(nats: String, prefix: String, seen: Seen) -> anyhow::R
         .await?;
     while let Some(message) = outcomes.next().await {
         let arrived = Instant::now();
-        if message.subject.ends_with(".enqueued") {
-            continue;
-        }
         let event: Value = serde_json::from_slice(&message.payload)?;
-        if let Some(id) = event["data"]["mutation_id"].as_str() {
-            seen.lock().await.entry(id.to_owned()).or_insert(arrived);
-        }
+        let Some(id) = event["data"]["mutation_id"].as_str() else {
+            continue;
+        };
+        let mut seen = seen.lock().await;
+        let sightings = if message.subject.ends_with(".enqueued") {
+            &mut seen.enqueued
+        } else {
+            &mut seen.outcome
+        };
+        sightings.entry(id.to_owned()).or_insert(arrived);
     }
     Ok(())
 }
@@ -156,22 +167,29 @@ async fn collect_outcomes(nats: String, prefix: String, seen: Seen) -> anyhow::R
 fn report(
     args: &Args,
     accepted: &[(String, Instant)],
-    seen: &HashMap<String, Instant>,
+    seen: &Sightings,
     started: Instant,
     enqueue_elapsed: Duration,
 ) {
-    let mut latencies: Vec<Duration> = accepted
-        .iter()
-        .map(|(id, at)| seen[id].saturating_duration_since(*at))
-        .collect();
-    latencies.sort();
+    let latencies = |from: &dyn Fn(&str, Instant) -> Option<Instant>,
+                     to: &HashMap<String, Instant>| {
+        let mut all: Vec<Duration> = accepted
+            .iter()
+            .filter_map(|(id, at)| Some(to.get(id)?.saturating_duration_since(from(id, *at)?)))
+            .collect();
+        all.sort();
+        all
+    };
+    let end_to_end = latencies(&|_, at| Some(at), &seen.outcome);
+    let relay = latencies(&|_, at| Some(at), &seen.enqueued);
+    let apply = latencies(&|id, _| seen.enqueued.get(id).copied(), &seen.outcome);
     let last = accepted
         .iter()
-        .map(|(id, _)| seen[id])
+        .map(|(id, _)| seen.outcome[id])
         .max()
         .unwrap_or(started);
     let total = last - started;
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let n = accepted.len() as f64;
     println!(
         "mutations:        {} over {} topologies, {} concurrent requests",
         accepted.len(),
@@ -180,19 +198,35 @@ fn report(
     );
     println!(
         "enqueue:          {:.0} req/s ({:.2?})",
-        accepted.len() as f64 / enqueue_elapsed.as_secs_f64(),
+        n / enqueue_elapsed.as_secs_f64(),
         enqueue_elapsed
     );
     println!(
         "end-to-end:       {:.0} mutations/s (first request to last applied event, {:.2?})",
-        accepted.len() as f64 / total.as_secs_f64(),
+        n / total.as_secs_f64(),
         total
     );
+    println!("202 → applied:    {}", percentiles(&end_to_end));
     println!(
-        "202 → applied:    p50 {:.1?}  p90 {:.1?}  p99 {:.1?}  max {:.1?}",
-        pct(0.50),
-        pct(0.90),
-        pct(0.99),
-        pct(1.0)
+        "  202 → enqueued: {}   (commit to announcement: relay)",
+        percentiles(&relay)
     );
+    println!(
+        "  enqueued → applied: {}   (delivery, apply, announcement: mutator + relay)",
+        percentiles(&apply)
+    );
+}
+
+fn percentiles(sorted: &[Duration]) -> String {
+    if sorted.is_empty() {
+        return "no samples".to_owned();
+    }
+    let at = |p: f64| sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)];
+    format!(
+        "p50 {:.1?}  p90 {:.1?}  p99 {:.1?}  max {:.1?}",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(1.0)
+    )
 }

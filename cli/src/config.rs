@@ -108,6 +108,8 @@ impl Default for ShutdownConfig {
 pub enum ConfigError {
     #[error("configuration: {0}")]
     Parse(#[from] Box<figment::Error>),
+    #[error("configuration file {0} does not exist")]
+    MissingFile(String),
     #[error("configuration key {key}: {problem}")]
     Invalid { key: &'static str, problem: String },
 }
@@ -117,6 +119,9 @@ impl Config {
     /// which may be absent; an explicitly named file must exist.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let toml = match file {
+            Some(path) if !path.is_file() => {
+                return Err(ConfigError::MissingFile(path.display().to_string()));
+            }
             Some(path) => Toml::file_exact(path),
             None => Toml::file("switchyard.toml"),
         };

@@ -2,7 +2,9 @@
 //!
 //! ## Two paths
 //! - **Fast**: committers ring the [`Doorbell`] with the events they just committed;
-//!   the relay publishes them at once, pipelined, then marks the rows published.
+//!   the relay sends them at once, in order, and a background task awaits JetStream's
+//!   acks and marks the rows published. Marking is off the critical path, so an event
+//!   reaches subscribers about one NATS round trip after its commit.
 //! - **Sweep**: every `sweep_interval`, rows still unpublished after `sweep_min_age`
 //!   (a crash between commit and publish, NATS down, a full doorbell) are claimed with
 //!   `for update skip locked`, published in outbox order and marked.
@@ -11,12 +13,17 @@
 //! processes) publish the same row, JetStream keeps one copy.
 
 use std::future::IntoFuture;
+use std::sync::Arc;
 use std::time::Duration;
+
+use async_nats::jetstream;
 
 use futures::future::join_all;
 use serde::Deserialize;
 use sqlx::PgPool;
 use switchyard_bus::{Bus, DoorbellReceiver, Event};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -54,12 +61,19 @@ pub struct Relay {
     pub config: RelayConfig,
 }
 
+/// Fast-path batches sent but not yet confirmed; bounds memory when NATS is slow.
+const UNCONFIRMED_BATCHES: usize = 16;
+
+type PendingAck = (Uuid, jetstream::context::PublishAckFuture);
+
 impl Relay {
     /// Serves the doorbell and sweeps until `shutdown`, then publishes what the
-    /// doorbell still holds.
+    /// doorbell still holds and waits for outstanding confirmations.
     pub async fn run(self, mut doorbell: DoorbellReceiver, shutdown: CancellationToken) {
         let mut sweep = tokio::time::interval(self.config.sweep_interval);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let slots = Arc::new(Semaphore::new(UNCONFIRMED_BATCHES));
+        let mut confirming = JoinSet::new();
         let mut rung = Vec::new();
         // Unbiased on purpose: a busy doorbell must not starve the sweep.
         loop {
@@ -72,7 +86,7 @@ impl Relay {
                         break;
                     }
                     let events: Vec<Event> = rung.drain(..).flatten().collect();
-                    self.publish_logged(events).await;
+                    self.send_fast(events, &slots, &mut confirming).await;
                 }
                 _ = sweep.tick() => {
                     if let Err(error) = self.sweep_once().await {
@@ -80,49 +94,53 @@ impl Relay {
                     }
                 }
             }
+            while confirming.try_join_next().is_some() {}
         }
         doorbell.close();
         while doorbell.recv_many(&mut rung, self.config.batch_size).await > 0 {
             let events: Vec<Event> = rung.drain(..).flatten().collect();
-            self.publish_logged(events).await;
+            self.send_fast(events, &slots, &mut confirming).await;
         }
+        confirming.join_all().await;
     }
 
-    async fn publish_logged(&self, events: Vec<Event>) {
-        for chunk in events.chunks(self.config.batch_size) {
-            if let Err(error) = self.publish_and_mark(chunk).await {
-                tracing::warn!(%error, "fast-path publish failed; the sweep will retry");
+    /// Sends `events` in order without waiting for JetStream; a background task awaits
+    /// the acks and marks the rows. Whatever fails stays unpublished for the sweep.
+    async fn send_fast(
+        &self,
+        events: Vec<Event>,
+        slots: &Arc<Semaphore>,
+        confirming: &mut JoinSet<()>,
+    ) {
+        let permit = slots.clone().acquire_owned().await.expect("never closed");
+        let mut pending = Vec::with_capacity(events.len());
+        for event in &events {
+            match self.bus.send(event).await {
+                Ok(ack) => pending.push((event.id, ack)),
+                Err(error) => {
+                    // Keep order: stop here and let the sweep publish the rest in order.
+                    tracing::warn!(%error, "fast-path publish failed; the sweep will retry");
+                    break;
+                }
             }
         }
-    }
-
-    /// Publishes `events` pipelined, waits for every ack, marks the acked rows.
-    pub async fn publish_and_mark(&self, events: &[Event]) -> Result<usize, WorkerError> {
-        let published = self.publish(events).await?;
-        sqlx::query(
-            "update outbox set published_at = now() where id = any($1) and published_at is null",
-        )
-        .bind(&published)
-        .execute(&self.pool)
-        .await?;
-        Ok(published.len())
+        let pool = self.pool.clone();
+        confirming.spawn(async move {
+            let published = confirm(pending).await;
+            if let Err(error) = mark_published(&pool, &published).await {
+                tracing::warn!(%error, "could not mark published rows; the sweep re-publishes them");
+            }
+            drop(permit);
+        });
     }
 
     /// Publishes in order and returns the ids JetStream acknowledged.
     async fn publish(&self, events: &[Event]) -> Result<Vec<Uuid>, WorkerError> {
-        let mut acks = Vec::with_capacity(events.len());
+        let mut pending = Vec::with_capacity(events.len());
         for event in events {
-            acks.push(self.bus.send(event).await?);
+            pending.push((event.id, self.bus.send(event).await?));
         }
-        let mut published = Vec::with_capacity(events.len());
-        let acks = join_all(acks.into_iter().map(IntoFuture::into_future)).await;
-        for (event, ack) in events.iter().zip(acks) {
-            match ack {
-                Ok(_) => published.push(event.id),
-                Err(error) => tracing::warn!(%error, id = %event.id, "publish not acknowledged"),
-            }
-        }
-        Ok(published)
+        Ok(confirm(pending).await)
     }
 
     /// Publishes every row older than `sweep_min_age` that is still unpublished.
@@ -156,12 +174,38 @@ impl Relay {
         }
         let events: Vec<Event> = rows.into_iter().map(|row| row.0).collect();
         let published = self.publish(&events).await?;
-        sqlx::query("update outbox set published_at = now() where id = any($1)")
-            .bind(&published)
-            .execute(&mut *tx)
-            .await?;
+        mark_published(&mut *tx, &published).await?;
         tx.commit().await?;
         tracing::debug!(count = published.len(), "sweep published stragglers");
         Ok((events.len(), published.len()))
     }
+}
+
+/// Waits for every ack; returns the ids JetStream stored (or already had).
+async fn confirm(pending: Vec<PendingAck>) -> Vec<Uuid> {
+    let (ids, acks): (Vec<Uuid>, Vec<_>) = pending.into_iter().unzip();
+    let acks = join_all(acks.into_iter().map(IntoFuture::into_future)).await;
+    ids.into_iter()
+        .zip(acks)
+        .filter_map(|(id, ack)| match ack {
+            Ok(_) => Some(id),
+            Err(error) => {
+                tracing::warn!(%error, %id, "publish not acknowledged");
+                None
+            }
+        })
+        .collect()
+}
+
+async fn mark_published(conn: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "update outbox set published_at = now() where id = any($1) and published_at is null",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

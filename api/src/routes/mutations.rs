@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use switchyard_bus::{Event, EventType, outbox, subjects};
 use uuid::Uuid;
 
@@ -32,6 +32,14 @@ use crate::{AppState, patch};
 /// Who the audit trail names until authentication (#3) supplies a subject.
 pub const ANONYMOUS_ACTOR: &str = "anonymous";
 const SOURCE: &str = "switchyard/api";
+
+/// The columns of [`MutationOut`], for `concat!` into `&'static str` queries.
+macro_rules! mutation_columns {
+    () => {
+        "id, topology_id, seq, status, ops, if_version, error, applied_version, actor, \
+         idempotency_key, created_at, finished_at"
+    };
+}
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 pub fn router() -> Router<AppState> {
@@ -101,7 +109,13 @@ async fn enqueue(
     }
     let key = idempotency_key(&headers)?;
     let hash = Sha256::digest(serde_json::to_vec(&input).expect("serializable")).to_vec();
-    match insert(&app.pool, topology_id, &input, key, hash).await? {
+    let new = NewMutation {
+        topology_id,
+        input: &input,
+        key,
+        hash,
+    };
+    match insert(&app.pool, new).await? {
         Enqueued::Created(mutation, event) => {
             app.doorbell.ring(vec![event]);
             let location = format!("/api/v1/mutations/{}", mutation.id);
@@ -132,51 +146,33 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     Ok(Some(key))
 }
 
-async fn insert(
-    pool: &PgPool,
+/// A validated request to enqueue, ready to write.
+struct NewMutation<'a> {
     topology_id: Uuid,
-    input: &MutationIn,
-    key: Option<&str>,
+    input: &'a MutationIn,
+    key: Option<&'a str>,
+    /// SHA-256 of the canonical body; stored only with an idempotency key.
     hash: Vec<u8>,
-) -> Result<Enqueued, ApiError> {
-    if let Some(key) = key
-        && let Some(existing) = find_by_key(pool, topology_id, key).await?
+}
+
+/// Commits the mutation and its `enqueued` event together, or finds the original
+/// for a retried idempotency key.
+async fn insert(pool: &PgPool, new: NewMutation<'_>) -> Result<Enqueued, ApiError> {
+    if let Some(key) = new.key
+        && let Some(existing) = find_by_key(pool, new.topology_id, key).await?
     {
-        return replay(existing, key, &hash);
+        return replay(existing, key, &new.hash);
     }
     let mut tx = pool.begin().await?;
-    let seq: i64 = sqlx::query_scalar(
-        "update topologies set last_seq = last_seq + 1, status = 'pending', updated_at = now()
-         where id = $1 returning last_seq",
-    )
-    .bind(topology_id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| topologies::not_found(topology_id))?;
-    let inserted = sqlx::query_as::<_, MutationOut>(
-        "insert into mutations (id, topology_id, seq, ops, if_version, actor, idempotency_key, request_hash)
-         values ($1, $2, $3, $4, $5, $6, $7, $8)
-         returning id, topology_id, seq, status, ops, if_version, error, applied_version, actor,
-                   idempotency_key, created_at, finished_at",
-    )
-    .bind(Uuid::now_v7())
-    .bind(topology_id)
-    .bind(seq)
-    .bind(Value::Array(input.ops.clone()))
-    .bind(input.if_version)
-    .bind(ANONYMOUS_ACTOR)
-    .bind(key)
-    .bind(key.map(|_| hash.clone()))
-    .fetch_one(&mut *tx)
-    .await;
-    let mutation = match (inserted, key) {
+    let seq = next_seq(&mut tx, new.topology_id).await?;
+    let mutation = match (insert_row(&mut tx, &new, seq).await, new.key) {
         // A concurrent request with the same key committed first: answer with its result.
         (Err(sqlx::Error::Database(e)), Some(key)) if e.is_unique_violation() => {
             tx.rollback().await?;
-            let existing = find_by_key(pool, topology_id, key).await?;
+            let existing = find_by_key(pool, new.topology_id, key).await?;
             return existing.map_or_else(
                 || Err(sqlx::Error::RowNotFound.into()),
-                |m| replay(m, key, &hash),
+                |m| replay(m, key, &new.hash),
             );
         }
         (inserted, _) => inserted?,
@@ -185,6 +181,43 @@ async fn insert(
     outbox::stage(&mut tx, std::slice::from_ref(&event)).await?;
     tx.commit().await?;
     Ok(Enqueued::Created(mutation, event))
+}
+
+/// The topology's next seq. The row lock this takes is held until commit, which is
+/// what makes seqs commit in order (see the module docs).
+async fn next_seq(conn: &mut PgConnection, topology_id: Uuid) -> Result<i64, ApiError> {
+    sqlx::query_scalar(
+        "update topologies set last_seq = last_seq + 1, status = 'pending', updated_at = now()
+         where id = $1 returning last_seq",
+    )
+    .bind(topology_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| topologies::not_found(topology_id))
+}
+
+async fn insert_row(
+    conn: &mut PgConnection,
+    new: &NewMutation<'_>,
+    seq: i64,
+) -> Result<MutationOut, sqlx::Error> {
+    sqlx::query_as::<_, MutationOut>(concat!(
+        "insert into mutations
+           (id, topology_id, seq, ops, if_version, actor, idempotency_key, request_hash)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)
+         returning ",
+        mutation_columns!()
+    ))
+    .bind(Uuid::now_v7())
+    .bind(new.topology_id)
+    .bind(seq)
+    .bind(Value::Array(new.input.ops.clone()))
+    .bind(new.input.if_version)
+    .bind(ANONYMOUS_ACTOR)
+    .bind(new.key)
+    .bind(new.key.map(|_| new.hash.as_slice()))
+    .fetch_one(conn)
+    .await
 }
 
 fn enqueued_event(mutation: &MutationOut) -> Event {
@@ -207,11 +240,11 @@ async fn find_by_key(
     topology_id: Uuid,
     key: &str,
 ) -> Result<Option<KeyedMutation>, ApiError> {
-    let found = sqlx::query_as::<_, KeyedMutation>(
-        "select id, topology_id, seq, status, ops, if_version, error, applied_version, actor,
-                idempotency_key, created_at, finished_at, request_hash
-         from mutations where topology_id = $1 and idempotency_key = $2",
-    )
+    let found = sqlx::query_as::<_, KeyedMutation>(concat!(
+        "select request_hash, ",
+        mutation_columns!(),
+        " from mutations where topology_id = $1 and idempotency_key = $2"
+    ))
     .bind(topology_id)
     .bind(key)
     .fetch_optional(pool)
@@ -271,14 +304,14 @@ async fn list(
     let limit = page.limit()?;
     let after: i64 = page.cursor()?.unwrap_or(0);
     topologies::ensure_exists(&app.pool, topology_id).await?;
-    let rows = sqlx::query_as::<_, MutationOut>(
-        "select id, topology_id, seq, status, ops, if_version, error, applied_version, actor,
-                idempotency_key, created_at, finished_at
-         from mutations
-         where topology_id = $1 and seq > $2 and ($3::text is null or status = $3)
-         order by seq
-         limit $4",
-    )
+    let rows = sqlx::query_as::<_, MutationOut>(concat!(
+        "select ",
+        mutation_columns!(),
+        " from mutations
+              where topology_id = $1 and seq > $2 and ($3::text is null or status = $3)
+              order by seq
+              limit $4"
+    ))
     .bind(topology_id)
     .bind(after)
     .bind(params.status.map(MutationStatus::as_str))
@@ -292,11 +325,11 @@ async fn show(
     State(app): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<MutationOut>, ApiError> {
-    sqlx::query_as::<_, MutationOut>(
-        "select id, topology_id, seq, status, ops, if_version, error, applied_version, actor,
-                idempotency_key, created_at, finished_at
-         from mutations where id = $1",
-    )
+    sqlx::query_as::<_, MutationOut>(concat!(
+        "select ",
+        mutation_columns!(),
+        " from mutations where id = $1"
+    ))
     .bind(id)
     .fetch_optional(&app.pool)
     .await?

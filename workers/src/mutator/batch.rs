@@ -63,7 +63,30 @@ pub async fn run(
             Vec::new(),
         ));
     }
-    let finished: Vec<Finished> = pending
+    let finished = apply_in_order(&mut topology, pending, max_document_bytes);
+    let status = if more { "pending" } else { "idle" };
+    let events = events(topology_id, &finished, topology.version, status);
+    record_outcomes(&mut tx, &finished).await?;
+    record_audit(&mut tx, topology_id, &finished).await?;
+    save_topology(&mut tx, topology_id, &topology, status).await?;
+    outbox::stage(&mut tx, &events).await?;
+    tx.commit().await?;
+    Ok((
+        BatchResult::Committed {
+            finished: finished.len(),
+            more,
+        },
+        events,
+    ))
+}
+
+/// Applies each mutation to the in-memory document, in seq order.
+fn apply_in_order(
+    topology: &mut LockedTopology,
+    pending: Vec<PendingMutation>,
+    max_document_bytes: usize,
+) -> Vec<Finished> {
+    pending
         .into_iter()
         .map(|mutation| {
             let before_version = topology.version;
@@ -79,11 +102,15 @@ pub async fn run(
                 verdict,
             }
         })
-        .collect();
-    let status = if more { "pending" } else { "idle" };
-    let events = events(topology_id, &finished, topology.version, status);
-    record_outcomes(&mut tx, &finished).await?;
-    record_audit(&mut tx, topology_id, &finished).await?;
+        .collect()
+}
+
+async fn save_topology(
+    conn: &mut PgConnection,
+    topology_id: Uuid,
+    topology: &LockedTopology,
+    status: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "update topologies set document = $2, version = $3, status = $4, updated_at = now()
          where id = $1",
@@ -92,17 +119,9 @@ pub async fn run(
     .bind(&topology.document)
     .bind(topology.version)
     .bind(status)
-    .execute(&mut *tx)
+    .execute(conn)
     .await?;
-    outbox::stage(&mut tx, &events).await?;
-    tx.commit().await?;
-    Ok((
-        BatchResult::Committed {
-            finished: finished.len(),
-            more,
-        },
-        events,
-    ))
+    Ok(())
 }
 
 async fn lock(

@@ -171,6 +171,7 @@ impl Mutator {
         }
         let drain = self.drain_topology(enqueued.topology_id).await?;
         if drain.busy && self.is_pending(enqueued.mutation_id).await? {
+            tracing::debug!(topology_id = %enqueued.topology_id, "topology busy; retrying later");
             return Ok(Outcome::Retry(self.config.busy_retry_delay));
         }
         Ok(Outcome::Ack)
