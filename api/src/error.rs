@@ -31,9 +31,21 @@ pub enum ApiError {
     /// 503: a dependency is unreachable.
     #[error("{0}")]
     Unavailable(String),
+    /// 401: no valid credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: valid credentials without the role the operation needs.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 405: the path exists but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// 408: the request ran past `http.request_timeout`.
+    #[error("{0}")]
+    Timeout(String),
     /// 500: anything unexpected. The cause is logged, never returned.
     #[error("database error")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
 }
 
 impl ApiError {
@@ -46,6 +58,10 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -59,7 +75,33 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Unprocessable(_) => "invalid_request",
             Self::Unavailable(_) => "unavailable",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::Timeout(_) => "timeout",
             Self::Database(_) => "internal",
+        }
+    }
+}
+
+/// What a client is told about any 500: whether it took effect is unknown to it.
+pub const INTERNAL_MESSAGE: &str = "internal error; the request may or may not have taken effect: retry it (with the same Idempotency-Key for mutations)";
+
+impl From<sqlx::Error> for ApiError {
+    /// Database errors a client caused or can wait out get their own status; the rest
+    /// are 500s.
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            // Postgres text and jsonb cannot hold U+0000.
+            sqlx::Error::Database(e) if matches!(e.code().as_deref(), Some("22P05" | "22021")) => {
+                Self::Unprocessable(
+                    "strings must not contain the NUL character (\\u0000)".to_owned(),
+                )
+            }
+            sqlx::Error::PoolTimedOut => {
+                Self::Unavailable("the service is overloaded; retry shortly".to_owned())
+            }
+            _ => Self::Database(error),
         }
     }
 }
@@ -69,7 +111,7 @@ impl IntoResponse for ApiError {
         let message = match &self {
             Self::Database(cause) => {
                 tracing::error!(error = %cause, "request failed");
-                "internal error; the request was not applied".to_owned()
+                INTERNAL_MESSAGE.to_owned()
             }
             other => other.to_string(),
         };

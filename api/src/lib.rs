@@ -61,6 +61,7 @@ impl Default for ApiConfig {
 /// What every handler may use.
 #[derive(Clone, Debug)]
 pub struct AppState {
+    /// Where every request's rows and outbox events are committed.
     pub pool: PgPool,
     /// Only for `/readyz`; handlers publish through the outbox, never directly.
     pub nats: async_nats::Client,
@@ -78,7 +79,9 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::health::router())
         .nest("/api/v1", v1)
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
+        .layer(axum::middleware::map_response(routes::explain_timeout))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             state.config.request_timeout,

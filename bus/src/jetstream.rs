@@ -98,9 +98,13 @@ impl ConsumerRole {
 /// A connected bus: the NATS client, its JetStream context and the namespace.
 #[derive(Clone, Debug)]
 pub struct Bus {
+    /// The core NATS connection (also used for readiness).
     pub client: async_nats::Client,
+    /// JetStream on that connection, with `publish_timeout` applied.
     pub jetstream: jetstream::Context,
+    /// The deployment prefix every wire subject carries.
     pub namespace: Namespace,
+    /// What this bus was connected with.
     pub config: BusConfig,
 }
 
@@ -201,17 +205,23 @@ impl Bus {
             HeaderValue::from(event.id.to_string().as_str()),
         );
         let payload = serde_json::to_vec(event).expect("an Event always serializes");
-        self.jetstream
-            .publish_with_headers(
-                self.namespace.qualify(&event.subject),
-                headers,
-                payload.into(),
-            )
-            .await
-            .map_err(|e| BusError::Publish {
-                subject: event.subject.clone(),
-                reason: e.to_string(),
-            })
+        let send = self.jetstream.publish_with_headers(
+            self.namespace.qualify(&event.subject),
+            headers,
+            payload.into(),
+        );
+        // While disconnected, the client buffers until full and then waits; bound it
+        // so callers (the relay) stay responsive to shutdown and fall back to the sweep.
+        let failed = |reason: String| BusError::Publish {
+            subject: event.subject.clone(),
+            reason,
+        };
+        match tokio::time::timeout(self.config.publish_timeout, send).await {
+            Ok(sent) => sent.map_err(|e| failed(e.to_string())),
+            Err(_) => Err(failed(
+                "timed out waiting for the NATS connection".to_owned(),
+            )),
+        }
     }
 
     /// Whether the NATS connection is currently up.

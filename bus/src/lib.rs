@@ -19,6 +19,7 @@
 pub mod envelope;
 pub mod jetstream;
 pub mod outbox;
+pub mod payloads;
 pub mod subjects;
 
 pub use envelope::{Event, EventType};

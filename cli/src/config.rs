@@ -46,15 +46,19 @@ pub struct DatabaseConfig {
     /// a hung holder kept.
     #[serde(with = "humantime_serde")]
     pub idle_in_transaction_timeout: Duration,
+    /// Postgres cancels any one statement running longer than this.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: "postgres://postgres@127.0.0.1:5432/switchyard".to_owned(),
-            max_connections: 20,
+            max_connections: 32,
             acquire_timeout: Duration::from_secs(5),
             idle_in_transaction_timeout: Duration::from_secs(60),
+            statement_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -144,28 +148,61 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, usize); 6] = [
-            ("http.body_limit_bytes", self.http.body_limit_bytes),
-            ("http.max_ops_per_mutation", self.http.max_ops_per_mutation),
-            ("mutator.concurrency", self.mutator.concurrency),
-            ("mutator.batch_size", self.mutator.batch_size),
+        let counts: [(&'static str, u64); 10] = [
+            ("http.body_limit_bytes", self.http.body_limit_bytes as u64),
+            (
+                "http.max_document_bytes",
+                self.http.max_document_bytes as u64,
+            ),
+            (
+                "http.max_ops_per_mutation",
+                self.http.max_ops_per_mutation as u64,
+            ),
+            (
+                "database.max_connections",
+                u64::from(self.database.max_connections),
+            ),
+            ("mutator.concurrency", self.mutator.concurrency as u64),
+            ("mutator.batch_size", self.mutator.batch_size as u64),
             (
                 "mutator.max_batches_per_message",
-                self.mutator.max_batches_per_message,
+                self.mutator.max_batches_per_message as u64,
             ),
-            ("relay.batch_size", self.relay.batch_size),
+            (
+                "mutator.max_ack_pending",
+                self.mutator.max_ack_pending.max(0) as u64,
+            ),
+            ("relay.batch_size", self.relay.batch_size as u64),
+            (
+                "reconciler.batch_size",
+                self.reconciler.batch_size.max(0) as u64,
+            ),
         ];
-        for (key, value) in positive {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1"));
-            }
+        if let Some((key, _)) = counts.iter().find(|(_, value)| *value == 0) {
+            return Err(invalid(key, "must be at least 1"));
         }
-        if self.database.max_connections == 0 {
-            return Err(invalid("database.max_connections", "must be at least 1"));
+        let durations: [(&'static str, Duration); 10] = [
+            ("http.request_timeout", self.http.request_timeout),
+            ("database.acquire_timeout", self.database.acquire_timeout),
+            (
+                "database.statement_timeout",
+                self.database.statement_timeout,
+            ),
+            ("bus.ack_wait", self.bus.ack_wait),
+            ("bus.publish_timeout", self.bus.publish_timeout),
+            ("bus.duplicate_window", self.bus.duplicate_window),
+            ("mutator.lock_timeout", self.mutator.lock_timeout),
+            ("relay.sweep_interval", self.relay.sweep_interval),
+            ("reconciler.interval", self.reconciler.interval),
+            ("shutdown.drain_timeout", self.shutdown.drain_timeout),
+        ];
+        if let Some((key, _)) = durations.iter().find(|(_, value)| value.is_zero()) {
+            return Err(invalid(key, "must be longer than 0s"));
         }
-        if self.mutator.max_ack_pending < 1 {
-            return Err(invalid("mutator.max_ack_pending", "must be at least 1"));
-        }
+        self.database
+            .url
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .map_err(|e| invalid("database.url", &format!("not a Postgres URL ({e})")))?;
         switchyard_bus::Namespace::new(&self.bus.subject_prefix)
             .map_err(|e| invalid("bus.subject_prefix", &e.to_string()))?;
         let stream_ok = !self.bus.stream.is_empty()

@@ -64,15 +64,23 @@ pub struct Fleet {
     roles: JoinSet<(&'static str, Result<(), String>)>,
     relay_stop: CancellationToken,
     relay: tokio::task::JoinHandle<()>,
+    drain_timeout: Duration,
+}
+
+/// Connection options for `config`, with the server-side timeouts every switchyard
+/// session runs under.
+pub fn connect_options(config: &DatabaseConfig, base: PgConnectOptions) -> PgConnectOptions {
+    let idle = format!("{}ms", config.idle_in_transaction_timeout.as_millis());
+    let statement = format!("{}ms", config.statement_timeout.as_millis());
+    base.options([
+        ("idle_in_transaction_session_timeout", idle.as_str()),
+        ("statement_timeout", statement.as_str()),
+    ])
 }
 
 /// A pool for `config`, waiting (with backoff) for Postgres to come up.
 pub async fn connect_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
-    let timeout = format!("{}ms", config.idle_in_transaction_timeout.as_millis());
-    let options: PgConnectOptions = config
-        .url
-        .parse::<PgConnectOptions>()?
-        .options([("idle_in_transaction_session_timeout", timeout.as_str())]);
+    let options = connect_options(config, config.url.parse::<PgConnectOptions>()?);
     let connect = || {
         PgPoolOptions::new()
             .max_connections(config.max_connections)
@@ -94,7 +102,8 @@ pub async fn connect_bus(config: &Config, name: &str) -> Result<Bus, BusError> {
         .await
 }
 
-fn startup_backoff() -> ExponentialBuilder {
+/// Retries for reaching Postgres and NATS at start-up (about half a minute in all).
+pub fn startup_backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(5))
@@ -124,6 +133,7 @@ impl Fleet {
             roles: JoinSet::new(),
             relay_stop,
             relay,
+            drain_timeout: config.shutdown.drain_timeout,
         };
         let reconciler = Reconciler {
             pool: pool.clone(),
@@ -235,7 +245,11 @@ impl Fleet {
             self.shutdown.cancel();
         }
         self.relay_stop.cancel();
-        let _ = self.relay.await;
+        // Bounded: with NATS down the relay gives up and leaves rows to the next sweep.
+        let relay_bound = self.drain_timeout + Duration::from_secs(5);
+        if tokio::time::timeout(relay_bound, self.relay).await.is_err() {
+            tracing::warn!("relay did not finish in time; unpublished rows stay in the outbox");
+        }
         first_error.map_or(Ok(()), Err)
     }
 }

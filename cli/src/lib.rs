@@ -15,10 +15,16 @@ pub mod telemetry;
 /// Every migration in `migrations/`, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// Creates the database named in `url` if it does not exist yet (fresh machines).
+/// Creates the database named in `url` if it does not exist yet (fresh machines),
+/// waiting (with backoff) for Postgres to accept connections.
 pub async fn create_database_if_missing(url: &str) -> Result<(), sqlx::Error> {
+    use backon::Retryable;
     use sqlx::migrate::MigrateDatabase;
-    if !sqlx::Postgres::database_exists(url).await? {
+    let exists = (|| sqlx::Postgres::database_exists(url))
+        .retry(fleet::startup_backoff())
+        .notify(|error, delay| tracing::warn!(%error, ?delay, "Postgres not reachable yet"))
+        .await?;
+    if !exists {
         tracing::info!("creating database");
         sqlx::Postgres::create_database(url).await?;
     }

@@ -303,7 +303,8 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing(pool: PgPool) {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(written, (1, 0, 0), "bad input wrote rows");
+    // One topology and its creation event; nothing from the refused requests.
+    assert_eq!(written, (1, 0, 1), "bad input wrote rows");
     fleet.stop().await;
 }
 
@@ -341,5 +342,53 @@ async fn an_enqueue_whose_outbox_write_fails_commits_nothing_and_leaks_nothing(p
             .await
             .unwrap();
     assert_eq!(written, (0, 0), "the mutation committed without its event");
+    fleet.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn wrong_methods_and_unready_dependencies_answer_in_json(pool: PgPool) {
+    let fleet = TestFleet::up(&pool).await;
+    let (status, body) = harness::read(
+        fleet
+            .http
+            .delete(fleet.url("/topologies"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("DELETE"),
+        "{body}"
+    );
+
+    // An API whose database is gone is not ready, and says which dependency is down.
+    let (doorbell, _relay) = switchyard_bus::Doorbell::channel(1);
+    let closed = harness::own_pool(&pool).await;
+    closed.close().await;
+    let state = switchyard_api::AppState {
+        pool: closed,
+        nats: async_nats::connect(harness::nats_url()).await.unwrap(),
+        doorbell,
+        config: fleet.config.http.clone(),
+    };
+    let response = tower::ServiceExt::oneshot(
+        switchyard_api::router(state),
+        axum::http::Request::get("/readyz")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body, json!({"postgres": "unreachable", "nats": "ok"}));
     fleet.stop().await;
 }

@@ -182,14 +182,27 @@ async fn idempotency_key_replays_and_refuses_a_different_body(pool: PgPool) {
         async move { harness::read(request.send().await.unwrap()).await }
     };
     let body = json!({"ops": [{"op": "add", "path": "/x", "value": 1}]});
-    let (first_status, first) = send(body.clone()).await;
-    assert_eq!(first_status, StatusCode::ACCEPTED);
-    // Concurrent retries all get the original back.
-    let retries = futures::future::join_all((0..5).map(|_| send(body.clone()))).await;
-    for (status, retry) in retries {
-        assert_eq!(status, StatusCode::OK);
+    // Several first attempts race: exactly one creates, the others get it back.
+    let racing = futures::future::join_all((0..6).map(|_| send(body.clone()))).await;
+    let created: Vec<&Value> = racing
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::ACCEPTED)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(created.len(), 1, "{racing:?}");
+    let first = created[0].clone();
+    for (status, retry) in &racing {
+        assert!(
+            *status == StatusCode::ACCEPTED || *status == StatusCode::OK,
+            "{status}"
+        );
         assert_eq!(retry["id"], first["id"]);
     }
+    let (status, retry) = send(body.clone()).await;
+    assert_eq!(
+        (status, retry["id"].clone()),
+        (StatusCode::OK, first["id"].clone())
+    );
     let (status, conflict) = send(json!({"ops": [{"op": "add", "path": "/x", "value": 2}]})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(

@@ -74,10 +74,11 @@ async fn a_mutation_whose_outbox_row_was_never_published_is_applied_after_the_sw
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
+    // Creation, enqueued, and the idle→pending status: all committed, none published.
     assert_eq!(
         unpublished(&pool).await,
-        1,
-        "the enqueued event should be stuck in the outbox"
+        3,
+        "the events should be stuck in the outbox"
     );
 
     // A worker process comes up: its relay's sweep publishes the row, its mutator applies it.
@@ -132,10 +133,14 @@ async fn a_lost_announcement_is_reannounced_by_the_reconciler(pool: PgPool) {
     fleet.stop().await;
 }
 
-/// Enqueues from `clients` concurrent clients until the server stops answering 2xx;
-/// returns the ids of accepted mutations.
-async fn enqueue_until_refused(base: &str, topologies: &[String], clients: usize) -> Vec<Uuid> {
-    let accepted = Arc::new(Mutex::new(Vec::new()));
+/// Enqueues from `clients` concurrent clients until the server stops answering 2xx,
+/// recording accepted mutation ids in `accepted`.
+async fn enqueue_until_refused(
+    base: &str,
+    topologies: &[String],
+    clients: usize,
+    accepted: Arc<Mutex<Vec<Uuid>>>,
+) {
     let tasks = (0..clients).map(|client| {
         let (accepted, base, topologies) = (accepted.clone(), base.to_owned(), topologies.to_vec());
         tokio::spawn(async move {
@@ -159,7 +164,6 @@ async fn enqueue_until_refused(base: &str, topologies: &[String], clients: usize
         })
     });
     futures::future::join_all(tasks).await;
-    Arc::try_unwrap(accepted).unwrap().into_inner()
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -179,23 +183,30 @@ async fn graceful_shutdown_loses_nothing(pool: PgPool) {
         let body: Value = created.json().await.unwrap();
         topologies.push(body["id"].as_str().unwrap().to_owned());
     }
+    let accepted = Arc::new(Mutex::new(Vec::new()));
     let load = tokio::spawn({
-        let base = up.base.clone();
-        async move { enqueue_until_refused(&base, &topologies, 16).await }
+        let (base, accepted) = (up.base.clone(), accepted.clone());
+        async move { enqueue_until_refused(&base, &topologies, 16, accepted).await }
     });
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Shut down mid-load: once a good number are in, while requests are still arriving.
+    harness::eventually(Duration::from_secs(30), || async {
+        accepted.lock().await.len() >= 100
+    })
+    .await;
     up.signal("TERM");
-    let accepted = load.await.unwrap();
+    load.await.unwrap();
     assert_eq!(
         up.exit_code(Duration::from_secs(30)).await,
         Some(0),
         "graceful shutdown exits 0"
     );
-    assert!(
-        accepted.len() > 50,
-        "only {} accepted before shutdown",
-        accepted.len()
+    // The stopping process published everything it committed before exiting.
+    assert_eq!(
+        unpublished(&pool).await,
+        0,
+        "shutdown left events unannounced"
     );
+    let accepted = accepted.lock().await.clone();
 
     // Whatever the stopped process did not get to, the next worker does.
     let fleet = TestFleet::start(&pool, config, WORKERS_ONLY).await;
@@ -213,7 +224,6 @@ async fn a_killed_worker_applies_nothing_twice(pool: PgPool) {
     let config = harness::isolated_config();
     let fleet = TestFleet::start(&pool, config.clone(), API_ONLY).await;
     let doomed = Process::spawn(&pool, &config, &["worker", "--role", "mutator"]);
-    let _survivor = Process::spawn(&pool, &config, &["worker", "--role", "mutator"]);
     let mut topologies = Vec::new();
     for i in 0..6 {
         topologies.push(
@@ -247,6 +257,8 @@ async fn a_killed_worker_applies_nothing_twice(pool: PgPool) {
         finished >= 60
     })
     .await;
+    // The doomed worker was alone until it had done real work; now it dies mid-run.
+    let _survivor = Process::spawn(&pool, &config, &["worker", "--role", "mutator"]);
     doomed.signal("KILL");
     let accepted = load.await.unwrap();
     fleet.settle(Duration::from_secs(60)).await;

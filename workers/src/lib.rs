@@ -32,4 +32,6 @@ pub enum WorkerError {
     Bus(#[from] switchyard_bus::BusError),
     #[error("fenced out: {0}")]
     Fenced(String),
+    #[error("{0} events were not acknowledged by JetStream")]
+    Unpublished(usize),
 }

@@ -15,9 +15,9 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::json;
 use sqlx::PgPool;
-use switchyard_bus::{Doorbell, Event, EventType, outbox, subjects};
+use switchyard_bus::payloads::MutationEnqueued;
+use switchyard_bus::{Doorbell, Event, outbox};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -54,7 +54,9 @@ impl Default for ReconcilerConfig {
 /// What one pass did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Pass {
+    /// Topologies whose pending head got a fresh `mutation.enqueued`.
     pub reannounced: usize,
+    /// Published outbox rows deleted as older than the retention.
     pub trimmed: u64,
 }
 
@@ -67,9 +69,11 @@ struct StuckHead {
     ops_count: i32,
 }
 
+/// Keeps Postgres and the bus in agreement; safe to run in every process.
 #[derive(Clone, Debug)]
 pub struct Reconciler {
     pub pool: PgPool,
+    /// Rung with re-announcements so they go out without waiting for a sweep.
     pub doorbell: Doorbell,
     pub config: ReconcilerConfig,
 }
@@ -143,17 +147,13 @@ impl Reconciler {
 }
 
 fn reannouncement(head: &StuckHead) -> Event {
-    Event::new(
-        EventType::MutationEnqueued,
-        "switchyard/reconciler",
-        subjects::mutation_enqueued(head.topology_id),
-        json!({
-            "mutation_id": head.id,
-            "topology_id": head.topology_id,
-            "seq": head.seq,
-            "if_version": head.if_version,
-            "ops_count": head.ops_count,
-            "reannounced": true,
-        }),
-    )
+    MutationEnqueued {
+        mutation_id: head.id,
+        topology_id: head.topology_id,
+        seq: head.seq,
+        if_version: head.if_version,
+        ops_count: head.ops_count as usize,
+        reannounced: true,
+    }
+    .event("switchyard/reconciler")
 }

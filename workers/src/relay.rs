@@ -56,7 +56,9 @@ impl Default for RelayConfig {
 /// Publishes outbox rows; safe to run in every process.
 #[derive(Clone, Debug)]
 pub struct Relay {
+    /// Where the outbox lives.
     pub pool: PgPool,
+    /// Where events go.
     pub bus: Bus,
     pub config: RelayConfig,
 }
@@ -69,57 +71,65 @@ type PendingAck = (Uuid, jetstream::context::PublishAckFuture);
 impl Relay {
     /// Serves the doorbell and sweeps until `shutdown`, then publishes what the
     /// doorbell still holds and waits for outstanding confirmations.
+    ///
+    /// After a fast-path failure the relay is *degraded*: it drops doorbell batches
+    /// (their rows are in the outbox) and sweeps without `sweep_min_age` until the
+    /// outbox is clear, so events still reach the bus in outbox order.
     pub async fn run(self, mut doorbell: DoorbellReceiver, shutdown: CancellationToken) {
         let mut sweep = tokio::time::interval(self.config.sweep_interval);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let slots = Arc::new(Semaphore::new(UNCONFIRMED_BATCHES));
         let mut confirming = JoinSet::new();
-        let mut rung = Vec::new();
+        let (mut rung, mut doorbell_open, mut degraded) = (Vec::new(), true, false);
         // Unbiased on purpose: a busy doorbell must not starve the sweep.
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                received = doorbell.recv_many(&mut rung, self.config.batch_size) => {
-                    if received == 0 {
-                        // Every committer is gone; keep sweeping until shutdown.
-                        shutdown.cancelled().await;
-                        break;
-                    }
+                received = doorbell.recv_many(&mut rung, self.config.batch_size), if doorbell_open => {
+                    // 0: every committer is gone; the sweep carries on alone.
+                    doorbell_open = received > 0;
                     let events: Vec<Event> = rung.drain(..).flatten().collect();
-                    self.send_fast(events, &slots, &mut confirming).await;
+                    if !degraded && !events.is_empty() {
+                        degraded = !self.send_fast(events, &slots, &mut confirming).await;
+                    }
                 }
                 _ = sweep.tick() => {
-                    if let Err(error) = self.sweep_once().await {
-                        tracing::warn!(%error, "outbox sweep failed; will retry");
+                    let min_age = if degraded { Duration::ZERO } else { self.config.sweep_min_age };
+                    match self.sweep_older_than(min_age).await {
+                        Ok(_) => degraded = false,
+                        Err(error) => tracing::warn!(%error, "outbox sweep failed; will retry"),
                     }
                 }
             }
             while confirming.try_join_next().is_some() {}
         }
         doorbell.close();
-        while doorbell.recv_many(&mut rung, self.config.batch_size).await > 0 {
+        while !degraded && doorbell.recv_many(&mut rung, self.config.batch_size).await > 0 {
             let events: Vec<Event> = rung.drain(..).flatten().collect();
-            self.send_fast(events, &slots, &mut confirming).await;
+            degraded = !self.send_fast(events, &slots, &mut confirming).await;
         }
         confirming.join_all().await;
     }
 
     /// Sends `events` in order without waiting for JetStream; a background task awaits
-    /// the acks and marks the rows. Whatever fails stays unpublished for the sweep.
+    /// the acks and marks the rows. Returns false if a send failed: the unsent rest
+    /// stays in the outbox for the sweep.
     async fn send_fast(
         &self,
         events: Vec<Event>,
         slots: &Arc<Semaphore>,
         confirming: &mut JoinSet<()>,
-    ) {
+    ) -> bool {
         let permit = slots.clone().acquire_owned().await.expect("never closed");
         let mut pending = Vec::with_capacity(events.len());
+        let mut all_sent = true;
         for event in &events {
             match self.bus.send(event).await {
                 Ok(ack) => pending.push((event.id, ack)),
                 Err(error) => {
                     // Keep order: stop here and let the sweep publish the rest in order.
-                    tracing::warn!(%error, "fast-path publish failed; the sweep will retry");
+                    tracing::warn!(%error, "fast-path publish failed; sweeping until caught up");
+                    all_sent = false;
                     break;
                 }
             }
@@ -132,6 +142,7 @@ impl Relay {
             }
             drop(permit);
         });
+        all_sent
     }
 
     /// Publishes in order and returns the ids JetStream acknowledged.
@@ -146,17 +157,26 @@ impl Relay {
     /// Publishes every row older than `sweep_min_age` that is still unpublished.
     /// Returns how many were published.
     pub async fn sweep_once(&self) -> Result<usize, WorkerError> {
+        self.sweep_older_than(self.config.sweep_min_age).await
+    }
+
+    /// Publishes unpublished rows older than `min_age`, in outbox order. An error (or a
+    /// publish JetStream did not acknowledge) means rows remain.
+    async fn sweep_older_than(&self, min_age: Duration) -> Result<usize, WorkerError> {
         let mut total = 0;
         loop {
-            let (claimed, published) = self.sweep_batch().await?;
+            let (claimed, published) = self.sweep_batch(min_age).await?;
             total += published;
-            if claimed < self.config.batch_size || published < claimed {
+            if published < claimed {
+                return Err(WorkerError::Unpublished(claimed - published));
+            }
+            if claimed < self.config.batch_size {
                 return Ok(total);
             }
         }
     }
 
-    async fn sweep_batch(&self) -> Result<(usize, usize), WorkerError> {
+    async fn sweep_batch(&self, min_age: Duration) -> Result<(usize, usize), WorkerError> {
         let mut tx = self.pool.begin().await?;
         let rows: Vec<sqlx::types::Json<Event>> = sqlx::query_scalar(
             "select event from outbox
@@ -165,7 +185,7 @@ impl Relay {
              limit $2
              for update skip locked",
         )
-        .bind(self.config.sweep_min_age.as_secs_f64())
+        .bind(min_age.as_secs_f64())
         .bind(self.config.batch_size as i64)
         .fetch_all(&mut *tx)
         .await?;

@@ -85,11 +85,27 @@ pub async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {method} {}", uri.path()))
 }
 
+/// Answer for a path that exists, with a method it does not have.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{} does not accept {method}", uri.path()))
+}
+
+/// Gives the timeout layer's bare 408 the usual JSON error body.
+pub async fn explain_timeout(response: Response) -> Response {
+    if response.status() == StatusCode::REQUEST_TIMEOUT {
+        return ApiError::Timeout(
+            "the request took longer than the limit (config key http.request_timeout)".to_owned(),
+        )
+        .into_response();
+    }
+    response
+}
+
 /// A panicking handler becomes a plain 500; the panic is logged, not returned.
 pub fn panic_response(_panic: Box<dyn Any + Send + 'static>) -> Response {
     tracing::error!("handler panicked");
     let body = serde_json::json!({
-        "error": { "code": "internal", "message": "internal error; the request was not applied" }
+        "error": { "code": "internal", "message": crate::error::INTERNAL_MESSAGE }
     });
     (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
 }

@@ -18,10 +18,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
-use switchyard_bus::{Event, EventType, outbox, subjects};
+use switchyard_bus::payloads::{MutationEnqueued, TopologyStatus};
+use switchyard_bus::{Event, outbox};
 use uuid::Uuid;
 
 use super::{Page, PageParams, topologies};
@@ -89,8 +90,8 @@ struct KeyedMutation {
 
 /// What an enqueue did.
 enum Enqueued {
-    /// A new mutation, with the event to hand to the relay.
-    Created(MutationOut, Event),
+    /// A new mutation, with the events to hand to the relay.
+    Created(MutationOut, Vec<Event>),
     /// A retried request: the original mutation.
     Replayed(MutationOut),
 }
@@ -116,8 +117,8 @@ async fn enqueue(
         hash,
     };
     match insert(&app.pool, new).await? {
-        Enqueued::Created(mutation, event) => {
-            app.doorbell.ring(vec![event]);
+        Enqueued::Created(mutation, events) => {
+            app.doorbell.ring(events);
             let location = format!("/api/v1/mutations/{}", mutation.id);
             Ok((
                 StatusCode::ACCEPTED,
@@ -164,8 +165,8 @@ async fn insert(pool: &PgPool, new: NewMutation<'_>) -> Result<Enqueued, ApiErro
         return replay(existing, key, &new.hash);
     }
     let mut tx = pool.begin().await?;
-    let seq = next_seq(&mut tx, new.topology_id).await?;
-    let mutation = match (insert_row(&mut tx, &new, seq).await, new.key) {
+    let allocated = next_seq(&mut tx, new.topology_id).await?;
+    let mutation = match (insert_row(&mut tx, &new, allocated.seq).await, new.key) {
         // A concurrent request with the same key committed first: answer with its result.
         (Err(sqlx::Error::Database(e)), Some(key)) if e.is_unique_violation() => {
             tx.rollback().await?;
@@ -177,23 +178,50 @@ async fn insert(pool: &PgPool, new: NewMutation<'_>) -> Result<Enqueued, ApiErro
         }
         (inserted, _) => inserted?,
     };
-    let event = enqueued_event(&mutation);
-    outbox::stage(&mut tx, std::slice::from_ref(&event)).await?;
+    let mut events = vec![enqueued_event(&mutation)];
+    if allocated.was_idle {
+        let status = TopologyStatus {
+            topology_id: new.topology_id,
+            version: allocated.version,
+            status: "pending".to_owned(),
+            last_seq: None,
+        };
+        events.push(status.event(SOURCE));
+    }
+    outbox::stage(&mut tx, &events).await?;
     tx.commit().await?;
-    Ok(Enqueued::Created(mutation, event))
+    Ok(Enqueued::Created(mutation, events))
 }
 
-/// The topology's next seq. The row lock this takes is held until commit, which is
+/// A seq handed out, and what the topology looked like when it was.
+struct Allocated {
+    seq: i64,
+    version: i64,
+    /// The topology was idle, so this enqueue flips it to pending (an announced change).
+    was_idle: bool,
+}
+
+/// The topology's next seq. The row lock taken here is held until commit, which is
 /// what makes seqs commit in order (see the module docs).
-async fn next_seq(conn: &mut PgConnection, topology_id: Uuid) -> Result<i64, ApiError> {
-    sqlx::query_scalar(
+async fn next_seq(conn: &mut PgConnection, topology_id: Uuid) -> Result<Allocated, ApiError> {
+    let (version, status): (i64, String) =
+        sqlx::query_as("select version, status from topologies where id = $1 for no key update")
+            .bind(topology_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| topologies::not_found(topology_id))?;
+    let seq = sqlx::query_scalar(
         "update topologies set last_seq = last_seq + 1, status = 'pending', updated_at = now()
          where id = $1 returning last_seq",
     )
     .bind(topology_id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or_else(|| topologies::not_found(topology_id))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Allocated {
+        seq,
+        version,
+        was_idle: status == "idle",
+    })
 }
 
 async fn insert_row(
@@ -221,18 +249,15 @@ async fn insert_row(
 }
 
 fn enqueued_event(mutation: &MutationOut) -> Event {
-    Event::new(
-        EventType::MutationEnqueued,
-        SOURCE,
-        subjects::mutation_enqueued(mutation.topology_id),
-        json!({
-            "mutation_id": mutation.id,
-            "topology_id": mutation.topology_id,
-            "seq": mutation.seq,
-            "if_version": mutation.if_version,
-            "ops_count": mutation.ops.as_array().map_or(0, Vec::len),
-        }),
-    )
+    MutationEnqueued {
+        mutation_id: mutation.id,
+        topology_id: mutation.topology_id,
+        seq: mutation.seq,
+        if_version: mutation.if_version,
+        ops_count: mutation.ops.as_array().map_or(0, Vec::len),
+        reannounced: false,
+    }
+    .event(SOURCE)
 }
 
 async fn find_by_key(

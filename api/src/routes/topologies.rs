@@ -1,7 +1,8 @@
 //! Topologies: JSON documents edited only through mutations.
 //!
 //! `POST /topologies`, `GET /topologies`, `GET /topologies/{id}`. Creating a topology
-//! announces nothing: there is no work for a worker until a mutation is enqueued.
+//! commits it with a `topology.{id}.status` event (version 0, idle), so a subscriber
+//! learns of it; there is no work for a worker until a mutation is enqueued.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,6 +11,8 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use switchyard_bus::outbox;
+use switchyard_bus::payloads::TopologyStatus;
 use uuid::Uuid;
 
 use super::{Page, PageParams};
@@ -61,6 +64,7 @@ async fn create(
         .document
         .unwrap_or_else(|| Value::Object(Default::default()));
     check_document_size(&document, app.config.max_document_bytes)?;
+    let mut tx = app.pool.begin().await?;
     let topology = sqlx::query_as::<_, TopologyOut>(
         "insert into topologies (id, name, document) values ($1, $2, $3)
          returning id, name, document, version, status, created_at, updated_at",
@@ -68,8 +72,18 @@ async fn create(
     .bind(Uuid::now_v7())
     .bind(name)
     .bind(&document)
-    .fetch_one(&app.pool)
+    .fetch_one(&mut *tx)
     .await?;
+    let created = TopologyStatus {
+        topology_id: topology.id,
+        version: topology.version,
+        status: topology.status.clone(),
+        last_seq: None,
+    }
+    .event("switchyard/api");
+    outbox::stage(&mut tx, std::slice::from_ref(&created)).await?;
+    tx.commit().await?;
+    app.doorbell.ring(vec![created]);
     Ok((StatusCode::CREATED, Json(topology)))
 }
 

@@ -34,16 +34,21 @@ pub fn isolated_config() -> Config {
     config.relay.sweep_interval = Duration::from_millis(200);
     config.relay.sweep_min_age = Duration::from_millis(500);
     config.reconciler.interval = Duration::from_millis(300);
-    config.reconciler.reannounce_after = Duration::from_secs(30);
+    // Longer than any wait in the tests, so only the reconciler test sees re-announcements.
+    config.reconciler.reannounce_after = Duration::from_secs(120);
     config.shutdown.drain_timeout = Duration::from_secs(5);
     config
 }
 
-/// A separate pool on the same test database: each fleet gets its own, like a process would.
+/// A separate pool on the same test database, with the session settings production
+/// pools get: each fleet gets its own, like a process would.
 pub async fn own_pool(pool: &PgPool) -> PgPool {
+    let defaults = switchyard::config::DatabaseConfig::default();
+    let options =
+        switchyard::fleet::connect_options(&defaults, pool.connect_options().as_ref().clone());
     PgPoolOptions::new()
         .max_connections(8)
-        .connect_with(pool.connect_options().as_ref().clone())
+        .connect_with(options)
         .await
         .expect("connecting to the test database")
 }

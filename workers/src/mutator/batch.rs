@@ -1,14 +1,20 @@
 //! One batch: lock a topology, apply its pending head in `seq` order, and commit every
 //! outcome with its audit row and events in a single transaction.
 //!
-//! The topology row lock (`for no key update skip locked`) is the claim: one holder
-//! per topology across the fleet, released by Postgres at commit, rollback, or when
-//! the holder's connection dies. Enqueues take the same row lock to hand out `seq`, so
-//! nothing can be enqueued between reading the pending head and committing.
+//! The topology row lock (`for no key update`) is the claim: one holder per topology
+//! across the fleet, released by Postgres at commit, rollback, or when the holder's
+//! connection dies. Enqueues take the same row lock to hand out `seq`, so nothing can
+//! be enqueued between reading the pending head and committing.
+//!
+//! The lock is waited for, up to `lock_timeout`, rather than skipped: Postgres grants
+//! row locks in arrival order, so a stream of enqueues to one topology cannot starve
+//! the mutator. Only a holder busy for longer (another mutator's long batch) makes the
+//! batch report [`BatchResult::Busy`].
 
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
-use switchyard_bus::{Event, EventType, outbox, subjects};
+use switchyard_bus::payloads::{MutationApplied, MutationFailed, TopologyStatus};
+use switchyard_bus::{Event, outbox};
 use uuid::Uuid;
 
 use super::apply::{PendingMutation, Verdict, apply};
@@ -39,16 +45,27 @@ struct Finished {
     verdict: Verdict,
 }
 
-/// Applies up to `batch_size` pending mutations of `topology_id` in one transaction,
+/// How much one batch may do.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchLimits {
+    /// Mutations applied per transaction.
+    pub size: usize,
+    /// Largest document after any mutation.
+    pub max_document_bytes: usize,
+    /// Longest wait for the topology's row lock.
+    pub lock_timeout: std::time::Duration,
+}
+
+/// Applies up to `limits.size` pending mutations of `topology_id` in one transaction,
 /// and returns the committed events for the relay.
 pub async fn run(
     pool: &PgPool,
     topology_id: Uuid,
-    batch_size: usize,
-    max_document_bytes: usize,
+    limits: BatchLimits,
 ) -> Result<(BatchResult, Vec<Event>), WorkerError> {
+    let (batch_size, max_document_bytes) = (limits.size, limits.max_document_bytes);
     let mut tx = pool.begin().await?;
-    let Some(mut topology) = lock(&mut tx, topology_id).await? else {
+    let Some(mut topology) = lock(&mut tx, topology_id, limits.lock_timeout).await? else {
         return Ok((BatchResult::Busy, Vec::new()));
     };
     let mut pending = load_pending(&mut tx, topology_id, batch_size as i64 + 1).await?;
@@ -124,17 +141,27 @@ async fn save_topology(
     Ok(())
 }
 
+/// The topology, locked; `None` when it does not exist or stayed locked past `timeout`.
 async fn lock(
     conn: &mut PgConnection,
     topology_id: Uuid,
+    timeout: std::time::Duration,
 ) -> Result<Option<LockedTopology>, sqlx::Error> {
-    sqlx::query_as(
-        "select document, version, status from topologies where id = $1
-         for no key update skip locked",
+    sqlx::query("select set_config('lock_timeout', $1, true)")
+        .bind(format!("{}ms", timeout.as_millis().max(1)))
+        .execute(&mut *conn)
+        .await?;
+    let locked = sqlx::query_as(
+        "select document, version, status from topologies where id = $1 for no key update",
     )
     .bind(topology_id)
     .fetch_optional(conn)
-    .await
+    .await;
+    match locked {
+        // lock_not_available: someone held it for longer than the timeout.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => Ok(None),
+        other => other,
+    }
 }
 
 async fn load_pending(
@@ -235,41 +262,33 @@ fn events(topology_id: Uuid, finished: &[Finished], version: i64, status: &str) 
     let mut events: Vec<Event> = finished
         .iter()
         .map(|f| {
-            let m = &f.mutation;
-            let base = json!({"mutation_id": m.id, "topology_id": topology_id, "seq": m.seq});
+            let (mutation_id, seq) = (f.mutation.id, f.mutation.seq);
             match &f.verdict {
-                Verdict::Applied { version } => Event::new(
-                    EventType::MutationApplied,
-                    SOURCE,
-                    subjects::mutation_applied(topology_id),
-                    merge(base, json!({"status": "applied", "version": version})),
-                ),
-                Verdict::Failed { error } => Event::new(
-                    EventType::MutationFailed,
-                    SOURCE,
-                    subjects::mutation_failed(topology_id),
-                    merge(base, json!({"status": "failed", "error": error})),
-                ),
+                Verdict::Applied { version } => MutationApplied {
+                    mutation_id,
+                    topology_id,
+                    seq,
+                    status: "applied".to_owned(),
+                    version: *version,
+                }
+                .event(SOURCE),
+                Verdict::Failed { error } => MutationFailed {
+                    mutation_id,
+                    topology_id,
+                    seq,
+                    status: "failed".to_owned(),
+                    error: error.clone(),
+                }
+                .event(SOURCE),
             }
         })
         .collect();
-    events.push(Event::new(
-        EventType::TopologyStatus,
-        SOURCE,
-        subjects::topology_status(topology_id),
-        json!({
-            "topology_id": topology_id,
-            "version": version,
-            "status": status,
-            "last_seq": finished.last().map(|f| f.mutation.seq),
-        }),
-    ));
+    let status = TopologyStatus {
+        topology_id,
+        version,
+        status: status.to_owned(),
+        last_seq: finished.last().map(|f| f.mutation.seq),
+    };
+    events.push(status.event(SOURCE));
     events
-}
-
-fn merge(mut base: Value, extra: Value) -> Value {
-    if let (Some(base), Value::Object(extra)) = (base.as_object_mut(), extra) {
-        base.extend(extra);
-    }
-    base
 }

@@ -20,6 +20,7 @@ use async_nats::jetstream::Message;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::Deserialize;
 use sqlx::PgPool;
+use switchyard_bus::payloads::MutationEnqueued;
 use switchyard_bus::{Doorbell, Event};
 use uuid::Uuid;
 
@@ -29,7 +30,7 @@ use crate::consumer::{Handler, Outcome};
 pub mod apply;
 pub mod batch;
 
-pub use batch::BatchResult;
+pub use batch::{BatchLimits, BatchResult};
 
 /// Mutator settings (config section `mutator`).
 #[derive(Clone, Debug, Deserialize)]
@@ -44,6 +45,9 @@ pub struct MutatorConfig {
     /// Nak delay when another worker holds the topology.
     #[serde(with = "humantime_serde")]
     pub busy_retry_delay: Duration,
+    /// Longest wait for a topology's row lock before reporting it busy.
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: Duration,
     /// Upper bound of the retry delay after errors (exponential from 100 ms).
     #[serde(with = "humantime_serde")]
     pub max_retry_delay: Duration,
@@ -54,10 +58,11 @@ pub struct MutatorConfig {
 impl Default for MutatorConfig {
     fn default() -> Self {
         Self {
-            concurrency: 32,
+            concurrency: 16,
             batch_size: 100,
             max_batches_per_message: 20,
             busy_retry_delay: Duration::from_millis(20),
+            lock_timeout: Duration::from_millis(250),
             max_retry_delay: Duration::from_secs(30),
             max_ack_pending: 10_000,
         }
@@ -75,17 +80,11 @@ pub struct Drain {
     pub more: bool,
 }
 
-/// The `data` of a `mutation.enqueued` event, as far as the mutator needs it.
-#[derive(Debug, Deserialize)]
-struct Enqueued {
-    mutation_id: Uuid,
-    topology_id: Uuid,
-}
-
 /// A mutator: cheap to clone, safe to run many of.
 #[derive(Clone, Debug)]
 pub struct Mutator {
     pub pool: PgPool,
+    /// Rung with each committed batch's events.
     pub doorbell: Doorbell,
     pub config: MutatorConfig,
     /// Limit on a document's size after a mutation (`http.max_document_bytes`).
@@ -97,13 +96,12 @@ impl Mutator {
     pub async fn drain_topology(&self, topology_id: Uuid) -> Result<Drain, WorkerError> {
         let mut drain = Drain::default();
         for _ in 0..self.config.max_batches_per_message {
-            let (result, events) = batch::run(
-                &self.pool,
-                topology_id,
-                self.config.batch_size,
-                self.max_document_bytes,
-            )
-            .await?;
+            let limits = BatchLimits {
+                size: self.config.batch_size,
+                max_document_bytes: self.max_document_bytes,
+                lock_timeout: self.config.lock_timeout,
+            };
+            let (result, events) = batch::run(&self.pool, topology_id, limits).await?;
             self.doorbell.ring(events);
             match result {
                 BatchResult::Busy => {
@@ -136,7 +134,12 @@ impl Mutator {
                 return Ok(finished);
             }
             for topology_id in topologies {
-                finished += self.drain_topology(topology_id).await?.finished;
+                let drain = self.drain_topology(topology_id).await?;
+                finished += drain.finished;
+                if drain.busy {
+                    // Someone else holds it; give them a moment rather than spin.
+                    tokio::time::sleep(self.config.busy_retry_delay).await;
+                }
             }
         }
     }
@@ -152,7 +155,7 @@ impl Mutator {
 
     /// Handles one `mutation.enqueued` event; `delivered` counts delivery attempts.
     pub async fn handle_event(&self, event: &Event, delivered: i64) -> Outcome {
-        let Ok(enqueued) = serde_json::from_value::<Enqueued>(event.data.clone()) else {
+        let Ok(enqueued) = serde_json::from_value::<MutationEnqueued>(event.data.clone()) else {
             return Outcome::Reject(format!("event {} has no mutation_id/topology_id", event.id));
         };
         match self.try_handle(&enqueued).await {
@@ -165,13 +168,15 @@ impl Mutator {
         }
     }
 
-    async fn try_handle(&self, enqueued: &Enqueued) -> Result<Outcome, WorkerError> {
+    async fn try_handle(&self, enqueued: &MutationEnqueued) -> Result<Outcome, WorkerError> {
         if !self.is_pending(enqueued.mutation_id).await? {
             return Ok(Outcome::Ack);
         }
         let drain = self.drain_topology(enqueued.topology_id).await?;
-        if drain.busy && self.is_pending(enqueued.mutation_id).await? {
-            tracing::debug!(topology_id = %enqueued.topology_id, "topology busy; retrying later");
+        // Busy, or the budget ran out before reaching this message's own mutation:
+        // come back for it rather than leave it to the reconciler.
+        if (drain.busy || drain.more) && self.is_pending(enqueued.mutation_id).await? {
+            tracing::debug!(topology_id = %enqueued.topology_id, ?drain, "mutation still pending; retrying later");
             return Ok(Outcome::Retry(self.config.busy_retry_delay));
         }
         Ok(Outcome::Ack)

@@ -1,0 +1,344 @@
+//! Authentication and authorization: bearer JWTs (HS256) carrying a role.
+//!
+//! ## Order of checks
+//! The [`authenticate`] middleware runs before any handler, on every `/api/v1` route
+//! and on the `/api/v1` fallback:
+//! 1. no valid credentials → 401, whether or not the resource exists;
+//! 2. valid credentials without the route's role → 403;
+//! 3. only then does the handler run, and may answer 404.
+//!
+//! A route's role is declared once, as the scope of its OpenAPI security requirement,
+//! and read from the generated spec into a [`RoutePolicy`]. A route without a declared
+//! role is refused (fail closed).
+//!
+//! ## Stream tokens
+//! Browsers cannot set headers on `EventSource`, so event streams accept `?token=`,
+//! but only a short-lived *stream* token minted for that exact path. An API token in a
+//! query string is refused, so long-lived credentials never land in URLs or logs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use chrono::Utc;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// Issuer claim of every switchyard token.
+const ISSUER: &str = "switchyard";
+
+/// What a caller may do. Each role includes the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads.
+    Viewer,
+    /// Also enqueues and edits.
+    Operator,
+    /// Also registers and manages.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// The role named by an OpenAPI security scope.
+    pub fn from_scope(scope: &str) -> Option<Self> {
+        match scope {
+            "viewer" => Some(Self::Viewer),
+            "operator" => Some(Self::Operator),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// API tokens go in the `Authorization` header; stream tokens only in `?token=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    Api,
+    Stream,
+}
+
+/// The claims of a switchyard JWT.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// Who the caller is; recorded as the actor in audit rows.
+    pub sub: String,
+    pub role: Role,
+    pub kind: TokenKind,
+    /// For stream tokens: the one path the token opens.
+    #[serde(default, skip_serializing_if = Option::is_none)]
+    pub path: Option<String>,
+    pub iss: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// The authenticated caller, placed in request extensions by [`authenticate`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub subject: String,
+    pub role: Role,
+}
+
+/// Why a token was refused; the text is what the 401 says.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("missing credentials: send `Authorization: Bearer <token>`")]
+    Missing,
+    #[error("the Authorization header must be `Bearer <token>`")]
+    NotBearer,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid (bad signature, issuer or format)")]
+    Invalid,
+    #[error("API tokens are not accepted in the query string; mint a stream token (POST /api/v1/stream-tokens)")]
+    ApiTokenInQuery,
+    #[error("stream tokens are accepted only as `?token=` on the event stream they were minted for")]
+    StreamTokenMisused,
+}
+
+/// Signs and verifies tokens with one HS256 secret.
+#[derive(Clone)]
+pub struct Authenticator {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authenticator { .. }")
+    }
+}
+
+impl Authenticator {
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.leeway = 0;
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// An API token for `subject` with `role`, valid for `ttl`.
+    pub fn mint(&self, subject: &str, role: Role, ttl: Duration) -> String {
+        self.sign(subject, role, TokenKind::Api, None, ttl)
+    }
+
+    /// A stream token opening only `path`, for the caller's role, valid for `ttl`.
+    pub fn mint_stream(&self, caller: &Caller, path: &str, ttl: Duration) -> (String, i64) {
+        let token = self.sign(&caller.subject, caller.role, TokenKind::Stream, Some(path), ttl);
+        (token, Utc::now().timestamp() + ttl.as_secs() as i64)
+    }
+
+    fn sign(&self, subject: &str, role: Role, kind: TokenKind, path: Option<&str>, ttl: Duration) -> String {
+        let now = Utc::now().timestamp();
+        let claims = Claims {
+            sub: subject.to_owned(),
+            role,
+            kind,
+            path: path.map(str::to_owned),
+            iss: ISSUER.to_owned(),
+            iat: now,
+            exp: now + ttl.as_secs() as i64,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing cannot fail")
+    }
+
+    /// Verifies signature, issuer and expiry.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            })
+    }
+
+    /// The caller of a request: a header API token, or a stream token in the query
+    /// string of the path it was minted for.
+    pub fn caller(&self, method: &Method, path: &str, headers: &header::HeaderMap, query: Option<&str>) -> Result<Caller, TokenError> {
+        if let Some(value) = headers.get(header::AUTHORIZATION) {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .ok_or(TokenError::NotBearer)?;
+            let claims = self.verify(token.trim())?;
+            if claims.kind != TokenKind::Api {
+                return Err(TokenError::StreamTokenMisused);
+            }
+            return Ok(Caller { subject: claims.sub, role: claims.role });
+        }
+        let token = query_token(query).ok_or(TokenError::Missing)?;
+        let claims = self.verify(&token)?;
+        match claims.kind {
+            TokenKind::Api => Err(TokenError::ApiTokenInQuery),
+            TokenKind::Stream if method == Method::GET && claims.path.as_deref() == Some(path) => {
+                Ok(Caller { subject: claims.sub, role: claims.role })
+            }
+            TokenKind::Stream => Err(TokenError::StreamTokenMisused),
+        }
+    }
+}
+
+fn query_token(query: Option<&str>) -> Option<String> {
+    url_params(query?).find(|(k, _)| k == "token").map(|(_, v)| v)
+}
+
+fn url_params(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned()))
+}
+
+/// The role each route requires, keyed by method and route template.
+#[derive(Clone, Debug, Default)]
+pub struct RoutePolicy {
+    roles: HashMap<(Method, String), Role>,
+}
+
+impl RoutePolicy {
+    /// Reads every operation's `bearer` scope from the generated OpenAPI document.
+    pub fn from_openapi(api: &utoipa::openapi::OpenApi) -> Self {
+        let mut roles = HashMap::new();
+        for (path, item) in &api.paths.paths {
+            for (method, operation) in operations(item) {
+                let role = operation
+                    .security
+                    .iter()
+                    .flatten()
+                    .filter_map(|requirement| serde_json::to_value(requirement).ok())
+                    .filter_map(|value| value.get("bearer").cloned())
+                    .filter_map(|scopes| scopes.get(0).and_then(|s| s.as_str()).and_then(Role::from_scope))
+                    .next();
+                if let Some(role) = role {
+                    roles.insert((method, path.clone()), role);
+                }
+            }
+        }
+        Self { roles }
+    }
+
+    /// The role a route requires, if it declares one.
+    pub fn required(&self, method: &Method, template: &str) -> Option<Role> {
+        self.roles.get(&(method.clone(), template.to_owned())).copied()
+    }
+
+    /// Every (method, template, role), for tests that walk the route table.
+    pub fn routes(&self) -> impl Iterator<Item = (&Method, &str, Role)> {
+        self.roles.iter().map(|((m, p), r)| (m, p.as_str(), *r))
+    }
+}
+
+fn operations(item: &utoipa::openapi::PathItem) -> Vec<(Method, &utoipa::openapi::path::Operation)> {
+    [
+        (Method::GET, &item.get),
+        (Method::POST, &item.post),
+        (Method::PUT, &item.put),
+        (Method::PATCH, &item.patch),
+        (Method::DELETE, &item.delete),
+    ]
+    .into_iter()
+    .filter_map(|(method, op)| op.as_ref().map(|op| (method, op)))
+    .collect()
+}
+
+/// Everything [`authenticate`] needs.
+#[derive(Clone, Debug)]
+pub struct AuthState {
+    pub authenticator: Arc<Authenticator>,
+    pub policy: Arc<RoutePolicy>,
+}
+
+/// 401 without valid credentials, 403 without the route's role, else on to the handler
+/// with a [`Caller`] in the request extensions.
+pub async fn authenticate(
+    State(auth): State<AuthState>,
+    matched: Option<MatchedPath>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let caller = auth
+        .authenticator
+        .caller(request.method(), request.uri().path(), request.headers(), request.uri().query())
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    // Unmatched paths (the fallback) need only authentication: the 404 says nothing.
+    if let Some(template) = matched {
+        let required = auth.policy.required(request.method(), template.as_str());
+        match required {
+            Some(role) if caller.role >= role => {}
+            Some(role) => {
+                return Err(ApiError::Forbidden(format!(
+                    "this operation needs the {} role; your token has {}",
+                    role.as_str(),
+                    caller.role.as_str()
+                )));
+            }
+            None => return Err(ApiError::Forbidden("this operation declares no role".to_owned())),
+        }
+    }
+    request.extensions_mut().insert(caller);
+    Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(role: Role) -> Caller {
+        Caller { subject: "ada".into(), role }
+    }
+
+    #[test]
+    fn api_tokens_round_trip_and_expire() {
+        let auth = Authenticator::new(b"0123456789abcdef0123456789abcdef");
+        let claims = auth.verify(&auth.mint("ada", Role::Operator, Duration::from_secs(60))).unwrap();
+        assert_eq!((claims.sub.as_str(), claims.role, claims.kind), ("ada", Role::Operator, TokenKind::Api));
+        let expired = auth.sign("ada", Role::Admin, TokenKind::Api, None, Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(auth.verify(&expired).unwrap_err(), TokenError::Expired);
+        let other = Authenticator::new(b"another secret, another deployment");
+        assert_eq!(other.verify(&auth.mint("ada", Role::Admin, Duration::from_secs(60))).unwrap_err(), TokenError::Invalid);
+    }
+
+    #[test]
+    fn stream_tokens_open_only_their_path_and_only_from_the_query() {
+        let auth = Authenticator::new(b"0123456789abcdef0123456789abcdef");
+        let path = "/api/v1/topologies/x/events";
+        let (stream, _) = auth.mint_stream(&caller(Role::Viewer), path, Duration::from_secs(60));
+        let none = header::HeaderMap::new();
+        let query = format!("token={stream}");
+        assert_eq!(auth.caller(&Method::GET, path, &none, Some(&query)).unwrap(), caller(Role::Viewer));
+        assert_eq!(
+            auth.caller(&Method::GET, "/api/v1/topologies/y/events", &none, Some(&query)).unwrap_err(),
+            TokenError::StreamTokenMisused
+        );
+        assert_eq!(auth.caller(&Method::POST, path, &none, Some(&query)).unwrap_err(), TokenError::StreamTokenMisused);
+        let mut headers = header::HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, format!("Bearer {stream}").parse().unwrap());
+        assert_eq!(auth.caller(&Method::GET, path, &headers, None).unwrap_err(), TokenError::StreamTokenMisused);
+        let api = auth.mint("ada", Role::Admin, Duration::from_secs(60));
+        let query = format!("token={api}");
+        assert_eq!(auth.caller(&Method::GET, path, &none, Some(&query)).unwrap_err(), TokenError::ApiTokenInQuery);
+        assert_eq!(auth.caller(&Method::GET, path, &none, None).unwrap_err(), TokenError::Missing);
+    }
+}
