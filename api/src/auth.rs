@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, Method};
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use chrono::Utc;
@@ -32,6 +32,30 @@ use crate::error::ApiError;
 
 /// Issuer claim of every switchyard token.
 const ISSUER: &str = "switchyard";
+
+/// The longest a stream token may live: it travels in URLs.
+pub const MAX_STREAM_TOKEN_TTL: Duration = Duration::from_secs(300);
+
+/// Authentication settings (config section `auth`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret shared by every API process. `switchyard up` generates one for the
+    /// run when unset; `switchyard api` and `switchyard token` require it.
+    pub secret: Option<String>,
+    /// Lifetime of stream tokens (at most 5 minutes).
+    #[serde(with = "humantime_serde")]
+    pub stream_token_ttl: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            stream_token_ttl: Duration::from_secs(60),
+        }
+    }
+}
 
 /// What a caller may do. Each role includes the ones before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -81,7 +105,7 @@ pub struct Claims {
     pub role: Role,
     pub kind: TokenKind,
     /// For stream tokens: the one path the token opens.
-    #[serde(default, skip_serializing_if = Option::is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     pub iss: String,
     pub iat: i64,
@@ -106,9 +130,13 @@ pub enum TokenError {
     Expired,
     #[error("the token is not valid (bad signature, issuer or format)")]
     Invalid,
-    #[error("API tokens are not accepted in the query string; mint a stream token (POST /api/v1/stream-tokens)")]
+    #[error(
+        "API tokens are not accepted in the query string; mint a stream token (POST /api/v1/stream-tokens)"
+    )]
     ApiTokenInQuery,
-    #[error("stream tokens are accepted only as `?token=` on the event stream they were minted for")]
+    #[error(
+        "stream tokens are accepted only as `?token=` on the event stream they were minted for"
+    )]
     StreamTokenMisused,
 }
 
@@ -146,11 +174,24 @@ impl Authenticator {
 
     /// A stream token opening only `path`, for the caller's role, valid for `ttl`.
     pub fn mint_stream(&self, caller: &Caller, path: &str, ttl: Duration) -> (String, i64) {
-        let token = self.sign(&caller.subject, caller.role, TokenKind::Stream, Some(path), ttl);
+        let token = self.sign(
+            &caller.subject,
+            caller.role,
+            TokenKind::Stream,
+            Some(path),
+            ttl,
+        );
         (token, Utc::now().timestamp() + ttl.as_secs() as i64)
     }
 
-    fn sign(&self, subject: &str, role: Role, kind: TokenKind, path: Option<&str>, ttl: Duration) -> String {
+    fn sign(
+        &self,
+        subject: &str,
+        role: Role,
+        kind: TokenKind,
+        path: Option<&str>,
+        ttl: Duration,
+    ) -> String {
         let now = Utc::now().timestamp();
         let claims = Claims {
             sub: subject.to_owned(),
@@ -177,7 +218,13 @@ impl Authenticator {
 
     /// The caller of a request: a header API token, or a stream token in the query
     /// string of the path it was minted for.
-    pub fn caller(&self, method: &Method, path: &str, headers: &header::HeaderMap, query: Option<&str>) -> Result<Caller, TokenError> {
+    pub fn caller(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &header::HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Caller, TokenError> {
         if let Some(value) = headers.get(header::AUTHORIZATION) {
             let token = value
                 .to_str()
@@ -188,14 +235,20 @@ impl Authenticator {
             if claims.kind != TokenKind::Api {
                 return Err(TokenError::StreamTokenMisused);
             }
-            return Ok(Caller { subject: claims.sub, role: claims.role });
+            return Ok(Caller {
+                subject: claims.sub,
+                role: claims.role,
+            });
         }
         let token = query_token(query).ok_or(TokenError::Missing)?;
         let claims = self.verify(&token)?;
         match claims.kind {
             TokenKind::Api => Err(TokenError::ApiTokenInQuery),
             TokenKind::Stream if method == Method::GET && claims.path.as_deref() == Some(path) => {
-                Ok(Caller { subject: claims.sub, role: claims.role })
+                Ok(Caller {
+                    subject: claims.sub,
+                    role: claims.role,
+                })
             }
             TokenKind::Stream => Err(TokenError::StreamTokenMisused),
         }
@@ -203,7 +256,9 @@ impl Authenticator {
 }
 
 fn query_token(query: Option<&str>) -> Option<String> {
-    url_params(query?).find(|(k, _)| k == "token").map(|(_, v)| v)
+    url_params(query?)
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v)
 }
 
 fn url_params(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
@@ -228,7 +283,12 @@ impl RoutePolicy {
                     .flatten()
                     .filter_map(|requirement| serde_json::to_value(requirement).ok())
                     .filter_map(|value| value.get("bearer").cloned())
-                    .filter_map(|scopes| scopes.get(0).and_then(|s| s.as_str()).and_then(Role::from_scope))
+                    .filter_map(|scopes| {
+                        scopes
+                            .get(0)
+                            .and_then(|s| s.as_str())
+                            .and_then(Role::from_scope)
+                    })
                     .next();
                 if let Some(role) = role {
                     roles.insert((method, path.clone()), role);
@@ -240,7 +300,14 @@ impl RoutePolicy {
 
     /// The role a route requires, if it declares one.
     pub fn required(&self, method: &Method, template: &str) -> Option<Role> {
-        self.roles.get(&(method.clone(), template.to_owned())).copied()
+        self.roles
+            .get(&(method.clone(), template.to_owned()))
+            .copied()
+    }
+
+    /// Whether some method of `template` is declared (so another method is a 405).
+    pub fn knows_path(&self, template: &str) -> bool {
+        self.roles.keys().any(|(_, path)| path == template)
     }
 
     /// Every (method, template, role), for tests that walk the route table.
@@ -249,7 +316,9 @@ impl RoutePolicy {
     }
 }
 
-fn operations(item: &utoipa::openapi::PathItem) -> Vec<(Method, &utoipa::openapi::path::Operation)> {
+fn operations(
+    item: &utoipa::openapi::PathItem,
+) -> Vec<(Method, &utoipa::openapi::path::Operation)> {
     [
         (Method::GET, &item.get),
         (Method::POST, &item.post),
@@ -279,7 +348,12 @@ pub async fn authenticate(
 ) -> Result<Response, ApiError> {
     let caller = auth
         .authenticator
-        .caller(request.method(), request.uri().path(), request.headers(), request.uri().query())
+        .caller(
+            request.method(),
+            request.uri().path(),
+            request.headers(),
+            request.uri().query(),
+        )
         .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
     // Unmatched paths (the fallback) need only authentication: the 404 says nothing.
     if let Some(template) = matched {
@@ -293,7 +367,13 @@ pub async fn authenticate(
                     caller.role.as_str()
                 )));
             }
-            None => return Err(ApiError::Forbidden("this operation declares no role".to_owned())),
+            // Another method of a declared path: the router answers 405.
+            None if auth.policy.knows_path(template.as_str()) => {}
+            None => {
+                return Err(ApiError::Forbidden(
+                    "this operation declares no role".to_owned(),
+                ));
+            }
         }
     }
     request.extensions_mut().insert(caller);
@@ -305,19 +385,32 @@ mod tests {
     use super::*;
 
     fn caller(role: Role) -> Caller {
-        Caller { subject: "ada".into(), role }
+        Caller {
+            subject: "ada".into(),
+            role,
+        }
     }
 
     #[test]
     fn api_tokens_round_trip_and_expire() {
         let auth = Authenticator::new(b"0123456789abcdef0123456789abcdef");
-        let claims = auth.verify(&auth.mint("ada", Role::Operator, Duration::from_secs(60))).unwrap();
-        assert_eq!((claims.sub.as_str(), claims.role, claims.kind), ("ada", Role::Operator, TokenKind::Api));
+        let claims = auth
+            .verify(&auth.mint("ada", Role::Operator, Duration::from_secs(60)))
+            .unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.role, claims.kind),
+            ("ada", Role::Operator, TokenKind::Api)
+        );
         let expired = auth.sign("ada", Role::Admin, TokenKind::Api, None, Duration::ZERO);
         std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(auth.verify(&expired).unwrap_err(), TokenError::Expired);
         let other = Authenticator::new(b"another secret, another deployment");
-        assert_eq!(other.verify(&auth.mint("ada", Role::Admin, Duration::from_secs(60))).unwrap_err(), TokenError::Invalid);
+        assert_eq!(
+            other
+                .verify(&auth.mint("ada", Role::Admin, Duration::from_secs(60)))
+                .unwrap_err(),
+            TokenError::Invalid
+        );
     }
 
     #[test]
@@ -327,18 +420,45 @@ mod tests {
         let (stream, _) = auth.mint_stream(&caller(Role::Viewer), path, Duration::from_secs(60));
         let none = header::HeaderMap::new();
         let query = format!("token={stream}");
-        assert_eq!(auth.caller(&Method::GET, path, &none, Some(&query)).unwrap(), caller(Role::Viewer));
         assert_eq!(
-            auth.caller(&Method::GET, "/api/v1/topologies/y/events", &none, Some(&query)).unwrap_err(),
+            auth.caller(&Method::GET, path, &none, Some(&query))
+                .unwrap(),
+            caller(Role::Viewer)
+        );
+        assert_eq!(
+            auth.caller(
+                &Method::GET,
+                "/api/v1/topologies/y/events",
+                &none,
+                Some(&query)
+            )
+            .unwrap_err(),
             TokenError::StreamTokenMisused
         );
-        assert_eq!(auth.caller(&Method::POST, path, &none, Some(&query)).unwrap_err(), TokenError::StreamTokenMisused);
+        assert_eq!(
+            auth.caller(&Method::POST, path, &none, Some(&query))
+                .unwrap_err(),
+            TokenError::StreamTokenMisused
+        );
         let mut headers = header::HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, format!("Bearer {stream}").parse().unwrap());
-        assert_eq!(auth.caller(&Method::GET, path, &headers, None).unwrap_err(), TokenError::StreamTokenMisused);
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {stream}").parse().unwrap(),
+        );
+        assert_eq!(
+            auth.caller(&Method::GET, path, &headers, None).unwrap_err(),
+            TokenError::StreamTokenMisused
+        );
         let api = auth.mint("ada", Role::Admin, Duration::from_secs(60));
         let query = format!("token={api}");
-        assert_eq!(auth.caller(&Method::GET, path, &none, Some(&query)).unwrap_err(), TokenError::ApiTokenInQuery);
-        assert_eq!(auth.caller(&Method::GET, path, &none, None).unwrap_err(), TokenError::Missing);
+        assert_eq!(
+            auth.caller(&Method::GET, path, &none, Some(&query))
+                .unwrap_err(),
+            TokenError::ApiTokenInQuery
+        );
+        assert_eq!(
+            auth.caller(&Method::GET, path, &none, None).unwrap_err(),
+            TokenError::Missing
+        );
     }
 }

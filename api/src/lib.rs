@@ -6,10 +6,13 @@
 //!
 //! ## Layout
 //! - [`routes`]: one module per resource (router, In/Out types, handlers).
+//! - [`auth`]: bearer JWTs, roles, stream tokens; checked before any handler.
+//! - [`openapi`]: the generated OpenAPI 3.1 document, which is also the route table.
 //! - [`error`]: the single [`ApiError`] and its JSON shape.
 //! - [`extract`]: body/query/path extractors that answer with [`ApiError`].
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -21,9 +24,17 @@ use switchyard_bus::Doorbell;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
 
+use crate::auth::{AuthConfig, AuthState, Authenticator, RoutePolicy};
+use crate::openapi::ApiDoc;
+
+pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod patch;
 pub mod routes;
 
@@ -68,16 +79,48 @@ pub struct AppState {
     /// Rung after each commit so the relay publishes the staged events at once.
     pub doorbell: Doorbell,
     pub config: ApiConfig,
+    /// Signs and verifies tokens.
+    pub authenticator: Arc<Authenticator>,
+    pub auth: AuthConfig,
 }
 
-/// The whole HTTP surface: `/healthz`, `/readyz` and everything under `/api/v1`.
-pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
+/// The OpenAPI document of the whole API, as served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    with_base(v1_routes().split_for_parts().1)
+}
+
+fn v1_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(routes::topologies::router())
-        .merge(routes::mutations::router());
+        .merge(routes::mutations::router())
+        .merge(routes::stream_tokens::router())
+}
+
+/// The base document with the `/api/v1` operations nested in.
+fn with_base(v1: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi().nest("/api/v1", v1)
+}
+
+/// The whole HTTP surface: `/healthz`, `/readyz`, `/openapi.json`, `/docs` and, behind
+/// authentication, everything under `/api/v1`.
+pub fn router(state: AppState) -> Router {
+    let (v1, v1_spec) = v1_routes().split_for_parts();
+    let spec = with_base(v1_spec);
+    let auth = AuthState {
+        authenticator: state.authenticator.clone(),
+        policy: Arc::new(RoutePolicy::from_openapi(&spec)),
+    };
+    let v1 = v1
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            auth::authenticate,
+        ));
     Router::new()
         .merge(routes::health::router())
         .nest("/api/v1", v1)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
@@ -87,6 +130,6 @@ pub fn router(state: AppState) -> Router {
             state.config.request_timeout,
         ))
         .layer(CatchPanicLayer::custom(routes::panic_response))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(routes::request_span))
         .with_state(state)
 }

@@ -22,6 +22,9 @@ struct Args {
     /// Base URL of the API.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     api: String,
+    /// Bearer token with the operator role (`switchyard token --role operator`).
+    #[arg(long, env = "SWITCHYARD_TOKEN")]
+    token: String,
     /// NATS server the fleet publishes to.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats: String,
@@ -54,7 +57,14 @@ type Seen = Arc<Mutex<Sightings>>;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let http = reqwest::Client::new();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", args.token).parse()?,
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?;
     let topologies = create_topologies(&http, &args).await?;
     let seen: Seen = Arc::default();
     let listener = tokio::spawn(collect_outcomes(

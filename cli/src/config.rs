@@ -12,6 +12,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 use switchyard_api::ApiConfig;
+use switchyard_api::auth::{AuthConfig, MAX_STREAM_TOKEN_TTL};
 use switchyard_bus::BusConfig;
 use switchyard_workers::mutator::MutatorConfig;
 use switchyard_workers::reconciler::ReconcilerConfig;
@@ -22,6 +23,7 @@ use switchyard_workers::relay::RelayConfig;
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub http: ApiConfig,
+    pub auth: AuthConfig,
     pub database: DatabaseConfig,
     pub bus: BusConfig,
     pub mutator: MutatorConfig,
@@ -198,6 +200,16 @@ impl Config {
         ];
         if let Some((key, _)) = durations.iter().find(|(_, value)| value.is_zero()) {
             return Err(invalid(key, "must be longer than 0s"));
+        }
+        let ttl = self.auth.stream_token_ttl;
+        if ttl.is_zero() || ttl > MAX_STREAM_TOKEN_TTL {
+            return Err(invalid(
+                "auth.stream_token_ttl",
+                "must be between 1s and 5m",
+            ));
+        }
+        if self.auth.secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err(invalid("auth.secret", "must be at least 32 characters"));
         }
         self.database
             .url

@@ -15,6 +15,7 @@ use backon::{ExponentialBuilder, Retryable};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use switchyard_api::AppState;
+use switchyard_api::auth::Authenticator;
 use switchyard_bus::{Bus, BusError, ConsumerRole, Doorbell};
 use switchyard_workers::consumer::{self, PullSettings};
 use switchyard_workers::mutator::{Mutator, MutatorHandler};
@@ -52,6 +53,10 @@ pub enum FleetError {
     Database(#[from] sqlx::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "auth.secret is not set; every API process needs the same secret (SWITCHYARD_AUTH__SECRET)"
+    )]
+    NoSecret,
     #[error("{role} stopped unexpectedly: {reason}")]
     RoleDied { role: &'static str, reason: String },
 }
@@ -199,11 +204,14 @@ impl Fleet {
         let local = listener
             .local_addr()
             .map_err(|source| FleetError::Listen { addr, source })?;
+        let secret = config.auth.secret.as_deref().ok_or(FleetError::NoSecret)?;
         let state = AppState {
             pool,
             nats: bus.client.clone(),
             doorbell,
             config: config.http.clone(),
+            authenticator: Arc::new(Authenticator::new(secret.as_bytes())),
+            auth: config.auth.clone(),
         };
         let app = switchyard_api::router(state);
         let shutdown = self.shutdown.clone();

@@ -1,11 +1,13 @@
 //! `switchyard`: one binary, one subcommand per way of running it.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use switchyard::config::Config;
 use switchyard::fleet::{self, Fleet, Roles};
+use switchyard_api::auth::{Authenticator, Role};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -30,17 +32,46 @@ enum Command {
     Api,
     /// Run worker roles (plus the relay and reconciler).
     Worker {
-        #[arg(long, value_enum, default_value_t = Role::All)]
-        role: Role,
+        #[arg(long, value_enum, default_value_t = WorkerRole::All)]
+        role: WorkerRole,
     },
     /// Create the database if missing and apply pending migrations, then exit.
     Migrate,
+    /// Mint an API token signed with auth.secret and print it.
+    Token {
+        /// viewer reads; operator also enqueues and edits; admin also manages.
+        #[arg(long, value_enum)]
+        role: TokenRole,
+        /// How long the token is valid, e.g. 15m, 12h, 30d.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "12h")]
+        ttl: Duration,
+        /// Who the token speaks for; recorded as the actor in audit rows.
+        #[arg(long, default_value = "cli")]
+        sub: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Role {
+enum WorkerRole {
     Mutator,
     All,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TokenRole {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl From<TokenRole> for Role {
+    fn from(role: TokenRole) -> Self {
+        match role {
+            TokenRole::Viewer => Role::Viewer,
+            TokenRole::Operator => Role::Operator,
+            TokenRole::Admin => Role::Admin,
+        }
+    }
 }
 
 #[tokio::main]
@@ -53,6 +84,9 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Command::Token { role, ttl, sub } = &cli.command {
+        return print_token(&config, (*role).into(), *ttl, sub);
+    }
     switchyard::telemetry::init(&config.log);
     match run(cli.command, config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -63,11 +97,27 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+fn print_token(config: &Config, role: Role, ttl: Duration, sub: &str) -> std::process::ExitCode {
+    let Some(secret) = config.auth.secret.as_deref() else {
+        eprintln!(
+            "switchyard: auth.secret is not set (SWITCHYARD_AUTH__SECRET); tokens must be signed with the API's secret"
+        );
+        return std::process::ExitCode::from(2);
+    };
+    println!(
+        "{}",
+        Authenticator::new(secret.as_bytes()).mint(sub, role, ttl)
+    );
+    std::process::ExitCode::SUCCESS
+}
+
+async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
     let roles = match command {
         Command::Migrate => return migrate(&config).await.map(drop),
+        Command::Token { .. } => unreachable!("handled before logging starts"),
         Command::Up => {
             migrate(&config).await?;
+            ensure_secret_for_this_run(&mut config);
             Roles::ALL
         }
         Command::Api => Roles {
@@ -75,7 +125,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             mutator: false,
         },
         Command::Worker {
-            role: Role::Mutator | Role::All,
+            role: WorkerRole::Mutator | WorkerRole::All,
         } => Roles {
             api: false,
             mutator: true,
@@ -90,6 +140,24 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     fleet.wait().await?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// `up` without a configured secret generates one for this run and prints an admin
+/// token, so the quick start works. A configured secret is never printed.
+fn ensure_secret_for_this_run(config: &mut Config) {
+    if config.auth.secret.is_some() {
+        return;
+    }
+    let secret: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    let token = Authenticator::new(secret.as_bytes()).mint(
+        "admin",
+        Role::Admin,
+        Duration::from_secs(24 * 3600),
+    );
+    config.auth.secret = Some(secret);
+    println!("No auth.secret configured: generated one for this run. Admin token (24h):\n{token}");
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<sqlx::PgPool> {

@@ -375,6 +375,8 @@ async fn wrong_methods_and_unready_dependencies_answer_in_json(pool: PgPool) {
         nats: async_nats::connect(harness::nats_url()).await.unwrap(),
         doorbell,
         config: fleet.config.http.clone(),
+        authenticator: std::sync::Arc::new(switchyard_api::auth::Authenticator::new(b"unused")),
+        auth: fleet.config.auth.clone(),
     };
     let response = tower::ServiceExt::oneshot(
         switchyard_api::router(state),

@@ -51,7 +51,10 @@ async fn work_accepted_while_nats_is_down_is_announced_in_order_and_applied(pool
     let fleet = TestFleet::start(&pool, config, Roles::ALL).await;
     let topology = fleet.create_topology("t", json!({"log": []})).await;
     fleet
-        .enqueue(topology, json!([{"op": "add", "path": "/log/-", "value": -1}]))
+        .enqueue(
+            topology,
+            json!([{"op": "add", "path": "/log/-", "value": -1}]),
+        )
         .await;
     fleet.settle(Duration::from_secs(10)).await;
 

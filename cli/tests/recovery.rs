@@ -46,6 +46,10 @@ async fn a_mutation_whose_outbox_row_was_never_published_is_applied_after_the_sw
         nats: async_nats::connect(harness::nats_url()).await.unwrap(),
         doorbell,
         config: config.http.clone(),
+        authenticator: std::sync::Arc::new(switchyard_api::auth::Authenticator::new(
+            config.auth.secret.as_deref().unwrap().as_bytes(),
+        )),
+        auth: config.auth.clone(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/api/v1", listener.local_addr().unwrap());
@@ -55,7 +59,7 @@ async fn a_mutation_whose_outbox_row_was_never_published_is_applied_after_the_sw
             .with_graceful_shutdown(api_stop.clone().cancelled_owned())
             .into_future(),
     );
-    let http = reqwest::Client::new();
+    let http = harness::client_with(&harness::token(&config, switchyard_api::auth::Role::Admin));
     let (_, topology) = harness::read(
         http.post(format!("{base}/topologies"))
             .json(&json!({"name": "t"}))
@@ -136,6 +140,7 @@ async fn a_lost_announcement_is_reannounced_by_the_reconciler(pool: PgPool) {
 /// Enqueues from `clients` concurrent clients until the server stops answering 2xx,
 /// recording accepted mutation ids in `accepted`.
 async fn enqueue_until_refused(
+    http: reqwest::Client,
     base: &str,
     topologies: &[String],
     clients: usize,
@@ -143,8 +148,8 @@ async fn enqueue_until_refused(
 ) {
     let tasks = (0..clients).map(|client| {
         let (accepted, base, topologies) = (accepted.clone(), base.to_owned(), topologies.to_vec());
+        let http = http.clone();
         tokio::spawn(async move {
-            let http = reqwest::Client::new();
             for i in 0..500 {
                 let topology = &topologies[(client + i) % topologies.len()];
                 let request = http
@@ -171,7 +176,7 @@ async fn graceful_shutdown_loses_nothing(pool: PgPool) {
     let config = harness::isolated_config();
     let mut up = Process::spawn(&pool, &config, &["up"]);
     up.ready(Duration::from_secs(30)).await;
-    let http = reqwest::Client::new();
+    let http = harness::client_with(&harness::token(&config, switchyard_api::auth::Role::Admin));
     let mut topologies = Vec::new();
     for i in 0..4 {
         let created = http
@@ -185,8 +190,8 @@ async fn graceful_shutdown_loses_nothing(pool: PgPool) {
     }
     let accepted = Arc::new(Mutex::new(Vec::new()));
     let load = tokio::spawn({
-        let (base, accepted) = (up.base.clone(), accepted.clone());
-        async move { enqueue_until_refused(&base, &topologies, 16, accepted).await }
+        let (base, accepted, http) = (up.base.clone(), accepted.clone(), http.clone());
+        async move { enqueue_until_refused(http, &base, &topologies, 16, accepted).await }
     });
     // Shut down mid-load: once a good number are in, while requests are still arriving.
     harness::eventually(Duration::from_secs(30), || async {

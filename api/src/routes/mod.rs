@@ -6,11 +6,13 @@ use axum::Json;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
 
 pub mod health;
 pub mod mutations;
+pub mod stream_tokens;
 pub mod topologies;
 
 /// Smallest and largest `limit` a list endpoint accepts.
@@ -19,10 +21,15 @@ pub const PAGE_LIMITS: std::ops::RangeInclusive<i64> = 1..=500;
 pub const DEFAULT_PAGE_LIMIT: i64 = 50;
 
 /// `?limit=&cursor=` of a list endpoint.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(format = Uuid)]
     pub cursor: Option<String>,
 }
 
@@ -56,8 +63,8 @@ impl PageParams {
     }
 }
 
-/// One page of a list; `next_cursor` is absent on the last page.
-#[derive(Debug, Serialize)]
+/// One page of a list; `next_cursor` is null on the last page.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
@@ -99,6 +106,12 @@ pub async fn explain_timeout(response: Response) -> Response {
         .into_response();
     }
     response
+}
+
+/// The request span: method and path only. The query string is left out on purpose:
+/// it may carry a stream token, and tokens never reach the logs.
+pub fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
 }
 
 /// A panicking handler becomes a plain 500; the panic is logged, not returned.

@@ -14,8 +14,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -23,15 +22,18 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use switchyard_bus::payloads::{MutationEnqueued, TopologyStatus};
 use switchyard_bus::{Event, outbox};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{Page, PageParams, topologies};
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
+use crate::openapi::Refusals;
 use crate::{AppState, patch};
 
-/// Who the audit trail names until authentication (#3) supplies a subject.
-pub const ANONYMOUS_ACTOR: &str = "anonymous";
 const SOURCE: &str = "switchyard/api";
 
 /// The columns of [`MutationOut`], for `concat!` into `&'static str` queries.
@@ -43,24 +45,51 @@ macro_rules! mutation_columns {
 }
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/topologies/{id}/mutations", post(enqueue).get(list))
-        .route("/mutations/{id}", get(show))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, enqueue))
+        .routes(routes!(show))
 }
 
 /// Body of `POST /topologies/{id}/mutations`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MutationIn {
     /// RFC 6902 operations, applied all-or-nothing.
+    #[schema(value_type = Vec<PatchOp>, min_items = 1, max_items = 1000)]
     pub ops: Vec<Value>,
     /// Apply only if the topology is at exactly this version when the mutation's turn comes.
+    #[schema(minimum = 0)]
     pub if_version: Option<i64>,
 }
 
+/// One RFC 6902 operation, as documented; requests are validated by [`patch::validate`].
+#[derive(ToSchema)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+#[allow(dead_code)]
+pub enum PatchOp {
+    Add { path: Pointer, value: AnyValue },
+    Remove { path: Pointer },
+    Replace { path: Pointer, value: AnyValue },
+    Move { from: Pointer, path: Pointer },
+    Copy { from: Pointer, path: Pointer },
+    Test { path: Pointer, value: AnyValue },
+}
+
+/// An RFC 6901 JSON Pointer, for example `/nodes/r7` or `/links/-`.
+#[derive(ToSchema)]
+#[schema(value_type = String, pattern = "^(/([^/~]|~[01])*)*$")]
+#[allow(dead_code)]
+pub struct Pointer(String);
+
+/// Any JSON value.
+#[derive(ToSchema)]
+#[schema(value_type = Value)]
+#[allow(dead_code)]
+pub struct AnyValue(Value);
+
 /// A mutation as the API returns it.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct MutationOut {
     pub id: Uuid,
     pub topology_id: Uuid,
@@ -68,6 +97,7 @@ pub struct MutationOut {
     pub seq: i64,
     /// `pending`, `applied` or `failed`.
     pub status: String,
+    #[schema(value_type = Vec<Object>)]
     pub ops: Value,
     pub if_version: Option<i64>,
     /// Why a failed mutation could not apply.
@@ -96,9 +126,28 @@ enum Enqueued {
     Replayed(MutationOut),
 }
 
+/// Enqueue a mutation. Answers as soon as it is committed; the mutator applies it.
+#[utoipa::path(
+    post,
+    path = "/topologies/{id}/mutations",
+    tag = "mutations",
+    params(
+        ("id" = Uuid, Path, description = "Topology id"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+         description = "Makes a retried request return the original mutation"),
+    ),
+    request_body = MutationIn,
+    responses(
+        (status = 202, description = "Accepted; applied later in seq order", body = MutationOut),
+        (status = 200, description = "A retry with the same Idempotency-Key: the original", body = MutationOut),
+        Refusals
+    ),
+    security(("bearer" = ["operator"]))
+)]
 async fn enqueue(
     State(app): State<AppState>,
     Path(topology_id): Path<Uuid>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Body(input): Body<MutationIn>,
 ) -> Result<Response, ApiError> {
@@ -113,6 +162,7 @@ async fn enqueue(
     let new = NewMutation {
         topology_id,
         input: &input,
+        actor: &caller.subject,
         key,
         hash,
     };
@@ -151,6 +201,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 struct NewMutation<'a> {
     topology_id: Uuid,
     input: &'a MutationIn,
+    /// The token subject, recorded in the audit trail.
+    actor: &'a str,
     key: Option<&'a str>,
     /// SHA-256 of the canonical body; stored only with an idempotency key.
     hash: Vec<u8>,
@@ -204,19 +256,21 @@ struct Allocated {
 /// The topology's next seq. The row lock taken here is held until commit, which is
 /// what makes seqs commit in order (see the module docs).
 async fn next_seq(conn: &mut PgConnection, topology_id: Uuid) -> Result<Allocated, ApiError> {
-    let (version, status): (i64, String) =
-        sqlx::query_as("select version, status from topologies where id = $1 for no key update")
-            .bind(topology_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| topologies::not_found(topology_id))?;
-    let seq = sqlx::query_scalar(
-        "update topologies set last_seq = last_seq + 1, status = 'pending', updated_at = now()
-         where id = $1 returning last_seq",
+    // One round trip: the CTE locks the row and, after any wait, sees its latest
+    // version, so `status` is what this enqueue changes from.
+    let (seq, version, status): (i64, i64, String) = sqlx::query_as(
+        "with locked as (
+             select id, version, status from topologies where id = $1 for no key update
+         )
+         update topologies t
+         set last_seq = t.last_seq + 1, status = 'pending', updated_at = now()
+         from locked where t.id = locked.id
+         returning t.last_seq, locked.version, locked.status",
     )
     .bind(topology_id)
-    .fetch_one(&mut *conn)
-    .await?;
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| topologies::not_found(topology_id))?;
     Ok(Allocated {
         seq,
         version,
@@ -241,7 +295,7 @@ async fn insert_row(
     .bind(seq)
     .bind(Value::Array(new.input.ops.clone()))
     .bind(new.input.if_version)
-    .bind(ANONYMOUS_ACTOR)
+    .bind(new.actor)
     .bind(new.key)
     .bind(new.key.map(|_| new.hash.as_slice()))
     .fetch_one(conn)
@@ -290,7 +344,7 @@ fn replay(existing: KeyedMutation, key: &str, hash: &[u8]) -> Result<Enqueued, A
 }
 
 /// Mutation statuses a list can be filtered by.
-#[derive(Clone, Copy, Debug, Deserialize)]
+#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MutationStatus {
     Pending,
@@ -309,14 +363,29 @@ impl MutationStatus {
 }
 
 /// `?status=&limit=&cursor=` of `GET /topologies/{id}/mutations`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct MutationListParams {
+    /// Only mutations in this status.
     pub status: Option<MutationStatus>,
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 
+/// A topology's mutations in seq order, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/topologies/{id}/mutations",
+    tag = "mutations",
+    params(("id" = Uuid, Path, description = "Topology id"), MutationListParams),
+    responses((status = 200, description = "A page of mutations", body = Page<MutationOut>), Refusals),
+    security(("bearer" = ["viewer"]))
+)]
 async fn list(
     State(app): State<AppState>,
     Path(topology_id): Path<Uuid>,
@@ -346,6 +415,15 @@ async fn list(
     Ok(Json(Page::from_rows(rows, limit, |m| m.seq.to_string())))
 }
 
+/// One mutation: its status, error and the version it produced.
+#[utoipa::path(
+    get,
+    path = "/mutations/{id}",
+    tag = "mutations",
+    params(("id" = Uuid, Path, description = "Mutation id")),
+    responses((status = 200, description = "The mutation", body = MutationOut), Refusals),
+    security(("bearer" = ["viewer"]))
+)]
 async fn show(
     State(app): State<AppState>,
     Path(id): Path<Uuid>,

@@ -4,43 +4,50 @@
 //! commits it with a `topology.{id}.status` event (version 0, idle), so a subscriber
 //! learns of it; there is no work for a worker until a mutation is enqueued.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchyard_bus::outbox;
 use switchyard_bus::payloads::TopologyStatus;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{Page, PageParams};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
+use crate::openapi::Refusals;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/topologies", get(list).post(create))
-        .route("/topologies/{id}", get(show))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show))
 }
 
-/// Body of `POST /topologies`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /topologies`. Server-owned fields (`id`, `version`, `status`,
+/// timestamps) are refused.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopologyIn {
-    /// Human-readable name, 1 to 200 characters.
+    /// Human-readable name, 1 to 200 characters, not only whitespace.
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: String,
     /// Initial document; `{}` when absent.
+    #[schema(value_type = Option<Object>)]
     pub document: Option<Value>,
 }
 
 /// A topology as the API returns it.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct TopologyOut {
     pub id: Uuid,
     pub name: String,
+    #[schema(value_type = Object)]
     pub document: Value,
     /// Number of mutations applied so far.
     pub version: i64,
@@ -50,6 +57,15 @@ pub struct TopologyOut {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Create a topology.
+#[utoipa::path(
+    post,
+    path = "/topologies",
+    tag = "topologies",
+    request_body = TopologyIn,
+    responses((status = 201, description = "Created", body = TopologyOut), Refusals),
+    security(("bearer" = ["operator"]))
+)]
 async fn create(
     State(app): State<AppState>,
     Body(input): Body<TopologyIn>,
@@ -100,6 +116,15 @@ pub fn check_document_size(document: &Value, limit: usize) -> Result<(), ApiErro
     Ok(())
 }
 
+/// List topologies, oldest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/topologies",
+    tag = "topologies",
+    params(PageParams),
+    responses((status = 200, description = "A page of topologies", body = Page<TopologyOut>), Refusals),
+    security(("bearer" = ["viewer"]))
+)]
 async fn list(
     State(app): State<AppState>,
     Query(params): Query<PageParams>,
@@ -121,6 +146,15 @@ async fn list(
     Ok(Json(Page::from_rows(rows, limit, |t| t.id.to_string())))
 }
 
+/// One topology, with its current document.
+#[utoipa::path(
+    get,
+    path = "/topologies/{id}",
+    tag = "topologies",
+    params(("id" = Uuid, Path, description = "Topology id")),
+    responses((status = 200, description = "The topology", body = TopologyOut), Refusals),
+    security(("bearer" = ["viewer"]))
+)]
 async fn show(
     State(app): State<AppState>,
     Path(id): Path<Uuid>,

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use switchyard::config::Config;
 use switchyard::fleet::{Fleet, Roles};
+use switchyard_api::auth::{Authenticator, Role};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -37,7 +38,31 @@ pub fn isolated_config() -> Config {
     // Longer than any wait in the tests, so only the reconciler test sees re-announcements.
     config.reconciler.reannounce_after = Duration::from_secs(120);
     config.shutdown.drain_timeout = Duration::from_secs(5);
+    config.auth.secret = Some(format!("test-secret-{tag}"));
     config
+}
+
+/// A token of `role` signed with `config`'s secret.
+pub fn token(config: &Config, role: Role) -> String {
+    let secret = config
+        .auth
+        .secret
+        .as_deref()
+        .expect("isolated configs have a secret");
+    Authenticator::new(secret.as_bytes()).mint("tester", role, Duration::from_secs(600))
+}
+
+/// An HTTP client that sends `token` on every request.
+pub fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 /// A separate pool on the same test database, with the session settings production
@@ -90,11 +115,12 @@ impl TestFleet {
             .api_addr
             .map(|addr| format!("http://{addr}"))
             .unwrap_or_default();
+        let http = client_with(&token(&config, Role::Admin));
         Self {
             config,
             pool: pool.clone(),
             base,
-            http: reqwest::Client::new(),
+            http,
             shutdown,
             fleets: vec![fleet],
         }
@@ -311,6 +337,10 @@ impl Process {
             .env("SWITCHYARD_BUS__STREAM", &config.bus.stream)
             .env("SWITCHYARD_BUS__SUBJECT_PREFIX", &config.bus.subject_prefix)
             .env("SWITCHYARD_BUS__ACK_WAIT", "2s")
+            .env(
+                "SWITCHYARD_AUTH__SECRET",
+                config.auth.secret.as_deref().unwrap_or_default(),
+            )
             .env("SWITCHYARD_DATABASE__MAX_CONNECTIONS", "8")
             .env("SWITCHYARD_SHUTDOWN__DRAIN_TIMEOUT", "10s")
             .env("SWITCHYARD_LOG__FILTER", "warn")

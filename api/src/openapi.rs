@@ -1,0 +1,100 @@
+//! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]`
+//! annotations, and the pieces every operation shares: the bearer security scheme and
+//! the error responses.
+//!
+//! The document is also the route table: [`crate::auth::RoutePolicy`] reads each
+//! operation's required role from its `bearer` scope.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, RefOr};
+use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
+
+/// The base document: metadata and the security scheme; paths are nested in by
+/// [`crate::router`].
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "switchyard",
+        description = "Message-bus worker fleet: enqueue work over HTTP, follow it live.",
+    ),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "topologies", description = "Topology documents, edited only through mutations"),
+        (name = "mutations", description = "RFC 6902 JSON Patch edits, applied in order by the mutator"),
+        (name = "auth", description = "Tokens for event streams"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("JWT")
+            .description(Some(
+                "HS256 JWT from `switchyard token`. The scope of each operation names the least role it needs: viewer < operator < admin.",
+            ))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// Every error answer: a machine-readable code and a message saying what was wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// For example `not_found`, `invalid_request`, `unauthorized`.
+    pub code: String,
+    /// What was wrong, in words a client can act on.
+    pub message: String,
+}
+
+/// The refusals any authenticated operation may answer with.
+pub struct Refusals;
+
+impl IntoResponses for Refusals {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        [
+            ("400", "Malformed request: bad JSON syntax, header or id"),
+            ("401", "Missing, expired or invalid credentials"),
+            ("403", "The token's role is not enough for this operation"),
+            ("404", "The resource does not exist"),
+            ("408", "The request took longer than http.request_timeout"),
+            ("413", "The body, or the document, is larger than the limit"),
+            ("415", "The body is not declared as application/json"),
+            (
+                "422",
+                "Well-formed but invalid: unknown or read-only fields, bad values",
+            ),
+            ("500", "Internal error; no details are given"),
+            ("503", "Overloaded or a dependency is down; retry"),
+        ]
+        .into_iter()
+        .map(|(status, description)| (status.to_owned(), error_response(description)))
+        .collect()
+    }
+}
+
+fn error_response(description: &str) -> RefOr<Response> {
+    let content = ContentBuilder::new()
+        .schema(Some(ErrorBody::schema()))
+        .build();
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", content)
+        .build()
+        .into()
+}
