@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr};
-use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
 /// The base document: metadata and the security scheme; paths are nested in by
 /// [`crate::router`].
@@ -22,6 +22,7 @@ use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
         description = "Message-bus worker fleet: enqueue work over HTTP, follow it live.",
     ),
     modifiers(&BearerScheme),
+    components(schemas(ErrorBody, ErrorDetail)),
     tags(
         (name = "topologies", description = "Topology documents, edited only through mutations"),
         (name = "mutations", description = "RFC 6902 JSON Patch edits, applied in order by the mutator"),
@@ -89,12 +90,31 @@ impl IntoResponses for Refusals {
 }
 
 fn error_response(description: &str) -> RefOr<Response> {
-    let content = ContentBuilder::new()
-        .schema(Some(ErrorBody::schema()))
-        .build();
+    let body = RefOr::Ref(utoipa::openapi::Ref::from_schema_name(ErrorBody::name()));
+    let content = ContentBuilder::new().schema(Some(body)).build();
     ResponseBuilder::new()
         .description(description)
         .content("application/json", content)
         .build()
         .into()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_reference_resolves() {
+        let spec = serde_json::to_value(crate::openapi()).unwrap();
+        let schemas = spec["components"]["schemas"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let text = spec.to_string();
+        for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = &reference[..reference.find('"').unwrap()];
+            assert!(
+                schemas.contains_key(name),
+                "unresolvable reference to {name}"
+            );
+        }
+    }
 }

@@ -368,6 +368,7 @@ impl MutationStatus {
 #[into_params(parameter_in = Query)]
 pub struct MutationListParams {
     /// Only mutations in this status.
+    #[param(inline)]
     pub status: Option<MutationStatus>,
     /// Page size, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]

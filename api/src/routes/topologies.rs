@@ -37,8 +37,8 @@ pub struct TopologyIn {
     /// Human-readable name, 1 to 200 characters, not only whitespace.
     #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: String,
-    /// Initial document; `{}` when absent.
-    #[schema(value_type = Option<Object>)]
+    /// Initial document, any JSON value; `{}` when absent.
+    #[schema(value_type = Option<Value>)]
     pub document: Option<Value>,
 }
 
@@ -47,7 +47,7 @@ pub struct TopologyIn {
 pub struct TopologyOut {
     pub id: Uuid,
     pub name: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub document: Value,
     /// Number of mutations applied so far.
     pub version: i64,
