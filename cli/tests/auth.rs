@@ -240,3 +240,53 @@ async fn the_contract_and_its_docs_are_served_without_credentials(pool: PgPool) 
     );
     fleet.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn tokens_never_reach_the_logs(pool: PgPool) {
+    let config = harness::isolated_config();
+    let log_path = std::env::temp_dir().join(format!("switchyard-log-{}.json", Uuid::now_v7()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let verbose = [
+        ("SWITCHYARD_LOG__FILTER", "debug"),
+        ("SWITCHYARD_LOG__FORMAT", "json"),
+        ("RUST_LOG", "debug"),
+    ];
+    let mut up = harness::Process::spawn_with(&pool, &config, &["up"], &verbose, log);
+    up.ready(Duration::from_secs(30)).await;
+    let api_token = token(&config, Role::Admin);
+    let http = client_with(&api_token);
+    let path = "/api/v1/events";
+    let minted: Value = http
+        .post(format!("{}/api/v1/stream-tokens", up.base))
+        .json(&json!({"path": path}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stream_token = minted["token"].as_str().unwrap().to_owned();
+    for url in [
+        format!("{}{path}?token={stream_token}", up.base),
+        format!("{}/api/v1/topologies?token={api_token}", up.base),
+    ] {
+        reqwest::get(url).await.unwrap();
+    }
+    http.get(format!("{}/api/v1/topologies", up.base))
+        .send()
+        .await
+        .unwrap();
+    up.signal("TERM");
+    assert_eq!(up.exit_code(Duration::from_secs(30)).await, Some(0));
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(
+        logged.contains("/api/v1/topologies"),
+        "the requests were not logged at all"
+    );
+    assert!(
+        !logged.contains(&stream_token),
+        "a stream token reached the log"
+    );
+    assert!(!logged.contains(&api_token), "an API token reached the log");
+}

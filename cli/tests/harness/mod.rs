@@ -324,6 +324,17 @@ pub struct Process {
 impl Process {
     /// Starts `switchyard <args>` on this test's database, stream and prefix.
     pub fn spawn(pool: &PgPool, config: &Config, args: &[&str]) -> Self {
+        Self::spawn_with(pool, config, args, &[], std::process::Stdio::inherit())
+    }
+
+    /// Like [`Process::spawn`], with extra environment and its stderr (the log) sent to `log`.
+    pub fn spawn_with(
+        pool: &PgPool,
+        config: &Config,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: impl Into<std::process::Stdio>,
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -344,6 +355,8 @@ impl Process {
             .env("SWITCHYARD_DATABASE__MAX_CONNECTIONS", "8")
             .env("SWITCHYARD_SHUTDOWN__DRAIN_TIMEOUT", "10s")
             .env("SWITCHYARD_LOG__FILTER", "warn")
+            .envs(env.iter().copied())
+            .stderr(log)
             .spawn()
             .expect("spawning switchyard");
         Self {
