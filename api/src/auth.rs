@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, OriginalUri, Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -346,14 +346,15 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    // Inside the nested `/api/v1` router the URI has lost its prefix; stream tokens are
+    // bound to the full path the client used.
+    let uri = request
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| request.uri().clone(), |original| original.0.clone());
     let caller = auth
         .authenticator
-        .caller(
-            request.method(),
-            request.uri().path(),
-            request.headers(),
-            request.uri().query(),
-        )
+        .caller(request.method(), uri.path(), request.headers(), uri.query())
         .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
     // Unmatched paths (the fallback) need only authentication: the 404 says nothing.
     if let Some(template) = matched {

@@ -34,6 +34,7 @@ use crate::openapi::ApiDoc;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod live;
 pub mod openapi;
 pub mod patch;
 pub mod routes;
@@ -52,9 +53,16 @@ pub struct ApiConfig {
     pub max_document_bytes: usize,
     /// Most JSON Patch operations in one mutation.
     pub max_ops_per_mutation: usize,
-    /// A request still running after this long is answered 408.
+    /// A request still running after this long is answered 408 (event streams excepted).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Event streams open at once in one process (503 past it).
+    pub max_event_streams: usize,
+    /// Frames buffered per event-stream client before it is disconnected as lagging.
+    pub event_buffer: usize,
+    /// Longest silence on an event stream before a keepalive comment.
+    #[serde(with = "humantime_serde")]
+    pub event_keepalive: Duration,
 }
 
 impl Default for ApiConfig {
@@ -65,6 +73,9 @@ impl Default for ApiConfig {
             max_document_bytes: 512 * 1024,
             max_ops_per_mutation: 1000,
             request_timeout: Duration::from_secs(30),
+            max_event_streams: 1000,
+            event_buffer: 256,
+            event_keepalive: Duration::from_secs(15),
         }
     }
 }
@@ -82,6 +93,8 @@ pub struct AppState {
     /// Signs and verifies tokens.
     pub authenticator: Arc<Authenticator>,
     pub auth: AuthConfig,
+    /// Event streams (SSE) replayed from JetStream.
+    pub live: live::Live,
 }
 
 /// The OpenAPI document of the whole API, as served at `/openapi.json`.
@@ -94,6 +107,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::topologies::router())
         .merge(routes::mutations::router())
         .merge(routes::stream_tokens::router())
+        .merge(routes::events::router())
 }
 
 /// The base document with the `/api/v1` operations nested in.
@@ -124,11 +138,12 @@ pub fn router(state: AppState) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
-        .layer(axum::middleware::map_response(routes::explain_timeout))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             state.config.request_timeout,
         ))
+        // Outside the timeout, so it sees (and explains) the 408 the timeout produces.
+        .layer(axum::middleware::map_response(routes::explain_timeout))
         .layer(CatchPanicLayer::custom(routes::panic_response))
         .layer(TraceLayer::new_for_http().make_span_with(routes::request_span))
         .with_state(state)

@@ -27,6 +27,7 @@ use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
         (name = "topologies", description = "Topology documents, edited only through mutations"),
         (name = "mutations", description = "RFC 6902 JSON Patch edits, applied in order by the mutator"),
         (name = "auth", description = "Tokens for event streams"),
+        (name = "events", description = "Live events over SSE, resumable with Last-Event-ID"),
     )
 )]
 pub struct ApiDoc;

@@ -35,6 +35,9 @@ pub fn validate(ops: &[Value], max_ops: usize) -> Result<(), ApiError> {
     }
     ops.iter()
         .enumerate()
+        .try_for_each(|(i, op)| check_numbers(op, &format!("ops[{i}]")))?;
+    ops.iter()
+        .enumerate()
         .try_for_each(|(i, op)| validate_one(op).map_err(|why| invalid(format!("ops[{i}]: {why}"))))
 }
 
@@ -61,6 +64,30 @@ fn validate_one(op: &Value) -> Result<(), String> {
     serde_json::from_value::<PatchOperation>(op.clone())
         .map(drop)
         .map_err(|e| e.to_string())
+}
+
+/// Largest magnitude a JSON number may have. Postgres `jsonb` stores numbers exactly
+/// and prints them in full, and near `f64::MAX` that text no longer reads back as an
+/// `f64`: such a document could be stored but never loaded or mutated again.
+pub const MAX_NUMBER: f64 = 1e300;
+
+/// 422 if `value` holds a number beyond ±[`MAX_NUMBER`]; `field` names where.
+pub fn check_numbers(value: &Value, field: &str) -> Result<(), ApiError> {
+    let too_big = |n: &serde_json::Number| n.as_f64().is_none_or(|f| f.abs() > MAX_NUMBER);
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Number(n) if too_big(n) => {
+                return Err(invalid(format!(
+                    "{field} contains the number {n}; numbers must be within ±1e300"
+                )));
+            }
+            Value::Array(items) => pending.extend(items),
+            Value::Object(members) => pending.extend(members.values()),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn invalid(message: String) -> ApiError {
@@ -109,6 +136,14 @@ mod tests {
         assert!(message(json!([{"op": "remove", "path": "no-slash"}])).starts_with("ops[0]: "));
         assert!(message(json!([])).contains("at least one"));
         assert!(message(json!([1])).contains("JSON object"));
+    }
+
+    #[test]
+    fn refuses_numbers_postgres_cannot_round_trip() {
+        let err =
+            message(json!([{"op": "add", "path": "/a", "value": {"x": [1.7976931348623157e308]}}]));
+        assert!(err.contains("within ±1e300"), "{err}");
+        validate(&[json!({"op": "add", "path": "/a", "value": 1e299})], 10).unwrap();
     }
 
     #[test]

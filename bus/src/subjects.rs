@@ -30,6 +30,27 @@ pub fn topology_status(topology_id: Uuid) -> String {
     format!("topology.{topology_id}.status")
 }
 
+/// `topology.{id}.>`: everything that happens to one topology.
+pub fn topology_all(topology_id: Uuid) -> String {
+    format!("topology.{topology_id}.>")
+}
+
+/// Whether `filter` is a legal subject filter: dot-separated tokens of letters,
+/// digits, `-` and `_`, or the wildcards `*` and (last only) `>`.
+pub fn is_valid_filter(filter: &str) -> bool {
+    let tokens: Vec<&str> = filter.split('.').collect();
+    filter.len() <= 256
+        && tokens.iter().enumerate().all(|(i, token)| match *token {
+            "*" => true,
+            ">" => i == tokens.len() - 1,
+            t => {
+                !t.is_empty()
+                    && t.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            }
+        })
+}
+
 /// Filter matching every topology's `mutation.enqueued`: the mutator's work.
 pub const ALL_MUTATIONS_ENQUEUED: &str = "topology.*.mutation.enqueued";
 

@@ -150,7 +150,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let counts: [(&'static str, u64); 10] = [
+        let counts: [(&'static str, u64); 12] = [
+            ("http.max_event_streams", self.http.max_event_streams as u64),
+            ("http.event_buffer", self.http.event_buffer as u64),
             ("http.body_limit_bytes", self.http.body_limit_bytes as u64),
             (
                 "http.max_document_bytes",
@@ -183,7 +185,8 @@ impl Config {
         if let Some((key, _)) = counts.iter().find(|(_, value)| *value == 0) {
             return Err(invalid(key, "must be at least 1"));
         }
-        let durations: [(&'static str, Duration); 10] = [
+        let durations: [(&'static str, Duration); 11] = [
+            ("http.event_keepalive", self.http.event_keepalive),
             ("http.request_timeout", self.http.request_timeout),
             ("database.acquire_timeout", self.database.acquire_timeout),
             (

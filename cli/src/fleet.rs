@@ -16,6 +16,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use switchyard_api::AppState;
 use switchyard_api::auth::Authenticator;
+use switchyard_api::live::Live;
 use switchyard_bus::{Bus, BusError, ConsumerRole, Doorbell};
 use switchyard_workers::consumer::{self, PullSettings};
 use switchyard_workers::mutator::{Mutator, MutatorHandler};
@@ -212,6 +213,7 @@ impl Fleet {
             config: config.http.clone(),
             authenticator: Arc::new(Authenticator::new(secret.as_bytes())),
             auth: config.auth.clone(),
+            live: Live::new(bus, &config.http, self.shutdown.clone()),
         };
         let app = switchyard_api::router(state);
         let shutdown = self.shutdown.clone();

@@ -405,6 +405,13 @@ async fn wrong_methods_and_unready_dependencies_answer_in_json(pool: PgPool) {
         config: fleet.config.http.clone(),
         authenticator: std::sync::Arc::new(switchyard_api::auth::Authenticator::new(b"unused")),
         auth: fleet.config.auth.clone(),
+        live: switchyard_api::live::Live::new(
+            &switchyard_bus::Bus::connect(&fleet.config.bus, "test")
+                .await
+                .unwrap(),
+            &fleet.config.http,
+            Default::default(),
+        ),
     };
     let response = tower::ServiceExt::oneshot(
         switchyard_api::router(state),
@@ -420,5 +427,53 @@ async fn wrong_methods_and_unready_dependencies_answer_in_json(pool: PgPool) {
         .unwrap();
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body, json!({"postgres": "unreachable", "nats": "ok"}));
+    fleet.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn document_size_and_request_time_are_limited(pool: PgPool) {
+    let mut config = harness::isolated_config();
+    config.http.max_document_bytes = 64;
+    let fleet = TestFleet::start(&pool, config, switchyard::fleet::Roles::ALL).await;
+    let (status, body) = fleet
+        .post(
+            "/topologies",
+            json!({"name": "big", "document": {"x": "y".repeat(100)}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("http.max_document_bytes"),
+        "{body}"
+    );
+    // A mutation that would grow the document past the limit fails, readably.
+    let topology = fleet.create_topology("small", json!({})).await;
+    let mutation = fleet
+        .enqueue(topology, add("x", json!("y".repeat(100))))
+        .await;
+    fleet.settle(Duration::from_secs(10)).await;
+    let (_, failed) = fleet.get(&format!("/mutations/{mutation}")).await;
+    assert_eq!(failed["status"], "failed");
+    assert!(
+        failed["error"].as_str().unwrap().contains("limit is 64"),
+        "{failed}"
+    );
+    fleet.stop().await;
+
+    let mut config = harness::isolated_config();
+    config.http.request_timeout = Duration::from_nanos(1);
+    let fleet = TestFleet::start(&pool, config, switchyard::fleet::Roles::ALL).await;
+    let (status, body) = fleet.get("/topologies").await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("http.request_timeout"),
+        "{body}"
+    );
     fleet.stop().await;
 }

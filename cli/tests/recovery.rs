@@ -50,6 +50,13 @@ async fn a_mutation_whose_outbox_row_was_never_published_is_applied_after_the_sw
             config.auth.secret.as_deref().unwrap().as_bytes(),
         )),
         auth: config.auth.clone(),
+        live: switchyard_api::live::Live::new(
+            &switchyard_bus::Bus::connect(&config.bus, "test")
+                .await
+                .unwrap(),
+            &config.http,
+            Default::default(),
+        ),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/api/v1", listener.local_addr().unwrap());

@@ -10,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
 
+pub mod events;
 pub mod health;
 pub mod mutations;
 pub mod stream_tokens;

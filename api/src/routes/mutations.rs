@@ -343,6 +343,19 @@ fn replay(existing: KeyedMutation, key: &str, hash: &[u8]) -> Result<Enqueued, A
     }
 }
 
+/// A topology's pending mutations in seq order (at most 1,000), for snapshots.
+pub async fn pending_of(pool: &PgPool, topology_id: Uuid) -> Result<Vec<MutationOut>, ApiError> {
+    let pending = sqlx::query_as::<_, MutationOut>(concat!(
+        "select ",
+        mutation_columns!(),
+        " from mutations where topology_id = $1 and status = 'pending' order by seq limit 1000"
+    ))
+    .bind(topology_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(pending)
+}
+
 /// Mutation statuses a list can be filtered by.
 #[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

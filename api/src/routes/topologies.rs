@@ -80,6 +80,7 @@ async fn create(
         .document
         .unwrap_or_else(|| Value::Object(Default::default()));
     check_document_size(&document, app.config.max_document_bytes)?;
+    crate::patch::check_numbers(&document, "document")?;
     let mut tx = app.pool.begin().await?;
     let topology = sqlx::query_as::<_, TopologyOut>(
         "insert into topologies (id, name, document) values ($1, $2, $3)

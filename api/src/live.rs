@@ -1,0 +1,242 @@
+//! Live event streams over SSE, replayed from JetStream: the mechanism every
+//! `…/events` route shares.
+//!
+//! ## Gapless, resumable
+//! Every frame's SSE `id` is the event's JetStream stream sequence.
+//! - **First connection**: note the stream's last sequence `S`, read the snapshot from
+//!   Postgres, then follow the subject from `S + 1`. An event committed while the
+//!   snapshot was read is published after `S`, so it is delivered (perhaps also
+//!   reflected in the snapshot: a client applies events idempotently). The snapshot
+//!   frame's id is `S`.
+//! - **Reconnect** with `Last-Event-ID: N` (or `?last_event_id=N`): follow from `N + 1`,
+//!   exactly the missed events, in order. If `N + 1` is older than the stream retains
+//!   (or `N` is not an id), the client gets `reset` and a fresh snapshot instead.
+//!
+//! ## Bounded
+//! At most `http.max_event_streams` streams per process (503 past it). Each stream has a
+//! buffer of `http.event_buffer` frames; a client that falls that far behind gets a
+//! `lagged` frame and is disconnected, and resumes by id. Streams end on shutdown.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::sse::{Event as Frame, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt, stream};
+use serde_json::Value;
+use switchyard_bus::{Bus, Namespace};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::ApiConfig;
+use crate::error::ApiError;
+
+/// Shared by every event-stream route of a process.
+#[derive(Clone, Debug)]
+pub struct Live {
+    pub jetstream: jetstream::Context,
+    pub namespace: Namespace,
+    /// The deployment's stream.
+    pub stream: String,
+    /// One permit per open stream.
+    pub permits: Arc<Semaphore>,
+    /// Frames buffered per client before it is cut off as lagging.
+    pub buffer: usize,
+    /// Longest silence before a keepalive comment.
+    pub keepalive: Duration,
+    /// Ends every stream at shutdown, so graceful shutdown never waits on a client.
+    pub shutdown: CancellationToken,
+}
+
+/// Where a stream starts.
+pub enum Start {
+    /// Snapshot, then live events after it.
+    Fresh,
+    /// Live events after this id, with no snapshot.
+    After(u64),
+}
+
+/// What a client asked for with `Last-Event-ID` / `?last_event_id=`.
+pub fn requested_start(header: Option<&str>, query: Option<&str>) -> Option<String> {
+    header.or(query).map(str::to_owned)
+}
+
+type FrameStream = std::pin::Pin<Box<dyn Stream<Item = Result<Frame, Infallible>> + Send>>;
+
+impl Live {
+    /// Event streams on `bus`, bounded by `config`, ended by `shutdown`.
+    pub fn new(bus: &Bus, config: &ApiConfig, shutdown: CancellationToken) -> Self {
+        Self {
+            jetstream: bus.jetstream.clone(),
+            namespace: bus.namespace.clone(),
+            stream: bus.config.stream.clone(),
+            permits: Arc::new(Semaphore::new(config.max_event_streams)),
+            buffer: config.event_buffer,
+            keepalive: config.event_keepalive,
+            shutdown,
+        }
+    }
+
+    /// Opens a stream of the events matching the logical `filter`. `snapshot` is read
+    /// only when the client starts fresh or must reset.
+    pub async fn open<F, Fut>(
+        &self,
+        filter: &str,
+        last_event_id: Option<String>,
+        snapshot: F,
+    ) -> Result<Response, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Value, ApiError>>,
+    {
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
+            ApiError::Unavailable(
+                "too many open event streams (config key http.max_event_streams); retry later"
+                    .to_owned(),
+            )
+        })?;
+        let info = self.stream_state().await?;
+        let (start, reset) = match last_event_id.as_deref().map(str::parse::<u64>) {
+            // Resumable when nothing after it has been trimmed and it is not from the future.
+            Some(Ok(id))
+                if id <= info.last_sequence
+                    && (id + 1 >= info.first_sequence || info.messages == 0) =>
+            {
+                (Start::After(id), false)
+            }
+            Some(_) => (Start::Fresh, true),
+            None => (Start::Fresh, false),
+        };
+        let mut opening: Vec<Frame> = Vec::new();
+        if reset {
+            opening.push(
+                Frame::default()
+                    .event("reset")
+                    .data("your last event id is no longer retained; a fresh snapshot follows"),
+            );
+        }
+        let from = match start {
+            Start::After(id) => id + 1,
+            Start::Fresh => {
+                let state = snapshot().await?;
+                opening.push(
+                    Frame::default()
+                        .id(info.last_sequence.to_string())
+                        .event("snapshot")
+                        .data(state.to_string()),
+                );
+                info.last_sequence + 1
+            }
+        };
+        let live = self.follow(filter, from, permit).await?;
+        let frames: FrameStream = Box::pin(
+            stream::iter(opening.into_iter().map(Ok))
+                .chain(live)
+                .take_until(self.shutdown.clone().cancelled_owned()),
+        );
+        let sse = Sse::new(frames).keep_alive(KeepAlive::new().interval(self.keepalive));
+        // Proxies must not buffer an event stream (axum sets `Cache-Control: no-cache`).
+        Ok((
+            [(
+                HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            )],
+            sse,
+        )
+            .into_response())
+    }
+
+    async fn stream_state(&self) -> Result<jetstream::stream::State, ApiError> {
+        let unavailable = |e: &dyn std::fmt::Display| {
+            tracing::warn!(error = %e, "event stream unavailable");
+            ApiError::Unavailable("the event bus is unreachable; retry shortly".to_owned())
+        };
+        let mut stream = self
+            .jetstream
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(stream
+            .info()
+            .await
+            .map_err(|e| unavailable(&e))?
+            .state
+            .clone())
+    }
+
+    /// Live frames from `from` on, through a bounded buffer filled by a pump task.
+    async fn follow(
+        &self,
+        filter: &str,
+        from: u64,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<FrameStream, ApiError> {
+        let config = consumer::pull::OrderedConfig {
+            filter_subject: self.namespace.qualify(filter),
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from.max(1),
+            },
+            ..Default::default()
+        };
+        let unavailable = |e: &dyn std::fmt::Display| {
+            tracing::warn!(error = %e, "could not follow the event stream");
+            ApiError::Unavailable("the event bus is unreachable; retry shortly".to_owned())
+        };
+        let stream = self
+            .jetstream
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let consumer = stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+        let (sender, receiver) = mpsc::channel(self.buffer);
+        let pump = AbortOnDropHandle::new(tokio::spawn(pump(messages, sender)));
+        // The permit and the pump live exactly as long as the client's stream.
+        let frames = stream::unfold(
+            (receiver, Some(pump), permit),
+            |(mut receiver, pump, permit)| async move {
+                let frame = receiver.recv().await?;
+                Some((Ok(frame), (receiver, pump, permit)))
+            },
+        );
+        Ok(Box::pin(frames))
+    }
+}
+
+/// Copies bus messages into the client's buffer; a full buffer ends the stream with `lagged`.
+async fn pump(mut messages: consumer::pull::Ordered, sender: mpsc::Sender<Frame>) {
+    while let Some(message) = messages.next().await {
+        let Ok(message) = message else { continue };
+        let Ok(sequence) = message.info().map(|info| info.stream_sequence) else {
+            continue;
+        };
+        let kind = serde_json::from_slice::<Value>(&message.payload)
+            .ok()
+            .and_then(|event| event["type"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "event".to_owned());
+        let data = String::from_utf8_lossy(&message.payload).into_owned();
+        let frame = Frame::default()
+            .id(sequence.to_string())
+            .event(kind)
+            .data(data);
+        match sender.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // Waits for room for one last frame, or for the client to go away.
+                let lagged = Frame::default().event("lagged").data(
+                    "you fell too far behind and were disconnected; reconnect with Last-Event-ID to resume",
+                );
+                let _ = sender.send(lagged).await;
+                return;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}

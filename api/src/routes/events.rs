@@ -1,0 +1,148 @@
+//! Event streams (SSE): `GET /topologies/{id}/events` and, for admins, any subject
+//! filter with `GET /events?subject=`. The mechanism (snapshot, resume by id, bounds)
+//! is [`crate::live`].
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+use switchyard_bus::subjects;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::{mutations, topologies};
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{Path, Query};
+use crate::live::requested_start;
+use crate::openapi::Refusals;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(topology_events))
+        .routes(routes!(any_events))
+}
+
+/// Query of an event stream. `token` is read by authentication (stream tokens).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StreamParams {
+    /// Resume after this event id (for clients that cannot send `Last-Event-ID`).
+    #[param(pattern = "^[0-9]{1,19}$")]
+    pub last_event_id: Option<String>,
+    /// A stream token from `POST /stream-tokens` (browsers' EventSource).
+    pub token: Option<String>,
+}
+
+/// `?subject=` of the admin stream, plus the common parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AnyParams {
+    /// A subject filter such as `topology.*.mutation.failed` (no deployment prefix).
+    #[param(
+        pattern = "^(>|([A-Za-z0-9_-]+|[*])([.]([A-Za-z0-9_-]+|[*]))*([.]>)?)$",
+        max_length = 256
+    )]
+    pub subject: String,
+    #[param(pattern = "^[0-9]{1,19}$")]
+    pub last_event_id: Option<String>,
+    pub token: Option<String>,
+}
+
+/// Where to resume: the `Last-Event-ID` header (any value; an unknown one resets, as
+/// browsers expect) or the `last_event_id` query parameter (must be an id: 422 if not).
+fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<String>, ApiError> {
+    if let Some(id) = query
+        && (id.is_empty() || id.len() > 19 || !id.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "last_event_id {id:?} is not an event id (the digits of a previous frame's id)"
+        )));
+    }
+    let header = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    Ok(requested_start(header, query))
+}
+
+/// One SSE frame, as documented (the wire format is `id:`, `event:`, `data:` lines).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct EventFrame {
+    /// The event's position in the stream; send it back as `Last-Event-ID` to resume.
+    id: Option<String>,
+    /// `snapshot`, `reset`, `lagged`, or the event type (`mutation.applied`, `status`, …).
+    event: String,
+    /// The snapshot or the CloudEvents envelope, as JSON text.
+    data: String,
+}
+
+/// Follow one topology: a `snapshot` (status, version, pending mutations), then every
+/// event on `topology.{id}.>`, resumable with `Last-Event-ID`.
+#[utoipa::path(
+    get,
+    path = "/topologies/{id}/events",
+    tag = "events",
+    params(("id" = Uuid, Path, description = "Topology id"), StreamParams),
+    responses(
+        (status = 200, description = "An SSE stream: snapshot, then live events", content_type = "text/event-stream", body = EventFrame),
+        Refusals
+    ),
+    security(("bearer" = ["viewer"]))
+)]
+async fn topology_events(
+    State(app): State<AppState>,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    Query(params): Query<StreamParams>,
+) -> Result<Response, ApiError> {
+    topologies::ensure_exists(&app.pool, id).await?;
+    let start = last_event_id(&headers, params.last_event_id.as_deref())?;
+    let pool = app.pool.clone();
+    let stream = app
+        .live
+        .open(&subjects::topology_all(id), start, || async move {
+            let topology = topologies::find(&pool, id).await?;
+            let pending = mutations::pending_of(&pool, id).await?;
+            Ok(json!({ "topology": topology, "pending": pending }))
+        })
+        .await?;
+    Ok(stream)
+}
+
+/// Follow any subject filter (admins). The `snapshot` frame only marks the position.
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    params(AnyParams),
+    responses(
+        (status = 200, description = "An SSE stream of every matching event", content_type = "text/event-stream", body = EventFrame),
+        Refusals
+    ),
+    security(("bearer" = ["admin"]))
+)]
+async fn any_events(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<AnyParams>,
+) -> Result<Response, ApiError> {
+    if !subjects::is_valid_filter(&params.subject) {
+        return Err(ApiError::Unprocessable(format!(
+            "subject {:?} is not a subject filter: use dot-separated tokens, `*`, and `>` last",
+            params.subject
+        )));
+    }
+    let start = last_event_id(&headers, params.last_event_id.as_deref())?;
+    let subject = params.subject.clone();
+    let stream = app
+        .live
+        .open(&params.subject, start, || async move {
+            Ok(json!({ "subject": subject }))
+        })
+        .await?;
+    Ok(stream)
+}
