@@ -16,7 +16,7 @@ use futures::{StreamExt, stream};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(about = "Measure enqueue→applied throughput and latency of a running switchyard")]
 struct Args {
     /// Base URL of the API.
@@ -43,6 +43,17 @@ struct Args {
     /// Give up waiting for outcomes after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Watch outcomes on each topology's SSE stream instead of on NATS, so latency
+    /// is measured to the frame a browser would see.
+    #[arg(long)]
+    sse: bool,
+    /// Instead of the throughput run: open this many idle SSE streams and report the
+    /// server's resident memory before and after (needs --server-pid).
+    #[arg(long)]
+    idle_streams: Option<usize>,
+    /// The fleet's process id, for --idle-streams.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 /// When each mutation's `enqueued` and outcome events reached this subscriber.
@@ -65,13 +76,34 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .default_headers(headers)
         .build()?;
+    if let Some(streams) = args.idle_streams {
+        return idle_streams(&http, &args, streams).await;
+    }
     let topologies = create_topologies(&http, &args).await?;
     let seen: Seen = Arc::default();
-    let listener = tokio::spawn(collect_outcomes(
-        args.nats.clone(),
-        args.prefix.clone(),
-        seen.clone(),
-    ));
+    let listener = if args.sse {
+        let watchers: Vec<_> = topologies
+            .iter()
+            .map(|t| {
+                tokio::spawn(watch_sse(
+                    http.clone(),
+                    args.api.clone(),
+                    t.clone(),
+                    seen.clone(),
+                ))
+            })
+            .collect();
+        tokio::spawn(async move {
+            futures::future::join_all(watchers).await;
+            Ok(())
+        })
+    } else {
+        tokio::spawn(collect_outcomes(
+            args.nats.clone(),
+            args.prefix.clone(),
+            seen.clone(),
+        ))
+    };
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let started = Instant::now();
@@ -174,6 +206,78 @@ async fn collect_outcomes(nats: String, prefix: String, seen: Seen) -> anyhow::R
     Ok(())
 }
 
+/// Records when each mutation's enqueued and outcome frames arrive on a topology's stream.
+async fn watch_sse(http: reqwest::Client, api: String, topology: String, seen: Seen) {
+    use eventsource_stream::Eventsource;
+    let url = format!("{api}/api/v1/topologies/{topology}/events");
+    let Ok(response) = http.get(url).send().await else {
+        return;
+    };
+    let mut frames = response.bytes_stream().eventsource();
+    while let Some(Ok(frame)) = frames.next().await {
+        let arrived = Instant::now();
+        let Ok(event) = serde_json::from_str::<Value>(&frame.data) else {
+            continue;
+        };
+        let Some(id) = event["data"]["mutation_id"].as_str() else {
+            continue;
+        };
+        let mut seen = seen.lock().await;
+        let sightings = match frame.event.as_str() {
+            "mutation.enqueued" => &mut seen.enqueued,
+            "mutation.applied" | "mutation.failed" => &mut seen.outcome,
+            _ => continue,
+        };
+        sightings.entry(id.to_owned()).or_insert(arrived);
+    }
+}
+
+/// Opens `count` SSE streams on one topology and reports the server's memory growth.
+async fn idle_streams(http: &reqwest::Client, args: &Args, count: usize) -> anyhow::Result<()> {
+    let pid = args
+        .server_pid
+        .context("--idle-streams needs --server-pid")?;
+    let one = Args {
+        topologies: 1,
+        ..args.clone()
+    };
+    let topology = create_topologies(http, &one).await?.remove(0);
+    let before = resident_kib(pid)?;
+    let url = format!("{}/api/v1/topologies/{topology}/events", args.api);
+    let mut open = Vec::with_capacity(count);
+    for _ in 0..count {
+        let response = http.get(&url).send().await?.error_for_status()?;
+        open.push(response.bytes_stream());
+    }
+    // Every stream has sent its snapshot; then let the server settle.
+    for stream in &mut open {
+        stream.next().await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = resident_kib(pid)?;
+    let per_stream = after.saturating_sub(before) as f64 / count as f64;
+    println!("idle SSE streams: {count} open");
+    println!(
+        "server RSS:       {:.1} MiB before, {:.1} MiB with them open ({per_stream:.1} KiB per stream)",
+        before as f64 / 1024.0,
+        after as f64 / 1024.0
+    );
+    Ok(())
+}
+
+fn resident_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?)
+}
+
 fn report(
     args: &Args,
     accepted: &[(String, Instant)],
@@ -216,7 +320,8 @@ fn report(
         n / total.as_secs_f64(),
         total
     );
-    println!("202 → applied:    {}", percentiles(&end_to_end));
+    let watched = if args.sse { "SSE frame" } else { "NATS event" };
+    println!("202 → applied ({watched}): {}", percentiles(&end_to_end));
     println!(
         "  202 → enqueued: {}   (commit to announcement: relay)",
         percentiles(&relay)
