@@ -138,6 +138,10 @@ pub enum TokenError {
         "stream tokens are accepted only as `?token=` on the event stream they were minted for"
     )]
     StreamTokenMisused,
+    #[error(
+        "send one credential: the Authorization header, or ?token= on an event stream, not both"
+    )]
+    TwoCredentials,
 }
 
 /// Signs and verifies tokens with one HS256 secret.
@@ -225,6 +229,9 @@ impl Authenticator {
         headers: &header::HeaderMap,
         query: Option<&str>,
     ) -> Result<Caller, TokenError> {
+        if headers.contains_key(header::AUTHORIZATION) && query_token(query).is_some() {
+            return Err(TokenError::TwoCredentials);
+        }
         if let Some(value) = headers.get(header::AUTHORIZATION) {
             let token = value
                 .to_str()
@@ -290,9 +297,11 @@ impl RoutePolicy {
                             .and_then(Role::from_scope)
                     })
                     .next();
-                if let Some(role) = role {
-                    roles.insert((method, path.clone()), role);
-                }
+                // Fail closed at start-up: an operation without a role is a bug.
+                let role = role.unwrap_or_else(|| {
+                    panic!("{method} {path} declares no bearer role scope in its OpenAPI security")
+                });
+                roles.insert((method, path.clone()), role);
             }
         }
         Self { roles }
@@ -358,7 +367,13 @@ pub async fn authenticate(
         .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
     // Unmatched paths (the fallback) need only authentication: the 404 says nothing.
     if let Some(template) = matched {
-        let required = auth.policy.required(request.method(), template.as_str());
+        // HEAD runs the GET handler, so it needs GET's role.
+        let method = if request.method() == Method::HEAD {
+            &Method::GET
+        } else {
+            request.method()
+        };
+        let required = auth.policy.required(method, template.as_str());
         match required {
             Some(role) if caller.role >= role => {}
             Some(role) => {

@@ -102,10 +102,9 @@ impl Live {
         let info = self.stream_state().await?;
         let (start, reset) = match last_event_id.as_deref().map(str::parse::<u64>) {
             // Resumable when nothing after it has been trimmed and it is not from the future.
-            Some(Ok(id))
-                if id <= info.last_sequence
-                    && (id + 1 >= info.first_sequence || info.messages == 0) =>
-            {
+            // Resumable when nothing after it has been trimmed (an emptied stream has
+            // first = last + 1) and it is not from the future.
+            Some(Ok(id)) if id <= info.last_sequence && id + 1 >= info.first_sequence => {
                 (Start::After(id), false)
             }
             Some(_) => (Start::Fresh, true),
@@ -197,21 +196,25 @@ impl Live {
             .map_err(|e| unavailable(&e))?;
         let messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
         let (sender, receiver) = mpsc::channel(self.buffer);
-        let pump = AbortOnDropHandle::new(tokio::spawn(pump(messages, sender)));
-        // The permit and the pump live exactly as long as the client's stream.
-        let frames = stream::unfold(
-            (receiver, Some(pump), permit),
-            |(mut receiver, pump, permit)| async move {
-                let frame = receiver.recv().await?;
-                Some((Ok(frame), (receiver, pump, permit)))
-            },
-        );
+        // The permit is the pump's: it comes back when the client goes, and also when a
+        // lagging client is cut off, even if its connection lingers.
+        let pump =
+            AbortOnDropHandle::new(tokio::spawn(pump(messages, sender, permit, self.keepalive)));
+        let frames = stream::unfold((receiver, pump), |(mut receiver, pump)| async move {
+            let frame = receiver.recv().await?;
+            Some((Ok(frame), (receiver, pump)))
+        });
         Ok(Box::pin(frames))
     }
 }
 
 /// Copies bus messages into the client's buffer; a full buffer ends the stream with `lagged`.
-async fn pump(mut messages: consumer::pull::Ordered, sender: mpsc::Sender<Frame>) {
+async fn pump(
+    mut messages: consumer::pull::Ordered,
+    sender: mpsc::Sender<Frame>,
+    _permit: OwnedSemaphorePermit,
+    patience: Duration,
+) {
     while let Some(message) = messages.next().await {
         let Ok(message) = message else { continue };
         let Ok(sequence) = message.info().map(|info| info.stream_sequence) else {
@@ -233,7 +236,8 @@ async fn pump(mut messages: consumer::pull::Ordered, sender: mpsc::Sender<Frame>
                 let lagged = Frame::default().event("lagged").data(
                     "you fell too far behind and were disconnected; reconnect with Last-Event-ID to resume",
                 );
-                let _ = sender.send(lagged).await;
+                // A client that is not reading at all would never make room: don't wait forever.
+                let _ = tokio::time::timeout(patience, sender.send(lagged)).await;
                 return;
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return,

@@ -216,12 +216,23 @@ impl Fleet {
             live: Live::new(bus, &config.http, self.shutdown.clone()),
         };
         let app = switchyard_api::router(state);
+        let drain_timeout = config.shutdown.drain_timeout;
         let shutdown = self.shutdown.clone();
         self.spawn("api", async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-                .map_err(|e| e.to_string())
+            let serve = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            // Graceful, but bounded: a client that stopped reading must not hold shutdown.
+            let deadline = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(drain_timeout).await;
+            };
+            tokio::select! {
+                served = serve => served.map_err(|e| e.to_string()),
+                () = deadline => {
+                    tracing::warn!("closing connections still open after the drain timeout");
+                    Ok(())
+                }
+            }
         });
         tracing::info!(addr = %local, "api listening");
         self.api_addr = Some(local);

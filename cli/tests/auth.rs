@@ -88,6 +88,15 @@ async fn every_route_answers_401_then_403_then_404(pool: PgPool) {
             assert_eq!(status, StatusCode::NOT_FOUND, "{what} with an unknown id");
         }
     }
+    // HEAD runs the GET handler, so it is held to GET's role.
+    let viewer = client_with(&token(&fleet.config, Role::Viewer));
+    let head = viewer.head(format!("{}/api/v1/events?subject=topology.>", fleet.base));
+    assert_eq!(head.send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    let head = anonymous.head(format!("{}/api/v1/topologies", fleet.base));
+    assert_eq!(
+        head.send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
     // Paths no route serves: 401 first, 404 only with credentials.
     assert_eq!(
         call(
@@ -177,6 +186,22 @@ async fn stream_tokens_are_scoped_and_api_tokens_stay_out_of_urls(pool: PgPool) 
             .as_str()
             .unwrap()
             .contains("stream"),
+        "{body}"
+    );
+    // Two credentials at once are refused, whatever is in the query.
+    let response = fleet
+        .http
+        .get(format!("{}?token={stream_token}", fleet.url("/topologies")))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = harness::read(response).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("one credential"),
         "{body}"
     );
     // A long-lived API token is refused in a query string, with a pointer to stream tokens.

@@ -99,7 +99,15 @@ async fn a_snapshot_then_every_event_live(pool: PgPool) {
     let envelope = data(&live[0]);
     assert_eq!(envelope["specversion"], "1.0");
     assert_eq!(envelope["type"], live[0].event);
-    fleet.stop().await;
+    // Shutdown does not wait on an open stream: it ends it.
+    tokio::time::timeout(Duration::from_secs(15), fleet.stop())
+        .await
+        .expect("shutdown waited on an open event stream");
+    // Whatever was still buffered arrives, then the stream ends.
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        while frames.next().await.is_some() {}
+    });
+    assert!(drained.await.is_ok(), "the stream did not end at shutdown");
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -204,6 +212,10 @@ async fn an_id_the_stream_no_longer_holds_gets_reset_and_a_fresh_snapshot(pool: 
             == 0
     })
     .await;
+    // Emptied by retention, nothing new yet: the old id must not resume silently.
+    let mut frames = open(&fleet, &path, Some(&early_id)).await;
+    assert_eq!(take(&mut frames, 1).await[0].event, "reset");
+    drop(frames);
     fleet
         .enqueue(topology, json!([{"op": "add", "path": "/c", "value": 3}]))
         .await;

@@ -34,6 +34,9 @@ pub struct StreamTokenIn {
     pub path: String,
 }
 
+/// A stream token. It is checked when a stream opens, so an open stream outlives it.
+/// A browser's `EventSource` retries with the same URL; on error, mint a new token
+/// and reopen with `?last_event_id=` set to the last id received, to resume exactly.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StreamTokenOut {
     /// Pass as `?token=` on `path`, and nowhere else.
