@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use futures::{StreamExt, stream};
 use serde_json::{Value, json};
+use switchyard_bus::{Namespace, subjects};
 use tokio::sync::Mutex;
 
 #[derive(Parser, Debug, Clone)]
@@ -185,10 +186,8 @@ async fn enqueue_all(
 
 async fn collect_outcomes(nats: String, prefix: String, seen: Seen) -> anyhow::Result<()> {
     let client = async_nats::connect(&nats).await?;
-    let dot = if prefix.is_empty() { "" } else { "." };
-    let mut outcomes = client
-        .subscribe(format!("{prefix}{dot}topology.*.mutation.*"))
-        .await?;
+    let filter = Namespace::new(&prefix)?.qualify(subjects::ALL_MUTATION_EVENTS);
+    let mut outcomes = client.subscribe(filter).await?;
     while let Some(message) = outcomes.next().await {
         let arrived = Instant::now();
         let event: Value = serde_json::from_slice(&message.payload)?;

@@ -51,6 +51,9 @@ pub fn is_valid_filter(filter: &str) -> bool {
         })
 }
 
+/// Filter matching every mutation event of every topology (enqueued, applied, failed).
+pub const ALL_MUTATION_EVENTS: &str = "topology.*.mutation.*";
+
 /// Filter matching every topology's `mutation.enqueued`: the mutator's work.
 pub const ALL_MUTATIONS_ENQUEUED: &str = "topology.*.mutation.enqueued";
 
