@@ -60,11 +60,6 @@ pub enum Start {
     After(u64),
 }
 
-/// What a client asked for with `Last-Event-ID` / `?last_event_id=`.
-pub fn requested_start(header: Option<&str>, query: Option<&str>) -> Option<String> {
-    header.or(query).map(str::to_owned)
-}
-
 type FrameStream = std::pin::Pin<Box<dyn Stream<Item = Result<Frame, Infallible>> + Send>>;
 
 impl Live {

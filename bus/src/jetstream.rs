@@ -183,18 +183,8 @@ impl Bus {
             .map_err(failed)
     }
 
-    /// Publishes one event with `Nats-Msg-Id` = its id and waits for the stream's ack.
-    /// Returns whether the stream already had it (a de-duplicated re-publish).
-    pub async fn publish(&self, event: &Event) -> Result<bool, BusError> {
-        let ack = self.send(event).await?;
-        let failed = |e: &dyn std::fmt::Display| BusError::Publish {
-            subject: event.subject.clone(),
-            reason: e.to_string(),
-        };
-        ack.await.map(|ack| ack.duplicate).map_err(|e| failed(&e))
-    }
-
-    /// Sends one event and returns the pending ack, so callers can pipeline many.
+    /// Sends one event with `Nats-Msg-Id` = its id and returns the pending ack, so
+    /// callers can pipeline many.
     pub async fn send(
         &self,
         event: &Event,
@@ -222,10 +212,5 @@ impl Bus {
                 "timed out waiting for the NATS connection".to_owned(),
             )),
         }
-    }
-
-    /// Whether the NATS connection is currently up.
-    pub fn is_connected(&self) -> bool {
-        self.client.connection_state() == async_nats::connection::State::Connected
     }
 }

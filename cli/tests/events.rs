@@ -130,12 +130,7 @@ async fn reconnecting_with_last_event_id_replays_exactly_what_was_missed(pool: P
     }
     fleet.settle(Duration::from_secs(15)).await;
     harness::eventually(Duration::from_secs(10), || async {
-        let unpublished: i64 =
-            sqlx::query_scalar("select count(*) from outbox where published_at is null")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-        unpublished == 0
+        harness::unpublished(&pool).await == 0
     })
     .await;
 

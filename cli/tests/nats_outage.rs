@@ -13,13 +13,6 @@ use switchyard::fleet::Roles;
 use switchyard_bus::Event;
 use uuid::Uuid;
 
-async fn unpublished(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("select count(*) from outbox where published_at is null")
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
-
 /// The seqs of `topology`'s `mutation.enqueued` events, in stream order.
 async fn enqueued_seqs_on_stream(
     nats: &PrivateNats,
@@ -68,14 +61,14 @@ async fn work_accepted_while_nats_is_down_is_announced_in_order_and_applied(pool
             .await;
     }
     harness::eventually(Duration::from_secs(10), || async {
-        unpublished(&pool).await >= 20
+        harness::unpublished(&pool).await >= 20
     })
     .await;
 
     nats.restart().await;
     fleet.settle(Duration::from_secs(30)).await;
     harness::eventually(Duration::from_secs(15), || async {
-        unpublished(&pool).await == 0
+        harness::unpublished(&pool).await == 0
     })
     .await;
     harness::assert_applied_in_seq_order(&pool, topology, 21).await;
@@ -112,5 +105,5 @@ async fn shutdown_during_a_nats_outage_does_not_hang(pool: PgPool) {
             .await
             .unwrap();
     assert_eq!(pending, 5);
-    assert!(unpublished(&pool).await >= 5);
+    assert!(harness::unpublished(&pool).await >= 5);
 }

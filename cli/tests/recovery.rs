@@ -27,13 +27,6 @@ const API_ONLY: Roles = Roles {
     mutator: false,
 };
 
-async fn unpublished(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("select count(*) from outbox where published_at is null")
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
-
 #[sqlx::test(migrations = "../migrations")]
 async fn a_mutation_whose_outbox_row_was_never_published_is_applied_after_the_sweep(pool: PgPool) {
     // An API whose relay is gone: it commits, rings a doorbell nobody answers.
@@ -87,7 +80,7 @@ async fn a_mutation_whose_outbox_row_was_never_published_is_applied_after_the_sw
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     // Creation, enqueued, and the idle→pending status: all committed, none published.
     assert_eq!(
-        unpublished(&pool).await,
+        harness::unpublished(&pool).await,
         3,
         "the events should be stuck in the outbox"
     );
@@ -101,7 +94,7 @@ async fn a_mutation_whose_outbox_row_was_never_published_is_applied_after_the_sw
         .unwrap();
     assert_eq!(document, json!({"swept": true}));
     harness::eventually(Duration::from_secs(10), || async {
-        unpublished(&pool).await == 0
+        harness::unpublished(&pool).await == 0
     })
     .await;
     fleet.stop().await;
@@ -118,7 +111,7 @@ async fn a_lost_announcement_is_reannounced_by_the_reconciler(pool: PgPool) {
     let topology = fleet.create_topology("t", json!({})).await;
     let mutation = fleet.enqueue(topology, add("late", json!(true))).await;
     harness::eventually(Duration::from_secs(10), || async {
-        unpublished(&pool).await == 0
+        harness::unpublished(&pool).await == 0
     })
     .await;
     // The announcement is lost from the bus before any mutator saw it.
@@ -214,7 +207,7 @@ async fn graceful_shutdown_loses_nothing(pool: PgPool) {
     );
     // The stopping process published everything it committed before exiting.
     assert_eq!(
-        unpublished(&pool).await,
+        harness::unpublished(&pool).await,
         0,
         "shutdown left events unannounced"
     );
@@ -225,7 +218,7 @@ async fn graceful_shutdown_loses_nothing(pool: PgPool) {
     fleet.settle(Duration::from_secs(30)).await;
     assert_every_accepted_mutation_applied_once(&pool, &accepted).await;
     harness::eventually(Duration::from_secs(10), || async {
-        unpublished(&pool).await == 0
+        harness::unpublished(&pool).await == 0
     })
     .await;
     fleet.stop().await;

@@ -154,12 +154,6 @@ impl Relay {
         Ok(confirm(pending).await)
     }
 
-    /// Publishes every row older than `sweep_min_age` that is still unpublished.
-    /// Returns how many were published.
-    pub async fn sweep_once(&self) -> Result<usize, WorkerError> {
-        self.sweep_older_than(self.config.sweep_min_age).await
-    }
-
     /// Publishes unpublished rows older than `min_age`, in outbox order. An error (or a
     /// publish JetStream did not acknowledge) means rows remain.
     async fn sweep_older_than(&self, min_age: Duration) -> Result<usize, WorkerError> {

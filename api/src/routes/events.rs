@@ -17,7 +17,6 @@ use super::{mutations, topologies};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Path, Query};
-use crate::live::requested_start;
 use crate::openapi::Refusals;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -65,7 +64,7 @@ fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<Stri
         )));
     }
     let header = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    Ok(requested_start(header, query))
+    Ok(header.or(query).map(str::to_owned))
 }
 
 /// One SSE frame, as documented (the wire format is `id:`, `event:`, `data:` lines).

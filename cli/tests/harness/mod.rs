@@ -221,6 +221,14 @@ pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {
     )
 }
 
+/// Outbox rows committed but not yet published.
+pub async fn unpublished(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("select count(*) from outbox where published_at is null")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 /// Polls `condition` until it holds; panics after `within`.
 pub async fn eventually<F, Fut>(within: Duration, mut condition: F)
 where
