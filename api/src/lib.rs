@@ -17,11 +17,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, Method, StatusCode, header};
 use serde::Deserialize;
 use sqlx::PgPool;
 use switchyard_bus::Doorbell;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -63,6 +64,9 @@ pub struct ApiConfig {
     /// Longest silence on an event stream before a keepalive comment.
     #[serde(with = "humantime_serde")]
     pub event_keepalive: Duration,
+    /// Browser origins (`https://editor.example.com`, or `*`) whose pages may call the
+    /// API and open event streams (CORS). Empty: none but the API's own.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -76,6 +80,7 @@ impl Default for ApiConfig {
             max_event_streams: 1000,
             event_buffer: 256,
             event_keepalive: Duration::from_secs(15),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -131,7 +136,7 @@ pub fn router(state: AppState) -> Router {
             auth,
             auth::authenticate,
         ));
-    Router::new()
+    let app = Router::new()
         .merge(routes::health::router())
         .nest("/api/v1", v1)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
@@ -144,7 +149,37 @@ pub fn router(state: AppState) -> Router {
         ))
         // Outside the timeout, so it sees (and explains) the 408 the timeout produces.
         .layer(axum::middleware::map_response(routes::explain_timeout))
-        .layer(CatchPanicLayer::custom(routes::panic_response))
-        .layer(TraceLayer::new_for_http().make_span_with(routes::request_span))
+        .layer(CatchPanicLayer::custom(routes::panic_response));
+    // Outside authentication: a browser's preflight carries no credentials.
+    let app = match cors(&state.config.cors_origins) {
+        Some(cors) => app.layer(cors),
+        None => app,
+    };
+    app.layer(TraceLayer::new_for_http().make_span_with(routes::request_span))
         .with_state(state)
+}
+
+/// Cross-origin access for the configured browser origins, if any.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allowed = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        // Validated at start-up (config key http.cors_origins).
+        AllowOrigin::list(origins.iter().filter_map(|origin| origin.parse().ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allowed)
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("last-event-id"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }

@@ -52,14 +52,6 @@ pub struct Live {
     pub shutdown: CancellationToken,
 }
 
-/// Where a stream starts.
-pub enum Start {
-    /// Snapshot, then live events after it.
-    Fresh,
-    /// Live events after this id, with no snapshot.
-    After(u64),
-}
-
 type FrameStream = std::pin::Pin<Box<dyn Stream<Item = Result<Frame, Infallible>> + Send>>;
 
 impl Live {
@@ -94,39 +86,22 @@ impl Live {
                     .to_owned(),
             )
         })?;
-        let info = self.stream_state().await?;
-        let (start, reset) = match last_event_id.as_deref().map(str::parse::<u64>) {
-            // Resumable when nothing after it has been trimmed and it is not from the future.
-            // Resumable when nothing after it has been trimmed (an emptied stream has
-            // first = last + 1) and it is not from the future.
-            Some(Ok(id)) if id <= info.last_sequence && id + 1 >= info.first_sequence => {
-                (Start::After(id), false)
+        let retained = self.stream_state().await?;
+        let (opening, messages) = match last_event_id.as_deref().map(str::parse::<u64>) {
+            Some(Ok(id)) if id <= retained.last_sequence && retains(&retained, id + 1) => {
+                let messages = self.subscribe(filter, id + 1).await?;
+                // Retention may have trimmed past `id` while the consumer was created:
+                // the consumer would then skip the gap silently, so reset instead.
+                if retains(&self.stream_state().await?, id + 1) {
+                    (Vec::new(), messages)
+                } else {
+                    self.fresh(filter, snapshot, true).await?
+                }
             }
-            Some(_) => (Start::Fresh, true),
-            None => (Start::Fresh, false),
+            Some(_) => self.fresh(filter, snapshot, true).await?,
+            None => self.fresh(filter, snapshot, false).await?,
         };
-        let mut opening: Vec<Frame> = Vec::new();
-        if reset {
-            opening.push(
-                Frame::default()
-                    .event("reset")
-                    .data("your last event id is no longer retained; a fresh snapshot follows"),
-            );
-        }
-        let from = match start {
-            Start::After(id) => id + 1,
-            Start::Fresh => {
-                let state = snapshot().await?;
-                opening.push(
-                    Frame::default()
-                        .id(info.last_sequence.to_string())
-                        .event("snapshot")
-                        .data(state.to_string()),
-                );
-                info.last_sequence + 1
-            }
-        };
-        let live = self.follow(filter, from, permit).await?;
+        let live = self.buffer(messages, permit);
         let frames: FrameStream = Box::pin(
             stream::iter(opening.into_iter().map(Ok))
                 .chain(live)
@@ -144,11 +119,40 @@ impl Live {
             .into_response())
     }
 
+    /// The opening frames of a fresh start (`reset` if asked, then the snapshot, whose
+    /// id is the stream's last sequence) and the events after that sequence.
+    async fn fresh<F, Fut>(
+        &self,
+        filter: &str,
+        snapshot: F,
+        reset: bool,
+    ) -> Result<(Vec<Frame>, consumer::pull::Ordered), ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Value, ApiError>>,
+    {
+        let mut opening = Vec::new();
+        if reset {
+            opening.push(
+                Frame::default()
+                    .event("reset")
+                    .data("your last event id is no longer retained; a fresh snapshot follows"),
+            );
+        }
+        // The position is read before the snapshot: an event committed meanwhile comes
+        // after it, so it is delivered (and perhaps also reflected in the snapshot).
+        let position = self.stream_state().await?.last_sequence;
+        let state = snapshot().await?;
+        opening.push(
+            Frame::default()
+                .id(position.to_string())
+                .event("snapshot")
+                .data(state.to_string()),
+        );
+        Ok((opening, self.subscribe(filter, position + 1).await?))
+    }
+
     async fn stream_state(&self) -> Result<jetstream::stream::State, ApiError> {
-        let unavailable = |e: &dyn std::fmt::Display| {
-            tracing::warn!(error = %e, "event stream unavailable");
-            ApiError::Unavailable("the event bus is unreachable; retry shortly".to_owned())
-        };
         let mut stream = self
             .jetstream
             .get_stream(&self.stream)
@@ -162,23 +166,18 @@ impl Live {
             .clone())
     }
 
-    /// Live frames from `from` on, through a bounded buffer filled by a pump task.
-    async fn follow(
+    /// An ordered consumer of `filter` from stream sequence `from` on.
+    async fn subscribe(
         &self,
         filter: &str,
         from: u64,
-        permit: OwnedSemaphorePermit,
-    ) -> Result<FrameStream, ApiError> {
+    ) -> Result<consumer::pull::Ordered, ApiError> {
         let config = consumer::pull::OrderedConfig {
             filter_subject: self.namespace.qualify(filter),
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: from.max(1),
             },
             ..Default::default()
-        };
-        let unavailable = |e: &dyn std::fmt::Display| {
-            tracing::warn!(error = %e, "could not follow the event stream");
-            ApiError::Unavailable("the event bus is unreachable; retry shortly".to_owned())
         };
         let stream = self
             .jetstream
@@ -189,32 +188,61 @@ impl Live {
             .create_consumer(config)
             .await
             .map_err(|e| unavailable(&e))?;
-        let messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
-        let (sender, receiver) = mpsc::channel(self.buffer);
+        consumer.messages().await.map_err(|e| unavailable(&e))
+    }
+
+    /// Live frames through a bounded buffer filled by a pump task.
+    fn buffer(
+        &self,
+        messages: consumer::pull::Ordered,
+        permit: OwnedSemaphorePermit,
+    ) -> FrameStream {
+        // One slot more than the buffer: the reserve for `lagged`.
+        let (sender, receiver) = mpsc::channel(self.buffer + 1);
         // The permit is the pump's: it comes back when the client goes, and also when a
         // lagging client is cut off, even if its connection lingers.
-        let pump =
-            AbortOnDropHandle::new(tokio::spawn(pump(messages, sender, permit, self.keepalive)));
-        let frames = stream::unfold((receiver, pump), |(mut receiver, pump)| async move {
-            let frame = receiver.recv().await?;
-            Some((Ok(frame), (receiver, pump)))
-        });
-        Ok(Box::pin(frames))
+        let pump = AbortOnDropHandle::new(tokio::spawn(pump(messages, sender, permit)));
+        Box::pin(stream::unfold(
+            (receiver, pump),
+            |(mut receiver, pump)| async move {
+                let frame = receiver.recv().await?;
+                Some((Ok(frame), (receiver, pump)))
+            },
+        ))
     }
 }
 
-/// Copies bus messages into the client's buffer; a full buffer ends the stream with `lagged`.
+/// Whether the stream still holds every event from sequence `from` on (an emptied
+/// stream has `first = last + 1`).
+fn retains(state: &jetstream::stream::State, from: u64) -> bool {
+    from >= state.first_sequence
+}
+
+fn unavailable(error: &dyn std::fmt::Display) -> ApiError {
+    tracing::warn!(%error, "event stream unavailable");
+    ApiError::Unavailable("the event bus is unreachable; retry shortly".to_owned())
+}
+
+/// Copies bus messages into the client's buffer. The buffer keeps one slot back, so
+/// a client that falls behind always finds `lagged` as its last frame, and the pump
+/// (with the stream's permit) ends at once even if the client never reads again.
 async fn pump(
     mut messages: consumer::pull::Ordered,
     sender: mpsc::Sender<Frame>,
     _permit: OwnedSemaphorePermit,
-    patience: Duration,
 ) {
     while let Some(message) = messages.next().await {
         let Ok(message) = message else { continue };
         let Ok(sequence) = message.info().map(|info| info.stream_sequence) else {
             continue;
         };
+        if sender.capacity() <= 1 {
+            let lagged = Frame::default().event("lagged").data(
+                "you fell too far behind and were disconnected; reconnect with Last-Event-ID to resume",
+            );
+            let _ = sender.try_send(lagged);
+            return;
+        }
         let kind = serde_json::from_slice::<Value>(&message.payload)
             .ok()
             .and_then(|event| event["type"].as_str().map(str::to_owned))
@@ -224,18 +252,8 @@ async fn pump(
             .id(sequence.to_string())
             .event(kind)
             .data(data);
-        match sender.try_send(frame) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                // Waits for room for one last frame, or for the client to go away.
-                let lagged = Frame::default().event("lagged").data(
-                    "you fell too far behind and were disconnected; reconnect with Last-Event-ID to resume",
-                );
-                // A client that is not reading at all would never make room: don't wait forever.
-                let _ = tokio::time::timeout(patience, sender.send(lagged)).await;
-                return;
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        if sender.try_send(frame).is_err() {
+            return; // the client went away
         }
     }
 }

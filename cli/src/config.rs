@@ -218,6 +218,12 @@ impl Config {
             .url
             .parse::<sqlx::postgres::PgConnectOptions>()
             .map_err(|e| invalid("database.url", &format!("not a Postgres URL ({e})")))?;
+        if let Some(origin) = self.http.cors_origins.iter().find(|o| !is_origin(o)) {
+            return Err(invalid(
+                "http.cors_origins",
+                &format!("{origin:?} is not an origin: use scheme://host[:port] (no path), or *"),
+            ));
+        }
         switchyard_bus::Namespace::new(&self.bus.subject_prefix)
             .map_err(|e| invalid("bus.subject_prefix", &e.to_string()))?;
         let stream_ok = !self.bus.stream.is_empty()
@@ -234,6 +240,21 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `*`, or `http(s)://host[:port]` as a browser sends it in `Origin`.
+fn is_origin(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let Some((scheme, host)) = origin.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
 }
 
 fn invalid(key: &'static str, problem: &str) -> ConfigError {
@@ -283,6 +304,24 @@ mod tests {
             jail.set_env("SWITCHYARD_MUTATOR__CONCURRENCY", "0");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("mutator.concurrency"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn cors_origins_come_from_env_as_a_list_and_must_be_origins() {
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "SWITCHYARD_HTTP__CORS_ORIGINS",
+                r#"["https://editor.example.com", "http://127.0.0.1:5173"]"#,
+            );
+            let config = Config::load(None).expect("valid");
+            assert_eq!(config.http.cors_origins.len(), 2);
+            for bad in [r#"["https://example.com/app"]"#, r#"["example.com"]"#] {
+                jail.set_env("SWITCHYARD_HTTP__CORS_ORIGINS", bad);
+                let err = Config::load(None).unwrap_err().to_string();
+                assert!(err.contains("http.cors_origins"), "{err}");
+            }
             Ok(())
         });
     }

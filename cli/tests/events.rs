@@ -329,3 +329,111 @@ async fn streams_are_capped_and_open_with_a_stream_token(pool: PgPool) {
     );
     fleet.stop().await;
 }
+
+/// A client that stops reading is cut off: its slot is freed at once, it finds
+/// `lagged` after what was buffered, and it resumes by id where it stopped.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_client_that_stops_reading_is_cut_off_with_lagged_and_resumes(pool: PgPool) {
+    let mut config = harness::isolated_config();
+    config.http.event_buffer = 4;
+    config.http.max_event_streams = 1;
+    let fleet = TestFleet::start(&pool, config, Roles::ALL).await;
+    let topology = fleet.create_topology("t", json!({})).await;
+    let path = format!("/topologies/{topology}/events");
+    let mut stalled = open_stalled(&fleet, &path).await;
+    // Enough events to overflow every buffer between the pump and the stalled reader.
+    let slot_freed = async {
+        for i in 1..=2000 {
+            fleet
+                .enqueue(topology, json!([{"op": "add", "path": "/n", "value": i}]))
+                .await;
+            if i % 20 == 0 {
+                let probe = fleet.http.get(fleet.url(&path)).send().await.unwrap();
+                if probe.status() == StatusCode::OK {
+                    return true;
+                }
+            }
+        }
+        false
+    };
+    assert!(
+        slot_freed.await,
+        "a client that stopped reading kept its stream slot"
+    );
+    let mut seen = Vec::new();
+    let read_to_end = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(frame) = stalled.next().await {
+            seen.push(frame);
+        }
+    });
+    assert!(read_to_end.await.is_ok(), "the lagged stream did not end");
+    assert_eq!(seen.last().unwrap().event, "lagged", "{seen:?}");
+    assert_eq!(count(&seen, "lagged"), 1);
+    let last_id = seen
+        .iter()
+        .rev()
+        .find(|f| !f.id.is_empty())
+        .unwrap()
+        .id
+        .clone();
+
+    // Resuming delivers what came after, without a reset or a snapshot.
+    // (The probe that found the slot free has just let go of it.)
+    harness::eventually(Duration::from_secs(5), || async {
+        fleet
+            .http
+            .get(fleet.url(&path))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == StatusCode::OK
+    })
+    .await;
+    let mut frames = open(&fleet, &path, Some(&last_id)).await;
+    let next = take(&mut frames, 1).await.remove(0);
+    assert!(
+        next.event.starts_with("mutation.") || next.event == "status",
+        "{next:?}"
+    );
+    assert!(next.id.parse::<u64>().unwrap() > last_id.parse::<u64>().unwrap());
+    fleet.stop().await;
+}
+
+/// Opens `path` over a connection with a tiny receive window and no reading: a
+/// client that has stopped keeping up. Its frames are there to read later.
+async fn open_stalled(fleet: &TestFleet, path: &str) -> Frames {
+    use http_body_util::{BodyStream, Empty};
+    use hyper_util::rt::TokioIo;
+
+    let url: reqwest::Url = fleet.url(path).parse().unwrap();
+    let address = url.socket_addrs(|| None).unwrap()[0];
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let connection = socket.connect(address).await.unwrap();
+    let (mut sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(connection))
+        .await
+        .unwrap();
+    tokio::spawn(driver);
+    let request = hyper::Request::get(url.path())
+        .header("host", address.to_string())
+        .header(
+            "authorization",
+            format!("Bearer {}", token(&fleet.config, Role::Viewer)),
+        )
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let chunks = BodyStream::new(response.into_body()).filter_map(|frame| async move {
+        match frame {
+            Ok(frame) => frame.into_data().ok().map(Ok),
+            Err(e) => Some(Err(e)),
+        }
+    });
+    Box::pin(
+        chunks
+            .eventsource()
+            .map(|frame| frame.expect("a well-formed SSE frame")),
+    )
+}
