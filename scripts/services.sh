@@ -85,6 +85,20 @@ ensure_nats() {
     return 1
 }
 
+# Debian's Chromium, for the browser (EventSource) test; exports CHROMIUM_BIN.
+ensure_chromium() {
+    if [ -z "${CHROMIUM_BIN:-}" ]; then
+        CHROMIUM_BIN="$(command -v chromium || true)"
+    fi
+    if [ -z "$CHROMIUM_BIN" ]; then
+        say "installing Chromium from Debian's packages (browser tests)"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+        CHROMIUM_BIN="$(command -v chromium)"
+    fi
+    export CHROMIUM_BIN
+}
+
 ensure_rust() {
     if ! command -v cargo >/dev/null 2>&1; then
         [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
