@@ -32,6 +32,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::{AuthConfig, AuthState, Authenticator, RoutePolicy};
 use crate::openapi::ApiDoc;
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -39,6 +40,7 @@ pub mod live;
 pub mod openapi;
 pub mod patch;
 pub mod routes;
+pub mod validate;
 
 pub use error::ApiError;
 
@@ -112,6 +114,10 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::topologies::router())
         .merge(routes::mutations::router())
         .merge(routes::stream_tokens::router())
+        .merge(routes::repos::router())
+        .merge(routes::interface_changes::router())
+        .merge(routes::inbox::router())
+        .merge(routes::dispatch::router())
         .merge(routes::events::router())
 }
 

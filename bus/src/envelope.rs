@@ -15,6 +15,13 @@ pub enum EventType {
     MutationApplied,
     MutationFailed,
     TopologyStatus,
+    InterfaceDraft,
+    InterfacePublished,
+    InterfaceResolved,
+    InboxMessage,
+    InboxRead,
+    Progress,
+    RepoUpdated,
 }
 
 impl EventType {
@@ -25,6 +32,13 @@ impl EventType {
             Self::MutationApplied => "mutation.applied",
             Self::MutationFailed => "mutation.failed",
             Self::TopologyStatus => "status",
+            Self::InterfaceDraft => "interface.draft",
+            Self::InterfacePublished => "interface.published",
+            Self::InterfaceResolved => "interface.resolved",
+            Self::InboxMessage => "inbox.message",
+            Self::InboxRead => "inbox.read",
+            Self::Progress => "progress",
+            Self::RepoUpdated => "repo.updated",
         }
     }
 }

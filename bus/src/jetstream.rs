@@ -78,6 +78,7 @@ pub enum BusError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConsumerRole {
     Mutator,
+    Notifier,
 }
 
 impl ConsumerRole {
@@ -85,12 +86,14 @@ impl ConsumerRole {
     pub fn durable_name(self) -> &'static str {
         match self {
             Self::Mutator => "mutator",
+            Self::Notifier => "notifier",
         }
     }
 
     fn filter(self) -> &'static str {
         match self {
             Self::Mutator => subjects::ALL_MUTATIONS_ENQUEUED,
+            Self::Notifier => subjects::ALL_INTERFACES_PUBLISHED,
         }
     }
 }

@@ -97,6 +97,117 @@ impl TopologyStatus {
     }
 }
 
+/// `interface.published` / `interface.resolved`: an interface change moved on in its
+/// lifecycle. Carries what the notifier and a dashboard need without a lookup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceChanged {
+    pub interface_change_id: Uuid,
+    pub repo_slug: String,
+    pub title: String,
+    pub interface_type: String,
+    pub change_type: String,
+    /// `draft`, `published` or `resolved`: which event this is.
+    pub status: String,
+    pub affected_repo_slugs: Vec<String>,
+}
+
+impl InterfaceChanged {
+    pub fn event(&self, source: &str) -> Event {
+        let id = self.interface_change_id;
+        let (kind, subject) = match self.status.as_str() {
+            "draft" => (EventType::InterfaceDraft, subjects::interface_draft(id)),
+            "resolved" => (
+                EventType::InterfaceResolved,
+                subjects::interface_resolved(id),
+            ),
+            _ => (
+                EventType::InterfacePublished,
+                subjects::interface_published(id),
+            ),
+        };
+        Event::new(kind, source, subject, to_data(self))
+    }
+}
+
+/// `inbox.message`: a message arrived in a repo's inbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxMessageCreated {
+    pub message_id: Uuid,
+    pub repo_slug: String,
+    pub from_repo_slug: String,
+    pub interface_change_id: Uuid,
+    pub subject: String,
+}
+
+impl InboxMessageCreated {
+    pub fn event(&self, source: &str) -> Event {
+        Event::new(
+            EventType::InboxMessage,
+            source,
+            subjects::repo_inbox(&self.repo_slug),
+            to_data(self),
+        )
+    }
+}
+
+/// `inbox.read`: a repo's inbox message was marked read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxMessageRead {
+    pub message_id: Uuid,
+    pub repo_slug: String,
+}
+
+impl InboxMessageRead {
+    pub fn event(&self, source: &str) -> Event {
+        Event::new(
+            EventType::InboxRead,
+            source,
+            subjects::repo_inbox_read(&self.repo_slug),
+            to_data(self),
+        )
+    }
+}
+
+/// `repo.updated`: a repo was registered, edited or archived.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoUpdated {
+    pub repo_slug: String,
+    /// `registered`, `edited` or `archived`.
+    pub action: String,
+}
+
+impl RepoUpdated {
+    pub fn event(&self, source: &str) -> Event {
+        Event::new(
+            EventType::RepoUpdated,
+            source,
+            subjects::repo_updated(&self.repo_slug),
+            to_data(self),
+        )
+    }
+}
+
+/// `progress`: a progress event was recorded on a repo.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProgressRecorded {
+    pub progress_id: Uuid,
+    pub repo_slug: String,
+    pub kind: String,
+    pub summary: String,
+    pub detail: serde_json::Value,
+}
+
+impl ProgressRecorded {
+    pub fn event(&self, source: &str) -> Event {
+        Event::new(
+            EventType::Progress,
+            source,
+            subjects::repo_progress(&self.repo_slug),
+            to_data(self),
+        )
+    }
+}
+
 fn to_data(payload: &impl Serialize) -> serde_json::Value {
     serde_json::to_value(payload).expect("payloads always serialize")
 }

@@ -35,6 +35,57 @@ pub fn topology_all(topology_id: Uuid) -> String {
     format!("topology.{topology_id}.>")
 }
 
+/// `interface.{id}.draft`: an interface change was drafted or its draft edited.
+pub fn interface_draft(change_id: Uuid) -> String {
+    format!("interface.{change_id}.draft")
+}
+
+/// `interface.{id}.published`: an interface change was published; the notifier's work.
+pub fn interface_published(change_id: Uuid) -> String {
+    format!("interface.{change_id}.published")
+}
+
+/// `interface.{id}.resolved`: every affected repo has adapted to the change.
+pub fn interface_resolved(change_id: Uuid) -> String {
+    format!("interface.{change_id}.resolved")
+}
+
+/// `repo.{slug}.inbox`: a message arrived in the repo's inbox.
+pub fn repo_inbox(slug: &str) -> String {
+    format!("repo.{slug}.inbox")
+}
+
+/// `repo.{slug}.inbox.read`: a message of the repo's inbox was marked read.
+pub fn repo_inbox_read(slug: &str) -> String {
+    format!("repo.{slug}.inbox.read")
+}
+
+/// `repo.{slug}.updated`: the repo was registered, edited or archived.
+pub fn repo_updated(slug: &str) -> String {
+    format!("repo.{slug}.updated")
+}
+
+/// Whether `slug` is a legal repo slug: lowercase letters, digits and dashes, starting
+/// with a letter or digit, at most 63 characters. Slugs are subject tokens.
+pub fn is_valid_slug(slug: &str) -> bool {
+    let mut chars = slug.chars();
+    slug.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// `repo.{slug}.progress`: a progress event was recorded on the repo.
+pub fn repo_progress(slug: &str) -> String {
+    format!("repo.{slug}.progress")
+}
+
+/// `repo.{slug}.>`: everything that happens to one repo.
+pub fn repo_all(slug: &str) -> String {
+    format!("repo.{slug}.>")
+}
+
 /// Whether `filter` is a legal subject filter: dot-separated tokens of letters,
 /// digits, `-` and `_`, or the wildcards `*` and (last only) `>`.
 pub fn is_valid_filter(filter: &str) -> bool {
@@ -53,6 +104,9 @@ pub fn is_valid_filter(filter: &str) -> bool {
 
 /// Filter matching every mutation event of every topology (enqueued, applied, failed).
 pub const ALL_MUTATION_EVENTS: &str = "topology.*.mutation.*";
+
+/// Filter matching every published interface change: the notifier's work.
+pub const ALL_INTERFACES_PUBLISHED: &str = "interface.*.published";
 
 /// Filter matching every topology's `mutation.enqueued`: the mutator's work.
 pub const ALL_MUTATIONS_ENQUEUED: &str = "topology.*.mutation.enqueued";

@@ -15,6 +15,7 @@ use switchyard_api::ApiConfig;
 use switchyard_api::auth::{AuthConfig, MAX_STREAM_TOKEN_TTL};
 use switchyard_bus::BusConfig;
 use switchyard_workers::mutator::MutatorConfig;
+use switchyard_workers::notifier::NotifierConfig;
 use switchyard_workers::reconciler::ReconcilerConfig;
 use switchyard_workers::relay::RelayConfig;
 
@@ -27,6 +28,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub bus: BusConfig,
     pub mutator: MutatorConfig,
+    pub notifier: NotifierConfig,
     pub relay: RelayConfig,
     pub reconciler: ReconcilerConfig,
     pub log: LogConfig,
@@ -150,7 +152,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let counts: [(&'static str, u64); 12] = [
+        let counts: [(&'static str, u64); 14] = [
             ("http.max_event_streams", self.http.max_event_streams as u64),
             ("http.event_buffer", self.http.event_buffer as u64),
             ("http.body_limit_bytes", self.http.body_limit_bytes as u64),
@@ -175,6 +177,11 @@ impl Config {
             (
                 "mutator.max_ack_pending",
                 self.mutator.max_ack_pending.max(0) as u64,
+            ),
+            ("notifier.concurrency", self.notifier.concurrency as u64),
+            (
+                "notifier.max_ack_pending",
+                self.notifier.max_ack_pending.max(0) as u64,
             ),
             ("relay.batch_size", self.relay.batch_size as u64),
             (

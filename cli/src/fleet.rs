@@ -19,7 +19,9 @@ use switchyard_api::auth::Authenticator;
 use switchyard_api::live::Live;
 use switchyard_bus::{Bus, BusError, ConsumerRole, Doorbell};
 use switchyard_workers::consumer::{self, PullSettings};
-use switchyard_workers::mutator::{Mutator, MutatorHandler};
+use switchyard_workers::consumer::Envelopes;
+use switchyard_workers::mutator::Mutator;
+use switchyard_workers::notifier::Notifier;
 use switchyard_workers::reconciler::Reconciler;
 use switchyard_workers::relay::Relay;
 use tokio::task::JoinSet;
@@ -32,12 +34,26 @@ use crate::config::{Config, DatabaseConfig};
 pub struct Roles {
     pub api: bool,
     pub mutator: bool,
+    pub notifier: bool,
 }
 
 impl Roles {
+    /// Only the relay and the reconciler.
+    pub const NONE: Roles = Roles {
+        api: false,
+        mutator: false,
+        notifier: false,
+    };
+    /// What `up` runs.
     pub const ALL: Roles = Roles {
         api: true,
         mutator: true,
+        notifier: true,
+    };
+    /// Every worker role, no API.
+    pub const WORKERS: Roles = Roles {
+        api: false,
+        ..Self::ALL
     };
 }
 
@@ -155,6 +171,11 @@ impl Fleet {
                 .start_mutator(config, &bus, pool.clone(), doorbell.clone())
                 .await?;
         }
+        if roles.notifier {
+            fleet
+                .start_notifier(config, &bus, pool.clone(), doorbell.clone())
+                .await?;
+        }
         if roles.api {
             fleet.start_api(config, &bus, pool, doorbell).await?;
         }
@@ -182,8 +203,37 @@ impl Fleet {
             drain_timeout: config.shutdown.drain_timeout,
         };
         let shutdown = self.shutdown.clone();
-        let handler = Arc::new(MutatorHandler(Arc::new(mutator)));
+        let handler = Arc::new(Envelopes(Arc::new(mutator)));
         self.spawn("mutator", async move {
+            consumer::run(consumer, handler, settings, shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        Ok(())
+    }
+
+    async fn start_notifier(
+        &mut self,
+        config: &Config,
+        bus: &Bus,
+        pool: PgPool,
+        doorbell: Doorbell,
+    ) -> Result<(), FleetError> {
+        let consumer = bus
+            .consumer(ConsumerRole::Notifier, config.notifier.max_ack_pending)
+            .await?;
+        let notifier = Notifier {
+            pool,
+            doorbell,
+            config: config.notifier.clone(),
+        };
+        let settings = PullSettings {
+            concurrency: config.notifier.concurrency,
+            drain_timeout: config.shutdown.drain_timeout,
+        };
+        let shutdown = self.shutdown.clone();
+        let handler = Arc::new(Envelopes(Arc::new(notifier)));
+        self.spawn("notifier", async move {
             consumer::run(consumer, handler, settings, shutdown)
                 .await
                 .map_err(|e| e.to_string())

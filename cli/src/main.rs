@@ -54,6 +54,7 @@ enum Command {
 #[derive(Clone, Copy, ValueEnum)]
 enum WorkerRole {
     Mutator,
+    Notifier,
     All,
 }
 
@@ -122,13 +123,18 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
         }
         Command::Api => Roles {
             api: true,
-            mutator: false,
+            ..Roles::NONE
         },
-        Command::Worker {
-            role: WorkerRole::Mutator | WorkerRole::All,
-        } => Roles {
-            api: false,
-            mutator: true,
+        Command::Worker { role } => match role {
+            WorkerRole::Mutator => Roles {
+                mutator: true,
+                ..Roles::NONE
+            },
+            WorkerRole::Notifier => Roles {
+                notifier: true,
+                ..Roles::NONE
+            },
+            WorkerRole::All => Roles::WORKERS,
         },
     };
     let pool = fleet::connect_pool(&config.database)

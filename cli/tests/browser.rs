@@ -56,7 +56,10 @@ async fn a_browser_event_source_receives_a_mutation_live(pool: PgPool) {
 
     let page = PAGE
         .replace("API_BASE", &fleet.base)
-        .replace("STREAM_PATH", &format!("/api/v1/topologies/{topology}/events"))
+        .replace(
+            "STREAM_PATH",
+            &format!("/api/v1/topologies/{topology}/events"),
+        )
         .replace("VIEWER_TOKEN", &token(&fleet.config, Role::Viewer));
     let (reports, mut received) = mpsc::unbounded_channel::<Value>();
     let site = Router::new()
@@ -71,7 +74,10 @@ async fn a_browser_event_source_receives_a_mutation_live(pool: PgPool) {
     assert_eq!(snapshot["data"]["topology"]["id"], json!(topology));
 
     let mutation = fleet
-        .enqueue(topology, json!([{"op": "replace", "path": "/n", "value": 1}]))
+        .enqueue(
+            topology,
+            json!([{"op": "replace", "path": "/n", "value": 1}]),
+        )
         .await;
     let applied = next_of(&mut received, "mutation.applied").await;
     assert_eq!(applied["data"]["data"]["mutation_id"], json!(mutation));

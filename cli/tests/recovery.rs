@@ -18,13 +18,10 @@ use switchyard_bus::Doorbell;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-const WORKERS_ONLY: Roles = Roles {
-    api: false,
-    mutator: true,
-};
+const WORKERS_ONLY: Roles = Roles::WORKERS;
 const API_ONLY: Roles = Roles {
     api: true,
-    mutator: false,
+    ..Roles::NONE
 };
 
 #[sqlx::test(migrations = "../migrations")]

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
+use switchyard_bus::Event;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +32,41 @@ pub enum Outcome {
 /// A role's message handler.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, message: &Message) -> impl Future<Output = Outcome> + Send;
+}
+
+/// A role that handles switchyard events: [`Envelopes`] parses the message for it.
+pub trait EventHandler: Send + Sync + 'static {
+    /// Handles one event; `delivered` counts delivery attempts (1 the first time).
+    fn handle_event(&self, event: &Event, delivered: i64)
+    -> impl Future<Output = Outcome> + Send;
+}
+
+/// Bus messages to an [`EventHandler`]: a payload that is not an event envelope is
+/// rejected (it can never be handled).
+#[derive(Debug)]
+pub struct Envelopes<H>(pub Arc<H>);
+
+impl<H: EventHandler> Handler for Envelopes<H> {
+    async fn handle(&self, message: &Message) -> Outcome {
+        let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
+            return Outcome::Reject("payload is not a switchyard event envelope".to_owned());
+        };
+        let delivered = message.info().map_or(1, |info| info.delivered);
+        self.0.handle_event(&event, delivered).await
+    }
+}
+
+/// The retry delay after an error: exponential from 100 ms to `max`, with jitter, by
+/// delivery attempt.
+pub fn retry_delay(max: Duration, delivered: i64) -> Duration {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(max)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(delivered.clamp(1, 32) as usize - 1)
+        .unwrap_or(max)
 }
 
 /// Pull-loop settings.

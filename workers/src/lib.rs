@@ -5,6 +5,8 @@
 //! ## Roles
 //! - [`mutator`]: consumes `topology.*.mutation.enqueued`, applies pending mutations
 //!   of a topology in `seq` order, and commits outcome + audit row + events together.
+//! - [`notifier`]: consumes `interface.*.published` and writes one inbox message per
+//!   affected repo plus a milestone on the origin repo, exactly once.
 //! - [`relay`]: publishes outbox rows to JetStream, right after commit (doorbell) and
 //!   by sweeping rows left behind.
 //! - [`reconciler`]: re-announces work that sat pending too long and trims the outbox.
@@ -18,6 +20,7 @@
 
 pub mod consumer;
 pub mod mutator;
+pub mod notifier;
 pub mod reconciler;
 pub mod relay;
 

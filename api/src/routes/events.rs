@@ -1,5 +1,5 @@
-//! Event streams (SSE): `GET /topologies/{id}/events` and, for admins, any subject
-//! filter with `GET /events?subject=`. The mechanism (snapshot, resume by id, bounds)
+//! Event streams (SSE): `GET /topologies/{id}/events`, `GET /repos/{slug}/events` and,
+//! for admins, any subject filter with `GET /events?subject=`. The mechanism (snapshot, resume by id, bounds)
 //! is [`crate::live`].
 
 use axum::extract::State;
@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{mutations, topologies};
+use super::{dispatch, mutations, repos, topologies};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Path, Query};
@@ -22,6 +22,7 @@ use crate::openapi::Refusals;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(topology_events))
+        .routes(routes!(repo_events))
         .routes(routes!(any_events))
 }
 
@@ -107,6 +108,38 @@ async fn topology_events(
             let topology = topologies::find(&pool, id).await?;
             let pending = mutations::pending_of(&pool, id).await?;
             Ok(json!({ "topology": topology, "pending": pending }))
+        })
+        .await?;
+    Ok(stream)
+}
+
+/// Follow one repo: a `snapshot` (its dispatch: pending changes, unread inbox, recent
+/// progress), then every event on `repo.{slug}.>`, resumable with `Last-Event-ID`.
+#[utoipa::path(
+    get,
+    path = "/repos/{slug}/events",
+    tag = "events",
+    params(("slug" = String, Path, description = "Repo slug"), StreamParams),
+    responses(
+        (status = 200, description = "An SSE stream: snapshot, then live events", content_type = "text/event-stream", body = EventFrame),
+        Refusals
+    ),
+    security(("bearer" = ["viewer"]))
+)]
+async fn repo_events(
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<StreamParams>,
+) -> Result<Response, ApiError> {
+    let repo = repos::find(&app.pool, &slug).await?;
+    let start = last_event_id(&headers, params.last_event_id.as_deref())?;
+    let pool = app.pool.clone();
+    let stream = app
+        .live
+        .open(&subjects::repo_all(&repo.slug), start, || async move {
+            let dispatch = dispatch::dispatch_of(&pool, &repo.slug).await?;
+            Ok(json!(dispatch))
         })
         .await?;
     Ok(stream)

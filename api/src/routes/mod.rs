@@ -10,9 +10,13 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
 
+pub mod dispatch;
 pub mod events;
 pub mod health;
+pub mod inbox;
+pub mod interface_changes;
 pub mod mutations;
+pub mod repos;
 pub mod stream_tokens;
 pub mod topologies;
 

@@ -130,8 +130,8 @@ impl TestFleet {
     pub async fn add_mutators(&mut self, n: usize) {
         for _ in 0..n {
             let roles = Roles {
-                api: false,
                 mutator: true,
+                ..Roles::NONE
             };
             let fleet = Fleet::start(
                 &self.config,

@@ -13,11 +13,8 @@
 //! Different topologies drain concurrently, up to `concurrency` per process and across
 //! every process sharing the durable consumer.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::Message;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::Deserialize;
 use sqlx::PgPool;
 use switchyard_bus::payloads::MutationEnqueued;
@@ -25,7 +22,7 @@ use switchyard_bus::{Doorbell, Event};
 use uuid::Uuid;
 
 use crate::WorkerError;
-use crate::consumer::{Handler, Outcome};
+use crate::consumer::{EventHandler, Outcome, retry_delay};
 
 pub mod apply;
 pub mod batch;
@@ -161,7 +158,7 @@ impl Mutator {
         match self.try_handle(&enqueued).await {
             Ok(outcome) => outcome,
             Err(error) => {
-                let delay = self.retry_delay(delivered);
+                let delay = retry_delay(self.config.max_retry_delay, delivered);
                 tracing::warn!(%error, mutation_id = %enqueued.mutation_id, ?delay, "mutation batch failed; will retry");
                 Outcome::Retry(delay)
             }
@@ -181,30 +178,10 @@ impl Mutator {
         }
         Ok(Outcome::Ack)
     }
-
-    /// Exponential from 100 ms to `max_retry_delay`, with jitter, by delivery attempt.
-    fn retry_delay(&self, delivered: i64) -> Duration {
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(self.config.max_retry_delay)
-            .with_jitter()
-            .without_max_times()
-            .build()
-            .nth(delivered.clamp(1, 32) as usize - 1)
-            .unwrap_or(self.config.max_retry_delay)
-    }
 }
 
-/// The bus entry point: parses the envelope and defers to [`Mutator::handle_event`].
-#[derive(Clone, Debug)]
-pub struct MutatorHandler(pub Arc<Mutator>);
-
-impl Handler for MutatorHandler {
-    async fn handle(&self, message: &Message) -> Outcome {
-        let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
-            return Outcome::Reject("payload is not a switchyard event envelope".to_owned());
-        };
-        let delivered = message.info().map_or(1, |info| info.delivered);
-        self.0.handle_event(&event, delivered).await
+impl EventHandler for Mutator {
+    async fn handle_event(&self, event: &Event, delivered: i64) -> Outcome {
+        Mutator::handle_event(self, event, delivered).await
     }
 }

@@ -1,0 +1,529 @@
+//! Repos: the registry's members, known by slug.
+//!
+//! `POST /repos`, `GET /repos?domain=`, `GET /repos/{slug}`, `PATCH /repos/{slug}`,
+//! `POST /repos/{slug}/archive`, and lookups by git fingerprint and by remote URL.
+//! Every change commits with its `registry_audit` row and a `repo.{slug}.updated`
+//! event. Archived repos are read-only; they keep their inbox and history.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::{PgConnection, PgExecutor};
+use switchyard_bus::outbox;
+use switchyard_bus::payloads::RepoUpdated;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{Page, PageParams};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{Body, Path, Query};
+use crate::openapi::Refusals;
+use crate::{AppState, audit, validate};
+
+const SOURCE: &str = "switchyard/api";
+/// The columns of the output type, for `concat!` into `&'static str` queries.
+macro_rules! repo_columns {
+    () => {
+        "slug, name, domain, remote_url, git_fingerprint, description, \
+                       archived_at, created_at, updated_at"
+    };
+}
+/// Path segments under `/repos` that a slug would shadow.
+const RESERVED_SLUGS: [&str; 2] = ["by-fingerprint", "by-remote"];
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, register))
+        .routes(routes!(by_fingerprint))
+        .routes(routes!(by_remote))
+        .routes(routes!(show, edit))
+        .routes(routes!(archive))
+}
+
+/// Body of `POST /repos`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepoIn {
+    /// Lowercase letters, digits and dashes, 1 to 63 characters; never changes.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
+    pub slug: String,
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: String,
+    /// A grouping such as `payments`; `GET /repos?domain=` filters by it.
+    #[schema(min_length = 1, max_length = 100)]
+    pub domain: Option<String>,
+    /// `https://host/owner/repo(.git)` or `git@host:owner/repo.git`.
+    #[schema(min_length = 1, max_length = 2000)]
+    pub remote_url: Option<String>,
+    /// A stable hash identifying the repository's history (for example its root commit).
+    #[schema(min_length = 1, max_length = 200)]
+    pub git_fingerprint: Option<String>,
+    #[schema(max_length = 10000)]
+    pub description: Option<String>,
+}
+
+/// Body of `PATCH /repos/{slug}`: fields to change; `null` clears an optional one.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepoPatch {
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: Option<String>,
+    #[serde(default, with = "serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 100)]
+    pub domain: Option<Option<String>>,
+    #[serde(default, with = "serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 2000)]
+    pub remote_url: Option<Option<String>>,
+    #[serde(default, with = "serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200)]
+    pub git_fingerprint: Option<Option<String>>,
+    #[serde(default, with = "serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>, max_length = 10000)]
+    pub description: Option<Option<String>>,
+}
+
+/// A repo as the API returns it.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, ToSchema)]
+pub struct RepoOut {
+    pub slug: String,
+    pub name: String,
+    pub domain: Option<String>,
+    pub remote_url: Option<String>,
+    pub git_fingerprint: Option<String>,
+    pub description: Option<String>,
+    /// Set once archived; archived repos are read-only.
+    pub archived_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The repo's fields after validation, ready to store.
+struct Fields {
+    name: String,
+    domain: Option<String>,
+    remote_url: Option<String>,
+    remote_key: Option<String>,
+    git_fingerprint: Option<String>,
+    description: Option<String>,
+}
+
+impl Fields {
+    fn check(
+        name: &str,
+        domain: Option<&str>,
+        remote_url: Option<&str>,
+        git_fingerprint: Option<&str>,
+        description: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        let remote_url = validate::optional_text("remote_url", remote_url, 2000)?;
+        let git_fingerprint = validate::optional_text("git_fingerprint", git_fingerprint, 200)?;
+        if let Some(fingerprint) = &git_fingerprint
+            && fingerprint.chars().any(char::is_whitespace)
+        {
+            return Err(ApiError::Unprocessable(
+                "git_fingerprint must not contain whitespace".to_owned(),
+            ));
+        }
+        Ok(Self {
+            name: validate::text("name", name, 200)?,
+            domain: validate::optional_text("domain", domain, 100)?,
+            remote_key: remote_url.as_deref().map(remote_key).transpose()?,
+            remote_url,
+            git_fingerprint,
+            description: description
+                .map(|d| validate::text("description", d, 10_000))
+                .transpose()?,
+        })
+    }
+}
+
+/// The comparable form of a git remote: `host/path`, host lowercased, without scheme,
+/// user, port-less `:` of scp syntax, `.git` or trailing slashes.
+pub fn remote_key(url: &str) -> Result<String, ApiError> {
+    let rest = match url.split_once("://") {
+        Some((_, rest)) => rest.to_owned(),
+        // scp-like `git@host:owner/repo.git`
+        None => match url.split_once(':') {
+            Some((host, path)) if !host.contains('/') => format!("{host}/{path}"),
+            _ => {
+                return Err(ApiError::Unprocessable(format!(
+                    "remote_url {url:?} is not a git remote: use scheme://host/path or user@host:path"
+                )));
+            }
+        },
+    };
+    let rest = rest.rsplit_once('@').map_or(rest.as_str(), |(_, r)| r);
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let path = path.trim_end_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    Ok(format!("{}/{}", host.to_lowercase(), path))
+}
+
+/// Register a repo.
+#[utoipa::path(
+    post,
+    path = "/repos",
+    tag = "repos",
+    request_body = RepoIn,
+    responses((status = 201, description = "Registered", body = RepoOut), Refusals),
+    security(("bearer" = ["operator"]))
+)]
+async fn register(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Body(input): Body<RepoIn>,
+) -> Result<(StatusCode, Json<RepoOut>), ApiError> {
+    validate::slug("slug", &input.slug)?;
+    if RESERVED_SLUGS.contains(&input.slug.as_str()) {
+        return Err(ApiError::Unprocessable(format!(
+            "slug {:?} is reserved (it is a path under /repos)",
+            input.slug
+        )));
+    }
+    let fields = Fields::check(
+        &input.name,
+        input.domain.as_deref(),
+        input.remote_url.as_deref(),
+        input.git_fingerprint.as_deref(),
+        input.description.as_deref(),
+    )?;
+    let mut tx = app.pool.begin().await?;
+    let repo = sqlx::query_as::<_, RepoOut>(concat!("insert into repos (slug, name, domain, remote_url, remote_key, git_fingerprint, description)
+         values ($1, $2, $3, $4, $5, $6, $7)
+         returning ", repo_columns!(), ""))
+    .bind(&input.slug)
+    .bind(&fields.name)
+    .bind(&fields.domain)
+    .bind(&fields.remote_url)
+    .bind(&fields.remote_key)
+    .bind(&fields.git_fingerprint)
+    .bind(&fields.description)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| conflict(e, &input.slug))?;
+    let events = changed(&mut tx, &repo, "registered", &caller).await?;
+    tx.commit().await?;
+    app.doorbell.ring(events);
+    Ok((StatusCode::CREATED, Json(repo)))
+}
+
+/// Stages the `repo.{slug}.updated` event and writes the audit row.
+async fn changed(
+    tx: &mut PgConnection,
+    repo: &RepoOut,
+    action: &str,
+    caller: &Caller,
+) -> Result<Vec<switchyard_bus::Event>, ApiError> {
+    audit::record(tx, "repo", &repo.slug, action, &caller.subject, json!(repo)).await?;
+    let event = RepoUpdated {
+        repo_slug: repo.slug.clone(),
+        action: action.to_owned(),
+    }
+    .event(SOURCE);
+    outbox::stage(tx, std::slice::from_ref(&event)).await?;
+    Ok(vec![event])
+}
+
+/// 409 for a taken slug or remote; other errors pass through.
+fn conflict(error: sqlx::Error, slug: &str) -> ApiError {
+    let constraint = error
+        .as_database_error()
+        .and_then(|e| e.constraint())
+        .map(str::to_owned);
+    match constraint.as_deref() {
+        Some("repos_pkey") => ApiError::Conflict(format!("repo {slug:?} already exists")),
+        Some("repos_remote_key") => ApiError::Conflict(
+            "remote_url is already registered to another active repo (GET /repos/by-remote?url=)"
+                .to_owned(),
+        ),
+        _ => error.into(),
+    }
+}
+
+/// `?domain=` plus paging.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only repos of this domain.
+    pub domain: Option<String>,
+    /// Include archived repos (default false).
+    pub include_archived: Option<bool>,
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// List repos by slug, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/repos",
+    tag = "repos",
+    params(ListParams),
+    responses((status = 200, description = "A page of repos", body = Page<RepoOut>), Refusals),
+    security(("bearer" = ["viewer"]))
+)]
+async fn list(
+    State(app): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Page<RepoOut>>, ApiError> {
+    let page = PageParams {
+        limit: params.limit,
+        cursor: params.cursor,
+    };
+    let limit = page.limit()?;
+    let after: Option<String> = page.cursor()?;
+    let rows = sqlx::query_as::<_, RepoOut>(concat!(
+        "select ",
+        repo_columns!(),
+        " from repos
+         where ($1::text is null or domain = $1)
+           and ($2 or archived_at is null)
+           and ($3::text is null or slug > $3)
+         order by slug
+         limit $4"
+    ))
+    .bind(&params.domain)
+    .bind(params.include_archived.unwrap_or(false))
+    .bind(after)
+    .bind(limit + 1)
+    .fetch_all(&app.pool)
+    .await?;
+    Ok(Json(Page::from_rows(rows, limit, |r| r.slug.clone())))
+}
+
+/// `?hash=&remote_url=` of the fingerprint lookup.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FingerprintParams {
+    /// The git fingerprint to look for.
+    pub hash: String,
+    /// Narrow to repos with this remote (compared normalized).
+    pub remote_url: Option<String>,
+}
+
+/// Repos with this git fingerprint (possibly none), by slug.
+#[utoipa::path(
+    get,
+    path = "/repos/by-fingerprint",
+    tag = "repos",
+    params(FingerprintParams),
+    responses((status = 200, description = "Matching repos, possibly none", body = Vec<RepoOut>), Refusals),
+    security(("bearer" = ["viewer"]))
+)]
+async fn by_fingerprint(
+    State(app): State<AppState>,
+    Query(params): Query<FingerprintParams>,
+) -> Result<Json<Vec<RepoOut>>, ApiError> {
+    let remote = params.remote_url.as_deref().map(remote_key).transpose()?;
+    let rows = sqlx::query_as::<_, RepoOut>(concat!(
+        "select ",
+        repo_columns!(),
+        " from repos
+         where git_fingerprint = $1 and ($2::text is null or remote_key = $2)
+         order by slug limit 500"
+    ))
+    .bind(&params.hash)
+    .bind(remote)
+    .fetch_all(&app.pool)
+    .await?;
+    Ok(Json(rows))
+}
+
+/// `?url=` of the remote lookup.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RemoteParams {
+    /// A git remote URL, in any of its usual spellings.
+    pub url: String,
+}
+
+/// The repo with this remote: the active one, else the last archived.
+#[utoipa::path(
+    get,
+    path = "/repos/by-remote",
+    tag = "repos",
+    params(RemoteParams),
+    responses((status = 200, description = "The repo", body = RepoOut), Refusals),
+    security(("bearer" = ["viewer"]))
+)]
+async fn by_remote(
+    State(app): State<AppState>,
+    Query(params): Query<RemoteParams>,
+) -> Result<Json<RepoOut>, ApiError> {
+    let key = remote_key(&params.url)?;
+    sqlx::query_as::<_, RepoOut>(concat!(
+        "select ",
+        repo_columns!(),
+        " from repos where remote_key = $1
+         order by archived_at desc nulls first limit 1"
+    ))
+    .bind(&key)
+    .fetch_optional(&app.pool)
+    .await?
+    .map(Json)
+    .ok_or_else(|| ApiError::NotFound(format!("no repo has the remote {:?}", params.url)))
+}
+
+/// One repo.
+#[utoipa::path(
+    get,
+    path = "/repos/{slug}",
+    tag = "repos",
+    params(("slug" = String, Path, description = "Repo slug")),
+    responses((status = 200, description = "The repo", body = RepoOut), Refusals),
+    security(("bearer" = ["viewer"]))
+)]
+async fn show(
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+) -> Result<Json<RepoOut>, ApiError> {
+    find(&app.pool, &slug).await.map(Json)
+}
+
+/// Change a repo's fields (not its slug).
+#[utoipa::path(
+    patch,
+    path = "/repos/{slug}",
+    tag = "repos",
+    params(("slug" = String, Path, description = "Repo slug")),
+    request_body = RepoPatch,
+    responses((status = 200, description = "The edited repo", body = RepoOut), Refusals),
+    security(("bearer" = ["operator"]))
+)]
+async fn edit(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(slug): Path<String>,
+    Body(patch): Body<RepoPatch>,
+) -> Result<Json<RepoOut>, ApiError> {
+    let mut tx = app.pool.begin().await?;
+    let current = locked(&mut tx, &slug).await?;
+    let pick = |new: Option<Option<String>>, old: Option<String>| new.unwrap_or(old);
+    let fields = Fields::check(
+        patch.name.as_deref().unwrap_or(&current.name),
+        pick(patch.domain, current.domain).as_deref(),
+        pick(patch.remote_url, current.remote_url).as_deref(),
+        pick(patch.git_fingerprint, current.git_fingerprint).as_deref(),
+        pick(patch.description, current.description).as_deref(),
+    )?;
+    let repo = sqlx::query_as::<_, RepoOut>(concat!(
+        "update repos set name = $2, domain = $3, remote_url = $4, remote_key = $5,
+                git_fingerprint = $6, description = $7, updated_at = now()
+         where slug = $1
+         returning ",
+        repo_columns!(),
+        ""
+    ))
+    .bind(&slug)
+    .bind(&fields.name)
+    .bind(&fields.domain)
+    .bind(&fields.remote_url)
+    .bind(&fields.remote_key)
+    .bind(&fields.git_fingerprint)
+    .bind(&fields.description)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| conflict(e, &slug))?;
+    let events = changed(&mut tx, &repo, "edited", &caller).await?;
+    tx.commit().await?;
+    app.doorbell.ring(events);
+    Ok(Json(repo))
+}
+
+/// Archive a repo: it stays readable, keeps its inbox, and accepts no more changes.
+#[utoipa::path(
+    post,
+    path = "/repos/{slug}/archive",
+    tag = "repos",
+    params(("slug" = String, Path, description = "Repo slug")),
+    responses((status = 200, description = "The archived repo", body = RepoOut), Refusals),
+    security(("bearer" = ["operator"]))
+)]
+async fn archive(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(slug): Path<String>,
+) -> Result<Json<RepoOut>, ApiError> {
+    let mut tx = app.pool.begin().await?;
+    locked(&mut tx, &slug).await?;
+    let repo = sqlx::query_as::<_, RepoOut>(concat!(
+        "update repos set archived_at = now(), updated_at = now()
+         where slug = $1 and archived_at is null
+         returning ",
+        repo_columns!(),
+        ""
+    ))
+    .bind(&slug)
+    .fetch_one(&mut *tx)
+    .await?;
+    let events = changed(&mut tx, &repo, "archived", &caller).await?;
+    tx.commit().await?;
+    app.doorbell.ring(events);
+    Ok(Json(repo))
+}
+
+/// The repo, locked for a change: 404 if unknown, 409 if archived.
+async fn locked(tx: &mut PgConnection, slug: &str) -> Result<RepoOut, ApiError> {
+    let repo = sqlx::query_as::<_, RepoOut>(concat!(
+        "select ",
+        repo_columns!(),
+        " from repos where slug = $1 for update"
+    ))
+    .bind(slug)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| not_found(slug))?;
+    if let Some(at) = repo.archived_at {
+        return Err(ApiError::Conflict(format!(
+            "repo {slug:?} was archived at {at}; archived repos are read-only"
+        )));
+    }
+    Ok(repo)
+}
+
+/// The repo, or 404 naming the slug.
+pub async fn find(db: impl PgExecutor<'_>, slug: &str) -> Result<RepoOut, ApiError> {
+    sqlx::query_as::<_, RepoOut>(concat!(
+        "select ",
+        repo_columns!(),
+        " from repos where slug = $1"
+    ))
+    .bind(slug)
+    .fetch_optional(db)
+    .await?
+    .ok_or_else(|| not_found(slug))
+}
+
+/// The 404 for an unknown repo slug.
+pub fn not_found(slug: &str) -> ApiError {
+    ApiError::NotFound(format!("repo {slug:?} does not exist"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remote_key;
+
+    #[test]
+    fn remotes_compare_in_every_usual_spelling() {
+        let expected = "github.com/acme/billing";
+        for url in [
+            "https://github.com/acme/billing",
+            "https://github.com/acme/billing.git",
+            "https://user@GitHub.com/acme/billing/",
+            "git@github.com:acme/billing.git",
+            "ssh://git@github.com/acme/billing.git",
+        ] {
+            assert_eq!(remote_key(url).unwrap(), expected, "{url}");
+        }
+        assert!(remote_key("not a remote").is_err());
+    }
+}

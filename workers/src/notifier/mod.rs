@@ -1,0 +1,232 @@
+//! The notifier role: tells every repo an interface change affects.
+//!
+//! ## How a message is handled
+//! An `interface.{id}.published` message names the change. In one transaction the
+//! notifier:
+//! 1. records the origin repo's milestone progress event. Its unique key (change,
+//!    kind) is the claim: if it already exists the change was handled, by this or
+//!    another notifier, and nothing more is written;
+//! 2. writes one inbox message per affected, registered, active repo (unique per
+//!    change and recipient);
+//! 3. stages `repo.{slug}.inbox` for each message and `repo.{origin}.progress`.
+//!
+//! However often the event arrives, and however many notifiers race for it, each
+//! recipient gets one message. Affected slugs that are not registered, or archived,
+//! are listed in the milestone's detail instead of being dropped silently.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use sqlx::{PgConnection, PgPool};
+use switchyard_bus::payloads::{InboxMessageCreated, InterfaceChanged, ProgressRecorded};
+use switchyard_bus::{Doorbell, Event, outbox};
+use uuid::Uuid;
+
+use crate::WorkerError;
+use crate::consumer::{EventHandler, Outcome, retry_delay};
+
+pub mod message;
+
+use message::{PublishedChange, Recipients};
+
+const SOURCE: &str = "switchyard/notifier";
+
+/// Notifier settings (config section `notifier`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifierConfig {
+    /// Changes handled at once by one process.
+    pub concurrency: usize,
+    /// Upper bound of the retry delay after errors (exponential from 100 ms).
+    #[serde(with = "humantime_serde")]
+    pub max_retry_delay: Duration,
+    /// Unacked messages the shared consumer hands out across the fleet.
+    pub max_ack_pending: i64,
+}
+
+impl Default for NotifierConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            max_retry_delay: Duration::from_secs(30),
+            max_ack_pending: 1000,
+        }
+    }
+}
+
+/// What handling one change did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Notified {
+    /// This call wrote the messages and the milestone.
+    Sent(Recipients),
+    /// Already handled earlier (a duplicate or a redelivery): nothing written.
+    AlreadyDone,
+    /// No published change has this id (a draft cannot be announced as published).
+    NotPublished,
+}
+
+/// A notifier: cheap to clone, safe to run many of.
+#[derive(Clone, Debug)]
+pub struct Notifier {
+    pub pool: PgPool,
+    /// Rung with each committed change's events.
+    pub doorbell: Doorbell,
+    pub config: NotifierConfig,
+}
+
+impl Notifier {
+    /// Notifies the repos affected by change `id`, exactly once.
+    pub async fn notify(&self, id: Uuid) -> Result<Notified, WorkerError> {
+        let mut tx = self.pool.begin().await?;
+        let change = sqlx::query_as::<_, PublishedChange>(
+            "select id, repo_slug, title, description, interface_type, change_type,
+                    affected_paths, affected_repo_slugs
+             from interface_changes where id = $1 and status <> 'draft'",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(change) = change else {
+            return Ok(Notified::NotPublished);
+        };
+        let recipients = recipients(&mut tx, &change).await?;
+        let Some(progress) = claim(&mut tx, &change, &recipients).await? else {
+            return Ok(Notified::AlreadyDone);
+        };
+        let mut events = vec![progress.event(SOURCE)];
+        for recipient in &recipients.notified {
+            events.push(deliver(&mut tx, &change, recipient).await?.event(SOURCE));
+        }
+        outbox::stage(&mut tx, &events).await?;
+        tx.commit().await?;
+        self.doorbell.ring(events);
+        Ok(Notified::Sent(recipients))
+    }
+
+    /// Notifies every published change not yet handled, without the bus. Tests and
+    /// one-off maintenance use it to reach a quiescent state deterministically.
+    pub async fn run_until_idle(&self) -> Result<usize, WorkerError> {
+        let pending: Vec<Uuid> = sqlx::query_scalar(
+            "select c.id from interface_changes c
+             where c.status <> 'draft' and not exists (
+               select 1 from progress_events p
+               where p.interface_change_id = c.id and p.kind = 'milestone')
+             order by c.published_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut sent = 0;
+        for id in pending {
+            if let Notified::Sent(_) = self.notify(id).await? {
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Handles one `interface.published` event; `delivered` counts delivery attempts.
+    pub async fn handle_event(&self, event: &Event, delivered: i64) -> Outcome {
+        let Ok(published) = serde_json::from_value::<InterfaceChanged>(event.data.clone()) else {
+            return Outcome::Reject(format!("event {} has no interface_change_id", event.id));
+        };
+        match self.notify(published.interface_change_id).await {
+            Ok(Notified::NotPublished) => {
+                tracing::warn!(id = %published.interface_change_id, "published event for a change that is not published; ignored");
+                Outcome::Ack
+            }
+            Ok(_) => Outcome::Ack,
+            Err(error) => {
+                let delay = retry_delay(self.config.max_retry_delay, delivered);
+                tracing::warn!(%error, id = %published.interface_change_id, ?delay, "notifying failed; will retry");
+                Outcome::Retry(delay)
+            }
+        }
+    }
+}
+
+/// Sorts the affected slugs into those to notify, unregistered and archived.
+async fn recipients(
+    tx: &mut PgConnection,
+    change: &PublishedChange,
+) -> Result<Recipients, sqlx::Error> {
+    let known: Vec<(String, bool)> =
+        sqlx::query_as("select slug, archived_at is not null from repos where slug = any($1)")
+            .bind(&change.affected_repo_slugs)
+            .fetch_all(&mut *tx)
+            .await?;
+    let mut recipients = Recipients::default();
+    for slug in &change.affected_repo_slugs {
+        match known.iter().find(|(known, _)| known == slug) {
+            Some((_, false)) => recipients.notified.push(slug.clone()),
+            Some((_, true)) => recipients.archived.push(slug.clone()),
+            None => recipients.unregistered.push(slug.clone()),
+        }
+    }
+    Ok(recipients)
+}
+
+/// Records the origin's milestone, or `None` if the change was already handled.
+async fn claim(
+    tx: &mut PgConnection,
+    change: &PublishedChange,
+    recipients: &Recipients,
+) -> Result<Option<ProgressRecorded>, sqlx::Error> {
+    let progress = ProgressRecorded {
+        progress_id: Uuid::now_v7(),
+        repo_slug: change.repo_slug.clone(),
+        kind: "milestone".to_owned(),
+        summary: message::milestone_summary(change),
+        detail: message::milestone_detail(change, recipients),
+    };
+    // A concurrent notifier's uncommitted row makes this wait, then do nothing.
+    let inserted = sqlx::query(
+        "insert into progress_events (id, repo_slug, kind, summary, detail, interface_change_id)
+         values ($1, $2, $3, $4, $5, $6)
+         on conflict (interface_change_id, kind) do nothing",
+    )
+    .bind(progress.progress_id)
+    .bind(&progress.repo_slug)
+    .bind(&progress.kind)
+    .bind(&progress.summary)
+    .bind(&progress.detail)
+    .bind(change.id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok((inserted == 1).then_some(progress))
+}
+
+/// Writes `recipient`'s inbox message about `change`.
+async fn deliver(
+    tx: &mut PgConnection,
+    change: &PublishedChange,
+    recipient: &str,
+) -> Result<InboxMessageCreated, sqlx::Error> {
+    let created = InboxMessageCreated {
+        message_id: Uuid::now_v7(),
+        repo_slug: recipient.to_owned(),
+        from_repo_slug: change.repo_slug.clone(),
+        interface_change_id: change.id,
+        subject: message::subject(change),
+    };
+    sqlx::query(
+        "insert into inbox_messages
+           (id, repo_slug, from_repo_slug, interface_change_id, subject, body)
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(created.message_id)
+    .bind(recipient)
+    .bind(&change.repo_slug)
+    .bind(change.id)
+    .bind(&created.subject)
+    .bind(message::body(change, recipient))
+    .execute(&mut *tx)
+    .await?;
+    Ok(created)
+}
+
+impl EventHandler for Notifier {
+    async fn handle_event(&self, event: &Event, delivered: i64) -> Outcome {
+        Notifier::handle_event(self, event, delivered).await
+    }
+}
