@@ -102,7 +102,9 @@ async fn the_same_enqueued_event_delivered_again_changes_nothing(pool: PgPool) {
             .unwrap();
     }
     assert_eq!(fleet.stream_count("topology.*.mutation.enqueued").await, 3);
-    fleet.consumer_idle(Duration::from_secs(10)).await;
+    fleet
+        .consumer_idle("mutator", Duration::from_secs(10))
+        .await;
     assert_eq!(snapshot(&pool, topology).await, before);
     let (_, body) = fleet.get(&format!("/mutations/{mutation}")).await;
     assert_eq!(body["applied_version"], 1);

@@ -37,8 +37,7 @@ pub trait Handler: Send + Sync + 'static {
 /// A role that handles switchyard events: [`Envelopes`] parses the message for it.
 pub trait EventHandler: Send + Sync + 'static {
     /// Handles one event; `delivered` counts delivery attempts (1 the first time).
-    fn handle_event(&self, event: &Event, delivered: i64)
-    -> impl Future<Output = Outcome> + Send;
+    fn handle_event(&self, event: &Event, delivered: i64) -> impl Future<Output = Outcome> + Send;
 }
 
 /// Bus messages to an [`EventHandler`]: a payload that is not an event envelope is

@@ -478,7 +478,7 @@ enum Step {
 }
 
 impl Step {
-    fn from_to(self) -> (&'static str, &'static str, &'static str) {
+    fn edges(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Self::Publish => ("publish", "draft", "published"),
             Self::Resolve => ("resolve", "published", "resolved"),
@@ -492,7 +492,7 @@ async fn advance(
     id: Uuid,
     step: Step,
 ) -> Result<InterfaceChangeOut, ApiError> {
-    let (verb, from, to) = step.from_to();
+    let (verb, from, to) = step.edges();
     let mut tx = app.pool.begin().await?;
     let current = locked(&mut tx, id).await?;
     let advanced = sqlx::query_as::<_, InterfaceChangeOut>(concat!(

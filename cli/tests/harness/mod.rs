@@ -160,6 +160,17 @@ impl TestFleet {
         read(response).await
     }
 
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .patch(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("PATCH");
+        read(response).await
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         let response = self.http.get(self.url(path)).send().await.expect("GET");
         read(response).await
@@ -275,12 +286,13 @@ impl TestFleet {
         async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap())
     }
 
-    /// Waits until the mutator's durable consumer has nothing pending or unacked.
-    pub async fn consumer_idle(&self, within: Duration) {
+    /// Waits until the role's durable consumer (`mutator`, `notifier`) has nothing
+    /// pending or unacked.
+    pub async fn consumer_idle(&self, role: &str, within: Duration) {
         let js = self.jetstream().await;
         eventually(within, || async {
             let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-                .get_consumer_from_stream("mutator", &self.config.bus.stream)
+                .get_consumer_from_stream(role, &self.config.bus.stream)
                 .await
                 .unwrap();
             let info = consumer.info().await.unwrap();

@@ -1,0 +1,124 @@
+//! The notifier against real Postgres, without the bus: driven with `notify`, so
+//! races and failures are deterministic.
+
+use sqlx::PgPool;
+use switchyard_bus::Doorbell;
+use switchyard_workers::notifier::{Notified, Notifier, NotifierConfig};
+use uuid::Uuid;
+
+fn notifier(pool: &PgPool) -> Notifier {
+    let (doorbell, _relay_gone) = Doorbell::channel(1);
+    Notifier {
+        pool: pool.clone(),
+        doorbell,
+        config: NotifierConfig::default(),
+    }
+}
+
+/// Repos `billing`, `web`, `mobile`, and a change by billing affecting web, mobile and
+/// the unregistered `ghost`, in `status`.
+async fn change(pool: &PgPool, status: &str) -> Uuid {
+    sqlx::query(
+        "insert into repos (slug, name) values ('billing', 'b'), ('web', 'w'), ('mobile', 'm')",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query_scalar(
+        "insert into interface_changes
+           (id, repo_slug, interface_type, change_type, title, description,
+            affected_paths, affected_repo_slugs, author, status, published_at)
+         values ($1, 'billing', 'schema', 'removal', 'Drop field', 'Gone.', array['/a'],
+                 array['web', 'mobile', 'ghost'], 'test', $2,
+                 case when $2 = 'draft' then null else now() end)
+         returning id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(status)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// (inbox messages, milestones, staged events) written for `change`.
+async fn written(pool: &PgPool, change: Uuid) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "select (select count(*) from inbox_messages where interface_change_id = $1),
+                (select count(*) from progress_events where interface_change_id = $1),
+                (select count(*) from outbox where subject like 'repo.%')",
+    )
+    .bind(change)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn notifiers_racing_for_one_change_write_each_message_once(pool: PgPool) {
+    let id = change(&pool, "published").await;
+    let racers: Vec<_> = (0..3)
+        .map(|_| {
+            let notifier = notifier(&pool);
+            tokio::spawn(async move { notifier.notify(id).await.unwrap() })
+        })
+        .collect();
+    let mut sent = Vec::new();
+    for racer in racers {
+        if let Notified::Sent(recipients) = racer.await.unwrap() {
+            sent.push(recipients);
+        }
+    }
+    assert_eq!(sent.len(), 1, "exactly one notifier sends");
+    assert_eq!(sent[0].notified, ["web", "mobile"]);
+    assert_eq!(sent[0].unregistered, ["ghost"]);
+    assert_eq!(written(&pool, id).await, (2, 1, 3));
+    assert_eq!(
+        notifier(&pool).notify(id).await.unwrap(),
+        Notified::AlreadyDone
+    );
+    assert_eq!(written(&pool, id).await, (2, 1, 3));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_failure_midway_commits_nothing_and_the_retry_sends_everything(pool: PgPool) {
+    let id = change(&pool, "published").await;
+    sqlx::query(
+        "create function refuse_mobile() returns trigger language plpgsql as
+         $$ begin if new.repo_slug = 'mobile' then raise exception 'inbox full'; end if;
+                  return new; end $$",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "create trigger refuse before insert on inbox_messages
+         for each row execute function refuse_mobile()",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert!(notifier(&pool).notify(id).await.is_err());
+    assert_eq!(
+        written(&pool, id).await,
+        (0, 0, 0),
+        "a partial notification committed"
+    );
+
+    sqlx::query("drop trigger refuse on inbox_messages")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(notifier(&pool).run_until_idle().await.unwrap(), 1);
+    assert_eq!(written(&pool, id).await, (2, 1, 3));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_draft_is_never_notified(pool: PgPool) {
+    let id = change(&pool, "draft").await;
+    assert_eq!(
+        notifier(&pool).notify(id).await.unwrap(),
+        Notified::NotPublished
+    );
+    assert_eq!(notifier(&pool).run_until_idle().await.unwrap(), 0);
+    assert_eq!(written(&pool, id).await, (0, 0, 0));
+}
