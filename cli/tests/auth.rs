@@ -19,12 +19,21 @@ fn valid_body(method: &Method, template: &str) -> Option<Value> {
             Some(json!({"ops": [{"op": "add", "path": "/a", "value": 1}]}))
         }
         ("POST", "/api/v1/stream-tokens") => Some(json!({"path": "/api/v1/events"})),
+        ("POST", "/api/v1/repos") => Some(json!({"slug": "walk", "name": "walk"})),
+        ("POST", "/api/v1/interface-changes") => Some(json!({
+            "repo_slug": "walk", "interface_type": "cli", "change_type": "additive",
+            "title": "t", "description": "d", "affected_paths": [], "affected_repo_slugs": []
+        })),
+        ("PATCH", _) => Some(json!({})),
         (_, _) => None,
     }
 }
 
 async fn call(http: &reqwest::Client, base: &str, method: &Method, template: &str) -> StatusCode {
-    let path = template.replace("{id}", &Uuid::now_v7().to_string());
+    let path = template
+        .replace("{id}", &Uuid::now_v7().to_string())
+        .replace("{message_id}", &Uuid::now_v7().to_string())
+        .replace("{slug}", "no-such-repo");
     let mut request = http.request(method.clone(), format!("{base}{path}"));
     if let Some(body) = valid_body(method, template) {
         request = request.json(&body);
@@ -84,7 +93,7 @@ async fn every_route_answers_401_then_403_then_404(pool: PgPool) {
             status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
             "{what}: {status}"
         );
-        if template.contains("{id}") {
+        if template.contains("{id}") || template.contains("{slug}") {
             assert_eq!(status, StatusCode::NOT_FOUND, "{what} with an unknown id");
         }
     }
