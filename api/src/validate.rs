@@ -2,6 +2,8 @@
 //! and what it must be (422).
 
 use switchyard_bus::subjects;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::{Ref, RefOr};
 
 use crate::error::ApiError;
 
@@ -35,3 +37,55 @@ pub fn slug(field: &str, slug: &str) -> Result<(), ApiError> {
         )))
     }
 }
+
+/// A repo slug in the OpenAPI document (the checks are [`slug`]).
+pub struct Slug;
+
+impl utoipa::PartialSchema for Slug {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A repo slug: 1 to 63 lowercase letters, digits and dashes",
+            ))
+            .pattern(Some("^[a-z0-9][a-z0-9-]{0,62}$"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Slug {}
+
+/// A list of affected repo slugs in the OpenAPI document: each a [`Slug`], each once.
+pub struct AffectedSlugs;
+
+impl utoipa::PartialSchema for AffectedSlugs {
+    fn schema() -> RefOr<Schema> {
+        ArrayBuilder::new()
+            .items(RefOr::Ref(Ref::from_schema_name("Slug")))
+            .max_items(Some(500))
+            .unique_items(true)
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for AffectedSlugs {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push(("Slug".to_owned(), <Slug as utoipa::PartialSchema>::schema()));
+    }
+}
+
+/// An affected path in the OpenAPI document: 1 to 500 characters, not only whitespace.
+pub struct AffectedPath;
+
+impl utoipa::PartialSchema for AffectedPath {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(500))
+            .pattern(Some("\\S"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for AffectedPath {}

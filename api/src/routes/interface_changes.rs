@@ -26,7 +26,8 @@ use super::{Page, PageParams, repos};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
-use crate::openapi::Refusals;
+use crate::openapi::{ErrorBody, Refusals};
+use crate::validate::{AffectedPath, AffectedSlugs};
 use crate::{AppState, audit, validate};
 
 const SOURCE: &str = "switchyard/api";
@@ -95,20 +96,21 @@ pub struct InterfaceChangeIn {
     pub repo_slug: String,
     pub interface_type: InterfaceType,
     pub change_type: ChangeType,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub title: String,
-    #[schema(min_length = 1, max_length = 20000)]
+    #[schema(min_length = 1, max_length = 20000, pattern = "\\S")]
     pub description: String,
     /// Endpoints, tools, commands or fields that change, for example `GET /v1/users`.
-    #[schema(max_items = 1000)]
+    #[schema(value_type = Vec<AffectedPath>, max_items = 1000)]
     pub affected_paths: Vec<String>,
-    /// Slugs of the repos that must adapt; each gets an inbox message on publish.
-    #[schema(max_items = 500)]
+    /// Slugs of the repos that must adapt, each once; each gets an inbox message on
+    /// publish.
+    #[schema(value_type = AffectedSlugs)]
     pub affected_repo_slugs: Vec<String>,
     /// When the change is planned to ship (`YYYY-MM-DD`).
     pub planned_for: Option<NaiveDate>,
     /// Who wrote it; the caller's token subject when absent.
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub author: Option<String>,
 }
 
@@ -119,18 +121,18 @@ pub struct InterfaceChangeIn {
 pub struct InterfaceChangePatch {
     pub interface_type: Option<InterfaceType>,
     pub change_type: Option<ChangeType>,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub title: Option<String>,
-    #[schema(min_length = 1, max_length = 20000)]
+    #[schema(min_length = 1, max_length = 20000, pattern = "\\S")]
     pub description: Option<String>,
-    #[schema(max_items = 1000)]
+    #[schema(value_type = Option<Vec<AffectedPath>>, max_items = 1000)]
     pub affected_paths: Option<Vec<String>>,
-    #[schema(max_items = 500)]
+    #[schema(value_type = Option<AffectedSlugs>)]
     pub affected_repo_slugs: Option<Vec<String>>,
     #[serde(default, with = "serde_with::rust::double_option")]
     #[schema(value_type = Option<NaiveDate>)]
     pub planned_for: Option<Option<NaiveDate>>,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub author: Option<String>,
 }
 
@@ -212,7 +214,11 @@ impl Content {
     path = "/interface-changes",
     tag = "interface changes",
     request_body = InterfaceChangeIn,
-    responses((status = 201, description = "Drafted", body = InterfaceChangeOut), Refusals),
+    responses(
+        (status = 201, description = "Drafted", body = InterfaceChangeOut),
+        (status = 409, description = "The repo is archived", body = ErrorBody),
+        Refusals
+    ),
     security(("bearer" = ["operator"]))
 )]
 async fn create(
@@ -399,7 +405,11 @@ async fn show(
     tag = "interface changes",
     params(("id" = Uuid, Path, description = "Interface change id")),
     request_body = InterfaceChangePatch,
-    responses((status = 200, description = "The edited draft", body = InterfaceChangeOut), Refusals),
+    responses(
+        (status = 200, description = "The edited draft", body = InterfaceChangeOut),
+        (status = 409, description = "Not a draft: only drafts are edited", body = ErrorBody),
+        Refusals
+    ),
     security(("bearer" = ["operator"]))
 )]
 async fn edit(
@@ -442,7 +452,11 @@ async fn edit(
     path = "/interface-changes/{id}/publish",
     tag = "interface changes",
     params(("id" = Uuid, Path, description = "Interface change id")),
-    responses((status = 200, description = "The published change", body = InterfaceChangeOut), Refusals),
+    responses(
+        (status = 200, description = "The published change", body = InterfaceChangeOut),
+        (status = 409, description = "Not a draft; the message names its status", body = ErrorBody),
+        Refusals
+    ),
     security(("bearer" = ["operator"]))
 )]
 async fn publish(
@@ -459,7 +473,11 @@ async fn publish(
     path = "/interface-changes/{id}/resolve",
     tag = "interface changes",
     params(("id" = Uuid, Path, description = "Interface change id")),
-    responses((status = 200, description = "The resolved change", body = InterfaceChangeOut), Refusals),
+    responses(
+        (status = 200, description = "The resolved change", body = InterfaceChangeOut),
+        (status = 409, description = "Not published; the message names its status", body = ErrorBody),
+        Refusals
+    ),
     security(("bearer" = ["operator"]))
 )]
 async fn resolve(

@@ -22,7 +22,7 @@ use super::{Page, PageParams};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
-use crate::openapi::Refusals;
+use crate::openapi::{ErrorBody, Refusals};
 use crate::{AppState, audit, validate};
 
 const SOURCE: &str = "switchyard/api";
@@ -52,18 +52,18 @@ pub struct RepoIn {
     /// Lowercase letters, digits and dashes, 1 to 63 characters; never changes.
     #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     pub slug: String,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: String,
     /// A grouping such as `payments`; `GET /repos?domain=` filters by it.
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub domain: Option<String>,
     /// `https://host/owner/repo(.git)` or `git@host:owner/repo.git`.
-    #[schema(min_length = 1, max_length = 2000)]
+    #[schema(min_length = 1, max_length = 2000, pattern = "^[^/:]+:")]
     pub remote_url: Option<String>,
     /// A stable hash identifying the repository's history (for example its root commit).
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^\\S+$")]
     pub git_fingerprint: Option<String>,
-    #[schema(max_length = 10000)]
+    #[schema(min_length = 1, max_length = 10000, pattern = "\\S")]
     pub description: Option<String>,
 }
 
@@ -71,19 +71,19 @@ pub struct RepoIn {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepoPatch {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: Option<String>,
     #[serde(default, with = "serde_with::rust::double_option")]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 100)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 100, pattern = "\\S")]
     pub domain: Option<Option<String>>,
     #[serde(default, with = "serde_with::rust::double_option")]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 2000)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 2000, pattern = "^[^/:]+:")]
     pub remote_url: Option<Option<String>>,
     #[serde(default, with = "serde_with::rust::double_option")]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 200)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = "^\\S+$")]
     pub git_fingerprint: Option<Option<String>>,
     #[serde(default, with = "serde_with::rust::double_option")]
-    #[schema(value_type = Option<String>, max_length = 10000)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 10000, pattern = "\\S")]
     pub description: Option<Option<String>>,
 }
 
@@ -145,17 +145,19 @@ impl Fields {
 /// The comparable form of a git remote: `host/path`, host lowercased, without scheme,
 /// user, port-less `:` of scp syntax, `.git` or trailing slashes.
 pub fn remote_key(url: &str) -> Result<String, ApiError> {
-    let rest = match url.split_once("://") {
-        Some((_, rest)) => rest.to_owned(),
-        // scp-like `git@host:owner/repo.git`
-        None => match url.split_once(':') {
-            Some((host, path)) if !host.contains('/') => format!("{host}/{path}"),
-            _ => {
-                return Err(ApiError::Unprocessable(format!(
-                    "remote_url {url:?} is not a git remote: use scheme://host/path or user@host:path"
-                )));
-            }
-        },
+    let Some((head, tail)) = url
+        .split_once(':')
+        .filter(|(head, _)| !head.is_empty() && !head.contains('/'))
+    else {
+        return Err(ApiError::Unprocessable(format!(
+            "remote_url {url:?} is not a git remote: use scheme://host/path or user@host:path"
+        )));
+    };
+    let rest = match tail.strip_prefix("//") {
+        // `scheme://[user@]host/path`
+        Some(rest) => rest.to_owned(),
+        // scp-like `[user@]host:path`
+        None => format!("{head}/{tail}"),
     };
     let rest = rest.rsplit_once('@').map_or(rest.as_str(), |(_, r)| r);
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -170,7 +172,11 @@ pub fn remote_key(url: &str) -> Result<String, ApiError> {
     path = "/repos",
     tag = "repos",
     request_body = RepoIn,
-    responses((status = 201, description = "Registered", body = RepoOut), Refusals),
+    responses(
+        (status = 201, description = "Registered", body = RepoOut),
+        (status = 409, description = "The slug, or the remote, is taken", body = ErrorBody),
+        Refusals
+    ),
     security(("bearer" = ["operator"]))
 )]
 async fn register(
@@ -306,6 +312,7 @@ pub struct FingerprintParams {
     /// The git fingerprint to look for.
     pub hash: String,
     /// Narrow to repos with this remote (compared normalized).
+    #[param(pattern = "^[^/:]+:")]
     pub remote_url: Option<String>,
 }
 
@@ -343,6 +350,7 @@ async fn by_fingerprint(
 #[into_params(parameter_in = Query)]
 pub struct RemoteParams {
     /// A git remote URL, in any of its usual spellings.
+    #[param(pattern = "^[^/:]+:")]
     pub url: String,
 }
 
@@ -396,7 +404,11 @@ async fn show(
     tag = "repos",
     params(("slug" = String, Path, description = "Repo slug")),
     request_body = RepoPatch,
-    responses((status = 200, description = "The edited repo", body = RepoOut), Refusals),
+    responses(
+        (status = 200, description = "The edited repo", body = RepoOut),
+        (status = 409, description = "The repo is archived, or the remote is taken", body = ErrorBody),
+        Refusals
+    ),
     security(("bearer" = ["operator"]))
 )]
 async fn edit(
@@ -445,7 +457,11 @@ async fn edit(
     path = "/repos/{slug}/archive",
     tag = "repos",
     params(("slug" = String, Path, description = "Repo slug")),
-    responses((status = 200, description = "The archived repo", body = RepoOut), Refusals),
+    responses(
+        (status = 200, description = "The archived repo", body = RepoOut),
+        (status = 409, description = "Already archived", body = ErrorBody),
+        Refusals
+    ),
     security(("bearer" = ["operator"]))
 )]
 async fn archive(
