@@ -13,10 +13,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sqlx::{PgConnection, PgPool};
-use switchyard_bus::outbox;
-use switchyard_bus::payloads::InterfaceChanged;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -28,7 +25,7 @@ use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::openapi::{ErrorBody, Refusals};
 use crate::validate::{AffectedPath, AffectedSlugs};
-use crate::{AppState, audit, validate};
+use crate::{AppState, validate};
 
 const SOURCE: &str = "switchyard/api";
 /// The columns of the output type, for `concat!` into `&'static str` queries.
@@ -39,6 +36,10 @@ macro_rules! change_columns {
                        created_at, updated_at, published_at, resolved_at"
     };
 }
+mod lifecycle;
+
+use lifecycle::{locked, transition};
+
 const MAX_PATHS: usize = 1000;
 const MAX_AFFECTED: usize = 500;
 
@@ -46,8 +47,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(show, edit))
-        .routes(routes!(publish))
-        .routes(routes!(resolve))
+        .routes(routes!(lifecycle::publish))
+        .routes(routes!(lifecycle::resolve))
 }
 
 /// Which interface changes.
@@ -290,37 +291,6 @@ async fn store(
     Ok(change)
 }
 
-/// Writes the audit row and stages the change's event for its new state.
-async fn transition(
-    tx: &mut PgConnection,
-    change: &InterfaceChangeOut,
-    action: &str,
-    caller: &Caller,
-) -> Result<Vec<switchyard_bus::Event>, ApiError> {
-    let key = change.id.to_string();
-    audit::record(
-        tx,
-        "interface_change",
-        &key,
-        action,
-        &caller.subject,
-        json!(change),
-    )
-    .await?;
-    let event = InterfaceChanged {
-        interface_change_id: change.id,
-        repo_slug: change.repo_slug.clone(),
-        title: change.title.clone(),
-        interface_type: change.interface_type.clone(),
-        change_type: change.change_type.clone(),
-        status: change.status.clone(),
-        affected_repo_slugs: change.affected_repo_slugs.clone(),
-    }
-    .event(SOURCE);
-    outbox::stage(tx, std::slice::from_ref(&event)).await?;
-    Ok(vec![event])
-}
-
 /// Filters of the list, plus paging.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -444,112 +414,6 @@ async fn edit(
     tx.commit().await?;
     app.doorbell.ring(events);
     Ok(Json(change))
-}
-
-/// Publish a draft: the affected repos are notified by the notifier.
-#[utoipa::path(
-    post,
-    path = "/interface-changes/{id}/publish",
-    tag = "interface changes",
-    params(("id" = Uuid, Path, description = "Interface change id")),
-    responses(
-        (status = 200, description = "The published change", body = InterfaceChangeOut),
-        (status = 409, description = "Not a draft; the message names its status", body = ErrorBody),
-        Refusals
-    ),
-    security(("bearer" = ["operator"]))
-)]
-async fn publish(
-    State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<Uuid>,
-) -> Result<Json<InterfaceChangeOut>, ApiError> {
-    advance(&app, &caller, id, Step::Publish).await.map(Json)
-}
-
-/// Resolve a published change: every affected repo has adapted.
-#[utoipa::path(
-    post,
-    path = "/interface-changes/{id}/resolve",
-    tag = "interface changes",
-    params(("id" = Uuid, Path, description = "Interface change id")),
-    responses(
-        (status = 200, description = "The resolved change", body = InterfaceChangeOut),
-        (status = 409, description = "Not published; the message names its status", body = ErrorBody),
-        Refusals
-    ),
-    security(("bearer" = ["operator"]))
-)]
-async fn resolve(
-    State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<Uuid>,
-) -> Result<Json<InterfaceChangeOut>, ApiError> {
-    advance(&app, &caller, id, Step::Resolve).await.map(Json)
-}
-
-/// A lifecycle step: its verb, where it starts and where it ends.
-#[derive(Clone, Copy)]
-enum Step {
-    Publish,
-    Resolve,
-}
-
-impl Step {
-    fn edges(self) -> (&'static str, &'static str, &'static str) {
-        match self {
-            Self::Publish => ("publish", "draft", "published"),
-            Self::Resolve => ("resolve", "published", "resolved"),
-        }
-    }
-}
-
-async fn advance(
-    app: &AppState,
-    caller: &Caller,
-    id: Uuid,
-    step: Step,
-) -> Result<InterfaceChangeOut, ApiError> {
-    let (verb, from, to) = step.edges();
-    let mut tx = app.pool.begin().await?;
-    let current = locked(&mut tx, id).await?;
-    let advanced = sqlx::query_as::<_, InterfaceChangeOut>(concat!(
-        "update interface_changes set status = $2, updated_at = now(),
-           published_at = case when $2 = 'published' then now() else published_at end,
-           resolved_at = case when $2 = 'resolved' then now() else resolved_at end
-         where id = $1 and status = $3
-         returning ",
-        change_columns!(),
-        ""
-    ))
-    .bind(id)
-    .bind(to)
-    .bind(from)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| {
-        ApiError::Conflict(format!(
-            "Cannot {verb} a change with status '{}'. Only {from} changes can be {to}.",
-            current.status
-        ))
-    })?;
-    let events = transition(&mut tx, &advanced, to, caller).await?;
-    tx.commit().await?;
-    app.doorbell.ring(events);
-    Ok(advanced)
-}
-
-/// The change, locked for a transition; 404 if unknown.
-async fn locked(tx: &mut PgConnection, id: Uuid) -> Result<InterfaceChangeOut, ApiError> {
-    sqlx::query_as::<_, InterfaceChangeOut>(concat!(
-        "select ",
-        change_columns!(),
-        " from interface_changes where id = $1 for update"
-    ))
-    .bind(id)
-    .fetch_optional(tx)
-    .await?
-    .ok_or_else(|| not_found(id))
 }
 
 /// The change, or 404 naming the id.

@@ -33,14 +33,18 @@ macro_rules! repo_columns {
                        archived_at, created_at, updated_at"
     };
 }
+mod lookup;
+
+pub use lookup::remote_key;
+
 /// Path segments under `/repos` that a slug would shadow.
 const RESERVED_SLUGS: [&str; 2] = ["by-fingerprint", "by-remote"];
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, register))
-        .routes(routes!(by_fingerprint))
-        .routes(routes!(by_remote))
+        .routes(routes!(lookup::by_fingerprint))
+        .routes(routes!(lookup::by_remote))
         .routes(routes!(show, edit))
         .routes(routes!(archive))
 }
@@ -140,30 +144,6 @@ impl Fields {
                 .transpose()?,
         })
     }
-}
-
-/// The comparable form of a git remote: `host/path`, host lowercased, without scheme,
-/// user, port-less `:` of scp syntax, `.git` or trailing slashes.
-pub fn remote_key(url: &str) -> Result<String, ApiError> {
-    let Some((head, tail)) = url
-        .split_once(':')
-        .filter(|(head, _)| !head.is_empty() && !head.contains('/'))
-    else {
-        return Err(ApiError::Unprocessable(format!(
-            "remote_url {url:?} is not a git remote: use scheme://host/path or user@host:path"
-        )));
-    };
-    let rest = match tail.strip_prefix("//") {
-        // `scheme://[user@]host/path`
-        Some(rest) => rest.to_owned(),
-        // scp-like `[user@]host:path`
-        None => format!("{head}/{tail}"),
-    };
-    let rest = rest.rsplit_once('@').map_or(rest.as_str(), |(_, r)| r);
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let path = path.trim_end_matches('/');
-    let path = path.strip_suffix(".git").unwrap_or(path);
-    Ok(format!("{}/{}", host.to_lowercase(), path))
 }
 
 /// Register a repo.
@@ -302,83 +282,6 @@ async fn list(
     .fetch_all(&app.pool)
     .await?;
     Ok(Json(Page::from_rows(rows, limit, |r| r.slug.clone())))
-}
-
-/// `?hash=&remote_url=` of the fingerprint lookup.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct FingerprintParams {
-    /// The git fingerprint to look for.
-    pub hash: String,
-    /// Narrow to repos with this remote (compared normalized).
-    #[param(pattern = "^[^/:]+:")]
-    pub remote_url: Option<String>,
-}
-
-/// Repos with this git fingerprint (possibly none), by slug.
-#[utoipa::path(
-    get,
-    path = "/repos/by-fingerprint",
-    tag = "repos",
-    params(FingerprintParams),
-    responses((status = 200, description = "Matching repos, possibly none", body = Vec<RepoOut>), Refusals),
-    security(("bearer" = ["viewer"]))
-)]
-async fn by_fingerprint(
-    State(app): State<AppState>,
-    Query(params): Query<FingerprintParams>,
-) -> Result<Json<Vec<RepoOut>>, ApiError> {
-    let remote = params.remote_url.as_deref().map(remote_key).transpose()?;
-    let rows = sqlx::query_as::<_, RepoOut>(concat!(
-        "select ",
-        repo_columns!(),
-        " from repos
-         where git_fingerprint = $1 and ($2::text is null or remote_key = $2)
-         order by slug limit 500"
-    ))
-    .bind(&params.hash)
-    .bind(remote)
-    .fetch_all(&app.pool)
-    .await?;
-    Ok(Json(rows))
-}
-
-/// `?url=` of the remote lookup.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct RemoteParams {
-    /// A git remote URL, in any of its usual spellings.
-    #[param(pattern = "^[^/:]+:")]
-    pub url: String,
-}
-
-/// The repo with this remote: the active one, else the last archived.
-#[utoipa::path(
-    get,
-    path = "/repos/by-remote",
-    tag = "repos",
-    params(RemoteParams),
-    responses((status = 200, description = "The repo", body = RepoOut), Refusals),
-    security(("bearer" = ["viewer"]))
-)]
-async fn by_remote(
-    State(app): State<AppState>,
-    Query(params): Query<RemoteParams>,
-) -> Result<Json<RepoOut>, ApiError> {
-    let key = remote_key(&params.url)?;
-    sqlx::query_as::<_, RepoOut>(concat!(
-        "select ",
-        repo_columns!(),
-        " from repos where remote_key = $1
-         order by archived_at desc nulls first limit 1"
-    ))
-    .bind(&key)
-    .fetch_optional(&app.pool)
-    .await?
-    .map(Json)
-    .ok_or_else(|| ApiError::NotFound(format!("no repo has the remote {:?}", params.url)))
 }
 
 /// One repo.
@@ -522,24 +425,4 @@ pub async fn find(db: impl PgExecutor<'_>, slug: &str) -> Result<RepoOut, ApiErr
 /// The 404 for an unknown repo slug.
 pub fn not_found(slug: &str) -> ApiError {
     ApiError::NotFound(format!("repo {slug:?} does not exist"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::remote_key;
-
-    #[test]
-    fn remotes_compare_in_every_usual_spelling() {
-        let expected = "github.com/acme/billing";
-        for url in [
-            "https://github.com/acme/billing",
-            "https://github.com/acme/billing.git",
-            "https://user@GitHub.com/acme/billing/",
-            "git@github.com:acme/billing.git",
-            "ssh://git@github.com/acme/billing.git",
-        ] {
-            assert_eq!(remote_key(url).unwrap(), expected, "{url}");
-        }
-        assert!(remote_key("not a remote").is_err());
-    }
 }
