@@ -257,11 +257,12 @@ fn is_origin(origin: &str) -> bool {
     let Some((scheme, host)) = origin.split_once("://") else {
         return false;
     };
+    // Lowercase only: browsers send origins lowercased, and they are compared exactly.
     matches!(scheme, "http" | "https")
         && !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        && host.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | ':' | '[' | ']')
+        })
 }
 
 fn invalid(key: &'static str, problem: &str) -> ConfigError {
@@ -324,7 +325,11 @@ mod tests {
             );
             let config = Config::load(None).expect("valid");
             assert_eq!(config.http.cors_origins.len(), 2);
-            for bad in [r#"["https://example.com/app"]"#, r#"["example.com"]"#] {
+            for bad in [
+                r#"["https://example.com/app"]"#,
+                r#"["example.com"]"#,
+                r#"["https://Example.com"]"#,
+            ] {
                 jail.set_env("SWITCHYARD_HTTP__CORS_ORIGINS", bad);
                 let err = Config::load(None).unwrap_err().to_string();
                 assert!(err.contains("http.cors_origins"), "{err}");

@@ -391,13 +391,44 @@ async fn a_client_that_stops_reading_is_cut_off_with_lagged_and_resumes(pool: Pg
     })
     .await;
     let mut frames = open(&fleet, &path, Some(&last_id)).await;
-    let next = take(&mut frames, 1).await.remove(0);
-    assert!(
-        next.event.starts_with("mutation.") || next.event == "status",
-        "{next:?}"
-    );
-    assert!(next.id.parse::<u64>().unwrap() > last_id.parse::<u64>().unwrap());
+    let resumed: Vec<u64> = take(&mut frames, 3)
+        .await
+        .iter()
+        .map(|f| f.id.parse().unwrap())
+        .collect();
+    // Exactly the topology's next events in the stream: nothing skipped.
+    let expected = stream_sequences_after(&fleet, topology, last_id.parse().unwrap(), 3).await;
+    assert_eq!(resumed, expected);
     fleet.stop().await;
+}
+
+/// The stream sequences of the first `n` events of `topology` after `after`, read
+/// from JetStream directly.
+async fn stream_sequences_after(
+    fleet: &TestFleet,
+    topology: Uuid,
+    after: u64,
+    n: usize,
+) -> Vec<u64> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+    let js = fleet.jetstream().await;
+    let stream = js.get_stream(&fleet.config.bus.stream).await.unwrap();
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: format!("{}.topology.{topology}.>", fleet.config.bus.subject_prefix),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let messages = consumer.messages().await.unwrap();
+    messages
+        .take(n)
+        .map(|m| m.unwrap().info().unwrap().stream_sequence)
+        .collect()
+        .await
 }
 
 /// Opens `path` over a connection with a tiny receive window and no reading: a

@@ -40,12 +40,14 @@ async fn change(pool: &PgPool, status: &str) -> Uuid {
     .unwrap()
 }
 
-/// (inbox messages, milestones, staged events) written for `change`.
-async fn written(pool: &PgPool, change: Uuid) -> (i64, i64, i64) {
+/// (inbox messages, milestones, staged events, delivery audit rows) written for `change`.
+async fn written(pool: &PgPool, change: Uuid) -> (i64, i64, i64, i64) {
     sqlx::query_as(
         "select (select count(*) from inbox_messages where interface_change_id = $1),
                 (select count(*) from progress_events where interface_change_id = $1),
-                (select count(*) from outbox where subject like 'repo.%')",
+                (select count(*) from outbox where subject like 'repo.%'),
+                (select count(*) from registry_audit
+                 where action = 'delivered' and detail->>'interface_change_id' = $1::text)",
     )
     .bind(change)
     .fetch_one(pool)
@@ -71,12 +73,12 @@ async fn notifiers_racing_for_one_change_write_each_message_once(pool: PgPool) {
     assert_eq!(sent.len(), 1, "exactly one notifier sends");
     assert_eq!(sent[0].notified, ["web", "mobile"]);
     assert_eq!(sent[0].unregistered, ["ghost"]);
-    assert_eq!(written(&pool, id).await, (2, 1, 3));
+    assert_eq!(written(&pool, id).await, (2, 1, 3, 2));
     assert_eq!(
         notifier(&pool).notify(id).await.unwrap(),
         Notified::AlreadyDone
     );
-    assert_eq!(written(&pool, id).await, (2, 1, 3));
+    assert_eq!(written(&pool, id).await, (2, 1, 3, 2));
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -100,7 +102,7 @@ async fn a_failure_midway_commits_nothing_and_the_retry_sends_everything(pool: P
     assert!(notifier(&pool).notify(id).await.is_err());
     assert_eq!(
         written(&pool, id).await,
-        (0, 0, 0),
+        (0, 0, 0, 0),
         "a partial notification committed"
     );
 
@@ -109,7 +111,7 @@ async fn a_failure_midway_commits_nothing_and_the_retry_sends_everything(pool: P
         .await
         .unwrap();
     assert_eq!(notifier(&pool).run_until_idle().await.unwrap(), 1);
-    assert_eq!(written(&pool, id).await, (2, 1, 3));
+    assert_eq!(written(&pool, id).await, (2, 1, 3, 2));
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -120,5 +122,5 @@ async fn a_draft_is_never_notified(pool: PgPool) {
         Notified::NotPublished
     );
     assert_eq!(notifier(&pool).run_until_idle().await.unwrap(), 0);
-    assert_eq!(written(&pool, id).await, (0, 0, 0));
+    assert_eq!(written(&pool, id).await, (0, 0, 0, 0));
 }

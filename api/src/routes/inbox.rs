@@ -30,6 +30,8 @@ macro_rules! inbox_columns {
 }
 pub(crate) use inbox_columns;
 
+const SOURCE: &str = "switchyard/api";
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list))
@@ -154,7 +156,7 @@ async fn mark_read(
         message_id,
         repo_slug: slug,
     }
-    .event("switchyard/api");
+    .event(SOURCE);
     outbox::stage(&mut tx, std::slice::from_ref(&event)).await?;
     tx.commit().await?;
     app.doorbell.ring(vec![event]);

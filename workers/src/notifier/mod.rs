@@ -8,7 +8,8 @@
 //!    another notifier, and nothing more is written;
 //! 2. writes one inbox message per affected, registered, active repo (unique per
 //!    change and recipient);
-//! 3. stages `repo.{slug}.inbox` for each message and `repo.{origin}.progress`.
+//! 3. writes a `registry_audit` row per message, and stages `repo.{slug}.inbox` for
+//!    each message and `repo.{origin}.progress`.
 //!
 //! However often the event arrives, and however many notifiers race for it, each
 //! recipient gets one message. Affected slugs that are not registered, or archived,
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
-use switchyard_bus::payloads::{InboxMessageCreated, InterfaceChanged, ProgressRecorded};
+use switchyard_bus::payloads::{InboxMessageCreated, ProgressRecorded};
 use switchyard_bus::{Doorbell, Event, outbox};
 use uuid::Uuid;
 
@@ -126,7 +127,12 @@ impl Notifier {
 
     /// Handles one `interface.published` event; `delivered` counts delivery attempts.
     pub async fn handle_event(&self, event: &Event, delivered: i64) -> Outcome {
-        let Ok(published) = serde_json::from_value::<InterfaceChanged>(event.data.clone()) else {
+        // Only the id is needed: the change itself is read from Postgres.
+        #[derive(Deserialize)]
+        struct Published {
+            interface_change_id: Uuid,
+        }
+        let Ok(published) = serde_json::from_value::<Published>(event.data.clone()) else {
             return Outcome::Reject(format!("event {} has no interface_change_id", event.id));
         };
         match self.notify(published.interface_change_id).await {
@@ -150,7 +156,10 @@ async fn recipients(
     change: &PublishedChange,
 ) -> Result<Recipients, sqlx::Error> {
     let known: Vec<(String, bool)> =
-        sqlx::query_as("select slug, archived_at is not null from repos where slug = any($1)")
+        // Shared locks: a recipient cannot be archived while its message is written.
+        sqlx::query_as(
+            "select slug, archived_at is not null from repos where slug = any($1) for share",
+        )
             .bind(&change.affected_repo_slugs)
             .fetch_all(&mut *tx)
             .await?;
@@ -220,6 +229,18 @@ async fn deliver(
     .bind(change.id)
     .bind(&created.subject)
     .bind(message::body(change, recipient))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "insert into registry_audit (entity, entity_key, action, actor, detail)
+         values ('inbox_message', $1, 'delivered', $2, $3)",
+    )
+    .bind(created.message_id.to_string())
+    .bind(SOURCE)
+    .bind(serde_json::json!({
+        "repo_slug": recipient,
+        "interface_change_id": change.id,
+    }))
     .execute(&mut *tx)
     .await?;
     Ok(created)

@@ -239,7 +239,8 @@ async fn create(
     }
     .check()?;
     let mut tx = app.pool.begin().await?;
-    let origin = repos::find(&mut *tx, &input.repo_slug).await?;
+    // Shared lock: an archive cannot commit between this check and the insert.
+    let origin = repos::find_for_share(&mut tx, &input.repo_slug).await?;
     if origin.archived_at.is_some() {
         return Err(ApiError::Conflict(format!(
             "repo {:?} is archived; archived repos announce no changes",

@@ -30,8 +30,11 @@ pub fn remote_key(url: &str) -> Result<String, ApiError> {
         // scp-like `[user@]host:path`
         None => format!("{head}/{tail}"),
     };
-    let rest = rest.rsplit_once('@').map_or(rest.as_str(), |(_, r)| r);
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (authority, path) = rest.split_once('/').unwrap_or((&rest, ""));
+    // Only the authority carries `user@`; an `@` in the path is part of the path.
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     let path = path.trim_end_matches('/');
     let path = path.strip_suffix(".git").unwrap_or(path);
     Ok(format!("{}/{}", host.to_lowercase(), path))
@@ -131,5 +134,9 @@ mod tests {
             assert_eq!(remote_key(url).unwrap(), expected, "{url}");
         }
         assert!(remote_key("not a remote").is_err());
+        assert_eq!(
+            remote_key("https://host/group/@scope/pkg").unwrap(),
+            "host/group/@scope/pkg"
+        );
     }
 }

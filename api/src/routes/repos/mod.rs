@@ -409,6 +409,19 @@ async fn locked(tx: &mut PgConnection, slug: &str) -> Result<RepoOut, ApiError> 
     Ok(repo)
 }
 
+/// The repo, locked against changes (archiving) until the transaction ends; 404 if unknown.
+pub async fn find_for_share(tx: &mut PgConnection, slug: &str) -> Result<RepoOut, ApiError> {
+    sqlx::query_as::<_, RepoOut>(concat!(
+        "select ",
+        repo_columns!(),
+        " from repos where slug = $1 for share"
+    ))
+    .bind(slug)
+    .fetch_optional(tx)
+    .await?
+    .ok_or_else(|| not_found(slug))
+}
+
 /// The repo, or 404 naming the slug.
 pub async fn find(db: impl PgExecutor<'_>, slug: &str) -> Result<RepoOut, ApiError> {
     sqlx::query_as::<_, RepoOut>(concat!(
