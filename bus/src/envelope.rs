@@ -22,6 +22,11 @@ pub enum EventType {
     InboxRead,
     Progress,
     RepoUpdated,
+    MigrationRequested,
+    MigrationRunning,
+    MigrationProgress,
+    MigrationSucceeded,
+    MigrationFailed,
 }
 
 impl EventType {
@@ -39,6 +44,11 @@ impl EventType {
             Self::InboxRead => "inbox.read",
             Self::Progress => "progress",
             Self::RepoUpdated => "repo.updated",
+            Self::MigrationRequested => "migration.requested",
+            Self::MigrationRunning => "migration.running",
+            Self::MigrationProgress => "migration.progress",
+            Self::MigrationSucceeded => "migration.succeeded",
+            Self::MigrationFailed => "migration.failed",
         }
     }
 }

@@ -79,6 +79,7 @@ pub enum BusError {
 pub enum ConsumerRole {
     Mutator,
     Notifier,
+    Migrator,
 }
 
 impl ConsumerRole {
@@ -87,6 +88,7 @@ impl ConsumerRole {
         match self {
             Self::Mutator => "mutator",
             Self::Notifier => "notifier",
+            Self::Migrator => "migrator",
         }
     }
 
@@ -94,6 +96,7 @@ impl ConsumerRole {
         match self {
             Self::Mutator => subjects::ALL_MUTATIONS_ENQUEUED,
             Self::Notifier => subjects::ALL_INTERFACES_PUBLISHED,
+            Self::Migrator => subjects::ALL_MIGRATIONS_REQUESTED,
         }
     }
 }

@@ -208,6 +208,57 @@ impl ProgressRecorded {
     }
 }
 
+/// Where a migration run is, as its events say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationPhase {
+    Requested,
+    Running,
+    Progress,
+    Succeeded,
+    Failed,
+}
+
+impl MigrationPhase {
+    fn event_type(self) -> (EventType, &'static str) {
+        match self {
+            Self::Requested => (EventType::MigrationRequested, "requested"),
+            Self::Running => (EventType::MigrationRunning, "running"),
+            Self::Progress => (EventType::MigrationProgress, "progress"),
+            Self::Succeeded => (EventType::MigrationSucceeded, "succeeded"),
+            Self::Failed => (EventType::MigrationFailed, "failed"),
+        }
+    }
+}
+
+/// `migration.*`: a graph migration run moved on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationChanged {
+    pub run_id: Uuid,
+    pub graph_slug: String,
+    pub phase: MigrationPhase,
+    pub from_version: i32,
+    pub to_version: i32,
+    /// Nodes migrated so far, of `total`.
+    pub processed: i64,
+    pub total: i64,
+    /// Why it failed (failed only): the step and the node, nothing internal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl MigrationChanged {
+    pub fn event(&self, source: &str) -> Event {
+        let (kind, phase) = self.phase.event_type();
+        Event::new(
+            kind,
+            source,
+            subjects::graph_migration(&self.graph_slug, phase),
+            to_data(self),
+        )
+    }
+}
+
 fn to_data(payload: &impl Serialize) -> serde_json::Value {
     serde_json::to_value(payload).expect("payloads always serialize")
 }

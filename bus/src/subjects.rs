@@ -86,6 +86,17 @@ pub fn repo_all(slug: &str) -> String {
     format!("repo.{slug}.>")
 }
 
+/// `graph.{slug}.migration.{phase}`: a migration run was requested, started, made
+/// progress, succeeded or failed.
+pub fn graph_migration(slug: &str, phase: &str) -> String {
+    format!("graph.{slug}.migration.{phase}")
+}
+
+/// `graph.{slug}.>`: everything that happens to one graph.
+pub fn graph_all(slug: &str) -> String {
+    format!("graph.{slug}.>")
+}
+
 /// Whether `filter` is a legal subject filter: dot-separated tokens of letters,
 /// digits, `-` and `_`, or the wildcards `*` and (last only) `>`.
 pub fn is_valid_filter(filter: &str) -> bool {
@@ -107,6 +118,9 @@ pub const ALL_MUTATION_EVENTS: &str = "topology.*.mutation.*";
 
 /// Filter matching every published interface change: the notifier's work.
 pub const ALL_INTERFACES_PUBLISHED: &str = "interface.*.published";
+
+/// Filter matching every requested graph migration: the migrator's work.
+pub const ALL_MIGRATIONS_REQUESTED: &str = "graph.*.migration.requested";
 
 /// Filter matching every topology's `mutation.enqueued`: the mutator's work.
 pub const ALL_MUTATIONS_ENQUEUED: &str = "topology.*.mutation.enqueued";

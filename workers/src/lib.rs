@@ -5,6 +5,8 @@
 //! ## Roles
 //! - [`mutator`]: consumes `topology.*.mutation.enqueued`, applies pending mutations
 //!   of a topology in `seq` order, and commits outcome + audit row + events together.
+//! - [`migrator`]: consumes `graph.*.migration.requested` and migrates a graph's
+//!   nodes to a new plugin schema version in fenced batches, resumable after a crash.
 //! - [`notifier`]: consumes `interface.*.published` and writes one inbox message per
 //!   affected repo plus a milestone on the origin repo, exactly once.
 //! - [`relay`]: publishes outbox rows to JetStream, right after commit (doorbell) and
@@ -19,6 +21,7 @@
 //! them as `topology.{id}.mutation.applied|failed` and `topology.{id}.status`.
 
 pub mod consumer;
+pub mod migrator;
 pub mod mutator;
 pub mod notifier;
 pub mod reconciler;

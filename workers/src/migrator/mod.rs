@@ -1,0 +1,200 @@
+//! The migrator role: migrates a graph's nodes to a new plugin schema version.
+//!
+//! ## How a run is worked
+//! A `graph.{slug}.migration.requested` message names a run. The migrator:
+//! 1. claims it with a lease ([`run::claim`]): a pending run, or a running one whose
+//!    holder's lease expired (it crashed). Two migrators never hold the same run. The
+//!    first claim marks the graph read-only (`migrating`) and counts its nodes;
+//! 2. migrates nodes in batches, one transaction each, fenced on the claim and
+//!    renewing the lease, with a `progress` event per batch. A node is picked only
+//!    while its `schema_version` is below the target, and moved to the target in the
+//!    same transaction, so no step ever runs twice on a node, whoever resumes;
+//! 3. ends it: `succeeded` (the graph takes the target version and is writable) or
+//!    `failed` with an error naming the version, the step and the node (the graph
+//!    stays read-only as `migration_failed` until a later run succeeds).
+//!
+//! On shutdown it stops between batches and gives the lease up, so another migrator
+//! resumes at once.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use sqlx::PgPool;
+use switchyard_bus::payloads::MigrationChanged;
+use switchyard_bus::{Doorbell, Event};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::WorkerError;
+use crate::consumer::{EventHandler, Outcome, retry_delay};
+
+pub mod run;
+pub mod steps;
+
+use run::{Batch, Unclaimed};
+
+/// Migrator settings (config section `migrator`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MigratorConfig {
+    /// Runs worked at once by one process.
+    pub concurrency: usize,
+    /// Nodes migrated per transaction.
+    pub batch_size: usize,
+    /// How long a claim lasts without a batch renewing it; after that another
+    /// migrator may take the run over.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// Nak delay while another migrator holds the run.
+    #[serde(with = "humantime_serde")]
+    pub busy_retry_delay: Duration,
+    /// Upper bound of the retry delay after errors (exponential from 100 ms).
+    #[serde(with = "humantime_serde")]
+    pub max_retry_delay: Duration,
+    /// Unacked messages the shared consumer hands out across the fleet.
+    pub max_ack_pending: i64,
+}
+
+impl Default for MigratorConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 2,
+            batch_size: 1000,
+            lease: Duration::from_secs(30),
+            busy_retry_delay: Duration::from_secs(1),
+            max_retry_delay: Duration::from_secs(30),
+            max_ack_pending: 1000,
+        }
+    }
+}
+
+/// What working a run did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Worked {
+    /// It ended: `succeeded` or `failed`.
+    Ended(&'static str),
+    /// Stopped early (the batch budget or shutdown); the lease was given up.
+    Paused,
+    /// Another migrator holds it.
+    Busy,
+    /// Already over, or unknown.
+    Over,
+}
+
+/// A migrator: cheap to clone, safe to run many of.
+#[derive(Clone, Debug)]
+pub struct Migrator {
+    pub pool: PgPool,
+    /// Rung with each committed batch's events.
+    pub doorbell: Doorbell,
+    pub config: MigratorConfig,
+    /// Who holds a claim (recorded as `claimed_by`).
+    pub name: String,
+    /// Stops runs between batches.
+    pub shutdown: CancellationToken,
+}
+
+impl Migrator {
+    /// Works run `id` for at most `budget` batches (or until shutdown).
+    pub async fn work(&self, id: Uuid, budget: usize) -> Result<Worked, WorkerError> {
+        let (claimed, events) = run::claim(&self.pool, id, &self.name, self.config.lease).await?;
+        self.doorbell.ring(events);
+        let mut claim = match claimed {
+            Ok(claim) => claim,
+            Err(Unclaimed::Busy) => return Ok(Worked::Busy),
+            Err(Unclaimed::Over) => return Ok(Worked::Over),
+        };
+        let versions = run::load_steps(&self.pool, &claim).await?;
+        for _ in 0..budget {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            let (batch, events) = run::batch(
+                &self.pool,
+                &mut claim,
+                &versions,
+                self.config.batch_size,
+                self.config.lease,
+            )
+            .await?;
+            self.doorbell.ring(events);
+            match batch {
+                Batch::Migrated(0) => return self.end(&claim, None).await,
+                Batch::Migrated(_) => {}
+                Batch::Failed(error) => return self.end(&claim, Some(error)).await,
+            }
+        }
+        run::release(&self.pool, &claim).await?;
+        Ok(Worked::Paused)
+    }
+
+    async fn end(
+        &self,
+        claim: &run::Claim,
+        failure: Option<String>,
+    ) -> Result<Worked, WorkerError> {
+        let outcome = if failure.is_some() {
+            "failed"
+        } else {
+            "succeeded"
+        };
+        if let Some(error) = &failure {
+            tracing::warn!(run_id = %claim.run_id, graph = %claim.graph_slug, %error, "migration failed");
+        }
+        self.doorbell
+            .ring(run::finish(&self.pool, claim, failure).await?);
+        Ok(Worked::Ended(outcome))
+    }
+
+    /// Works every run that is pending or whose lease expired, without the bus,
+    /// waiting out live leases. Tests and one-off maintenance use it.
+    pub async fn run_until_idle(&self) -> Result<usize, WorkerError> {
+        let mut ended = 0;
+        loop {
+            let active: Vec<Uuid> = sqlx::query_scalar(
+                "select id from graph_migration_runs
+                 where status in ('pending', 'running') order by created_at, id",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            if active.is_empty() || self.shutdown.is_cancelled() {
+                return Ok(ended);
+            }
+            let mut busy = false;
+            for id in active {
+                match self.work(id, usize::MAX).await? {
+                    Worked::Ended(_) => ended += 1,
+                    Worked::Busy => busy = true,
+                    Worked::Paused | Worked::Over => {}
+                }
+            }
+            if busy {
+                tokio::time::sleep(self.config.busy_retry_delay).await;
+            }
+        }
+    }
+
+    /// Handles one `migration.requested` event; `delivered` counts delivery attempts.
+    pub async fn handle_event(&self, event: &Event, delivered: i64) -> Outcome {
+        let Ok(requested) = serde_json::from_value::<MigrationChanged>(event.data.clone()) else {
+            return Outcome::Reject(format!("event {} has no run_id", event.id));
+        };
+        match self.work(requested.run_id, usize::MAX).await {
+            Ok(Worked::Ended(_) | Worked::Over) => Outcome::Ack,
+            Ok(Worked::Busy) => Outcome::Retry(self.config.busy_retry_delay),
+            // Stopped by shutdown: the lease is free, so the redelivery resumes at once.
+            Ok(Worked::Paused) => Outcome::Retry(Duration::ZERO),
+            Err(error) => {
+                let delay = retry_delay(self.config.max_retry_delay, delivered);
+                tracing::warn!(%error, run_id = %requested.run_id, ?delay, "migration batch failed; will retry");
+                Outcome::Retry(delay)
+            }
+        }
+    }
+}
+
+impl EventHandler for Migrator {
+    async fn handle_event(&self, event: &Event, delivered: i64) -> Outcome {
+        Migrator::handle_event(self, event, delivered).await
+    }
+}
