@@ -118,6 +118,8 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::interface_changes::router())
         .merge(routes::inbox::router())
         .merge(routes::dispatch::router())
+        .merge(routes::plugins::router())
+        .merge(routes::graphs::router())
         .merge(routes::events::router())
 }
 

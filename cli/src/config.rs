@@ -14,6 +14,7 @@ use serde::Deserialize;
 use switchyard_api::ApiConfig;
 use switchyard_api::auth::{AuthConfig, MAX_STREAM_TOKEN_TTL};
 use switchyard_bus::BusConfig;
+use switchyard_workers::migrator::MigratorConfig;
 use switchyard_workers::mutator::MutatorConfig;
 use switchyard_workers::notifier::NotifierConfig;
 use switchyard_workers::reconciler::ReconcilerConfig;
@@ -29,6 +30,7 @@ pub struct Config {
     pub bus: BusConfig,
     pub mutator: MutatorConfig,
     pub notifier: NotifierConfig,
+    pub migrator: MigratorConfig,
     pub relay: RelayConfig,
     pub reconciler: ReconcilerConfig,
     pub log: LogConfig,
@@ -152,7 +154,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let counts: [(&'static str, u64); 14] = [
+        let counts: [(&'static str, u64); 17] = [
             ("http.max_event_streams", self.http.max_event_streams as u64),
             ("http.event_buffer", self.http.event_buffer as u64),
             ("http.body_limit_bytes", self.http.body_limit_bytes as u64),
@@ -183,6 +185,12 @@ impl Config {
                 "notifier.max_ack_pending",
                 self.notifier.max_ack_pending.max(0) as u64,
             ),
+            ("migrator.concurrency", self.migrator.concurrency as u64),
+            ("migrator.batch_size", self.migrator.batch_size as u64),
+            (
+                "migrator.max_ack_pending",
+                self.migrator.max_ack_pending.max(0) as u64,
+            ),
             ("relay.batch_size", self.relay.batch_size as u64),
             (
                 "reconciler.batch_size",
@@ -192,7 +200,7 @@ impl Config {
         if let Some((key, _)) = counts.iter().find(|(_, value)| *value == 0) {
             return Err(invalid(key, "must be at least 1"));
         }
-        let durations: [(&'static str, Duration); 11] = [
+        let durations: [(&'static str, Duration); 12] = [
             ("http.event_keepalive", self.http.event_keepalive),
             ("http.request_timeout", self.http.request_timeout),
             ("database.acquire_timeout", self.database.acquire_timeout),
@@ -204,6 +212,7 @@ impl Config {
             ("bus.publish_timeout", self.bus.publish_timeout),
             ("bus.duplicate_window", self.bus.duplicate_window),
             ("mutator.lock_timeout", self.mutator.lock_timeout),
+            ("migrator.lease", self.migrator.lease),
             ("relay.sweep_interval", self.relay.sweep_interval),
             ("reconciler.interval", self.reconciler.interval),
             ("shutdown.drain_timeout", self.shutdown.drain_timeout),

@@ -20,6 +20,7 @@ use switchyard_api::live::Live;
 use switchyard_bus::{Bus, BusError, ConsumerRole, Doorbell};
 use switchyard_workers::consumer::Envelopes;
 use switchyard_workers::consumer::{self, PullSettings};
+use switchyard_workers::migrator::Migrator;
 use switchyard_workers::mutator::Mutator;
 use switchyard_workers::notifier::Notifier;
 use switchyard_workers::reconciler::Reconciler;
@@ -35,6 +36,7 @@ pub struct Roles {
     pub api: bool,
     pub mutator: bool,
     pub notifier: bool,
+    pub migrator: bool,
 }
 
 impl Roles {
@@ -43,12 +45,14 @@ impl Roles {
         api: false,
         mutator: false,
         notifier: false,
+        migrator: false,
     };
     /// What `up` runs.
     pub const ALL: Roles = Roles {
         api: true,
         mutator: true,
         notifier: true,
+        migrator: true,
     };
     /// Every worker role, no API.
     pub const WORKERS: Roles = Roles {
@@ -176,6 +180,11 @@ impl Fleet {
                 .start_notifier(config, &bus, pool.clone(), doorbell.clone())
                 .await?;
         }
+        if roles.migrator {
+            fleet
+                .start_migrator(config, &bus, pool.clone(), doorbell.clone())
+                .await?;
+        }
         if roles.api {
             fleet.start_api(config, &bus, pool, doorbell).await?;
         }
@@ -234,6 +243,37 @@ impl Fleet {
         let shutdown = self.shutdown.clone();
         let handler = Arc::new(Envelopes(Arc::new(notifier)));
         self.spawn("notifier", async move {
+            consumer::run(consumer, handler, settings, shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        Ok(())
+    }
+
+    async fn start_migrator(
+        &mut self,
+        config: &Config,
+        bus: &Bus,
+        pool: PgPool,
+        doorbell: Doorbell,
+    ) -> Result<(), FleetError> {
+        let consumer = bus
+            .consumer(ConsumerRole::Migrator, config.migrator.max_ack_pending)
+            .await?;
+        let migrator = Migrator {
+            pool,
+            doorbell,
+            config: config.migrator.clone(),
+            name: format!("migrator-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
+            shutdown: self.shutdown.clone(),
+        };
+        let settings = PullSettings {
+            concurrency: config.migrator.concurrency,
+            drain_timeout: config.shutdown.drain_timeout,
+        };
+        let shutdown = self.shutdown.clone();
+        let handler = Arc::new(Envelopes(Arc::new(migrator)));
+        self.spawn("migrator", async move {
             consumer::run(consumer, handler, settings, shutdown)
                 .await
                 .map_err(|e| e.to_string())

@@ -55,6 +55,7 @@ enum Command {
 enum WorkerRole {
     Mutator,
     Notifier,
+    Migrator,
     All,
 }
 
@@ -132,6 +133,10 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             },
             WorkerRole::Notifier => Roles {
                 notifier: true,
+                ..Roles::NONE
+            },
+            WorkerRole::Migrator => Roles {
+                migrator: true,
                 ..Roles::NONE
             },
             WorkerRole::All => Roles::WORKERS,

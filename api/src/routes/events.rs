@@ -1,5 +1,6 @@
-//! Event streams (SSE): `GET /topologies/{id}/events`, `GET /repos/{slug}/events` and,
-//! for admins, any subject filter with `GET /events?subject=`. The mechanism (snapshot, resume by id, bounds)
+//! Event streams (SSE): `GET /topologies/{id}/events`, `GET /repos/{slug}/events`,
+//! `GET /graphs/{slug}/events` and, for admins, any subject filter with
+//! `GET /events?subject=`. The mechanism (snapshot, resume by id, bounds)
 //! is [`crate::live`].
 
 use axum::extract::State;
@@ -13,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{dispatch, mutations, repos, topologies};
+use super::{dispatch, graphs, mutations, repos, topologies};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Path, Query};
@@ -23,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(topology_events))
         .routes(routes!(repo_events))
+        .routes(routes!(graph_events))
         .routes(routes!(any_events))
 }
 
@@ -140,6 +142,40 @@ async fn repo_events(
         .open(&subjects::repo_all(&repo.slug), start, || async move {
             let dispatch = dispatch::dispatch_of(&pool, &repo.slug).await?;
             Ok(json!(dispatch))
+        })
+        .await?;
+    Ok(stream)
+}
+
+/// Follow one graph: a `snapshot` (the graph and its run in flight, if any), then
+/// every event on `graph.{slug}.>` (migration requested, running, progress, succeeded,
+/// failed), resumable with `Last-Event-ID`.
+#[utoipa::path(
+    get,
+    path = "/graphs/{slug}/events",
+    tag = "events",
+    params(("slug" = String, Path, description = "Graph slug"), StreamParams),
+    responses(
+        (status = 200, description = "An SSE stream: snapshot, then live events", content_type = "text/event-stream", body = EventFrame),
+        Refusals
+    ),
+    security(("bearer" = ["viewer"]))
+)]
+async fn graph_events(
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<StreamParams>,
+) -> Result<Response, ApiError> {
+    let graph = graphs::find(&app.pool, &slug).await?;
+    let start = last_event_id(&headers, params.last_event_id.as_deref())?;
+    let pool = app.pool.clone();
+    let stream = app
+        .live
+        .open(&subjects::graph_all(&graph.slug), start, || async move {
+            let graph = graphs::find(&pool, &graph.slug).await?;
+            let run = graphs::migrations::active(&pool, graph.id).await?;
+            Ok(json!({ "graph": graph, "migration_run": run }))
         })
         .await?;
     Ok(stream)

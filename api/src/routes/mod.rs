@@ -12,10 +12,12 @@ use crate::error::ApiError;
 
 pub mod dispatch;
 pub mod events;
+pub mod graphs;
 pub mod health;
 pub mod inbox;
 pub mod interface_changes;
 pub mod mutations;
+pub mod plugins;
 pub mod repos;
 pub mod stream_tokens;
 pub mod topologies;
@@ -65,6 +67,27 @@ impl PageParams {
                 })
             })
             .transpose()
+    }
+}
+
+/// `?limit=&cursor=` of a list ordered by a text key (a slug, a node id).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct KeyPageParams {
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl From<KeyPageParams> for PageParams {
+    fn from(params: KeyPageParams) -> Self {
+        Self {
+            limit: params.limit,
+            cursor: params.cursor,
+        }
     }
 }
 

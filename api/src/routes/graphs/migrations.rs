@@ -1,0 +1,234 @@
+//! Migration runs of a graph: `POST /graphs/{slug}/re-migrate` records a pending run
+//! and its `graph.{slug}.migration.requested` event (the migrator does the work), and
+//! `GET /graphs/{slug}/migrations` is the history, newest first.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use switchyard_bus::payloads::{MigrationChanged, MigrationPhase};
+use switchyard_bus::{Event, outbox};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{GraphOut, locked};
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{Path, Query};
+use crate::openapi::{ErrorBody, Refusals};
+
+/// The columns of [`MigrationRunOut`], for `concat!` into `&'static str` queries.
+macro_rules! run_columns {
+    () => {
+        "id, graph_id, from_version, to_version, status, error, workflow_run_id, processed, \
+         total, created_at, started_at, finished_at"
+    };
+}
+
+/// Default and bounds of the history's `limit`.
+const HISTORY_LIMIT: i64 = 100;
+const HISTORY_LIMITS: std::ops::RangeInclusive<i64> = 1..=500;
+
+/// A migration run as the API returns it.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, ToSchema)]
+pub struct MigrationRunOut {
+    pub id: Uuid,
+    pub graph_id: Uuid,
+    pub from_version: i32,
+    pub to_version: i32,
+    /// `pending`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+    /// Why it failed: the version, the step and the node.
+    pub error: Option<String>,
+    /// The job's id in the fleet: the id of its `migration.requested` event.
+    pub workflow_run_id: String,
+    /// Nodes migrated so far, of `total`.
+    pub processed: i64,
+    pub total: i64,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Body of `POST /graphs/{slug}/re-migrate` (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReMigrateIn {
+    /// The plugin version to migrate to; the plugin's current version by default.
+    #[schema(minimum = 1)]
+    pub target_version: Option<i32>,
+}
+
+/// Migrate a graph to a plugin version (the current one by default).
+#[utoipa::path(
+    post,
+    path = "/graphs/{slug}/re-migrate",
+    tag = "graphs",
+    params(("slug" = String, Path, description = "Graph slug")),
+    request_body(content = Option<ReMigrateIn>, description = "Optional; `{}` or no body migrates to the plugin's current version"),
+    responses(
+        (status = 202, description = "The pending run", body = MigrationRunOut),
+        (status = 409, description = "A run is already pending or running, or the graph is already at the target", body = ErrorBody),
+        Refusals
+    ),
+    security(("bearer" = ["operator"]))
+)]
+pub(super) async fn re_migrate(
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<MigrationRunOut>), ApiError> {
+    let input: ReMigrateIn = if body.iter().all(u8::is_ascii_whitespace) {
+        ReMigrateIn::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            if e.is_data() {
+                ApiError::Unprocessable(format!("body: {e}"))
+            } else {
+                ApiError::BadRequest(format!("body is not JSON: {e}"))
+            }
+        })?
+    };
+    let mut tx = app.pool.begin().await?;
+    let graph = locked(&mut tx, &slug).await?;
+    let current: i32 = sqlx::query_scalar("select current_version from plugins where name = $1")
+        .bind(&graph.plugin)
+        .fetch_one(&mut *tx)
+        .await?;
+    let target = input.target_version.unwrap_or(current);
+    if target < 1 || target > current {
+        return Err(ApiError::Unprocessable(format!(
+            "target_version {target} is not a version of plugin {:?} (1 to {current})",
+            graph.plugin
+        )));
+    }
+    if target < graph.schema_version {
+        return Err(ApiError::Unprocessable(format!(
+            "graph {slug:?} is at version {}; migrating down to {target} is not supported",
+            graph.schema_version
+        )));
+    }
+    let (run, events) = request(&mut tx, &graph, target).await?;
+    tx.commit().await?;
+    app.doorbell.ring(events);
+    Ok((StatusCode::ACCEPTED, Json(run)))
+}
+
+/// Records a pending run of `graph` (locked by the caller) to `target`, with its
+/// `migration.requested` event: 409 if a run is in flight or the graph is there.
+pub async fn request(
+    tx: &mut PgConnection,
+    graph: &GraphOut,
+    target: i32,
+) -> Result<(MigrationRunOut, Vec<Event>), ApiError> {
+    let active: Option<(Uuid, String)> = sqlx::query_as(
+        "select id, status from graph_migration_runs
+         where graph_id = $1 and status in ('pending', 'running')",
+    )
+    .bind(graph.id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((id, status)) = active {
+        return Err(ApiError::Conflict(format!(
+            "graph {:?} already has a migration run in flight: {id} ({status})",
+            graph.slug
+        )));
+    }
+    if target == graph.schema_version && graph.read_only_reason.is_none() {
+        return Err(ApiError::Conflict(format!(
+            "graph {:?} is already at version {target}",
+            graph.slug
+        )));
+    }
+    let run_id = Uuid::now_v7();
+    let event = MigrationChanged {
+        run_id,
+        graph_slug: graph.slug.clone(),
+        phase: MigrationPhase::Requested,
+        from_version: graph.schema_version,
+        to_version: target,
+        processed: 0,
+        total: 0,
+        error: None,
+    }
+    .event("switchyard/api");
+    let run = sqlx::query_as::<_, MigrationRunOut>(concat!(
+        "insert into graph_migration_runs (id, graph_id, from_version, to_version, workflow_run_id)
+         values ($1, $2, $3, $4, $5)
+         returning ",
+        run_columns!()
+    ))
+    .bind(run_id)
+    .bind(graph.id)
+    .bind(graph.schema_version)
+    .bind(target)
+    .bind(event.id.to_string())
+    .fetch_one(&mut *tx)
+    .await?;
+    outbox::stage(&mut *tx, std::slice::from_ref(&event)).await?;
+    Ok((run, vec![event]))
+}
+
+/// `?limit=` of the history.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// How many runs, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+}
+
+/// A graph's migration runs, newest first (`created_at`, then `id`, descending).
+#[utoipa::path(
+    get,
+    path = "/graphs/{slug}/migrations",
+    tag = "graphs",
+    params(("slug" = String, Path, description = "Graph slug"), HistoryParams),
+    responses((status = 200, description = "The runs, newest first; [] if never migrated", body = Vec<MigrationRunOut>), Refusals),
+    security(("bearer" = ["viewer"]))
+)]
+pub(super) async fn history(
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+    Query(params): Query<HistoryParams>,
+) -> Result<Json<Vec<MigrationRunOut>>, ApiError> {
+    let limit = params.limit.unwrap_or(HISTORY_LIMIT);
+    if !HISTORY_LIMITS.contains(&limit) {
+        return Err(ApiError::Unprocessable(format!(
+            "limit must be between {} and {}, got {limit}",
+            HISTORY_LIMITS.start(),
+            HISTORY_LIMITS.end()
+        )));
+    }
+    let graph = super::find(&app.pool, &slug).await?;
+    let runs = sqlx::query_as::<_, MigrationRunOut>(concat!(
+        "select ",
+        run_columns!(),
+        " from graph_migration_runs where graph_id = $1
+          order by created_at desc, id desc limit $2"
+    ))
+    .bind(graph.id)
+    .bind(limit)
+    .fetch_all(&app.pool)
+    .await?;
+    Ok(Json(runs))
+}
+
+/// The graph's run in flight, if any (for its event stream's snapshot).
+pub async fn active(
+    pool: &sqlx::PgPool,
+    graph_id: Uuid,
+) -> Result<Option<MigrationRunOut>, ApiError> {
+    Ok(sqlx::query_as::<_, MigrationRunOut>(concat!(
+        "select ",
+        run_columns!(),
+        " from graph_migration_runs where graph_id = $1 and status in ('pending', 'running')"
+    ))
+    .bind(graph_id)
+    .fetch_optional(pool)
+    .await?)
+}

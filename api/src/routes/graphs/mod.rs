@@ -1,0 +1,188 @@
+//! Graphs: node data shaped by a plugin's schema, at a `schema_version`.
+//!
+//! `POST /graphs`, `GET /graphs`, `GET /graphs/{slug}`, node writes and reads, and the
+//! migration runs ([`migrations`]). A graph whose `read_only_reason` is set (a run is
+//! migrating it, or the last run failed) refuses node writes with 409 and the reason.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgExecutor};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::{KeyPageParams, Page, PageParams};
+use crate::error::ApiError;
+use crate::extract::{Body, Path, Query};
+use crate::openapi::{ErrorBody, Refusals};
+use crate::{AppState, validate};
+
+pub mod migrations;
+mod nodes;
+
+/// The columns of [`GraphOut`], for `concat!` into `&'static str` queries.
+macro_rules! graph_columns {
+    () => {
+        "g.id, g.slug, g.plugin, g.schema_version, g.read_only_reason, g.created_at, g.updated_at, \
+         (select count(*) from graph_nodes n where n.graph_id = g.id) as node_count"
+    };
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show))
+        .routes(routes!(nodes::list, nodes::write))
+        .routes(routes!(migrations::re_migrate))
+        .routes(routes!(migrations::history))
+}
+
+/// Body of `POST /graphs`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GraphIn {
+    /// Lowercase letters, digits and dashes, 1 to 63 characters; never changes.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
+    pub slug: String,
+    /// The plugin whose schema shapes the nodes; the graph starts at its current version.
+    pub plugin: String,
+}
+
+/// A graph as the API returns it.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, ToSchema)]
+pub struct GraphOut {
+    pub id: Uuid,
+    pub slug: String,
+    pub plugin: String,
+    /// The plugin version every node is at (between runs).
+    pub schema_version: i32,
+    /// Why node writes are refused: `migrating`, or `migration_failed` until a run succeeds.
+    pub read_only_reason: Option<String>,
+    pub node_count: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Create a graph at its plugin's current version.
+#[utoipa::path(
+    post,
+    path = "/graphs",
+    tag = "graphs",
+    request_body = GraphIn,
+    responses(
+        (status = 201, description = "Created", body = GraphOut),
+        (status = 409, description = "The slug is taken", body = ErrorBody),
+        Refusals
+    ),
+    security(("bearer" = ["operator"]))
+)]
+async fn create(
+    State(app): State<AppState>,
+    Body(input): Body<GraphIn>,
+) -> Result<(StatusCode, Json<GraphOut>), ApiError> {
+    validate::slug("slug", &input.slug)?;
+    let mut tx = app.pool.begin().await?;
+    let version: i32 =
+        sqlx::query_scalar("select current_version from plugins where name = $1 for share")
+            .bind(&input.plugin)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("plugin {:?} does not exist", input.plugin))
+            })?;
+    let inserted = sqlx::query(
+        "insert into graphs (id, slug, plugin, schema_version) values ($1, $2, $3, $4)
+         on conflict (slug) do nothing",
+    )
+    .bind(Uuid::now_v7())
+    .bind(&input.slug)
+    .bind(&input.plugin)
+    .bind(version)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Err(ApiError::Conflict(format!(
+            "graph {:?} already exists",
+            input.slug
+        )));
+    }
+    let graph = find(&mut *tx, &input.slug).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(graph)))
+}
+
+/// List graphs by slug, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/graphs",
+    tag = "graphs",
+    params(KeyPageParams),
+    responses((status = 200, description = "A page of graphs", body = Page<GraphOut>), Refusals),
+    security(("bearer" = ["viewer"]))
+)]
+async fn list(
+    State(app): State<AppState>,
+    Query(params): Query<KeyPageParams>,
+) -> Result<Json<Page<GraphOut>>, ApiError> {
+    let params = PageParams::from(params);
+    let limit = params.limit()?;
+    let after: Option<String> = params.cursor()?;
+    let rows = sqlx::query_as::<_, GraphOut>(concat!(
+        "select ",
+        graph_columns!(),
+        " from graphs g where $1::text is null or g.slug > $1 order by g.slug limit $2"
+    ))
+    .bind(after)
+    .bind(limit + 1)
+    .fetch_all(&app.pool)
+    .await?;
+    Ok(Json(Page::from_rows(rows, limit, |g| g.slug.clone())))
+}
+
+/// One graph, with its node count.
+#[utoipa::path(
+    get,
+    path = "/graphs/{slug}",
+    tag = "graphs",
+    params(("slug" = String, Path, description = "Graph slug")),
+    responses((status = 200, description = "The graph", body = GraphOut), Refusals),
+    security(("bearer" = ["viewer"]))
+)]
+async fn show(
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+) -> Result<Json<GraphOut>, ApiError> {
+    find(&app.pool, &slug).await.map(Json)
+}
+
+/// The graph, or 404 naming the slug.
+pub async fn find(db: impl PgExecutor<'_>, slug: &str) -> Result<GraphOut, ApiError> {
+    sqlx::query_as::<_, GraphOut>(concat!(
+        "select ",
+        graph_columns!(),
+        " from graphs g where g.slug = $1"
+    ))
+    .bind(slug)
+    .fetch_optional(db)
+    .await?
+    .ok_or_else(|| not_found(slug))
+}
+
+/// The graph, its row locked until the transaction ends; 404 if unknown.
+pub async fn locked(tx: &mut PgConnection, slug: &str) -> Result<GraphOut, ApiError> {
+    sqlx::query("select 1 from graphs where slug = $1 for update")
+        .bind(slug)
+        .execute(&mut *tx)
+        .await?;
+    find(&mut *tx, slug).await
+}
+
+/// The 404 for an unknown graph slug.
+pub fn not_found(slug: &str) -> ApiError {
+    ApiError::NotFound(format!("graph {slug:?} does not exist"))
+}
