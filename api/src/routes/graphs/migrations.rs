@@ -84,13 +84,16 @@ pub(super) async fn re_migrate(
     let input: ReMigrateIn = if body.iter().all(u8::is_ascii_whitespace) {
         ReMigrateIn::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            if e.is_data() {
-                ApiError::Unprocessable(format!("body: {e}"))
-            } else {
-                ApiError::BadRequest(format!("body is not JSON: {e}"))
-            }
-        })?
+        // `null` is as good as no body.
+        serde_json::from_slice::<Option<ReMigrateIn>>(&body)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| {
+                if e.is_data() {
+                    ApiError::Unprocessable(format!("body: {e}"))
+                } else {
+                    ApiError::BadRequest(format!("body is not JSON: {e}"))
+                }
+            })?
     };
     let mut tx = app.pool.begin().await?;
     let graph = locked(&mut tx, &slug).await?;

@@ -1,0 +1,226 @@
+//! The migrator against real Postgres, without the bus: driven with `work` and
+//! `run_until_idle`, so stops, crashes and take-overs are deterministic.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use switchyard_bus::Doorbell;
+use switchyard_workers::migrator::{Migrator, MigratorConfig, Worked, run};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+fn migrator(pool: &PgPool, name: &str, batch_size: usize) -> Migrator {
+    let (doorbell, _relay_gone) = Doorbell::channel(1);
+    Migrator {
+        pool: pool.clone(),
+        doorbell,
+        config: MigratorConfig {
+            batch_size,
+            lease: Duration::from_secs(30),
+            busy_retry_delay: Duration::from_millis(100),
+            ..MigratorConfig::default()
+        },
+        name: name.to_owned(),
+        shutdown: CancellationToken::new(),
+    }
+}
+
+/// A plugin at version 2 (v2 renames `colour` to `color` and defaults `weight`), a
+/// graph at version 1 with `nodes` nodes, and a pending run to version 2. Every
+/// update of a node is counted in `node_updates`.
+async fn graph_with_run(pool: &PgPool, nodes: i64) -> Uuid {
+    let v2 = json!([
+        {"op": "rename", "from": "colour", "to": "color"},
+        {"op": "set_default", "property": "weight", "value": 1},
+        {"op": "require", "property": "color"}
+    ]);
+    sqlx::query("insert into plugins (name, current_version) values ('net', 2)")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("insert into plugin_versions (plugin, version, steps) values ('net', 1, '[]'), ('net', 2, $1)")
+        .bind(v2)
+        .execute(pool)
+        .await
+        .unwrap();
+    let graph: Uuid = sqlx::query_scalar(
+        "insert into graphs (id, slug, plugin, schema_version) values ($1, 'g', 'net', 1) returning id",
+    )
+    .bind(Uuid::now_v7())
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into graph_nodes (graph_id, id, data, schema_version)
+         select $1, 'n' || lpad(i::text, 6, '0'), jsonb_build_object('colour', 'red', 'i', i), 1
+         from generate_series(1, $2) as i",
+    )
+    .bind(graph)
+    .bind(nodes)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::raw_sql(
+        "create table node_updates (id text primary key, n int not null);
+         create function count_update() returns trigger language plpgsql as $$
+         begin
+           insert into node_updates values (new.id, 1)
+           on conflict (id) do update set n = node_updates.n + 1;
+           return new;
+         end $$;
+         create trigger count_update after update on graph_nodes
+         for each row execute function count_update();",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query_scalar(
+        "insert into graph_migration_runs (id, graph_id, from_version, to_version, workflow_run_id)
+         values ($1, $2, 1, 2, 'test') returning id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(graph)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// (status, processed, total, error) of the run.
+async fn run_state(pool: &PgPool, run: Uuid) -> (String, i64, i64, Option<String>) {
+    sqlx::query_as("select status, processed, total, error from graph_migration_runs where id = $1")
+        .bind(run)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// (nodes at version 2 with the migrated shape, nodes updated exactly once, nodes updated more).
+async fn nodes_state(pool: &PgPool) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "select (select count(*) from graph_nodes
+                 where schema_version = 2 and data ? 'color' and not data ? 'colour'
+                   and data->'weight' = '1'),
+                (select count(*) from node_updates where n = 1),
+                (select count(*) from node_updates where n > 1)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_migrator_stopped_midway_and_one_that_crashed_are_resumed_with_every_node_migrated_once(
+    pool: PgPool,
+) {
+    let run = graph_with_run(&pool, 5000).await;
+    // A works three batches, then stops (as at shutdown): it gives its lease up.
+    let a = migrator(&pool, "a", 500);
+    assert_eq!(a.work(run, 3).await.unwrap(), Worked::Paused);
+    assert_eq!(
+        run_state(&pool, run).await,
+        ("running".to_owned(), 1500, 5000, None)
+    );
+    let read_only: Option<String> = sqlx::query_scalar("select read_only_reason from graphs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(read_only.as_deref(), Some("migrating"));
+
+    // B takes over, works two batches, and "crashes": its claim stays, lease and all.
+    let b = migrator(&pool, "b", 500);
+    let (claimed, _) = run::claim(&pool, run, "b", Duration::from_secs(1))
+        .await
+        .unwrap();
+    let mut crashed = claimed.unwrap();
+    let versions = run::load_steps(&pool, &crashed).await.unwrap();
+    for _ in 0..2 {
+        run::batch(&pool, &mut crashed, &versions, 500, Duration::from_secs(1))
+            .await
+            .unwrap();
+    }
+    assert_eq!(run_state(&pool, run).await.1, 2500);
+    assert_eq!(
+        b.work(run, 1).await.unwrap(),
+        Worked::Busy,
+        "the lease is live"
+    );
+
+    // C waits the lease out and finishes; the crashed claim can no longer write.
+    let c = migrator(&pool, "c", 500);
+    assert_eq!(c.run_until_idle().await.unwrap(), 1);
+    let fenced = run::batch(&pool, &mut crashed, &versions, 500, Duration::from_secs(1)).await;
+    assert!(fenced.is_err() || matches!(fenced, Ok((run::Batch::Migrated(0), _))));
+    assert_eq!(
+        run_state(&pool, run).await,
+        ("succeeded".to_owned(), 5000, 5000, None)
+    );
+    assert_eq!(
+        nodes_state(&pool).await,
+        (5000, 5000, 0),
+        "every node migrated exactly once"
+    );
+    let graph: (i32, Option<String>) =
+        sqlx::query_as("select schema_version, read_only_reason from graphs")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(graph, (2, None));
+    let phases: Vec<String> =
+        sqlx::query_scalar("select event->>'type' from outbox order by position")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        phases.first().map(String::as_str),
+        Some("migration.running")
+    );
+    assert_eq!(
+        phases.last().map(String::as_str),
+        Some("migration.succeeded")
+    );
+    assert_eq!(
+        phases.iter().filter(|p| *p == "migration.progress").count(),
+        10
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_failing_step_fails_the_run_naming_the_step_and_the_node(pool: PgPool) {
+    let run = graph_with_run(&pool, 10).await;
+    sqlx::query("update graph_nodes set data = '{\"shade\": \"red\"}' where id = 'n000007'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let m = migrator(&pool, "m", 4);
+    assert_eq!(
+        m.work(run, usize::MAX).await.unwrap(),
+        Worked::Ended("failed")
+    );
+    let (status, processed, _, error) = run_state(&pool, run).await;
+    assert_eq!(
+        (status.as_str(), processed),
+        ("failed", 4),
+        "the first batch committed"
+    );
+    assert_eq!(
+        error.as_deref(),
+        Some(
+            "node \"n000007\": version 2 step 3 (require color) failed: property \"color\" is missing"
+        )
+    );
+    let graph: (i32, Option<String>) =
+        sqlx::query_as("select schema_version, read_only_reason from graphs")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(graph, (1, Some("migration_failed".to_owned())));
+    let failed: Value = sqlx::query_scalar(
+        "select event->'data' from outbox where event->>'type' = 'migration.failed'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(failed["error"], json!(error.unwrap()));
+    assert_eq!(m.work(run, usize::MAX).await.unwrap(), Worked::Over);
+}
