@@ -41,6 +41,9 @@ create table interface_changes (
     updated_at           timestamptz not null default now(),
     published_at         timestamptz,
     resolved_at          timestamptz,
+    -- When `interface.{id}.published` was last staged; the reconciler re-announces a
+    -- published change the notifier has not handled from here.
+    announced_at         timestamptz,
     check ((status = 'draft') = (published_at is null)),
     check ((status = 'resolved') = (resolved_at is not null))
 );

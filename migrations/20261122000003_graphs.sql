@@ -62,6 +62,9 @@ create table graph_migration_runs (
     -- Bumped by every claim; each batch is fenced on it.
     attempt           integer not null default 0,
     created_at        timestamptz not null default now(),
+    -- When `migration.requested` was last staged; the reconciler re-announces a run
+    -- left pending, or abandoned with an expired lease, from here.
+    announced_at      timestamptz not null default now(),
     started_at        timestamptz,
     finished_at       timestamptz
 );

@@ -7,16 +7,25 @@
 //!   JetStream's duplicate window does not drop it). One doorbell per topology suffices:
 //!   the mutator drains the whole pending head. This covers messages that exhausted
 //!   their deliveries, were purged, or went to a consumer that was deleted.
+//! - **Re-announce notifications**: a published interface change with no milestone (the
+//!   notifier has not handled it) announced longer ago than `reannounce_after` gets a
+//!   fresh `interface.published`.
+//! - **Re-announce migrations**: a migration run still pending, or running with an
+//!   expired lease (its migrator died), announced longer ago than `reannounce_after`
+//!   gets a fresh `migration.requested`.
 //! - **Trim**: published outbox rows older than `outbox_retention` are deleted.
 //!
-//! Claims need no sweep here: the mutator's claim is a transaction's row lock, which
-//! Postgres releases when the holder commits, rolls back or its connection dies.
+//! The mutator's claim needs no sweep: it is a transaction's row lock, which Postgres
+//! releases when the holder commits, rolls back or its connection dies. A migrator's
+//! claim is a lease another migrator takes over once it expires.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 use sqlx::PgPool;
-use switchyard_bus::payloads::MutationEnqueued;
+use switchyard_bus::payloads::{
+    InterfaceChanged, MigrationChanged, MigrationPhase, MutationEnqueued,
+};
 use switchyard_bus::{Doorbell, Event, outbox};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -56,6 +65,10 @@ impl Default for ReconcilerConfig {
 pub struct Pass {
     /// Topologies whose pending head got a fresh `mutation.enqueued`.
     pub reannounced: usize,
+    /// Published interface changes announced again to the notifier.
+    pub reannounced_changes: usize,
+    /// Migration runs announced again to the migrators.
+    pub reannounced_runs: usize,
     /// Published outbox rows deleted as older than the retention.
     pub trimmed: u64,
 }
@@ -98,6 +111,8 @@ impl Reconciler {
     /// One pass: re-announce stuck work, trim the outbox.
     pub async fn pass(&self) -> Result<Pass, WorkerError> {
         let reannounced = self.reannounce().await?;
+        let reannounced_changes = self.reannounce_changes().await?;
+        let reannounced_runs = self.reannounce_runs().await?;
         let trimmed = sqlx::query(
             "delete from outbox where published_at < now() - make_interval(secs => $1)",
         )
@@ -107,6 +122,8 @@ impl Reconciler {
         .rows_affected();
         Ok(Pass {
             reannounced,
+            reannounced_changes,
+            reannounced_runs,
             trimmed,
         })
     }
@@ -144,6 +161,116 @@ impl Reconciler {
         self.doorbell.ring(events);
         Ok(ids.len())
     }
+}
+
+impl Reconciler {
+    async fn reannounce_changes(&self) -> Result<usize, WorkerError> {
+        let mut tx = self.pool.begin().await?;
+        let stuck: Vec<InterfaceChanged> = sqlx::query_as::<_, StuckChange>(
+            "update interface_changes c set announced_at = now()
+             where c.id in (
+               select id from interface_changes
+               where status <> 'draft' and announced_at < now() - make_interval(secs => $1)
+                 and not exists (select 1 from progress_events p
+                                 where p.interface_change_id = interface_changes.id)
+               order by announced_at limit $2
+               for update skip locked)
+             returning c.id, c.repo_slug, c.title, c.interface_type, c.change_type,
+                       c.affected_repo_slugs",
+        )
+        .bind(self.config.reannounce_after.as_secs_f64())
+        .bind(self.config.batch_size)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|c| InterfaceChanged {
+            interface_change_id: c.id,
+            repo_slug: c.repo_slug,
+            title: c.title,
+            interface_type: c.interface_type,
+            change_type: c.change_type,
+            status: "published".to_owned(),
+            affected_repo_slugs: c.affected_repo_slugs,
+        })
+        .collect();
+        self.stage(tx, stuck.iter().map(|c| c.event(SOURCE)).collect())
+            .await
+    }
+
+    async fn reannounce_runs(&self) -> Result<usize, WorkerError> {
+        let mut tx = self.pool.begin().await?;
+        let stuck: Vec<StuckRun> = sqlx::query_as(
+            "update graph_migration_runs r set announced_at = now()
+             from graphs g
+             where g.id = r.graph_id and r.id in (
+               select id from graph_migration_runs
+               where announced_at < now() - make_interval(secs => $1)
+                 and (status = 'pending' or (status = 'running' and claim_expires_at < now()))
+               order by announced_at limit $2
+               for update skip locked)
+             returning r.id, g.slug, r.from_version, r.to_version, r.processed, r.total",
+        )
+        .bind(self.config.reannounce_after.as_secs_f64())
+        .bind(self.config.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        let events = stuck
+            .into_iter()
+            .map(|run| {
+                MigrationChanged {
+                    run_id: run.id,
+                    graph_slug: run.slug,
+                    phase: MigrationPhase::Requested,
+                    from_version: run.from_version,
+                    to_version: run.to_version,
+                    processed: run.processed,
+                    total: run.total,
+                    error: None,
+                }
+                .event(SOURCE)
+            })
+            .collect();
+        self.stage(tx, events).await
+    }
+
+    /// Stages `events` in `tx`, commits, and rings the doorbell.
+    async fn stage(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        events: Vec<Event>,
+    ) -> Result<usize, WorkerError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        outbox::stage(&mut tx, &events).await?;
+        tx.commit().await?;
+        tracing::info!(count = events.len(), "re-announced stuck work");
+        let count = events.len();
+        self.doorbell.ring(events);
+        Ok(count)
+    }
+}
+
+const SOURCE: &str = "switchyard/reconciler";
+
+#[derive(sqlx::FromRow)]
+struct StuckChange {
+    id: Uuid,
+    repo_slug: String,
+    title: String,
+    interface_type: String,
+    change_type: String,
+    affected_repo_slugs: Vec<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct StuckRun {
+    id: Uuid,
+    slug: String,
+    from_version: i32,
+    to_version: i32,
+    processed: i64,
+    total: i64,
 }
 
 fn reannouncement(head: &StuckHead) -> Event {

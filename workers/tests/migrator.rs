@@ -224,3 +224,64 @@ async fn a_failing_step_fails_the_run_naming_the_step_and_the_node(pool: PgPool)
     assert_eq!(failed["error"], json!(error.unwrap()));
     assert_eq!(m.work(run, usize::MAX).await.unwrap(), Worked::Over);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_reconciler_reannounces_runs_left_pending_or_abandoned(pool: PgPool) {
+    use switchyard_workers::reconciler::{Reconciler, ReconcilerConfig};
+    let run = graph_with_run(&pool, 10).await;
+    let (doorbell, _relay_gone) = Doorbell::channel(16);
+    let reconciler = Reconciler {
+        pool: pool.clone(),
+        doorbell,
+        config: ReconcilerConfig::default(),
+    };
+    let age = |ago: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query("update graph_migration_runs set announced_at = now() - $1::interval")
+                .bind(ago)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    assert_eq!(
+        reconciler.pass().await.unwrap().reannounced_runs,
+        0,
+        "just requested"
+    );
+    age("2 minutes").await;
+    assert_eq!(
+        reconciler.pass().await.unwrap().reannounced_runs,
+        1,
+        "left pending"
+    );
+    // Claimed with a live lease: its migrator is working on it.
+    let (claimed, _) = run::claim(&pool, run, "alive", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(claimed.is_ok());
+    age("2 minutes").await;
+    assert_eq!(
+        reconciler.pass().await.unwrap().reannounced_runs,
+        0,
+        "lease is live"
+    );
+    // Its migrator died: the lease ran out.
+    sqlx::query("update graph_migration_runs set claim_expires_at = now() - interval '1 second'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        reconciler.pass().await.unwrap().reannounced_runs,
+        1,
+        "abandoned"
+    );
+    let requested: i64 = sqlx::query_scalar(
+        "select count(*) from outbox where event->>'type' = 'migration.requested'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(requested, 2);
+}

@@ -124,3 +124,50 @@ async fn a_draft_is_never_notified(pool: PgPool) {
     assert_eq!(notifier(&pool).run_until_idle().await.unwrap(), 0);
     assert_eq!(written(&pool, id).await, (0, 0, 0, 0));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_reconciler_reannounces_a_published_change_nobody_notified(pool: PgPool) {
+    use switchyard_workers::reconciler::{Reconciler, ReconcilerConfig};
+    let id = change(&pool, "published").await;
+    let (doorbell, _relay_gone) = Doorbell::channel(16);
+    let reconciler = Reconciler {
+        pool: pool.clone(),
+        doorbell,
+        config: ReconcilerConfig {
+            reannounce_after: std::time::Duration::from_secs(60),
+            ..ReconcilerConfig::default()
+        },
+    };
+    sqlx::query("update interface_changes set announced_at = now()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        reconciler.pass().await.unwrap().reannounced_changes,
+        0,
+        "too recent"
+    );
+    sqlx::query("update interface_changes set announced_at = now() - interval '2 minutes'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(reconciler.pass().await.unwrap().reannounced_changes, 1);
+    assert_eq!(
+        reconciler.pass().await.unwrap().reannounced_changes,
+        0,
+        "announced again just now"
+    );
+    let staged: i64 = sqlx::query_scalar("select count(*) from outbox where subject = $1")
+        .bind(format!("interface.{id}.published"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(staged, 1);
+    // Once notified, it is never announced again.
+    notifier(&pool).notify(id).await.unwrap();
+    sqlx::query("update interface_changes set announced_at = now() - interval '2 minutes'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(reconciler.pass().await.unwrap().reannounced_changes, 0);
+}

@@ -119,6 +119,7 @@ async fn advance(
     let advanced = sqlx::query_as::<_, InterfaceChangeOut>(concat!(
         "update interface_changes set status = $2, updated_at = now(),
            published_at = case when $2 = 'published' then now() else published_at end,
+           announced_at = case when $2 = 'published' then now() else announced_at end,
            resolved_at = case when $2 = 'resolved' then now() else resolved_at end
          where id = $1 and status = $3
          returning ",
