@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 use switchyard_bus::{Namespace, subjects};
 use tokio::sync::Mutex;
 
+mod migration;
+
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Measure enqueue→applied throughput and latency of a running switchyard")]
 struct Args {
@@ -52,6 +54,10 @@ struct Args {
     /// server's resident memory before and after (needs --server-pid).
     #[arg(long)]
     idle_streams: Option<usize>,
+    /// Instead of the throughput run: fill a graph with this many nodes, migrate it to
+    /// a new plugin version, and report nodes migrated per second.
+    #[arg(long)]
+    migrate_nodes: Option<usize>,
     /// The fleet's process id, for --idle-streams.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -77,6 +83,9 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .default_headers(headers)
         .build()?;
+    if let Some(nodes) = args.migrate_nodes {
+        return migration::run(&http, &args.api, nodes).await;
+    }
     if let Some(streams) = args.idle_streams {
         return idle_streams(&http, &args, streams).await;
     }
