@@ -16,6 +16,7 @@ use switchyard_api::auth::Role;
 use uuid::Uuid;
 
 type Frames = std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>;
+type Chunks = std::pin::Pin<Box<dyn Stream<Item = Result<bytes::Bytes, hyper::Error>> + Send>>;
 
 /// Opens `path`, optionally resuming after `last_event_id`; returns the frames.
 async fn open(fleet: &TestFleet, path: &str, last_event_id: Option<&str>) -> Frames {
@@ -340,24 +341,15 @@ async fn a_client_that_stops_reading_is_cut_off_with_lagged_and_resumes(pool: Pg
     let fleet = TestFleet::start(&pool, config, Roles::ALL).await;
     let topology = fleet.create_topology("t", json!({})).await;
     let path = format!("/topologies/{topology}/events");
-    let mut stalled = open_stalled(&fleet, &path).await;
+    let mut stalled: Frames = Box::pin(
+        open_stalled(&fleet, &path)
+            .await
+            .eventsource()
+            .map(|frame| frame.expect("a well-formed SSE frame")),
+    );
     // Enough events to overflow every buffer between the pump and the stalled reader.
-    let slot_freed = async {
-        for i in 1..=2000 {
-            fleet
-                .enqueue(topology, json!([{"op": "add", "path": "/n", "value": i}]))
-                .await;
-            if i % 20 == 0 {
-                let probe = fleet.http.get(fleet.url(&path)).send().await.unwrap();
-                if probe.status() == StatusCode::OK {
-                    return true;
-                }
-            }
-        }
-        false
-    };
     assert!(
-        slot_freed.await,
+        until_cut_off(&fleet, topology, &path).await,
         "a client that stopped reading kept its stream slot"
     );
     let mut seen = Vec::new();
@@ -433,7 +425,7 @@ async fn stream_sequences_after(
 
 /// Opens `path` over a connection with a tiny receive window and no reading: a
 /// client that has stopped keeping up. Its frames are there to read later.
-async fn open_stalled(fleet: &TestFleet, path: &str) -> Frames {
+async fn open_stalled(fleet: &TestFleet, path: &str) -> Chunks {
     use http_body_util::{BodyStream, Empty};
     use hyper_util::rt::TokioIo;
 
@@ -456,15 +448,29 @@ async fn open_stalled(fleet: &TestFleet, path: &str) -> Frames {
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let chunks = BodyStream::new(response.into_body()).filter_map(|frame| async move {
-        match frame {
-            Ok(frame) => frame.into_data().ok().map(Ok),
-            Err(e) => Some(Err(e)),
-        }
-    });
     Box::pin(
-        chunks
-            .eventsource()
-            .map(|frame| frame.expect("a well-formed SSE frame")),
+        BodyStream::new(response.into_body()).filter_map(|frame| async move {
+            match frame {
+                Ok(frame) => frame.into_data().ok().map(Ok),
+                Err(e) => Some(Err(e)),
+            }
+        }),
     )
+}
+
+/// Enqueues mutations until the stalled client's stream slot is free again (it was
+/// cut off as lagging); false if that never happens.
+async fn until_cut_off(fleet: &TestFleet, topology: Uuid, path: &str) -> bool {
+    for i in 1..=2000 {
+        fleet
+            .enqueue(topology, json!([{"op": "add", "path": "/n", "value": i}]))
+            .await;
+        if i % 20 == 0 {
+            let probe = fleet.http.get(fleet.url(path)).send().await.unwrap();
+            if probe.status() == StatusCode::OK {
+                return true;
+            }
+        }
+    }
+    false
 }
