@@ -24,6 +24,14 @@ fn valid_body(method: &Method, template: &str) -> Option<Value> {
             "repo_slug": "walk", "interface_type": "cli", "change_type": "additive",
             "title": "t", "description": "d", "affected_paths": [], "affected_repo_slugs": []
         })),
+        ("POST", "/api/v1/plugins") => {
+            Some(json!({"name": "walk", "versions": [{"version": 1, "steps": []}]}))
+        }
+        ("POST", "/api/v1/plugins/{name}/versions") => Some(json!({"version": 2, "steps": []})),
+        ("POST", "/api/v1/graphs") => Some(json!({"slug": "walk", "plugin": "walk"})),
+        ("POST", "/api/v1/graphs/{slug}/nodes") => {
+            Some(json!({"nodes": [{"id": "a", "data": {}}]}))
+        }
         ("PATCH", _) => Some(json!({})),
         (_, _) => None,
     }
@@ -33,7 +41,8 @@ async fn call(http: &reqwest::Client, base: &str, method: &Method, template: &st
     let path = template
         .replace("{id}", &Uuid::now_v7().to_string())
         .replace("{message_id}", &Uuid::now_v7().to_string())
-        .replace("{slug}", "no-such-repo");
+        .replace("{slug}", "no-such-thing")
+        .replace("{name}", "no-such-plugin");
     let mut request = http.request(method.clone(), format!("{base}{path}"));
     if let Some(body) = valid_body(method, template) {
         request = request.json(&body);
@@ -93,7 +102,10 @@ async fn every_route_answers_401_then_403_then_404(pool: PgPool) {
             status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
             "{what}: {status}"
         );
-        if template.contains("{id}") || template.contains("{slug}") {
+        if ["{id}", "{slug}", "{name}"]
+            .iter()
+            .any(|p| template.contains(p))
+        {
             assert_eq!(status, StatusCode::NOT_FOUND, "{what} with an unknown id");
         }
     }

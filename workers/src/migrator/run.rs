@@ -92,6 +92,10 @@ pub async fn claim(
         return Ok((Err(why), Vec::new()));
     };
     if claim.attempt == 1 {
+        // Nodes are often bulk-loaded just before a migration, before autovacuum has
+        // looked at them: without statistics the batch update's join can degrade to
+        // scanning the table once per node.
+        sqlx::query("analyze graph_nodes").execute(&mut *tx).await?;
         // Writes already committed are counted; new ones are refused from here on.
         sqlx::query(
             "update graphs set read_only_reason = 'migrating', updated_at = now() where id = $1",
@@ -160,7 +164,7 @@ pub async fn batch(
     let nodes: Vec<(String, Value, i32)> = sqlx::query_as(
         "select id, data, schema_version from graph_nodes
          where graph_id = $1 and schema_version < $2
-         order by id limit $3 for update",
+         order by schema_version, id limit $3 for update",
     )
     .bind(claim.graph_id)
     .bind(claim.to_version)
