@@ -184,6 +184,32 @@ async fn plugins_and_graphs_register_and_refuse_bad_input(pool: PgPool) {
         message(&refused).contains("already at version 2"),
         "{refused}"
     );
+
+    // A new version can request a run for every graph on the plugin.
+    let (status, added) = fleet
+        .post(
+            "/plugins/net/versions?migrate_graphs=true",
+            json!({"version": 3, "steps": [{"op": "remove", "property": "kind"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{added}");
+    let runs = added["migration_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{added}");
+    assert!(
+        runs.iter()
+            .all(|r| r["to_version"] == 3 && r["status"] == "pending")
+    );
+    harness::eventually(Duration::from_secs(30), || async {
+        let (_, edge) = fleet.get("/graphs/edge").await;
+        let (_, core) = fleet.get("/graphs/core").await;
+        edge["schema_version"] == 3 && core["schema_version"] == 3
+    })
+    .await;
+    let (_, nodes) = fleet.get("/graphs/edge/nodes").await;
+    assert_eq!(
+        nodes["items"][0]["data"],
+        json!({"colour": "red", "weight": 1})
+    );
     fleet.stop().await;
 }
 
