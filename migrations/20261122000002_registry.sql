@@ -83,10 +83,10 @@ create table progress_events (
 
 create index progress_events_repo on progress_events (repo_slug, created_at desc);
 
--- Who changed what in the registry, written in the transaction of the change.
-create table registry_audit (
+-- Who changed what, written in the transaction of the change.
+create table audit_log (
     id           bigserial primary key,
-    -- 'repo', 'interface_change' or 'inbox_message'.
+    -- 'repo', 'interface_change', 'inbox_message', 'plugin' or 'graph'.
     entity       text not null,
     entity_key   text not null,
     action       text not null,
@@ -95,4 +95,4 @@ create table registry_audit (
     recorded_at  timestamptz not null default now()
 );
 
-create index registry_audit_entity on registry_audit (entity, entity_key, id);
+create index audit_log_entity on audit_log (entity, entity_key, id);

@@ -1,5 +1,7 @@
-//! The registry's audit trail: one `registry_audit` row per state change of a repo,
-//! an interface change or an inbox message, written in the transaction of the change.
+//! The audit trail: one `audit_log` row per state change of a repo, an interface
+//! change, an inbox message, a plugin or a graph, written in the transaction of the
+//! change. (Mutations have their own `mutation_audit`; migration runs are their own
+//! history.)
 
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -14,7 +16,7 @@ pub async fn record(
     detail: Value,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "insert into registry_audit (entity, entity_key, action, actor, detail)
+        "insert into audit_log (entity, entity_key, action, actor, detail)
          values ($1, $2, $3, $4, $5)",
     )
     .bind(entity)

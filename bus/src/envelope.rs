@@ -27,6 +27,9 @@ pub enum EventType {
     MigrationProgress,
     MigrationSucceeded,
     MigrationFailed,
+    GraphCreated,
+    NodesWritten,
+    PluginVersion,
 }
 
 impl EventType {
@@ -49,6 +52,9 @@ impl EventType {
             Self::MigrationProgress => "migration.progress",
             Self::MigrationSucceeded => "migration.succeeded",
             Self::MigrationFailed => "migration.failed",
+            Self::GraphCreated => "graph.created",
+            Self::NodesWritten => "nodes.written",
+            Self::PluginVersion => "plugin.version",
         }
     }
 }

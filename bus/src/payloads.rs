@@ -259,6 +259,53 @@ impl MigrationChanged {
     }
 }
 
+/// `graph.created` / `nodes.written`: a graph was created, or nodes were written to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphChanged {
+    pub graph_slug: String,
+    /// `created` or `nodes_written`.
+    pub action: String,
+    pub schema_version: i32,
+    /// Nodes written (`nodes_written` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<usize>,
+}
+
+impl GraphChanged {
+    pub fn event(&self, source: &str) -> Event {
+        let (kind, subject) = if self.action == "created" {
+            (
+                EventType::GraphCreated,
+                subjects::graph_created(&self.graph_slug),
+            )
+        } else {
+            (
+                EventType::NodesWritten,
+                subjects::graph_nodes_written(&self.graph_slug),
+            )
+        };
+        Event::new(kind, source, subject, to_data(self))
+    }
+}
+
+/// `plugin.version`: a plugin was registered (at its last version) or got a version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginVersioned {
+    pub plugin: String,
+    pub version: i32,
+}
+
+impl PluginVersioned {
+    pub fn event(&self, source: &str) -> Event {
+        Event::new(
+            EventType::PluginVersion,
+            source,
+            subjects::plugin_version(&self.plugin),
+            to_data(self),
+        )
+    }
+}
+
 fn to_data(payload: &impl Serialize) -> serde_json::Value {
     serde_json::to_value(payload).expect("payloads always serialize")
 }

@@ -8,7 +8,7 @@
 use uuid::Uuid;
 
 /// Root tokens of every logical subject; the stream captures exactly these.
-pub const ROOTS: [&str; 4] = ["topology", "interface", "repo", "graph"];
+pub const ROOTS: [&str; 5] = ["topology", "interface", "repo", "graph", "plugin"];
 
 /// `topology.{id}.mutation.enqueued`: the API accepted a mutation.
 pub fn mutation_enqueued(topology_id: Uuid) -> String {
@@ -90,6 +90,21 @@ pub fn repo_all(slug: &str) -> String {
 /// progress, succeeded or failed.
 pub fn graph_migration(slug: &str, phase: &str) -> String {
     format!("graph.{slug}.migration.{phase}")
+}
+
+/// `graph.{slug}.created`: a graph was created.
+pub fn graph_created(slug: &str) -> String {
+    format!("graph.{slug}.created")
+}
+
+/// `graph.{slug}.nodes.written`: nodes were written to a graph.
+pub fn graph_nodes_written(slug: &str) -> String {
+    format!("graph.{slug}.nodes.written")
+}
+
+/// `plugin.{name}.version`: a plugin was registered, or got a new version.
+pub fn plugin_version(name: &str) -> String {
+    format!("plugin.{name}.version")
 }
 
 /// `graph.{slug}.>`: everything that happens to one graph.

@@ -210,6 +210,47 @@ async fn plugins_and_graphs_register_and_refuse_bad_input(pool: PgPool) {
         nodes["items"][0]["data"],
         json!({"colour": "red", "weight": 1})
     );
+
+    // Each change committed with its audit row and its event; refusals wrote neither.
+    let trail = |entity: &'static str, key: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "select action from audit_log where entity = $1 and entity_key = $2 order by id",
+            )
+            .bind(entity)
+            .bind(key)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        trail("plugin", "net").await,
+        ["registered", "version_added", "version_added"]
+    );
+    assert_eq!(
+        trail("graph", "edge").await,
+        ["created", "nodes_written", "migration_requested"]
+    );
+    let subjects: Vec<String> = sqlx::query_scalar(
+        "select subject from outbox where subject like 'graph.edge.%' or subject like 'plugin.%'
+         order by position",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let before_the_run: Vec<&str> = subjects.iter().map(String::as_str).take(5).collect();
+    assert_eq!(
+        before_the_run,
+        [
+            "plugin.net.version",
+            "graph.edge.created",
+            "plugin.net.version",
+            "graph.edge.nodes.written",
+            "graph.edge.migration.requested",
+        ]
+    );
     fleet.stop().await;
 }
 

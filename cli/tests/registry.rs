@@ -70,7 +70,7 @@ fn message(body: &Value) -> &str {
 /// Audit actions recorded for one entity, oldest first.
 async fn audit_actions(pool: &PgPool, entity: &str, key: &str) -> Vec<String> {
     sqlx::query_scalar(
-        "select action from registry_audit where entity = $1 and entity_key = $2 order by id",
+        "select action from audit_log where entity = $1 and entity_key = $2 order by id",
     )
     .bind(entity)
     .bind(key)
@@ -619,7 +619,7 @@ async fn a_publish_whose_audit_write_fails_commits_nothing_and_leaks_nothing(poo
     .await
     .unwrap();
     sqlx::query(
-        "create trigger refuse before insert on registry_audit
+        "create trigger refuse before insert on audit_log
          for each row execute function refuse_audit()",
     )
     .execute(&pool)

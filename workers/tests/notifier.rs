@@ -46,7 +46,7 @@ async fn written(pool: &PgPool, change: Uuid) -> (i64, i64, i64, i64) {
         "select (select count(*) from inbox_messages where interface_change_id = $1),
                 (select count(*) from progress_events where interface_change_id = $1),
                 (select count(*) from outbox where subject like 'repo.%'),
-                (select count(*) from registry_audit
+                (select count(*) from audit_log
                  where action = 'delivered' and detail->>'interface_change_id' = $1::text)",
     )
     .bind(change)

@@ -19,10 +19,16 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::graphs::{self, migrations::MigrationRunOut};
+use crate::audit;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::openapi::{ErrorBody, Refusals};
 use crate::{AppState, validate};
+use axum::Extension;
+use serde_json::json;
+use switchyard_bus::payloads::PluginVersioned;
+use switchyard_bus::{Event, outbox};
 
 /// Most versions registered at once.
 const MAX_VERSIONS: usize = 100;
@@ -100,6 +106,24 @@ fn check_version(version: &PluginVersionIn, expected: i32) -> Result<(), ApiErro
         .map_err(|problem| ApiError::Unprocessable(format!("version {expected}: {problem}")))
 }
 
+/// Writes the audit row and stages `plugin.{name}.version` for the plugin's current version.
+async fn versioned(
+    tx: &mut PgConnection,
+    plugin: &PluginOut,
+    action: &str,
+    caller: &Caller,
+) -> Result<Vec<Event>, ApiError> {
+    let detail = json!({ "current_version": plugin.current_version });
+    audit::record(tx, "plugin", &plugin.name, action, &caller.subject, detail).await?;
+    let event = PluginVersioned {
+        plugin: plugin.name.clone(),
+        version: plugin.current_version,
+    }
+    .event("switchyard/api");
+    outbox::stage(tx, std::slice::from_ref(&event)).await?;
+    Ok(vec![event])
+}
+
 async fn insert_version(
     tx: &mut PgConnection,
     plugin: &str,
@@ -129,6 +153,7 @@ async fn insert_version(
 )]
 async fn register(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Body(input): Body<PluginIn>,
 ) -> Result<(StatusCode, Json<PluginOut>), ApiError> {
     validate::slug("name", &input.name)?;
@@ -159,7 +184,9 @@ async fn register(
         insert_version(&mut tx, &input.name, version).await?;
     }
     let plugin = find(&mut tx, &input.name).await?;
+    let events = versioned(&mut tx, &plugin, "registered", &caller).await?;
     tx.commit().await?;
+    app.doorbell.ring(events);
     Ok((StatusCode::CREATED, Json(plugin)))
 }
 
@@ -188,6 +215,7 @@ pub struct AddVersionParams {
 )]
 async fn add_version(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(params): Query<AddVersionParams>,
     Body(version): Body<PluginVersionIn>,
@@ -223,7 +251,7 @@ async fn add_version(
                 .await?;
         for slug in slugs {
             let graph = graphs::locked(&mut tx, &slug).await?;
-            match graphs::migrations::request(&mut tx, &graph, version.version).await {
+            match graphs::migrations::request(&mut tx, &graph, version.version, &caller).await {
                 Ok((run, staged)) => {
                     migration_runs.push(run);
                     events.extend(staged);
@@ -235,6 +263,7 @@ async fn add_version(
         }
     }
     let plugin = find(&mut tx, &name).await?;
+    events.extend(versioned(&mut tx, &plugin, "version_added", &caller).await?);
     tx.commit().await?;
     app.doorbell.ring(events);
     Ok((

@@ -8,7 +8,7 @@
 //!    another notifier, and nothing more is written;
 //! 2. writes one inbox message per affected, registered, active repo (unique per
 //!    change and recipient);
-//! 3. writes a `registry_audit` row per message, and stages `repo.{slug}.inbox` for
+//! 3. writes a `audit_log` row per message, and stages `repo.{slug}.inbox` for
 //!    each message and `repo.{origin}.progress`.
 //!
 //! However often the event arrives, and however many notifiers race for it, each
@@ -232,7 +232,7 @@ async fn deliver(
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "insert into registry_audit (entity, entity_key, action, actor, detail)
+        "insert into audit_log (entity, entity_key, action, actor, detail)
          values ('inbox_message', $1, 'delivered', $2, $3)",
     )
     .bind(created.message_id.to_string())

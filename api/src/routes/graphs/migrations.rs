@@ -16,9 +16,13 @@ use uuid::Uuid;
 
 use super::{GraphOut, locked};
 use crate::AppState;
+use crate::audit;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Path, Query};
 use crate::openapi::{ErrorBody, Refusals};
+use axum::Extension;
+use serde_json::json;
 
 /// The columns of [`MigrationRunOut`], for `concat!` into `&'static str` queries.
 macro_rules! run_columns {
@@ -78,6 +82,7 @@ pub struct ReMigrateIn {
 )]
 pub(super) async fn re_migrate(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(slug): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<MigrationRunOut>), ApiError> {
@@ -114,7 +119,7 @@ pub(super) async fn re_migrate(
             graph.schema_version
         )));
     }
-    let (run, events) = request(&mut tx, &graph, target).await?;
+    let (run, events) = request(&mut tx, &graph, target, &caller).await?;
     tx.commit().await?;
     app.doorbell.ring(events);
     Ok((StatusCode::ACCEPTED, Json(run)))
@@ -126,6 +131,7 @@ pub async fn request(
     tx: &mut PgConnection,
     graph: &GraphOut,
     target: i32,
+    caller: &Caller,
 ) -> Result<(MigrationRunOut, Vec<Event>), ApiError> {
     let active: Option<(Uuid, String)> = sqlx::query_as(
         "select id, status from graph_migration_runs
@@ -170,6 +176,15 @@ pub async fn request(
     .bind(target)
     .bind(event.id.to_string())
     .fetch_one(&mut *tx)
+    .await?;
+    audit::record(
+        tx,
+        "graph",
+        &graph.slug,
+        "migration_requested",
+        &caller.subject,
+        json!({ "run_id": run.id, "from_version": run.from_version, "to_version": target }),
+    )
     .await?;
     outbox::stage(&mut *tx, std::slice::from_ref(&event)).await?;
     Ok((run, vec![event]))

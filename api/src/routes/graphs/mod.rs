@@ -4,22 +4,26 @@
 //! migration runs ([`migrations`]). A graph whose `read_only_reason` is set (a run is
 //! migrating it, or the last run failed) refuses node writes with 409 and the reason.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sqlx::{PgConnection, PgExecutor};
+use switchyard_bus::payloads::GraphChanged;
+use switchyard_bus::{Event, outbox};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{KeyPageParams, Page, PageParams};
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::openapi::{ErrorBody, Refusals};
-use crate::{AppState, validate};
+use crate::{AppState, audit, validate};
 
 pub mod migrations;
 mod nodes;
@@ -82,6 +86,7 @@ pub struct GraphOut {
 )]
 async fn create(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Body(input): Body<GraphIn>,
 ) -> Result<(StatusCode, Json<GraphOut>), ApiError> {
     validate::slug("slug", &input.slug)?;
@@ -112,7 +117,9 @@ async fn create(
         )));
     }
     let graph = find(&mut *tx, &input.slug).await?;
+    let events = changed(&mut tx, &graph, None, &caller).await?;
     tx.commit().await?;
+    app.doorbell.ring(events);
     Ok((StatusCode::CREATED, Json(graph)))
 }
 
@@ -158,6 +165,39 @@ async fn show(
     Path(slug): Path<String>,
 ) -> Result<Json<GraphOut>, ApiError> {
     find(&app.pool, &slug).await.map(Json)
+}
+
+/// Writes the audit row and stages the event of a graph's creation (`nodes` is
+/// `None`) or of a node write.
+pub(crate) async fn changed(
+    tx: &mut PgConnection,
+    graph: &GraphOut,
+    nodes: Option<usize>,
+    caller: &Caller,
+) -> Result<Vec<Event>, ApiError> {
+    let action = if nodes.is_some() {
+        "nodes_written"
+    } else {
+        "created"
+    };
+    let change = GraphChanged {
+        graph_slug: graph.slug.clone(),
+        action: action.to_owned(),
+        schema_version: graph.schema_version,
+        nodes,
+    };
+    audit::record(
+        tx,
+        "graph",
+        &graph.slug,
+        action,
+        &caller.subject,
+        json!(change),
+    )
+    .await?;
+    let event = change.event("switchyard/api");
+    outbox::stage(tx, std::slice::from_ref(&event)).await?;
+    Ok(vec![event])
 }
 
 /// The graph, or 404 naming the slug.

@@ -10,9 +10,11 @@ use utoipa::ToSchema;
 
 use super::super::{KeyPageParams, Page, PageParams};
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::openapi::{ErrorBody, Refusals};
+use axum::Extension;
 
 /// Most nodes in one write.
 const MAX_NODES: usize = 1000;
@@ -72,6 +74,7 @@ pub struct NodeOut {
 )]
 pub(super) async fn write(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(slug): Path<String>,
     Body(input): Body<NodesIn>,
 ) -> Result<Json<NodesWritten>, ApiError> {
@@ -103,14 +106,12 @@ pub(super) async fn write(
     let mut tx = app.pool.begin().await?;
     // A shared lock: the migrator's claim (which sets read_only_reason) waits for this
     // write to commit, and counts these nodes; or it went first, and this is refused.
-    let graph: Option<(uuid::Uuid, i32, Option<String>)> = sqlx::query_as(
-        "select id, schema_version, read_only_reason from graphs where slug = $1 for share",
-    )
-    .bind(&slug)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let (graph_id, version, read_only) = graph.ok_or_else(|| super::not_found(&slug))?;
-    if let Some(reason) = read_only {
+    sqlx::query("select 1 from graphs where slug = $1 for share")
+        .bind(&slug)
+        .execute(&mut *tx)
+        .await?;
+    let graph = super::find(&mut *tx, &slug).await?;
+    if let Some(reason) = &graph.read_only_reason {
         let until = match reason.as_str() {
             "migrating" => "until the migration run ends".to_owned(),
             _ => format!("until a migration run succeeds (POST /api/v1/graphs/{slug}/re-migrate)"),
@@ -125,16 +126,18 @@ pub(super) async fn write(
          on conflict (graph_id, id) do update
          set data = excluded.data, schema_version = excluded.schema_version, updated_at = now()",
     )
-    .bind(graph_id)
-    .bind(version)
+    .bind(graph.id)
+    .bind(graph.schema_version)
     .bind(&ids)
     .bind(&data)
     .execute(&mut *tx)
     .await?;
+    let events = super::changed(&mut tx, &graph, Some(ids.len()), &caller).await?;
     tx.commit().await?;
+    app.doorbell.ring(events);
     Ok(Json(NodesWritten {
         written: ids.len(),
-        schema_version: version,
+        schema_version: graph.schema_version,
     }))
 }
 

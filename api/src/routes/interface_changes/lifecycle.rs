@@ -1,6 +1,6 @@
 //! The lifecycle steps: publish (draft → published) and resolve (published →
 //! resolved). Each is a conditional update under the row lock, committed with its
-//! `registry_audit` row and its `interface.{id}.…` event; a change in any other status
+//! `audit_log` row and its `interface.{id}.…` event; a change in any other status
 //! is refused with 409 naming that status.
 
 use axum::extract::State;

@@ -3,7 +3,7 @@
 //!
 //! ## Lifecycle
 //! `draft` → `published` → `resolved`, each step a conditional update under the row
-//! lock, committed with its `registry_audit` row and its event
+//! lock, committed with its `audit_log` row and its event
 //! (`interface.{id}.draft|published|resolved`). Only drafts are edited. Publishing
 //! returns at once: the notifier, consuming `interface.{id}.published`, fills the
 //! affected repos' inboxes.

@@ -2,7 +2,7 @@
 //!
 //! `POST /repos`, `GET /repos?domain=`, `GET /repos/{slug}`, `PATCH /repos/{slug}`,
 //! `POST /repos/{slug}/archive`, and lookups by git fingerprint and by remote URL.
-//! Every change commits with its `registry_audit` row and a `repo.{slug}.updated`
+//! Every change commits with its `audit_log` row and a `repo.{slug}.updated`
 //! event. Archived repos are read-only; they keep their inbox and history.
 
 use axum::extract::State;
