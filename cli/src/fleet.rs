@@ -18,8 +18,8 @@ use switchyard_api::AppState;
 use switchyard_api::auth::Authenticator;
 use switchyard_api::live::Live;
 use switchyard_bus::{Bus, BusError, ConsumerRole, Doorbell};
-use switchyard_workers::consumer::Envelopes;
 use switchyard_workers::consumer::{self, PullSettings};
+use switchyard_workers::consumer::{Envelopes, EventHandler};
 use switchyard_workers::migrator::Migrator;
 use switchyard_workers::mutator::Mutator;
 use switchyard_workers::notifier::Notifier;
@@ -171,18 +171,39 @@ impl Fleet {
             Ok(())
         });
         if roles.mutator {
+            let mutator = Mutator {
+                pool: pool.clone(),
+                doorbell: doorbell.clone(),
+                config: config.mutator.clone(),
+                max_document_bytes: config.http.max_document_bytes,
+            };
+            let settings = (config.mutator.concurrency, config.mutator.max_ack_pending);
             fleet
-                .start_mutator(config, &bus, pool.clone(), doorbell.clone())
+                .start_worker(config, &bus, ConsumerRole::Mutator, settings, mutator)
                 .await?;
         }
         if roles.notifier {
+            let notifier = Notifier {
+                pool: pool.clone(),
+                doorbell: doorbell.clone(),
+                config: config.notifier.clone(),
+            };
+            let settings = (config.notifier.concurrency, config.notifier.max_ack_pending);
             fleet
-                .start_notifier(config, &bus, pool.clone(), doorbell.clone())
+                .start_worker(config, &bus, ConsumerRole::Notifier, settings, notifier)
                 .await?;
         }
         if roles.migrator {
+            let migrator = Migrator {
+                pool: pool.clone(),
+                doorbell: doorbell.clone(),
+                config: config.migrator.clone(),
+                name: format!("migrator-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
+                shutdown: fleet.shutdown.clone(),
+            };
+            let settings = (config.migrator.concurrency, config.migrator.max_ack_pending);
             fleet
-                .start_migrator(config, &bus, pool.clone(), doorbell.clone())
+                .start_worker(config, &bus, ConsumerRole::Migrator, settings, migrator)
                 .await?;
         }
         if roles.api {
@@ -191,89 +212,24 @@ impl Fleet {
         Ok(fleet)
     }
 
-    async fn start_mutator(
+    /// Runs `handler` on the role's durable consumer: `settings` is its
+    /// (concurrency, max_ack_pending).
+    async fn start_worker<H: EventHandler>(
         &mut self,
         config: &Config,
         bus: &Bus,
-        pool: PgPool,
-        doorbell: Doorbell,
+        role: ConsumerRole,
+        (concurrency, max_ack_pending): (usize, i64),
+        handler: H,
     ) -> Result<(), FleetError> {
-        let consumer = bus
-            .consumer(ConsumerRole::Mutator, config.mutator.max_ack_pending)
-            .await?;
-        let mutator = Mutator {
-            pool,
-            doorbell,
-            config: config.mutator.clone(),
-            max_document_bytes: config.http.max_document_bytes,
-        };
+        let consumer = bus.consumer(role, max_ack_pending).await?;
         let settings = PullSettings {
-            concurrency: config.mutator.concurrency,
+            concurrency,
             drain_timeout: config.shutdown.drain_timeout,
         };
         let shutdown = self.shutdown.clone();
-        let handler = Arc::new(Envelopes(Arc::new(mutator)));
-        self.spawn("mutator", async move {
-            consumer::run(consumer, handler, settings, shutdown)
-                .await
-                .map_err(|e| e.to_string())
-        });
-        Ok(())
-    }
-
-    async fn start_notifier(
-        &mut self,
-        config: &Config,
-        bus: &Bus,
-        pool: PgPool,
-        doorbell: Doorbell,
-    ) -> Result<(), FleetError> {
-        let consumer = bus
-            .consumer(ConsumerRole::Notifier, config.notifier.max_ack_pending)
-            .await?;
-        let notifier = Notifier {
-            pool,
-            doorbell,
-            config: config.notifier.clone(),
-        };
-        let settings = PullSettings {
-            concurrency: config.notifier.concurrency,
-            drain_timeout: config.shutdown.drain_timeout,
-        };
-        let shutdown = self.shutdown.clone();
-        let handler = Arc::new(Envelopes(Arc::new(notifier)));
-        self.spawn("notifier", async move {
-            consumer::run(consumer, handler, settings, shutdown)
-                .await
-                .map_err(|e| e.to_string())
-        });
-        Ok(())
-    }
-
-    async fn start_migrator(
-        &mut self,
-        config: &Config,
-        bus: &Bus,
-        pool: PgPool,
-        doorbell: Doorbell,
-    ) -> Result<(), FleetError> {
-        let consumer = bus
-            .consumer(ConsumerRole::Migrator, config.migrator.max_ack_pending)
-            .await?;
-        let migrator = Migrator {
-            pool,
-            doorbell,
-            config: config.migrator.clone(),
-            name: format!("migrator-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
-            shutdown: self.shutdown.clone(),
-        };
-        let settings = PullSettings {
-            concurrency: config.migrator.concurrency,
-            drain_timeout: config.shutdown.drain_timeout,
-        };
-        let shutdown = self.shutdown.clone();
-        let handler = Arc::new(Envelopes(Arc::new(migrator)));
-        self.spawn("migrator", async move {
+        let handler = Arc::new(Envelopes(Arc::new(handler)));
+        self.spawn(role.durable_name(), async move {
             consumer::run(consumer, handler, settings, shutdown)
                 .await
                 .map_err(|e| e.to_string())
