@@ -12,7 +12,6 @@ use harness::TestFleet;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use switchyard::fleet::Roles;
 use switchyard_bus::Doorbell;
 use switchyard_workers::migrator::{Migrator, MigratorConfig, Worked};
 use tokio_util::sync::CancellationToken;
@@ -256,15 +255,7 @@ async fn plugins_and_graphs_register_and_refuse_bad_input(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn the_migration_history_contract(pool: PgPool) {
-    let fleet = TestFleet::start(
-        &pool,
-        harness::isolated_config(),
-        Roles {
-            api: true,
-            ..Roles::NONE
-        },
-    )
-    .await;
+    let fleet = TestFleet::api_only(&pool).await;
     let (status, _) = fleet.get("/graphs/nope/migrations").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     plugin_and_graph(&fleet, "a").await;
@@ -446,15 +437,7 @@ async fn a_10000_node_graph_migrates_across_two_versions_while_its_stream_follow
 #[sqlx::test(migrations = "../migrations")]
 async fn writes_are_refused_during_a_run_and_after_it_fails_until_one_succeeds(pool: PgPool) {
     // No migrator in the fleet: the test works the run itself, step by step.
-    let fleet = TestFleet::start(
-        &pool,
-        harness::isolated_config(),
-        Roles {
-            api: true,
-            ..Roles::NONE
-        },
-    )
-    .await;
+    let fleet = TestFleet::api_only(&pool).await;
     plugin_and_graph(&fleet, "g").await;
     write_nodes(&fleet, "g", 5).await;
     fleet
@@ -558,15 +541,7 @@ async fn writes_are_refused_during_a_run_and_after_it_fails_until_one_succeeds(p
 
 #[sqlx::test(migrations = "../migrations")]
 async fn concurrent_re_migrate_requests_create_one_run(pool: PgPool) {
-    let fleet = TestFleet::start(
-        &pool,
-        harness::isolated_config(),
-        Roles {
-            api: true,
-            ..Roles::NONE
-        },
-    )
-    .await;
+    let fleet = TestFleet::api_only(&pool).await;
     plugin_and_graph(&fleet, "g").await;
     add_version(&fleet, 2, json!([])).await;
     let requests = (0..6).map(|_| fleet.post("/graphs/g/re-migrate", json!({})));

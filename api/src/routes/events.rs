@@ -70,6 +70,22 @@ fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<Stri
     Ok(header.or(query).map(str::to_owned))
 }
 
+/// Opens the stream of one resource's `subject`, resuming where the client says.
+async fn follow<F, Fut>(
+    app: &AppState,
+    headers: &HeaderMap,
+    params: &StreamParams,
+    subject: &str,
+    snapshot: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<serde_json::Value, ApiError>>,
+{
+    let start = last_event_id(headers, params.last_event_id.as_deref())?;
+    app.live.open(subject, start, snapshot).await
+}
+
 /// One SSE frame, as documented (the wire format is `id:`, `event:`, `data:` lines).
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
@@ -102,17 +118,19 @@ async fn topology_events(
     Query(params): Query<StreamParams>,
 ) -> Result<Response, ApiError> {
     topologies::ensure_exists(&app.pool, id).await?;
-    let start = last_event_id(&headers, params.last_event_id.as_deref())?;
     let pool = app.pool.clone();
-    let stream = app
-        .live
-        .open(&subjects::topology_all(id), start, || async move {
+    follow(
+        &app,
+        &headers,
+        &params,
+        &subjects::topology_all(id),
+        || async move {
             let topology = topologies::find(&pool, id).await?;
             let pending = mutations::pending_of(&pool, id).await?;
             Ok(json!({ "topology": topology, "pending": pending }))
-        })
-        .await?;
-    Ok(stream)
+        },
+    )
+    .await
 }
 
 /// Follow one repo: a `snapshot` (its dispatch: pending changes, unread inbox, recent
@@ -135,16 +153,12 @@ async fn repo_events(
     Query(params): Query<StreamParams>,
 ) -> Result<Response, ApiError> {
     let repo = repos::find(&app.pool, &slug).await?;
-    let start = last_event_id(&headers, params.last_event_id.as_deref())?;
     let pool = app.pool.clone();
-    let stream = app
-        .live
-        .open(&subjects::repo_all(&repo.slug), start, || async move {
-            let dispatch = dispatch::dispatch_of(&pool, &repo.slug).await?;
-            Ok(json!(dispatch))
-        })
-        .await?;
-    Ok(stream)
+    let subject = subjects::repo_all(&repo.slug);
+    follow(&app, &headers, &params, &subject, || async move {
+        Ok(json!(dispatch::dispatch_of(&pool, &repo.slug).await?))
+    })
+    .await
 }
 
 /// Follow one graph: a `snapshot` (the graph and its run in flight, if any), then
@@ -168,17 +182,15 @@ async fn graph_events(
     Query(params): Query<StreamParams>,
 ) -> Result<Response, ApiError> {
     let graph = graphs::find(&app.pool, &slug).await?;
-    let start = last_event_id(&headers, params.last_event_id.as_deref())?;
     let pool = app.pool.clone();
-    let stream = app
-        .live
-        .open(&subjects::graph_all(&graph.slug), start, || async move {
-            let graph = graphs::find(&pool, &graph.slug).await?;
-            let run = graphs::migrations::active(&pool, graph.id).await?;
-            Ok(json!({ "graph": graph, "migration_run": run }))
-        })
-        .await?;
-    Ok(stream)
+    let subject = subjects::graph_all(&graph.slug);
+    follow(&app, &headers, &params, &subject, || async move {
+        // Read again: the snapshot must be taken after the stream position.
+        let graph = graphs::find(&pool, &graph.slug).await?;
+        let run = graphs::migrations::active(&pool, graph.id).await?;
+        Ok(json!({ "graph": graph, "migration_run": run }))
+    })
+    .await
 }
 
 /// Follow any subject filter (admins). The `snapshot` frame only marks the position.

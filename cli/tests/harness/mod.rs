@@ -106,6 +106,15 @@ impl TestFleet {
         Self::start(pool, isolated_config(), Roles::ALL).await
     }
 
+    /// Only the API (plus relay and reconciler): tests drive workers themselves.
+    pub async fn api_only(pool: &PgPool) -> Self {
+        let roles = Roles {
+            api: true,
+            ..Roles::NONE
+        };
+        Self::start(pool, isolated_config(), roles).await
+    }
+
     pub async fn start(pool: &PgPool, config: Config, roles: Roles) -> Self {
         let shutdown = CancellationToken::new();
         let fleet = Fleet::start(&config, own_pool(pool).await, roles, shutdown.clone())
