@@ -1,0 +1,62 @@
+//! Which database errors are an outage and which are not.
+//!
+//! The API answers an outage with 503 and `Retry-After` (the client retries, it is us),
+//! and a worker retries it with backoff. Any other error will fail the same way again:
+//! the API answers 500 (a bug), and a worker gives the work up with a reason instead of
+//! retrying it forever.
+
+/// Whether `error` means the database could not be reached or could not serve us now:
+/// a connection lost, refused or timed out, the pool exhausted or closed, the server
+/// shutting down or out of resources, a statement or lock wait cut short, or a
+/// transaction rolled back by a serialization conflict or deadlock. Retrying later may
+/// succeed. SQLSTATE classes are from the PostgreSQL manual, appendix A.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        // A connection cut mid-message surfaces as a protocol error.
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| is_transient_state(&code)),
+        _ => false,
+    }
+}
+
+fn is_transient_state(code: &str) -> bool {
+    let class = code.get(..2).unwrap_or_default();
+    // 08 connection exception, 53 insufficient resources, 57 operator intervention
+    // (admin or crash shutdown, cannot connect now, query canceled by a timeout),
+    // 58 system error.
+    matches!(class, "08" | "53" | "57" | "58")
+        || matches!(
+            code,
+            // serialization failure, statement completion unknown, deadlock detected
+            "40001" | "40003" | "40P01"
+            // lock not available (lock_timeout)
+            | "55P03"
+            // idle-in-transaction or transaction timeout: the session was ended
+            | "25P03" | "25P04"
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_level_failures_are_transient() {
+        assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(is_transient(&sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset
+        ))));
+        for code in ["08006", "57P01", "53300", "40001", "55P03", "57014"] {
+            assert!(is_transient_state(code), "{code}");
+        }
+        for code in ["22P02", "23505", "54001", "42P01", "XX000", "40002"] {
+            assert!(!is_transient_state(code), "{code}");
+        }
+        assert!(!is_transient(&sqlx::Error::RowNotFound));
+    }
+}

@@ -1,0 +1,20 @@
+//! # switchyard-domain
+//!
+//! The rules every other crate applies the same way, below the API, the bus and the
+//! workers, so none of them can drift from another.
+//!
+//! ## What it owns
+//! - [`json`]: JSON value equality (RFC 6902 §4.6: numbers by value), the canonical
+//!   form equal values share, and the limits a stored document must keep (size, depth,
+//!   number range).
+//! - [`patch`]: RFC 6902 JSON Patch, applied all-or-nothing with every limit checked
+//!   as each operation applies, plus the checks an operation must pass on arrival.
+//! - [`faults`]: which database errors are an outage (retry later) and which will
+//!   fail the same way again.
+//!
+//! ## What it does not do
+//! No I/O: callers read and write Postgres and NATS, and call in here to decide.
+
+pub mod faults;
+pub mod json;
+pub mod patch;
