@@ -13,6 +13,9 @@ STATE_DIR="$REPO_ROOT/.switchyard"
 
 say() { echo "switchyard: $*" >&2; }
 
+# A URL as it may be shown: its user part (a password, or a NATS token) replaced by ***.
+shown_url() { printf '%s' "$1" | sed -E 's#^([^:/]+://)[^/@]*@#\1***@#'; }
+
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }

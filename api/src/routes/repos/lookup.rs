@@ -1,6 +1,7 @@
 //! Finding a repo by what a checkout knows about itself: its git fingerprint (a
 //! list, possibly empty) or its remote URL (one repo, or 404). Remote URLs compare
-//! in a normalized form, so every usual spelling of a remote finds the same repo.
+//! in a normalized form ([`super::remote`]), so every usual spelling of a remote finds
+//! the same repo.
 
 use axum::Json;
 use axum::extract::State;
@@ -8,37 +9,11 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::RepoOut;
+use super::remote::remote_key;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::openapi::Refusals;
-
-/// The comparable form of a git remote: `host/path`, host lowercased, without scheme,
-/// user, port-less `:` of scp syntax, `.git` or trailing slashes.
-pub fn remote_key(url: &str) -> Result<String, ApiError> {
-    let Some((head, tail)) = url
-        .split_once(':')
-        .filter(|(head, _)| !head.is_empty() && !head.contains('/'))
-    else {
-        return Err(ApiError::Unprocessable(format!(
-            "remote_url {url:?} is not a git remote: use scheme://host/path or user@host:path"
-        )));
-    };
-    let rest = match tail.strip_prefix("//") {
-        // `scheme://[user@]host/path`
-        Some(rest) => rest.to_owned(),
-        // scp-like `[user@]host:path`
-        None => format!("{head}/{tail}"),
-    };
-    let (authority, path) = rest.split_once('/').unwrap_or((&rest, ""));
-    // Only the authority carries `user@`; an `@` in the path is part of the path.
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    let path = path.trim_end_matches('/');
-    let path = path.strip_suffix(".git").unwrap_or(path);
-    Ok(format!("{}/{}", host.to_lowercase(), path))
-}
 
 /// `?hash=&remote_url=` of the fingerprint lookup.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -114,29 +89,6 @@ pub(super) async fn by_remote(
     .fetch_optional(&app.pool)
     .await?
     .map(Json)
-    .ok_or_else(|| ApiError::NotFound(format!("no repo has the remote {:?}", params.url)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::remote_key;
-
-    #[test]
-    fn remotes_compare_in_every_usual_spelling() {
-        let expected = "github.com/acme/billing";
-        for url in [
-            "https://github.com/acme/billing",
-            "https://github.com/acme/billing.git",
-            "https://user@GitHub.com/acme/billing/",
-            "git@github.com:acme/billing.git",
-            "ssh://git@github.com/acme/billing.git",
-        ] {
-            assert_eq!(remote_key(url).unwrap(), expected, "{url}");
-        }
-        assert!(remote_key("not a remote").is_err());
-        assert_eq!(
-            remote_key("https://host/group/@scope/pkg").unwrap(),
-            "host/group/@scope/pkg"
-        );
-    }
+    // The key, not the URL as given: a URL may carry credentials, never repeated.
+    .ok_or_else(|| ApiError::NotFound(format!("no repo has the remote {key:?}")))
 }

@@ -34,8 +34,7 @@ macro_rules! repo_columns {
     };
 }
 mod lookup;
-
-pub use lookup::remote_key;
+mod remote;
 
 /// Path segments under `/repos` that a slug would shadow.
 const RESERVED_SLUGS: [&str; 2] = ["by-fingerprint", "by-remote"];
@@ -61,7 +60,8 @@ pub struct RepoIn {
     /// A grouping such as `payments`; `GET /repos?domain=` filters by it.
     #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub domain: Option<String>,
-    /// `https://host/owner/repo(.git)` or `git@host:owner/repo.git`.
+    /// `https://host/owner/repo(.git)` or `git@host:owner/repo.git`, without
+    /// credentials: a password, an HTTP user or token, or a query string is a 422.
     #[schema(min_length = 1, max_length = 2000, pattern = "^[^/:]+:")]
     pub remote_url: Option<String>,
     /// A stable hash identifying the repository's history (for example its root commit).
@@ -136,7 +136,10 @@ impl Fields {
         Ok(Self {
             name: validate::text("name", name, 200)?,
             domain: validate::optional_text("domain", domain, 100)?,
-            remote_key: remote_url.as_deref().map(remote_key).transpose()?,
+            remote_key: remote_url
+                .as_deref()
+                .map(|url| remote::storable_remote_key("remote_url", url))
+                .transpose()?,
             remote_url,
             git_fingerprint,
             description: description
