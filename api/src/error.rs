@@ -1,11 +1,13 @@
-//! The one HTTP error type. Every 4xx carries a message a client can act on; a 500
-//! is logged with its cause and answered with a generic message.
+//! The one HTTP error type. Every 4xx carries a message a client can act on; a 503
+//! (a dependency is down or busy) carries `Retry-After`; a 500 is logged with its
+//! cause and answered with a generic message.
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use switchyard_domain::faults;
 
 /// An error answered to an HTTP client.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +30,8 @@ pub enum ApiError {
     /// 422: well-formed JSON whose content is invalid.
     #[error("{0}")]
     Unprocessable(String),
-    /// 503: a dependency is unreachable.
+    /// 503 with `Retry-After`: a dependency is unreachable or overloaded; retrying
+    /// later may succeed.
     #[error("{0}")]
     Unavailable(String),
     /// 401: no valid credentials.
@@ -87,9 +90,14 @@ impl ApiError {
 /// What a client is told about any 500: whether it took effect is unknown to it.
 pub const INTERNAL_MESSAGE: &str = "internal error; the request may or may not have taken effect: retry it (with the same Idempotency-Key for mutations)";
 
+/// Seconds a client is asked to wait before retrying a 503 (`Retry-After`).
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
 impl From<sqlx::Error> for ApiError {
-    /// Database errors a client caused or can wait out get their own status; the rest
-    /// are 500s.
+    /// Database errors a client caused or can wait out get their own status: an
+    /// outage ([`faults::is_transient`]: a lost or refused connection, an exhausted
+    /// pool, a server shutting down, a conflict rolled back) is a 503. The rest are
+    /// 500s.
     fn from(error: sqlx::Error) -> Self {
         match &error {
             // Postgres text and jsonb cannot hold U+0000.
@@ -100,6 +108,13 @@ impl From<sqlx::Error> for ApiError {
             }
             sqlx::Error::PoolTimedOut => {
                 Self::Unavailable("the service is overloaded; retry shortly".to_owned())
+            }
+            error if faults::is_transient(error) => {
+                tracing::warn!(%error, "database unavailable");
+                Self::Unavailable(
+                    "the database is unavailable; the request may or may not have taken effect: retry it shortly (with the same Idempotency-Key for mutations)"
+                        .to_owned(),
+                )
             }
             _ => Self::Database(error),
         }
@@ -116,7 +131,13 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let body = json!({ "error": { "code": self.code(), "message": message } });
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        response
     }
 }
 
