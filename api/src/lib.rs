@@ -21,6 +21,7 @@ use axum::http::{HeaderName, Method, StatusCode, header};
 use serde::Deserialize;
 use sqlx::PgPool;
 use switchyard_bus::Doorbell;
+use switchyard_domain::json::Limits;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -52,8 +53,12 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// Largest accepted request body, in bytes (413 above).
     pub body_limit_bytes: usize,
-    /// Largest topology document, in bytes, at creation and after any mutation.
+    /// Largest JSON document, in bytes (compact encoding): a topology's, at creation
+    /// and after every operation of a mutation, and a graph node's data.
     pub max_document_bytes: usize,
+    /// Deepest nesting of arrays and objects in such a document (`{"a": [1]}` is 2),
+    /// 1 to [`switchyard_domain::json::MAX_CONFIGURABLE_DEPTH`].
+    pub max_document_depth: usize,
     /// Most JSON Patch operations in one mutation.
     pub max_ops_per_mutation: usize,
     /// A request still running after this long is answered 408 (event streams excepted).
@@ -77,12 +82,23 @@ impl Default for ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             body_limit_bytes: 1024 * 1024,
             max_document_bytes: 512 * 1024,
+            max_document_depth: 64,
             max_ops_per_mutation: 1000,
             request_timeout: Duration::from_secs(30),
             max_event_streams: 1000,
             event_buffer: 256,
             event_keepalive: Duration::from_secs(15),
             cors_origins: Vec::new(),
+        }
+    }
+}
+
+impl ApiConfig {
+    /// The limits every stored JSON document keeps.
+    pub fn document_limits(&self) -> Limits {
+        Limits {
+            max_bytes: self.max_document_bytes,
+            max_depth: self.max_document_depth,
         }
     }
 }

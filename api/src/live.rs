@@ -26,6 +26,7 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::sse::{Event as Frame, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt, stream};
+use serde::Serialize;
 use serde_json::Value;
 use switchyard_bus::{Bus, Namespace};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -69,8 +70,9 @@ impl Live {
     }
 
     /// Opens a stream of the events matching the logical `filter`. `snapshot` is read
-    /// only when the client starts fresh or must reset.
-    pub async fn open<F, Fut>(
+    /// only when the client starts fresh or must reset, and is written out as JSON as it
+    /// is (never turned into a `Value` first, so a stored document passes through).
+    pub async fn open<F, Fut, S>(
         &self,
         filter: &str,
         last_event_id: Option<String>,
@@ -78,7 +80,8 @@ impl Live {
     ) -> Result<Response, ApiError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Value, ApiError>>,
+        Fut: Future<Output = Result<S, ApiError>>,
+        S: Serialize,
     {
         let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
             ApiError::Unavailable(
@@ -121,7 +124,7 @@ impl Live {
 
     /// The opening frames of a fresh start (`reset` if asked, then the snapshot, whose
     /// id is the stream's last sequence) and the events after that sequence.
-    async fn fresh<F, Fut>(
+    async fn fresh<F, Fut, S>(
         &self,
         filter: &str,
         snapshot: F,
@@ -129,7 +132,8 @@ impl Live {
     ) -> Result<(Vec<Frame>, consumer::pull::Ordered), ApiError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Value, ApiError>>,
+        Fut: Future<Output = Result<S, ApiError>>,
+        S: Serialize,
     {
         let mut opening = Vec::new();
         if reset {
@@ -147,7 +151,7 @@ impl Live {
             Frame::default()
                 .id(position.to_string())
                 .event("snapshot")
-                .data(state.to_string()),
+                .data(serde_json::to_string(&state).expect("snapshots always serialize")),
         );
         Ok((opening, self.subscribe(filter, position + 1).await?))
     }

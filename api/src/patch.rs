@@ -5,8 +5,9 @@
 //! Whether the operations *apply* depends on the document at apply time and is the
 //! mutator's call.
 
-use json_patch::PatchOperation;
 use serde_json::Value;
+use switchyard_domain::json::Limits;
+use switchyard_domain::patch::{self, PatchOperation};
 
 use crate::error::ApiError;
 
@@ -20,8 +21,9 @@ fn required_members(op: &str) -> Option<&'static [&'static str]> {
     }
 }
 
-/// Checks every operation: a known `op`, exactly its members, valid JSON Pointers.
-pub fn validate(ops: &[Value], max_ops: usize) -> Result<(), ApiError> {
+/// Checks every operation: a known `op`, exactly its members, valid JSON Pointers, and
+/// nothing the document's `limits` can never hold ([`patch::check_operation`]).
+pub fn validate(ops: &[Value], max_ops: usize, limits: &Limits) -> Result<(), ApiError> {
     if ops.is_empty() {
         return Err(invalid(
             "ops must contain at least one operation".to_owned(),
@@ -33,15 +35,12 @@ pub fn validate(ops: &[Value], max_ops: usize) -> Result<(), ApiError> {
             ops.len()
         )));
     }
-    ops.iter()
-        .enumerate()
-        .try_for_each(|(i, op)| check_numbers(op, &format!("ops[{i}]")))?;
-    ops.iter()
-        .enumerate()
-        .try_for_each(|(i, op)| validate_one(op).map_err(|why| invalid(format!("ops[{i}]: {why}"))))
+    ops.iter().enumerate().try_for_each(|(i, op)| {
+        validate_one(op, limits).map_err(|why| invalid(format!("ops[{i}]: {why}")))
+    })
 }
 
-fn validate_one(op: &Value) -> Result<(), String> {
+fn validate_one(op: &Value, limits: &Limits) -> Result<(), String> {
     let members = op
         .as_object()
         .ok_or_else(|| "an operation must be a JSON object".to_owned())?;
@@ -61,33 +60,8 @@ fn validate_one(op: &Value) -> Result<(), String> {
     {
         return Err(format!("unknown member `{extra}` for op {name:?}"));
     }
-    serde_json::from_value::<PatchOperation>(op.clone())
-        .map(drop)
-        .map_err(|e| e.to_string())
-}
-
-/// Largest magnitude a JSON number may have. Postgres `jsonb` stores numbers exactly
-/// and prints them in full, and near `f64::MAX` that text no longer reads back as an
-/// `f64`: such a document could be stored but never loaded or mutated again.
-pub const MAX_NUMBER: f64 = 1e300;
-
-/// 422 if `value` holds a number beyond ±[`MAX_NUMBER`]; `field` names where.
-pub fn check_numbers(value: &Value, field: &str) -> Result<(), ApiError> {
-    let too_big = |n: &serde_json::Number| n.as_f64().is_none_or(|f| f.abs() > MAX_NUMBER);
-    let mut pending = vec![value];
-    while let Some(value) = pending.pop() {
-        match value {
-            Value::Number(n) if too_big(n) => {
-                return Err(invalid(format!(
-                    "{field} contains the number {n}; numbers must be within ±1e300"
-                )));
-            }
-            Value::Array(items) => pending.extend(items),
-            Value::Object(members) => pending.extend(members.values()),
-            _ => {}
-        }
-    }
-    Ok(())
+    let op = serde_json::from_value::<PatchOperation>(op.clone()).map_err(|e| e.to_string())?;
+    patch::check_operation(&op, limits)
 }
 
 fn invalid(message: String) -> ApiError {
@@ -100,8 +74,13 @@ mod tests {
 
     use super::*;
 
+    const LIMITS: Limits = Limits {
+        max_bytes: 1024,
+        max_depth: 8,
+    };
+
     fn message(ops: Value) -> String {
-        validate(ops.as_array().unwrap(), 10)
+        validate(ops.as_array().unwrap(), 10, &LIMITS)
             .unwrap_err()
             .to_string()
     }
@@ -116,7 +95,7 @@ mod tests {
             {"op": "copy", "from": "/c", "path": "/d"},
             {"op": "test", "path": "/d", "value": null}
         ]);
-        validate(ops.as_array().unwrap(), 10).unwrap();
+        validate(ops.as_array().unwrap(), 10, &LIMITS).unwrap();
     }
 
     #[test]
@@ -143,7 +122,27 @@ mod tests {
         let err =
             message(json!([{"op": "add", "path": "/a", "value": {"x": [1.7976931348623157e308]}}]));
         assert!(err.contains("within ±1e300"), "{err}");
-        validate(&[json!({"op": "add", "path": "/a", "value": 1e299})], 10).unwrap();
+        validate(
+            &[json!({"op": "add", "path": "/a", "value": 1e299})],
+            10,
+            &LIMITS,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn refuses_what_the_document_limits_can_never_hold() {
+        let deep = (0..8).fold(json!(1), |inner, _| json!([inner]));
+        let err = message(json!([{"op": "add", "path": "/a", "value": deep}]));
+        assert!(
+            err.starts_with("ops[0]: `value` at `path` is nested 9 levels deep"),
+            "{err}"
+        );
+        assert!(err.contains("http.max_document_depth"), "{err}");
+        let err = message(json!([{"op": "remove", "path": "/a".repeat(9)}]));
+        assert!(err.contains("`path` has 9 tokens"), "{err}");
+        let err = message(json!([{"op": "replace", "path": "", "value": "x".repeat(1100)}]));
+        assert!(err.contains("http.max_document_bytes"), "{err}");
     }
 
     #[test]
@@ -151,7 +150,7 @@ mod tests {
         let ops: Vec<Value> = (0..11)
             .map(|i| json!({"op": "add", "path": format!("/k{i}"), "value": i}))
             .collect();
-        let err = validate(&ops, 10).unwrap_err().to_string();
+        let err = validate(&ops, 10, &LIMITS).unwrap_err().to_string();
         assert!(err.contains("limit is 10"), "{err}");
     }
 }

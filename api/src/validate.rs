@@ -1,7 +1,9 @@
 //! Field checks shared by the registry's request types; each error names the field
 //! and what it must be (422).
 
+use serde_json::Value;
 use switchyard_bus::subjects;
+use switchyard_domain::json::{LimitError, Limits};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::{Ref, RefOr};
 
@@ -35,6 +37,26 @@ pub fn slug(field: &str, slug: &str) -> Result<(), ApiError> {
         Err(ApiError::Unprocessable(format!(
             "{field} {slug:?} is not a slug: use 1 to 63 lowercase letters, digits and dashes, starting with a letter or digit"
         )))
+    }
+}
+
+/// Checks JSON a client sends to be stored (a topology document, a node's data, a
+/// step's value) against the document `limits`: 413 when too large, 422 when nested
+/// too deep or holding a number beyond ±1e300. The message starts with `field`.
+pub fn json(field: &str, value: &Value, limits: &Limits) -> Result<(), ApiError> {
+    limits
+        .check(value)
+        .map_err(|error| beyond_limit(field, error))
+}
+
+/// The answer for `field` beyond a document limit (see [`json`]).
+pub fn beyond_limit(field: &str, error: LimitError) -> ApiError {
+    let message = format!("{field} {error}");
+    match error {
+        LimitError::TooLarge { .. } => ApiError::PayloadTooLarge(message),
+        LimitError::TooDeep { .. } | LimitError::NumberOutOfRange(_) => {
+            ApiError::Unprocessable(message)
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use switchyard_bus::{Namespace, subjects};
 use tokio::sync::Mutex;
 
+mod amplification;
 mod migration;
 
 #[derive(Parser, Debug, Clone)]
@@ -58,7 +59,12 @@ struct Args {
     /// a new plugin version, and report nodes migrated per second.
     #[arg(long)]
     migrate_nodes: Option<usize>,
-    /// The fleet's process id, for --idle-streams.
+    /// Instead of the throughput run: the server's peak memory while it applies a
+    /// mutation of this many `copy` operations of a document into itself, against a
+    /// one-copy mutation (needs --server-pid).
+    #[arg(long)]
+    self_copies: Option<usize>,
+    /// The fleet's process id, for --idle-streams and --self-copies.
     #[arg(long)]
     server_pid: Option<u32>,
 }
@@ -85,6 +91,12 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
     if let Some(nodes) = args.migrate_nodes {
         return migration::run(&http, &args.api, nodes).await;
+    }
+    if let Some(copies) = args.self_copies {
+        let pid = args
+            .server_pid
+            .context("--self-copies needs --server-pid")?;
+        return amplification::run(&http, &args.api, pid, copies).await;
     }
     if let Some(streams) = args.idle_streams {
         return idle_streams(&http, &args, streams).await;
@@ -274,16 +286,7 @@ async fn idle_streams(http: &reqwest::Client, args: &Args, count: usize) -> anyh
 }
 
 fn resident_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("VmRSS value")?
-        .parse()?)
+    amplification::kib(pid, "VmRSS:")
 }
 
 fn report(

@@ -107,7 +107,7 @@ pub async fn run(http: &reqwest::Client, api: &str, nodes: usize) -> anyhow::Res
     Ok(())
 }
 
-async fn post(http: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<Value> {
+pub async fn post(http: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<Value> {
     let response = http.post(url).json(&body).send().await?;
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);

@@ -217,6 +217,10 @@ pub enum MigrationPhase {
     Progress,
     Succeeded,
     Failed,
+    /// An operator asked a running run to stop; it stops at its next batch boundary.
+    CancelRequested,
+    /// Cancelled: pending or failed (by the API), or running (by its migrator).
+    Cancelled,
 }
 
 impl MigrationPhase {
@@ -227,6 +231,8 @@ impl MigrationPhase {
             Self::Progress => (EventType::MigrationProgress, "progress"),
             Self::Succeeded => (EventType::MigrationSucceeded, "succeeded"),
             Self::Failed => (EventType::MigrationFailed, "failed"),
+            Self::CancelRequested => (EventType::MigrationCancelRequested, "cancel_requested"),
+            Self::Cancelled => (EventType::MigrationCancelled, "cancelled"),
         }
     }
 }

@@ -87,7 +87,8 @@ pub fn repo_all(slug: &str) -> String {
 }
 
 /// `graph.{slug}.migration.{phase}`: a migration run was requested, started, made
-/// progress, succeeded or failed.
+/// progress, succeeded, failed, was asked to stop (`cancel_requested`) or was
+/// cancelled.
 pub fn graph_migration(slug: &str, phase: &str) -> String {
     format!("graph.{slug}.migration.{phase}")
 }

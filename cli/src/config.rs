@@ -220,6 +220,15 @@ impl Config {
         if let Some((key, _)) = durations.iter().find(|(_, value)| value.is_zero()) {
             return Err(invalid(key, "must be longer than 0s"));
         }
+        let max_depth = switchyard_domain::json::MAX_CONFIGURABLE_DEPTH;
+        if !(1..=max_depth).contains(&self.http.max_document_depth) {
+            return Err(invalid(
+                "http.max_document_depth",
+                &format!(
+                    "must be between 1 and {max_depth} (serde_json reads no deeper than 128 levels, and events wrap documents)"
+                ),
+            ));
+        }
         let ttl = self.auth.stream_token_ttl;
         if ttl.is_zero() || ttl > MAX_STREAM_TOKEN_TTL {
             return Err(invalid(
@@ -343,6 +352,21 @@ mod tests {
                 let err = Config::load(None).unwrap_err().to_string();
                 assert!(err.contains("http.cors_origins"), "{err}");
             }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_document_depth_stays_below_what_serde_json_reads() {
+        Jail::expect_with(|jail| {
+            for bad in ["0", "101"] {
+                jail.set_env("SWITCHYARD_HTTP__MAX_DOCUMENT_DEPTH", bad);
+                let err = Config::load(None).unwrap_err().to_string();
+                assert!(err.contains("http.max_document_depth"), "{err}");
+                assert!(err.contains("between 1 and 100"), "{err}");
+            }
+            jail.set_env("SWITCHYARD_HTTP__MAX_DOCUMENT_DEPTH", "100");
+            assert_eq!(Config::load(None).unwrap().http.max_document_depth, 100);
             Ok(())
         });
     }

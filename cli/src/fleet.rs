@@ -175,7 +175,7 @@ impl Fleet {
                 pool: pool.clone(),
                 doorbell: doorbell.clone(),
                 config: config.mutator.clone(),
-                max_document_bytes: config.http.max_document_bytes,
+                limits: config.http.document_limits(),
             };
             let settings = (config.mutator.concurrency, config.mutator.max_ack_pending);
             fleet
@@ -200,6 +200,7 @@ impl Fleet {
                 config: config.migrator.clone(),
                 name: format!("migrator-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
                 shutdown: fleet.shutdown.clone(),
+                limits: config.http.document_limits(),
             };
             let settings = (config.migrator.concurrency, config.migrator.max_ack_pending);
             fleet

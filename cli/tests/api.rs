@@ -449,10 +449,29 @@ async fn document_size_and_request_time_are_limited(pool: PgPool) {
             .contains("http.max_document_bytes"),
         "{body}"
     );
-    // A mutation that would grow the document past the limit fails, readably.
+    // A value that can never fit is refused on arrival.
     let topology = fleet.create_topology("small", json!({})).await;
+    let (status, body) = fleet
+        .post(
+            &format!("/topologies/{topology}/mutations"),
+            json!({"ops": add("x", json!("y".repeat(100)))}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the limit is 64 (http.max_document_bytes)"),
+        "{body}"
+    );
+    // A mutation that would grow the document past the limit fails, readably.
+    let y40 = "y".repeat(40);
     let mutation = fleet
-        .enqueue(topology, add("x", json!("y".repeat(100))))
+        .enqueue(
+            topology,
+            json!([{"op": "add", "path": "/x", "value": y40}, {"op": "add", "path": "/z", "value": y40}]),
+        )
         .await;
     fleet.settle(Duration::from_secs(10)).await;
     let (_, failed) = fleet.get(&format!("/mutations/{mutation}")).await;

@@ -41,6 +41,7 @@ async fn call(http: &reqwest::Client, base: &str, method: &Method, template: &st
     let path = template
         .replace("{id}", &Uuid::now_v7().to_string())
         .replace("{message_id}", &Uuid::now_v7().to_string())
+        .replace("{run_id}", &Uuid::now_v7().to_string())
         .replace("{slug}", "no-such-thing")
         .replace("{name}", "no-such-plugin");
     let mut request = http.request(method.clone(), format!("{base}{path}"));

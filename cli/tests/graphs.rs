@@ -1,6 +1,7 @@
 //! Graph schema migrations end to end: plugins and graphs, the history contract,
 //! a 10,000-node graph migrated across two versions while its event stream follows,
-//! writes refused during and after a failed run, and concurrent re-migrate requests.
+//! writes refused during a run and allowed after a failed one (repair, then retry),
+//! and concurrent re-migrate requests. Cancelling runs: `migration_exits.rs`.
 
 mod harness;
 
@@ -72,6 +73,10 @@ fn migrator(pool: &PgPool) -> Migrator {
         config: MigratorConfig::default(),
         name: "test".to_owned(),
         shutdown: CancellationToken::new(),
+        limits: switchyard_domain::json::Limits {
+            max_bytes: 512 * 1024,
+            max_depth: 64,
+        },
     }
 }
 
@@ -413,8 +418,12 @@ async fn a_10000_node_graph_migrates_across_two_versions_while_its_stream_follow
     assert!(run["started_at"].is_string() && run["finished_at"].is_string());
     let (_, graph) = fleet.get("/graphs/big").await;
     assert_eq!(
-        (&graph["schema_version"], &graph["read_only_reason"]),
-        (&json!(3), &Value::Null)
+        (
+            &graph["schema_version"],
+            &graph["status"],
+            &graph["read_only_reason"]
+        ),
+        (&json!(3), &json!("ready"), &Value::Null)
     );
     let migrated: i64 = sqlx::query_scalar(
         "select count(*) from graph_nodes where schema_version = 3
@@ -435,7 +444,7 @@ async fn a_10000_node_graph_migrates_across_two_versions_while_its_stream_follow
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn writes_are_refused_during_a_run_and_after_it_fails_until_one_succeeds(pool: PgPool) {
+async fn writes_are_refused_during_a_run_and_repair_then_retry_leaves_a_failed_one(pool: PgPool) {
     // No migrator in the fleet: the test works the run itself, step by step.
     let fleet = TestFleet::api_only(&pool).await;
     plugin_and_graph(&fleet, "g").await;
@@ -501,41 +510,52 @@ async fn writes_are_refused_during_a_run_and_after_it_fails_until_one_succeeds(p
             "the error leaks {internal:?}: {error}"
         );
     }
-    let (status, refused) = fleet
-        .post(
-            "/graphs/g/nodes",
-            json!({"nodes": [{"id": "x", "data": {}}]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert!(message(&refused).contains("migration_failed"), "{refused}");
+    // Failed: the graph is migration_failed, and writable so the data can be repaired.
     let (_, graph) = fleet.get("/graphs/g").await;
     assert_eq!(
-        (&graph["read_only_reason"], &graph["schema_version"]),
-        (&json!("migration_failed"), &json!(1))
+        (
+            &graph["status"],
+            &graph["read_only_reason"],
+            &graph["schema_version"]
+        ),
+        (&json!("migration_failed"), &Value::Null, &json!(1))
+    );
+    let (status, repaired) = fleet
+        .post(
+            "/graphs/g/nodes",
+            json!({"nodes": [{"id": "odd", "data": {"colour": "blue"}}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{repaired}");
+    assert_eq!(
+        repaired["schema_version"], 1,
+        "written at the graph's version"
     );
 
-    // An operator repairs the node in the database; the next run succeeds and the graph
-    // is writable again.
-    sqlx::query("update graph_nodes set data = '{\"colour\": \"blue\"}' where id = 'odd'")
-        .execute(&pool)
-        .await
-        .unwrap();
+    // Retrying now succeeds; the graph takes the new version and is ready.
     let (status, run) = fleet.post("/graphs/g/re-migrate", json!({})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{run}");
     assert_eq!(worker.run_until_idle().await.unwrap(), 1);
     let (_, graph) = fleet.get("/graphs/g").await;
     assert_eq!(
-        (&graph["read_only_reason"], &graph["schema_version"]),
-        (&Value::Null, &json!(2))
+        (
+            &graph["status"],
+            &graph["read_only_reason"],
+            &graph["schema_version"]
+        ),
+        (&json!("ready"), &Value::Null, &json!(2))
     );
-    let (status, _) = fleet
-        .post(
-            "/graphs/g/nodes",
-            json!({"nodes": [{"id": "x", "data": {}}]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let (_, nodes) = fleet.get("/graphs/g/nodes").await;
+    let odd = nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "odd")
+        .unwrap();
+    assert_eq!(
+        (&odd["data"]["colour"], &odd["schema_version"]),
+        (&json!("blue"), &json!(2))
+    );
     fleet.stop().await;
 }
 

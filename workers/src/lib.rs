@@ -27,17 +27,35 @@ pub mod notifier;
 pub mod reconciler;
 pub mod relay;
 
-/// Errors a worker meets while doing work. All of them are transient from the
-/// message's point of view: the message is retried later, and nothing is half-written
-/// because every unit of work is one transaction.
+/// Errors a worker meets while doing work. Every unit of work is one transaction, so
+/// none of them leaves anything half-written. [`WorkerError::is_transient`] splits
+/// them: an outage is retried with backoff until it passes; anything else would fail
+/// the same way again, so the role gives the work up with a reason (a failed
+/// mutation, a failed migration run) rather than retry it forever.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Bus(#[from] switchyard_bus::BusError),
+    /// Another worker took the work over; it carries on.
     #[error("fenced out: {0}")]
     Fenced(String),
     #[error("{0} events were not acknowledged by JetStream")]
     Unpublished(usize),
+    /// Stored data the work needs cannot be used (it does not parse as what it must be).
+    #[error("corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl WorkerError {
+    /// Whether retrying later may succeed: the database or the bus was unreachable or
+    /// busy, or another worker holds the work ([`switchyard_domain::faults`]).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Database(error) => switchyard_domain::faults::is_transient(error),
+            Self::Bus(_) | Self::Fenced(_) | Self::Unpublished(_) => true,
+            Self::Corrupt(_) => false,
+        }
+    }
 }

@@ -23,6 +23,22 @@ fn migrator(pool: &PgPool, name: &str, batch_size: usize) -> Migrator {
         },
         name: name.to_owned(),
         shutdown: CancellationToken::new(),
+        limits: switchyard_domain::json::Limits {
+            max_bytes: 512 * 1024,
+            max_depth: 64,
+        },
+    }
+}
+
+/// What `migrator(…, batch_size)` gives each batch.
+fn batch_limits(size: usize) -> run::BatchLimits {
+    run::BatchLimits {
+        size,
+        lease: Duration::from_secs(1),
+        data: switchyard_domain::json::Limits {
+            max_bytes: 512 * 1024,
+            max_depth: 64,
+        },
     }
 }
 
@@ -121,11 +137,11 @@ async fn a_migrator_stopped_midway_and_one_that_crashed_are_resumed_with_every_n
         run_state(&pool, run).await,
         ("running".to_owned(), 1500, 5000, None)
     );
-    let read_only: Option<String> = sqlx::query_scalar("select read_only_reason from graphs")
+    let status: String = sqlx::query_scalar("select status from graphs")
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(read_only.as_deref(), Some("migrating"));
+    assert_eq!(status, "migrating");
 
     // B takes over, works two batches, and "crashes": its claim stays, lease and all.
     let b = migrator(&pool, "b", 500);
@@ -135,7 +151,7 @@ async fn a_migrator_stopped_midway_and_one_that_crashed_are_resumed_with_every_n
     let mut crashed = claimed.unwrap();
     let versions = run::load_steps(&pool, &crashed).await.unwrap();
     for _ in 0..2 {
-        run::batch(&pool, &mut crashed, &versions, 500, Duration::from_secs(1))
+        run::batch(&pool, &mut crashed, &versions, batch_limits(500))
             .await
             .unwrap();
     }
@@ -149,7 +165,7 @@ async fn a_migrator_stopped_midway_and_one_that_crashed_are_resumed_with_every_n
     // C waits the lease out and finishes; the crashed claim can no longer write.
     let c = migrator(&pool, "c", 500);
     assert_eq!(c.run_until_idle().await.unwrap(), 1);
-    let fenced = run::batch(&pool, &mut crashed, &versions, 500, Duration::from_secs(1)).await;
+    let fenced = run::batch(&pool, &mut crashed, &versions, batch_limits(500)).await;
     assert!(fenced.is_err() || matches!(fenced, Ok((run::Batch::Migrated(0), _))));
     assert_eq!(
         run_state(&pool, run).await,
@@ -160,12 +176,11 @@ async fn a_migrator_stopped_midway_and_one_that_crashed_are_resumed_with_every_n
         (5000, 5000, 0),
         "every node migrated exactly once"
     );
-    let graph: (i32, Option<String>) =
-        sqlx::query_as("select schema_version, read_only_reason from graphs")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(graph, (2, None));
+    let graph: (i32, String) = sqlx::query_as("select schema_version, status from graphs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(graph, (2, "ready".to_owned()));
     let phases: Vec<String> =
         sqlx::query_scalar("select event->>'type' from outbox order by position")
             .fetch_all(&pool)
@@ -209,12 +224,11 @@ async fn a_failing_step_fails_the_run_naming_the_step_and_the_node(pool: PgPool)
             "node \"n000007\": version 2 step 3 (require color) failed: property \"color\" is missing"
         )
     );
-    let graph: (i32, Option<String>) =
-        sqlx::query_as("select schema_version, read_only_reason from graphs")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(graph, (1, Some("migration_failed".to_owned())));
+    let graph: (i32, String) = sqlx::query_as("select schema_version, status from graphs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(graph, (1, "migration_failed".to_owned()));
     let failed: Value = sqlx::query_scalar(
         "select event->'data' from outbox where event->>'type' = 'migration.failed'",
     )
@@ -223,6 +237,65 @@ async fn a_failing_step_fails_the_run_naming_the_step_and_the_node(pool: PgPool)
     .unwrap();
     assert_eq!(failed["error"], json!(error.unwrap()));
     assert_eq!(m.work(run, usize::MAX).await.unwrap(), Worked::Over);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_run_that_cannot_go_on_fails_with_a_reason_instead_of_retrying_forever(pool: PgPool) {
+    // Stored steps that no longer parse (written before validation, or by hand).
+    let run = graph_with_run(&pool, 10).await;
+    sqlx::query("update plugin_versions set steps = '[{\"op\": \"explode\"}]' where version = 2")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let m = migrator(&pool, "m", 4);
+    assert_eq!(
+        m.work(run, usize::MAX).await.unwrap(),
+        Worked::Ended("failed")
+    );
+    let (status, processed, _, error) = run_state(&pool, run).await;
+    assert_eq!((status.as_str(), processed), ("failed", 0));
+    let error = error.unwrap();
+    assert!(
+        error.starts_with("the stored steps of plugin \"net\" version 2 cannot be read"),
+        "{error}"
+    );
+    let graph: String = sqlx::query_scalar("select status from graphs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(graph, "migration_failed");
+
+    // A node whose migrated data would pass the size limit fails the run, naming it.
+    let run = {
+        sqlx::query("update plugin_versions set steps = $1 where version = 2")
+            .bind(json!([{"op": "set_default", "property": "pad", "value": "x".repeat(600)}]))
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query_scalar(
+            "insert into graph_migration_runs (id, graph_id, from_version, to_version, workflow_run_id)
+             select $1, id, 1, 2, 'test' from graphs returning id",
+        )
+        .bind(Uuid::now_v7())
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let mut small = migrator(&pool, "m", 4);
+    small.limits.max_bytes = 512;
+    assert_eq!(
+        small.work(run, usize::MAX).await.unwrap(),
+        Worked::Ended("failed")
+    );
+    let error = run_state(&pool, run).await.3.unwrap();
+    assert!(
+        error.starts_with("node \"n000001\": version 2: the migrated data is 6"),
+        "{error}"
+    );
+    assert!(
+        error.ends_with("the limit is 512 (http.max_document_bytes)"),
+        "{error}"
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]

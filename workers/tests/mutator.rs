@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use switchyard_bus::Doorbell;
-use switchyard_workers::mutator::{Mutator, MutatorConfig};
+use switchyard_workers::mutator::{BatchLimits, Mutator, MutatorConfig, batch};
 use uuid::Uuid;
 
 fn mutator(pool: &PgPool, batch_size: usize) -> Mutator {
@@ -16,7 +16,10 @@ fn mutator(pool: &PgPool, batch_size: usize) -> Mutator {
             batch_size,
             ..MutatorConfig::default()
         },
-        max_document_bytes: 64 * 1024,
+        limits: switchyard_domain::json::Limits {
+            max_bytes: 64 * 1024,
+            max_depth: 64,
+        },
     }
 }
 
@@ -102,7 +105,12 @@ async fn a_batch_that_cannot_record_its_audit_commits_nothing(pool: PgPool) {
     .await
     .unwrap();
 
-    assert!(mutator(&pool, 10).drain_topology(t).await.is_err());
+    let limits = BatchLimits {
+        size: 10,
+        document: mutator(&pool, 10).limits,
+        lock_timeout: std::time::Duration::from_secs(1),
+    };
+    assert!(batch::run(&pool, t, limits).await.is_err());
     assert_eq!(trail(&pool, first).await, ("pending".into(), 0, 0));
     let (version, document): (i64, Value) =
         sqlx::query_as("select version, document from topologies")
@@ -110,6 +118,70 @@ async fn a_batch_that_cannot_record_its_audit_commits_nothing(pool: PgPool) {
             .await
             .unwrap();
     assert_eq!((version, document), (0, json!({})));
+}
+
+/// Makes Postgres refuse to store a document holding the key `poison`, as a store
+/// that cannot hold a result would (a data exception: retrying does not cure it).
+async fn refuse_poisoned_documents(pool: &PgPool) {
+    sqlx::query(
+        "create function refuse_poison() returns trigger language plpgsql as $$
+         begin
+           if new.document ? 'poison' then
+             raise exception 'this store cannot hold it' using errcode = '22023';
+           end if;
+           return new;
+         end $$",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "create trigger refuse_poison before update on topologies
+         for each row execute function refuse_poison()",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_mutation_whose_outcome_cannot_be_stored_fails_with_a_reason_and_the_rest_apply(
+    pool: PgPool,
+) {
+    refuse_poisoned_documents(&pool).await;
+    let t = topology(&pool).await;
+    let before = enqueue(&pool, t, json!([{"op": "add", "path": "/a", "value": 1}])).await;
+    let poison = enqueue(
+        &pool,
+        t,
+        json!([{"op": "add", "path": "/poison", "value": 1}]),
+    )
+    .await;
+    let after = enqueue(&pool, t, json!([{"op": "add", "path": "/b", "value": 2}])).await;
+
+    // One drain: the batch of three fails, the mutations are retried one at a time, and
+    // the one at fault is given up. Nothing is left pending, nothing retried forever.
+    let drain = mutator(&pool, 10).drain_topology(t).await.unwrap();
+    assert_eq!((drain.finished, drain.more), (3, false), "{drain:?}");
+    assert_eq!(trail(&pool, before).await, ("applied".into(), 1, 1));
+    assert_eq!(trail(&pool, poison).await, ("failed".into(), 1, 1));
+    assert_eq!(trail(&pool, after).await, ("applied".into(), 1, 1));
+    let error: String = sqlx::query_scalar("select error from mutations where id = $1")
+        .bind(poison)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(error.contains("could not be applied"), "{error}");
+    assert!(!error.contains("cannot hold"), "internals leaked: {error}");
+    let (version, document, status): (i64, Value, String) =
+        sqlx::query_as("select version, document, status from topologies")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (version, document, status.as_str()),
+        (2, json!({"a": 1, "b": 2}), "idle")
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]

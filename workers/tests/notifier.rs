@@ -171,3 +171,56 @@ async fn the_reconciler_reannounces_a_published_change_nobody_notified(pool: PgP
         .unwrap();
     assert_eq!(reconciler.pass().await.unwrap().reannounced_changes, 0);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_change_that_can_never_be_notified_is_given_up_with_a_reason(pool: PgPool) {
+    use switchyard_bus::payloads::InterfaceChanged;
+    use switchyard_workers::consumer::Outcome;
+    let id = change(&pool, "published").await;
+    // Postgres refuses every inbox message: an error retrying would not cure.
+    sqlx::query(
+        "create function refuse_inbox() returns trigger language plpgsql as $$
+         begin raise exception 'no inbox here' using errcode = '22023'; end $$",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "create trigger refuse_inbox before insert on inbox_messages
+         for each row execute function refuse_inbox()",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let event = InterfaceChanged {
+        interface_change_id: id,
+        repo_slug: "billing".to_owned(),
+        title: "Drop field".to_owned(),
+        interface_type: "schema".to_owned(),
+        change_type: "removal".to_owned(),
+        status: "published".to_owned(),
+        affected_repo_slugs: vec!["web".to_owned()],
+    }
+    .event("test");
+    let notifier = notifier(&pool);
+    // Handled at once: no retry, no message, and the origin's milestone says why.
+    assert_eq!(notifier.handle_event(&event, 1).await, Outcome::Ack);
+    assert_eq!(written(&pool, id).await, (0, 1, 1, 0));
+    let detail: serde_json::Value =
+        sqlx::query_scalar("select detail from progress_events where interface_change_id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(detail["notifications_sent"], 0);
+    let reason = detail["notifications_failed"].as_str().unwrap();
+    assert!(reason.contains("no message was sent"), "{reason}");
+    assert!(
+        !reason.contains("no inbox here"),
+        "internals leaked: {reason}"
+    );
+    // Handled means handled: a redelivery, or the reconciler's sweep, does nothing more.
+    assert_eq!(notifier.handle_event(&event, 2).await, Outcome::Ack);
+    assert_eq!(notifier.run_until_idle().await.unwrap(), 0);
+    assert_eq!(written(&pool, id).await, (0, 1, 1, 0));
+}

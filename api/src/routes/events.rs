@@ -71,7 +71,7 @@ fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<Stri
 }
 
 /// Opens the stream of one resource's `subject`, resuming where the client says.
-async fn follow<F, Fut>(
+async fn follow<F, Fut, S>(
     app: &AppState,
     headers: &HeaderMap,
     params: &StreamParams,
@@ -80,7 +80,8 @@ async fn follow<F, Fut>(
 ) -> Result<Response, ApiError>
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<serde_json::Value, ApiError>>,
+    Fut: Future<Output = Result<S, ApiError>>,
+    S: serde::Serialize,
 {
     let start = last_event_id(headers, params.last_event_id.as_deref())?;
     app.live.open(subject, start, snapshot).await
@@ -127,10 +128,18 @@ async fn topology_events(
         || async move {
             let topology = topologies::find(&pool, id).await?;
             let pending = mutations::pending_of(&pool, id).await?;
-            Ok(json!({ "topology": topology, "pending": pending }))
+            Ok(TopologySnapshot { topology, pending })
         },
     )
     .await
+}
+
+/// The snapshot of a topology's stream.
+#[derive(serde::Serialize)]
+struct TopologySnapshot {
+    topology: topologies::TopologyOut,
+    /// Its pending mutations in seq order.
+    pending: Vec<mutations::MutationOut>,
 }
 
 /// Follow one repo: a `snapshot` (its dispatch: pending changes, unread inbox, recent

@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use switchyard_bus::payloads::{MutationEnqueued, TopologyStatus};
 use switchyard_bus::{Event, outbox};
+use switchyard_domain::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -151,14 +152,18 @@ async fn enqueue(
     headers: HeaderMap,
     Body(input): Body<MutationIn>,
 ) -> Result<Response, ApiError> {
-    patch::validate(&input.ops, app.config.max_ops_per_mutation)?;
+    patch::validate(
+        &input.ops,
+        app.config.max_ops_per_mutation,
+        &app.config.document_limits(),
+    )?;
     if input.if_version.is_some_and(|v| v < 0) {
         return Err(ApiError::Unprocessable(
             "if_version must be 0 or greater".to_owned(),
         ));
     }
     let key = idempotency_key(&headers)?;
-    let hash = Sha256::digest(serde_json::to_vec(&input).expect("serializable")).to_vec();
+    let hash = request_hash(&input);
     let new = NewMutation {
         topology_id,
         input: &input,
@@ -179,6 +184,16 @@ async fn enqueue(
         }
         Enqueued::Replayed(mutation) => Ok((StatusCode::OK, Json(mutation)).into_response()),
     }
+}
+
+/// SHA-256 of the request in canonical form, so a retry that spells a number
+/// differently (`2.0` for `2`) is the same request ([`json::canonical`]).
+fn request_hash(input: &MutationIn) -> Vec<u8> {
+    let canonical = MutationIn {
+        ops: input.ops.iter().map(json::canonical).collect(),
+        if_version: input.if_version,
+    };
+    Sha256::digest(serde_json::to_vec(&canonical).expect("serializable")).to_vec()
 }
 
 /// The `Idempotency-Key` header, if any: 1 to 255 visible ASCII characters.

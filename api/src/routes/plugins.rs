@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgConnection;
+use switchyard_domain::json::Limits;
 use switchyard_workers::migrator::steps::{self, Step};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -89,8 +90,13 @@ pub struct VersionAdded {
     pub migration_runs: Vec<MigrationRunOut>,
 }
 
-/// 422 unless `version` is `expected` and its steps are valid.
-fn check_version(version: &PluginVersionIn, expected: i32) -> Result<(), ApiError> {
+/// 422 unless `version` is `expected` and its steps are valid; a value a step writes
+/// must fit a node's data (the document limits, one level down): 413 or 422.
+fn check_version(
+    version: &PluginVersionIn,
+    expected: i32,
+    limits: &Limits,
+) -> Result<(), ApiError> {
     if version.version != expected {
         return Err(ApiError::Unprocessable(format!(
             "versions must be 1, 2, 3, … in order: expected version {expected}, got {}",
@@ -103,7 +109,22 @@ fn check_version(version: &PluginVersionIn, expected: i32) -> Result<(), ApiErro
         ));
     }
     steps::validate(&version.steps)
-        .map_err(|problem| ApiError::Unprocessable(format!("version {expected}: {problem}")))
+        .map_err(|problem| ApiError::Unprocessable(format!("version {expected}: {problem}")))?;
+    // A step's value becomes a top-level property, one level inside the node's data.
+    let value_limits = Limits {
+        max_depth: limits.max_depth.saturating_sub(1),
+        ..*limits
+    };
+    for (i, step) in version.steps.iter().enumerate() {
+        for value in step.values() {
+            let field = format!(
+                "version {expected} step {}: a value (one level inside node data)",
+                i + 1
+            );
+            validate::json(&field, value, &value_limits)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes the audit row and stages `plugin.{name}.version` for the plugin's current version.
@@ -163,7 +184,7 @@ async fn register(
         )));
     }
     for (i, version) in input.versions.iter().enumerate() {
-        check_version(version, i as i32 + 1)?;
+        check_version(version, i as i32 + 1, &app.config.document_limits())?;
     }
     let mut tx = app.pool.begin().await?;
     let inserted = sqlx::query(
@@ -234,7 +255,7 @@ async fn add_version(
             version.version
         )));
     }
-    check_version(&version, current + 1)?;
+    check_version(&version, current + 1, &app.config.document_limits())?;
     insert_version(&mut tx, &name, &version).await?;
     sqlx::query("update plugins set current_version = $2, updated_at = now() where name = $1")
         .bind(&name)

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use switchyard_bus::outbox;
 use switchyard_bus::payloads::TopologyStatus;
 use utoipa::ToSchema;
@@ -18,10 +19,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{Page, PageParams};
-use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::openapi::Refusals;
+use crate::{AppState, validate};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -30,7 +31,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Body of `POST /topologies`. Server-owned fields (`id`, `version`, `status`,
-/// timestamps) are refused.
+/// timestamps) are refused. The document must keep the document limits
+/// (`http.max_document_bytes`: 413; `http.max_document_depth`, numbers within ±1e300:
+/// 422).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopologyIn {
@@ -47,8 +50,10 @@ pub struct TopologyIn {
 pub struct TopologyOut {
     pub id: Uuid,
     pub name: String,
+    /// Passed through as stored, never parsed into a tree: reading a document cannot
+    /// fail however it is nested.
     #[schema(value_type = Value)]
-    pub document: Value,
+    pub document: Box<RawValue>,
     /// Number of mutations applied so far.
     pub version: i64,
     /// `idle`, or `pending` while mutations wait to apply.
@@ -79,8 +84,7 @@ async fn create(
     let document = input
         .document
         .unwrap_or_else(|| Value::Object(Default::default()));
-    check_document_size(&document, app.config.max_document_bytes)?;
-    crate::patch::check_numbers(&document, "document")?;
+    validate::json("document", &document, &app.config.document_limits())?;
     let mut tx = app.pool.begin().await?;
     let topology = sqlx::query_as::<_, TopologyOut>(
         "insert into topologies (id, name, document) values ($1, $2, $3)
@@ -102,19 +106,6 @@ async fn create(
     tx.commit().await?;
     app.doorbell.ring(vec![created]);
     Ok((StatusCode::CREATED, Json(topology)))
-}
-
-/// 413 when `document` serializes to more than `limit` bytes.
-pub fn check_document_size(document: &Value, limit: usize) -> Result<(), ApiError> {
-    let size = serde_json::to_vec(document)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
-    if size > limit {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "document is {size} bytes; the limit is {limit} (config key http.max_document_bytes)"
-        )));
-    }
-    Ok(())
 }
 
 /// List topologies, oldest first, a page at a time.

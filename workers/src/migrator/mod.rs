@@ -9,12 +9,16 @@
 //!    renewing the lease, with a `progress` event per batch. A node is picked only
 //!    while its `schema_version` is below the target, and moved to the target in the
 //!    same transaction, so no step ever runs twice on a node, whoever resumes;
-//! 3. ends it: `succeeded` (the graph takes the target version and is writable) or
-//!    `failed` with an error naming the version, the step and the node (the graph
-//!    stays read-only as `migration_failed` until a later run succeeds).
+//! 3. ends it: `succeeded` (the graph takes the target version and is `ready`), or
+//!    `failed` with an error naming the version, the step and the node (the graph is
+//!    `migration_failed`: writable, so the data can be repaired, until a later run
+//!    succeeds or this one is cancelled).
 //!
 //! On shutdown it stops between batches and gives the lease up, so another migrator
-//! resumes at once.
+//! resumes at once. An operator's cancel is honoured at the next batch boundary: the
+//! run ends `cancelled` and the graph is `ready` again at its old version (nodes
+//! already migrated keep theirs). An error that is not an outage ends the run
+//! `failed` with a reason instead of being retried forever.
 
 use std::time::Duration;
 
@@ -22,6 +26,7 @@ use serde::Deserialize;
 use sqlx::PgPool;
 use switchyard_bus::payloads::MigrationChanged;
 use switchyard_bus::{Doorbell, Event};
+use switchyard_domain::json::Limits;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -31,7 +36,11 @@ use crate::consumer::{EventHandler, Outcome, retry_delay};
 pub mod run;
 pub mod steps;
 
-use run::{Batch, Unclaimed};
+use run::{Batch, Ending, Unclaimed};
+
+/// Why a run ended that could not go on (the cause is in the worker's log, not in
+/// what clients read).
+const CANNOT_GO_ON: &str = "the migration could not go on: an error retrying would not cure (the worker log has the cause)";
 
 /// Migrator settings (config section `migrator`).
 #[derive(Clone, Debug, Deserialize)]
@@ -71,7 +80,7 @@ impl Default for MigratorConfig {
 /// What working a run did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Worked {
-    /// It ended: `succeeded` or `failed`.
+    /// It ended: `succeeded`, `failed` or `cancelled`.
     Ended(&'static str),
     /// Stopped early (the batch budget or shutdown); the lease was given up.
     Paused,
@@ -92,6 +101,9 @@ pub struct Migrator {
     pub name: String,
     /// Stops runs between batches.
     pub shutdown: CancellationToken,
+    /// What a node's data must stay within once migrated (`http.max_document_bytes`,
+    /// `http.max_document_depth`).
+    pub limits: Limits,
 }
 
 impl Migrator {
@@ -104,46 +116,64 @@ impl Migrator {
             Err(Unclaimed::Busy) => return Ok(Worked::Busy),
             Err(Unclaimed::Over) => return Ok(Worked::Over),
         };
-        let versions = run::load_steps(&self.pool, &claim).await?;
-        for _ in 0..budget {
-            if self.shutdown.is_cancelled() {
-                break;
+        match self.work_claimed(&mut claim, budget).await {
+            Ok(Some(ending)) => self.end(&claim, ending).await,
+            Ok(None) => {
+                run::release(&self.pool, &claim).await?;
+                Ok(Worked::Paused)
             }
-            let (batch, events) = run::batch(
-                &self.pool,
-                &mut claim,
-                &versions,
-                self.config.batch_size,
-                self.config.lease,
-            )
-            .await?;
-            self.doorbell.ring(events);
-            match batch {
-                Batch::Migrated(0) => return self.end(&claim, None).await,
-                Batch::Migrated(_) => {}
-                Batch::Failed(error) => return self.end(&claim, Some(error)).await,
+            Err(error) if error.is_transient() => Err(error),
+            // It would fail the same way on every attempt: end the run, with a reason.
+            // Corrupt stored data is ours to name; anything else stays in the log.
+            Err(error) => {
+                tracing::error!(%error, run_id = %claim.run_id, "migration run cannot go on");
+                let reason = match error {
+                    WorkerError::Corrupt(what) => what,
+                    _ => CANNOT_GO_ON.to_owned(),
+                };
+                self.end(&claim, Ending::Failed(reason)).await
             }
         }
-        run::release(&self.pool, &claim).await?;
-        Ok(Worked::Paused)
     }
 
-    async fn end(
+    /// Batches until the run ends (`Some`), or the budget or shutdown stops it (`None`).
+    async fn work_claimed(
         &self,
-        claim: &run::Claim,
-        failure: Option<String>,
-    ) -> Result<Worked, WorkerError> {
-        let outcome = if failure.is_some() {
-            "failed"
-        } else {
-            "succeeded"
+        claim: &mut run::Claim,
+        budget: usize,
+    ) -> Result<Option<Ending>, WorkerError> {
+        if claim.cancel_requested {
+            return Ok(Some(Ending::Cancelled));
+        }
+        let versions = run::load_steps(&self.pool, claim).await?;
+        let limits = run::BatchLimits {
+            size: self.config.batch_size,
+            lease: self.config.lease,
+            data: self.limits,
         };
-        if let Some(error) = &failure {
+        for _ in 0..budget {
+            if self.shutdown.is_cancelled() {
+                return Ok(None);
+            }
+            let (batch, events) = run::batch(&self.pool, claim, &versions, limits).await?;
+            self.doorbell.ring(events);
+            match batch {
+                Batch::Migrated(0) => return Ok(Some(Ending::Succeeded)),
+                Batch::Migrated(_) if claim.cancel_requested => return Ok(Some(Ending::Cancelled)),
+                Batch::Migrated(_) => {}
+                Batch::Failed(error) => return Ok(Some(Ending::Failed(error))),
+            }
+        }
+        Ok(None)
+    }
+
+    async fn end(&self, claim: &run::Claim, ending: Ending) -> Result<Worked, WorkerError> {
+        if let Ending::Failed(error) = &ending {
             tracing::warn!(run_id = %claim.run_id, graph = %claim.graph_slug, %error, "migration failed");
         }
         self.doorbell
-            .ring(run::finish(&self.pool, claim, failure).await?);
-        Ok(Worked::Ended(outcome))
+            .ring(run::finish(&self.pool, claim, &ending).await?);
+        Ok(Worked::Ended(ending.statuses().0))
     }
 
     /// Works every run that is pending or whose lease expired, without the bus,

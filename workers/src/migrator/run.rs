@@ -1,5 +1,5 @@
-//! One migration run, worked under a lease: claim, batches, and the end (succeeded
-//! or failed). Every write is fenced on the claim's `attempt`, so a migrator whose
+//! One migration run, worked under a lease: claim, batches, and the end (succeeded,
+//! failed or cancelled). Every write is fenced on the claim's `attempt`, so a migrator whose
 //! lease passed to another can no longer change anything.
 
 use std::collections::BTreeMap;
@@ -8,6 +8,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use switchyard_bus::payloads::{MigrationChanged, MigrationPhase};
 use switchyard_bus::{Event, outbox};
+use switchyard_domain::json::Limits;
 use uuid::Uuid;
 
 use super::steps::{self, Step};
@@ -27,6 +28,8 @@ pub struct Claim {
     pub to_version: i32,
     pub processed: i64,
     pub total: i64,
+    /// An operator asked the run to stop; it ends `cancelled` at the next batch boundary.
+    pub cancel_requested: bool,
 }
 
 impl Claim {
@@ -72,7 +75,8 @@ pub async fn claim(
          where r.id = $1 and g.id = r.graph_id
            and (r.status = 'pending' or (r.status = 'running' and r.claim_expires_at < now()))
          returning r.id as run_id, r.attempt, r.graph_id, g.slug as graph_slug, g.plugin,
-                   r.from_version, r.to_version, r.processed, r.total",
+                   r.from_version, r.to_version, r.processed, r.total,
+                   r.cancel_requested_at is not null as cancel_requested",
     )
     .bind(id)
     .bind(holder)
@@ -97,12 +101,10 @@ pub async fn claim(
         // scanning the table once per node.
         sqlx::query("analyze graph_nodes").execute(&mut *tx).await?;
         // Writes already committed are counted; new ones are refused from here on.
-        sqlx::query(
-            "update graphs set read_only_reason = 'migrating', updated_at = now() where id = $1",
-        )
-        .bind(claim.graph_id)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("update graphs set status = 'migrating', updated_at = now() where id = $1")
+            .bind(claim.graph_id)
+            .execute(&mut *tx)
+            .await?;
         claim.total = sqlx::query_scalar(
             "update graph_migration_runs set total = (
                select count(*) from graph_nodes where graph_id = $2 and schema_version < $3)
@@ -136,7 +138,10 @@ pub async fn load_steps(
     let mut versions = BTreeMap::new();
     for (version, raw) in rows {
         let steps: Vec<Step> = serde_json::from_value(raw).map_err(|e| {
-            WorkerError::Fenced(format!("plugin {} version {version}: {e}", claim.plugin))
+            WorkerError::Corrupt(format!(
+                "the stored steps of plugin {:?} version {version} cannot be read ({e})",
+                claim.plugin
+            ))
         })?;
         versions.insert(version, steps);
     }
@@ -152,13 +157,24 @@ pub enum Batch {
     Failed(String),
 }
 
-/// Migrates up to `size` nodes still behind the target, in one transaction.
+/// How much one batch may do.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchLimits {
+    /// Nodes migrated per transaction.
+    pub size: usize,
+    /// How long the claim lasts after the batch renews it.
+    pub lease: std::time::Duration,
+    /// What a node's data must stay within once migrated (the document limits).
+    pub data: Limits,
+}
+
+/// Migrates up to `limits.size` nodes still behind the target, in one transaction,
+/// and notes whether an operator has asked the run to stop since.
 pub async fn batch(
     pool: &PgPool,
     claim: &mut Claim,
     versions: &BTreeMap<i32, Vec<Step>>,
-    size: usize,
-    lease: std::time::Duration,
+    limits: BatchLimits,
 ) -> Result<(Batch, Vec<Event>), WorkerError> {
     let mut tx = pool.begin().await?;
     let nodes: Vec<(String, Value, i32)> = sqlx::query_as(
@@ -168,7 +184,7 @@ pub async fn batch(
     )
     .bind(claim.graph_id)
     .bind(claim.to_version)
-    .bind(size as i64)
+    .bind(limits.size as i64)
     .fetch_all(&mut *tx)
     .await?;
     if nodes.is_empty() {
@@ -177,7 +193,7 @@ pub async fn batch(
     let mut ids = Vec::with_capacity(nodes.len());
     let mut migrated = Vec::with_capacity(nodes.len());
     for (id, data, version) in nodes {
-        match migrate_node(versions, data, version, claim.to_version) {
+        match migrate_node(versions, data, version, claim.to_version, &limits.data) {
             Ok(data) => {
                 ids.push(id);
                 migrated.push(data);
@@ -196,41 +212,46 @@ pub async fn batch(
     .bind(&migrated)
     .execute(&mut *tx)
     .await?;
-    claim.processed = fenced_progress(&mut tx, claim, ids.len() as i64, lease).await?;
+    (claim.processed, claim.cancel_requested) =
+        fenced_progress(&mut tx, claim, ids.len() as i64, limits.lease).await?;
     let events = vec![claim.event(MigrationPhase::Progress, None)];
     outbox::stage(&mut tx, &events).await?;
     tx.commit().await?;
     Ok((Batch::Migrated(ids.len()), events))
 }
 
-/// Node data moved from `version` to `to`, one version's steps at a time.
+/// Node data moved from `version` to `to`, one version's steps at a time; it must
+/// still keep the document limits after each version.
 fn migrate_node(
     versions: &BTreeMap<i32, Vec<Step>>,
-    data: Value,
+    mut data: Value,
     version: i32,
     to: i32,
+    limits: &Limits,
 ) -> Result<Value, String> {
-    let Value::Object(mut object) = data else {
-        return Err("its data is not an object".to_owned());
-    };
     for (next, steps) in versions.range(version + 1..=to) {
-        steps::apply(steps, &mut object).map_err(|e| format!("version {next} {e}"))?;
+        let object = data.as_object_mut().ok_or("its data is not an object")?;
+        steps::apply(steps, object).map_err(|e| format!("version {next} {e}"))?;
+        limits
+            .check(&data)
+            .map_err(|e| format!("version {next}: the migrated data {e}"))?;
     }
-    Ok(Value::Object(object))
+    Ok(data)
 }
 
 /// Adds `n` to the run's progress and renews the lease, if this claim still holds.
+/// Returns the progress and whether an operator has asked the run to stop.
 async fn fenced_progress(
     tx: &mut PgConnection,
     claim: &Claim,
     n: i64,
     lease: std::time::Duration,
-) -> Result<i64, WorkerError> {
-    sqlx::query_scalar(
+) -> Result<(i64, bool), WorkerError> {
+    sqlx::query_as(
         "update graph_migration_runs
          set processed = processed + $3, claim_expires_at = now() + make_interval(secs => $4)
          where id = $1 and attempt = $2 and status = 'running'
-         returning processed",
+         returning processed, cancel_requested_at is not null",
     )
     .bind(claim.run_id)
     .bind(claim.attempt)
@@ -241,17 +262,42 @@ async fn fenced_progress(
     .ok_or_else(|| WorkerError::Fenced(format!("migration run {} was taken over", claim.run_id)))
 }
 
-/// Ends the run: succeeded (the graph takes the target version and is writable again)
-/// or failed (the graph stays read-only as `migration_failed`).
+/// How a run ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Every node is at the target: the graph takes it and is ready.
+    Succeeded,
+    /// A step failed on a node, or the run could not go on: the graph is
+    /// `migration_failed` (writable, so the data can be repaired) until a later run
+    /// succeeds or this one is cancelled.
+    Failed(String),
+    /// An operator stopped it: the graph is ready again at its version; nodes migrated
+    /// so far keep the target version.
+    Cancelled,
+}
+
+impl Ending {
+    /// The run's status and the graph's, as stored.
+    pub fn statuses(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::Succeeded => ("succeeded", "ready"),
+            Self::Failed(_) => ("failed", "migration_failed"),
+            Self::Cancelled => ("cancelled", "ready"),
+        }
+    }
+}
+
+/// Ends the run as `ending` says, with the graph's new status and the run's event.
 pub async fn finish(
     pool: &PgPool,
     claim: &Claim,
-    failure: Option<String>,
+    ending: &Ending,
 ) -> Result<Vec<Event>, WorkerError> {
     let mut tx = pool.begin().await?;
-    let (status, reason) = match failure {
-        None => ("succeeded", None),
-        Some(_) => ("failed", Some("migration_failed")),
+    let (run_status, graph_status) = ending.statuses();
+    let error = match ending {
+        Ending::Failed(error) => Some(error.clone()),
+        _ => None,
     };
     let ended = sqlx::query(
         "update graph_migration_runs
@@ -260,8 +306,8 @@ pub async fn finish(
     )
     .bind(claim.run_id)
     .bind(claim.attempt)
-    .bind(status)
-    .bind(&failure)
+    .bind(run_status)
+    .bind(&error)
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -272,20 +318,22 @@ pub async fn finish(
         )));
     }
     sqlx::query(
-        "update graphs set read_only_reason = $2, updated_at = now(),
-                schema_version = case when $2::text is null then $3 else schema_version end
+        "update graphs set status = $2, updated_at = now(),
+                schema_version = case when $3 then $4 else schema_version end
          where id = $1",
     )
     .bind(claim.graph_id)
-    .bind(reason)
+    .bind(graph_status)
+    .bind(*ending == Ending::Succeeded)
     .bind(claim.to_version)
     .execute(&mut *tx)
     .await?;
-    let phase = match failure {
-        None => MigrationPhase::Succeeded,
-        Some(_) => MigrationPhase::Failed,
+    let phase = match ending {
+        Ending::Succeeded => MigrationPhase::Succeeded,
+        Ending::Failed(_) => MigrationPhase::Failed,
+        Ending::Cancelled => MigrationPhase::Cancelled,
     };
-    let events = vec![claim.event(phase, failure)];
+    let events = vec![claim.event(phase, error)];
     outbox::stage(&mut tx, &events).await?;
     tx.commit().await?;
     Ok(events)

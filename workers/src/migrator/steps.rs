@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use switchyard_domain::json;
 
 /// Most steps in one plugin version.
 pub const MAX_STEPS: usize = 100;
@@ -25,7 +26,8 @@ pub enum Step {
     },
     /// Removes `property`.
     Remove { property: String },
-    /// Replaces a value of `property` equal to a `from` with its `to`.
+    /// Replaces a value of `property` equal to a `from` (RFC 6902 equality: `2` and
+    /// `2.0` are equal) with its `to`.
     MapValues {
         property: String,
         mapping: Vec<ValueMapping>,
@@ -88,14 +90,16 @@ impl Step {
             Self::MapValues { property, mapping } => {
                 name(property)?;
                 for (i, pair) in mapping.iter().enumerate() {
-                    if mapping[..i].iter().any(|earlier| earlier.from == pair.from) {
+                    if mapping[..i]
+                        .iter()
+                        .any(|earlier| json::equal(&earlier.from, &pair.from))
+                    {
                         return Err(format!("map_values maps {} twice", pair.from));
                     }
                     // A value mapped onto another `from` would change again on a re-run.
-                    if mapping
-                        .iter()
-                        .any(|other| other.from == pair.to && pair.from != pair.to)
-                    {
+                    if mapping.iter().any(|other| {
+                        json::equal(&other.from, &pair.to) && !json::equal(&pair.from, &pair.to)
+                    }) {
                         return Err(format!(
                             "map_values maps to {}, which it also maps from: a second run would change it again",
                             pair.to
@@ -123,7 +127,7 @@ impl Step {
             }
             Self::MapValues { property, mapping } => {
                 if let Some(value) = data.get_mut(property)
-                    && let Some(pair) = mapping.iter().find(|pair| pair.from == *value)
+                    && let Some(pair) = mapping.iter().find(|pair| json::equal(&pair.from, value))
                 {
                     *value = pair.to.clone();
                 }
@@ -135,6 +139,19 @@ impl Step {
             }
         }
         Ok(())
+    }
+}
+
+impl Step {
+    /// The JSON values the step writes into node data.
+    pub fn values(&self) -> Vec<&Value> {
+        match self {
+            Self::SetDefault { value, .. } => vec![value],
+            Self::MapValues { mapping, .. } => {
+                mapping.iter().flat_map(|m| [&m.from, &m.to]).collect()
+            }
+            Self::Rename { .. } | Self::Remove { .. } | Self::Require { .. } => Vec::new(),
+        }
     }
 }
 
@@ -199,6 +216,20 @@ mod tests {
             migrated,
             "a second run changed the node"
         );
+    }
+
+    #[test]
+    fn map_values_matches_numbers_by_value() {
+        let by_size = steps(json!([
+            {"op": "map_values", "property": "size", "mapping": [{"from": 2, "to": "medium"}]}
+        ]));
+        let mut data = object(serde_json::from_str(r#"{"size": 2.0}"#).unwrap());
+        apply(&by_size, &mut data).unwrap();
+        assert_eq!(Value::Object(data), json!({"size": "medium"}));
+        let twice = steps(json!([
+            {"op": "map_values", "property": "k", "mapping": [{"from": 1, "to": "a"}, {"from": 1.0, "to": "b"}]}
+        ]));
+        assert!(validate(&twice).unwrap_err().contains("twice"));
     }
 
     #[test]

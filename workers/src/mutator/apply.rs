@@ -1,6 +1,8 @@
 //! Applying one mutation to a document, in memory. Pure: no I/O, no clock.
 
 use serde_json::Value;
+use switchyard_domain::json::Limits;
+use switchyard_domain::patch::{self, PatchOperation};
 use uuid::Uuid;
 
 /// A pending mutation, as the mutator loads it.
@@ -22,15 +24,17 @@ pub enum Verdict {
     Failed { error: String },
 }
 
-/// Applies `mutation` to `document` at `version`, all operations or none.
-/// On success both are advanced; on failure neither changes.
+/// Applies `mutation` to `document` at `version`, all operations or none, with the
+/// document's `limits` checked as each operation applies (see
+/// [`switchyard_domain::patch`]). On success both are advanced; on failure neither
+/// changes.
 pub fn apply(
     document: &mut Value,
     version: &mut i64,
     mutation: &PendingMutation,
-    max_document_bytes: usize,
+    limits: &Limits,
 ) -> Verdict {
-    match next_document(document, *version, mutation, max_document_bytes) {
+    match next_document(document, *version, mutation, limits) {
         Ok(next) => {
             *document = next;
             *version += 1;
@@ -44,7 +48,7 @@ fn next_document(
     document: &Value,
     version: i64,
     mutation: &PendingMutation,
-    max_document_bytes: usize,
+    limits: &Limits,
 ) -> Result<Value, String> {
     if let Some(expected) = mutation.if_version
         && expected != version
@@ -53,18 +57,9 @@ fn next_document(
             "version conflict: if_version is {expected} but the topology is at version {version}"
         ));
     }
-    let ops: Vec<json_patch::PatchOperation> = serde_json::from_value(mutation.ops.clone())
+    let ops: Vec<PatchOperation> = serde_json::from_value(mutation.ops.clone())
         .map_err(|e| format!("stored operations are not valid JSON Patch: {e}"))?;
-    // Work on a copy so a failure part-way leaves the document untouched.
-    let mut next = document.clone();
-    json_patch::patch(&mut next, &ops).map_err(|e| e.to_string())?;
-    let size = serde_json::to_vec(&next).map_or(usize::MAX, |v| v.len());
-    if size > max_document_bytes {
-        return Err(format!(
-            "the document would grow to {size} bytes; the limit is {max_document_bytes}"
-        ));
-    }
-    Ok(next)
+    patch::apply(document, &ops, limits).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -72,6 +67,11 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_bytes: 1024,
+        max_depth: 16,
+    };
 
     fn mutation(ops: Value, if_version: Option<i64>) -> PendingMutation {
         PendingMutation {
@@ -91,7 +91,7 @@ mod tests {
             Some(4),
         );
         assert_eq!(
-            apply(&mut doc, &mut version, &m, 1024),
+            apply(&mut doc, &mut version, &m, &LIMITS),
             Verdict::Applied { version: 5 }
         );
         assert_eq!(doc, json!({"nodes": ["a"], "name": "x"}));
@@ -104,7 +104,7 @@ mod tests {
             json!([{"op": "replace", "path": "/a", "value": 2}, {"op": "test", "path": "/a", "value": 1}]),
             None,
         );
-        let Verdict::Failed { error } = apply(&mut doc, &mut version, &m, 1024) else {
+        let Verdict::Failed { error } = apply(&mut doc, &mut version, &m, &LIMITS) else {
             panic!("applied a failing patch");
         };
         assert!(error.contains("/a"), "{error}");
@@ -116,7 +116,7 @@ mod tests {
         let (mut doc, mut version) = (json!({}), 7);
         let m = mutation(json!([{"op": "add", "path": "/a", "value": 1}]), Some(3));
         assert_eq!(
-            apply(&mut doc, &mut version, &m, 1024),
+            apply(&mut doc, &mut version, &m, &LIMITS),
             Verdict::Failed {
                 error: "version conflict: if_version is 3 but the topology is at version 7".into()
             }
@@ -130,8 +130,12 @@ mod tests {
             json!([{"op": "add", "path": "/big", "value": "x".repeat(100)}]),
             None,
         );
+        let small = Limits {
+            max_bytes: 50,
+            ..LIMITS
+        };
         assert!(matches!(
-            apply(&mut doc, &mut version, &m, 50),
+            apply(&mut doc, &mut version, &m, &small),
             Verdict::Failed { .. }
         ));
         assert_eq!(doc, json!({}));

@@ -12,9 +12,10 @@
 //! batch report [`BatchResult::Busy`].
 
 use serde_json::{Value, json};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use switchyard_bus::payloads::{MutationApplied, MutationFailed, TopologyStatus};
 use switchyard_bus::{Event, outbox};
+use switchyard_domain::json::Limits;
 use uuid::Uuid;
 
 use super::apply::{PendingMutation, Verdict, apply};
@@ -33,7 +34,8 @@ pub enum BatchResult {
 
 #[derive(sqlx::FromRow)]
 struct LockedTopology {
-    document: Value,
+    /// As stored, parsed only when a batch needs it (see [`parse_document`]).
+    document: String,
     version: i64,
     status: String,
 }
@@ -50,8 +52,8 @@ struct Finished {
 pub struct BatchLimits {
     /// Mutations applied per transaction.
     pub size: usize,
-    /// Largest document after any mutation.
-    pub max_document_bytes: usize,
+    /// What the document must stay within after every operation.
+    pub document: Limits,
     /// Longest wait for the topology's row lock.
     pub lock_timeout: std::time::Duration,
 }
@@ -63,14 +65,13 @@ pub async fn run(
     topology_id: Uuid,
     limits: BatchLimits,
 ) -> Result<(BatchResult, Vec<Event>), WorkerError> {
-    let (batch_size, max_document_bytes) = (limits.size, limits.max_document_bytes);
     let mut tx = pool.begin().await?;
-    let Some(mut topology) = lock(&mut tx, topology_id, limits.lock_timeout).await? else {
+    let Some(topology) = lock(&mut tx, topology_id, limits.lock_timeout).await? else {
         return Ok((BatchResult::Busy, Vec::new()));
     };
-    let mut pending = load_pending(&mut tx, topology_id, batch_size as i64 + 1).await?;
-    let more = pending.len() > batch_size;
-    pending.truncate(batch_size);
+    let mut pending = load_pending(&mut tx, topology_id, limits.size as i64 + 1).await?;
+    let more = pending.len() > limits.size;
+    pending.truncate(limits.size);
     if pending.is_empty() && topology.status == "idle" {
         return Ok((
             BatchResult::Committed {
@@ -80,39 +81,88 @@ pub async fn run(
             Vec::new(),
         ));
     }
-    let finished = apply_in_order(&mut topology, pending, max_document_bytes);
-    let status = if more { "pending" } else { "idle" };
-    let events = events(topology_id, &finished, topology.version, status);
-    record_outcomes(&mut tx, &finished).await?;
-    record_audit(&mut tx, topology_id, &finished).await?;
-    save_topology(&mut tx, topology_id, &topology, status).await?;
-    outbox::stage(&mut tx, &events).await?;
-    tx.commit().await?;
-    Ok((
-        BatchResult::Committed {
-            finished: finished.len(),
-            more,
-        },
-        events,
-    ))
+    let mut version = topology.version;
+    let (finished, document) = match parse_document(&topology.document) {
+        Ok(mut document) => {
+            let finished = apply_in_order(&mut document, &mut version, pending, &limits.document);
+            let changed = version != topology.version;
+            (finished, changed.then_some(document))
+        }
+        Err(reason) => (fail_all(pending, version, &reason), None),
+    };
+    let outcome = Outcome {
+        topology_id,
+        finished,
+        document,
+        version,
+        more,
+    };
+    outcome.commit(tx).await
+}
+
+/// Marks the topology's pending head failed with `reason`, without applying it: the
+/// way out for a mutation whose outcome the database refuses to store. The document
+/// is not read.
+pub async fn fail_head(
+    pool: &PgPool,
+    topology_id: Uuid,
+    lock_timeout: std::time::Duration,
+    reason: &str,
+) -> Result<(BatchResult, Vec<Event>), WorkerError> {
+    let mut tx = pool.begin().await?;
+    let Some(topology) = lock(&mut tx, topology_id, lock_timeout).await? else {
+        return Ok((BatchResult::Busy, Vec::new()));
+    };
+    let mut pending = load_pending(&mut tx, topology_id, 2).await?;
+    let more = pending.len() > 1;
+    pending.truncate(1);
+    let outcome = Outcome {
+        topology_id,
+        finished: fail_all(pending, topology.version, reason),
+        document: None,
+        version: topology.version,
+        more,
+    };
+    outcome.commit(tx).await
+}
+
+/// The stored document as a value. A document stored before depth limits existed may
+/// be nested deeper than serde_json reads (128 levels); its mutations then fail with
+/// this reason rather than the batch erroring on every attempt.
+fn parse_document(text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|e| {
+        format!(
+            "the topology's stored document cannot be read ({e}); it can be read with GET but no longer edited: create a new topology from it"
+        )
+    })
+}
+
+/// Every mutation fails with `reason`; the document is untouched.
+fn fail_all(pending: Vec<PendingMutation>, version: i64, reason: &str) -> Vec<Finished> {
+    pending
+        .into_iter()
+        .map(|mutation| Finished {
+            mutation,
+            before_version: version,
+            verdict: Verdict::Failed {
+                error: reason.to_owned(),
+            },
+        })
+        .collect()
 }
 
 /// Applies each mutation to the in-memory document, in seq order.
 fn apply_in_order(
-    topology: &mut LockedTopology,
+    document: &mut Value,
+    version: &mut i64,
     pending: Vec<PendingMutation>,
-    max_document_bytes: usize,
+    limits: &Limits,
 ) -> Vec<Finished> {
     pending
         .into_iter()
         .map(|mutation| {
-            let before_version = topology.version;
-            let verdict = apply(
-                &mut topology.document,
-                &mut topology.version,
-                &mutation,
-                max_document_bytes,
-            );
+            let before_version = *version;
+            let verdict = apply(document, version, &mutation, limits);
             Finished {
                 mutation,
                 before_version,
@@ -122,19 +172,51 @@ fn apply_in_order(
         .collect()
 }
 
+/// A batch's results, ready to commit.
+struct Outcome {
+    topology_id: Uuid,
+    finished: Vec<Finished>,
+    /// The new document, when a mutation applied.
+    document: Option<Value>,
+    version: i64,
+    /// Pending mutations remain after this batch.
+    more: bool,
+}
+
+impl Outcome {
+    /// Commits every outcome with its audit row, the topology and the events together.
+    async fn commit(
+        self,
+        mut tx: Transaction<'static, Postgres>,
+    ) -> Result<(BatchResult, Vec<Event>), WorkerError> {
+        let status = if self.more { "pending" } else { "idle" };
+        let events = events(self.topology_id, &self.finished, self.version, status);
+        record_outcomes(&mut tx, &self.finished).await?;
+        record_audit(&mut tx, self.topology_id, &self.finished).await?;
+        save_topology(&mut tx, &self, status).await?;
+        outbox::stage(&mut tx, &events).await?;
+        tx.commit().await?;
+        let result = BatchResult::Committed {
+            finished: self.finished.len(),
+            more: self.more,
+        };
+        Ok((result, events))
+    }
+}
+
 async fn save_topology(
     conn: &mut PgConnection,
-    topology_id: Uuid,
-    topology: &LockedTopology,
+    outcome: &Outcome,
     status: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "update topologies set document = $2, version = $3, status = $4, updated_at = now()
+        "update topologies set document = coalesce($2, document), version = $3, status = $4,
+                updated_at = now()
          where id = $1",
     )
-    .bind(topology_id)
-    .bind(&topology.document)
-    .bind(topology.version)
+    .bind(outcome.topology_id)
+    .bind(&outcome.document)
+    .bind(outcome.version)
     .bind(status)
     .execute(conn)
     .await?;
@@ -152,7 +234,8 @@ async fn lock(
         .execute(&mut *conn)
         .await?;
     let locked = sqlx::query_as(
-        "select document, version, status from topologies where id = $1 for no key update",
+        "select document::text as document, version, status from topologies
+         where id = $1 for no key update",
     )
     .bind(topology_id)
     .fetch_optional(conn)

@@ -10,6 +10,13 @@
 //! 3. If another worker holds the topology, nak with a short delay; that worker is
 //!    draining the same head, and the retry acks once it has.
 //!
+//! ## Nothing stays pending forever
+//! A mutation that cannot apply (a bad path, a failed `test`, a limit) fails with a
+//! reason in its batch. An outage of Postgres or NATS is retried with backoff until it
+//! passes. Any other error would fail again on every attempt: the drain isolates the
+//! mutation at fault by retrying one at a time, and marks it failed (see
+//! [`Mutator::drain_topology`]).
+//!
 //! Different topologies drain concurrently, up to `concurrency` per process and across
 //! every process sharing the durable consumer.
 
@@ -19,6 +26,7 @@ use serde::Deserialize;
 use sqlx::PgPool;
 use switchyard_bus::payloads::MutationEnqueued;
 use switchyard_bus::{Doorbell, Event};
+use switchyard_domain::json::Limits;
 use uuid::Uuid;
 
 use crate::WorkerError;
@@ -84,21 +92,43 @@ pub struct Mutator {
     /// Rung with each committed batch's events.
     pub doorbell: Doorbell,
     pub config: MutatorConfig,
-    /// Limit on a document's size after a mutation (`http.max_document_bytes`).
-    pub max_document_bytes: usize,
+    /// What a document must stay within after every operation
+    /// (`http.max_document_bytes`, `http.max_document_depth`).
+    pub limits: Limits,
 }
+
+/// The reason a mutation is given up with when the database refuses to store its
+/// outcome (the cause is in the worker's log, not in what clients read).
+const NOT_STORABLE: &str = "the mutation could not be applied: storing its outcome failed with an error retrying would not cure (the worker log has the cause)";
 
 impl Mutator {
     /// Drains pending mutations of one topology, batch by batch, within the budget.
+    ///
+    /// An error that is not an outage would fail the same batch again, so the drain
+    /// goes on one mutation at a time to find the one at fault, and marks that one
+    /// failed with a reason: it is never retried forever.
     pub async fn drain_topology(&self, topology_id: Uuid) -> Result<Drain, WorkerError> {
         let mut drain = Drain::default();
+        let mut limits = BatchLimits {
+            size: self.config.batch_size,
+            document: self.limits,
+            lock_timeout: self.config.lock_timeout,
+        };
         for _ in 0..self.config.max_batches_per_message {
-            let limits = BatchLimits {
-                size: self.config.batch_size,
-                max_document_bytes: self.max_document_bytes,
-                lock_timeout: self.config.lock_timeout,
+            let (result, events) = match batch::run(&self.pool, topology_id, limits).await {
+                Ok(done) => done,
+                Err(error) if error.is_transient() => return Err(error),
+                Err(error) if limits.size > 1 => {
+                    tracing::warn!(%error, %topology_id, "batch failed; retrying one mutation at a time");
+                    limits.size = 1;
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(%error, %topology_id, "a mutation's outcome cannot be stored; marking it failed");
+                    batch::fail_head(&self.pool, topology_id, limits.lock_timeout, NOT_STORABLE)
+                        .await?
+                }
             };
-            let (result, events) = batch::run(&self.pool, topology_id, limits).await?;
             self.doorbell.ring(events);
             match result {
                 BatchResult::Busy => {

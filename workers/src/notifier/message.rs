@@ -90,6 +90,19 @@ pub fn milestone_detail(change: &PublishedChange, recipients: &Recipients) -> Va
     })
 }
 
+/// The milestone of a change the notifier gave up on: no message was sent, and
+/// `notifications_failed` says why.
+pub fn gave_up_detail(change: &PublishedChange, reason: &str) -> Value {
+    json!({
+        "interface_change_id": change.id,
+        "interface_type": change.interface_type,
+        "change_type": change.change_type,
+        "affected_repo_slugs": change.affected_repo_slugs,
+        "notifications_sent": 0,
+        "notifications_failed": reason,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

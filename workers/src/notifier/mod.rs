@@ -14,6 +14,10 @@
 //! However often the event arrives, and however many notifiers race for it, each
 //! recipient gets one message. Affected slugs that are not registered, or archived,
 //! are listed in the milestone's detail instead of being dropped silently.
+//!
+//! An outage is retried with backoff. Any other error would fail every attempt, so
+//! the change is given up: its milestone records `notifications_failed` and no
+//! message ([`Notifier::give_up`]), rather than being retried forever.
 
 use std::time::Duration;
 
@@ -31,6 +35,10 @@ pub mod message;
 use message::{PublishedChange, Recipients};
 
 const SOURCE: &str = "switchyard/notifier";
+
+/// Why a change was given up (the cause is in the worker's log, not in what readers
+/// see).
+const CANNOT_NOTIFY: &str = "notifying failed with an error retrying would not cure (the worker log has the cause); no message was sent";
 
 /// Notifier settings (config section `notifier`).
 #[derive(Clone, Debug, Deserialize)]
@@ -64,6 +72,8 @@ pub enum Notified {
     AlreadyDone,
     /// No published change has this id (a draft cannot be announced as published).
     NotPublished,
+    /// Given up with a reason ([`Notifier::give_up`]).
+    GaveUp,
 }
 
 /// A notifier: cheap to clone, safe to run many of.
@@ -79,19 +89,12 @@ impl Notifier {
     /// Notifies the repos affected by change `id`, exactly once.
     pub async fn notify(&self, id: Uuid) -> Result<Notified, WorkerError> {
         let mut tx = self.pool.begin().await?;
-        let change = sqlx::query_as::<_, PublishedChange>(
-            "select id, repo_slug, title, description, interface_type, change_type,
-                    affected_paths, affected_repo_slugs
-             from interface_changes where id = $1 and status <> 'draft'",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(change) = change else {
+        let Some(change) = published(&mut tx, id).await? else {
             return Ok(Notified::NotPublished);
         };
         let recipients = recipients(&mut tx, &change).await?;
-        let Some(progress) = claim(&mut tx, &change, &recipients).await? else {
+        let milestone = milestone(&change, message::milestone_detail(&change, &recipients));
+        let Some(progress) = claim(&mut tx, &change, milestone).await? else {
             return Ok(Notified::AlreadyDone);
         };
         let mut events = vec![progress.event(SOURCE)];
@@ -102,6 +105,25 @@ impl Notifier {
         tx.commit().await?;
         self.doorbell.ring(events);
         Ok(Notified::Sent(recipients))
+    }
+
+    /// Gives change `id` up after an error retrying would not cure: its milestone is
+    /// recorded with no message sent and `notifications_failed` saying why, so it is
+    /// handled (the reconciler stops announcing it) and the origin repo sees it.
+    pub async fn give_up(&self, id: Uuid, reason: &str) -> Result<Notified, WorkerError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(change) = published(&mut tx, id).await? else {
+            return Ok(Notified::NotPublished);
+        };
+        let milestone = milestone(&change, message::gave_up_detail(&change, reason));
+        let Some(progress) = claim(&mut tx, &change, milestone).await? else {
+            return Ok(Notified::AlreadyDone);
+        };
+        let events = vec![progress.event(SOURCE)];
+        outbox::stage(&mut tx, &events).await?;
+        tx.commit().await?;
+        self.doorbell.ring(events);
+        Ok(Notified::GaveUp)
     }
 
     /// Notifies every published change not yet handled, without the bus. Tests and
@@ -141,12 +163,26 @@ impl Notifier {
                 Outcome::Ack
             }
             Ok(_) => Outcome::Ack,
-            Err(error) => {
-                let delay = retry_delay(self.config.max_retry_delay, delivered);
-                tracing::warn!(%error, id = %published.interface_change_id, ?delay, "notifying failed; will retry");
-                Outcome::Retry(delay)
+            Err(error) if !error.is_transient() => {
+                tracing::error!(%error, id = %published.interface_change_id, "a change cannot be notified; giving it up");
+                self.settle_give_up(published.interface_change_id, delivered)
+                    .await
             }
+            Err(error) => self.retry(&error, published.interface_change_id, delivered),
         }
+    }
+
+    async fn settle_give_up(&self, id: Uuid, delivered: i64) -> Outcome {
+        match self.give_up(id, CANNOT_NOTIFY).await {
+            Ok(_) => Outcome::Ack,
+            Err(error) => self.retry(&error, id, delivered),
+        }
+    }
+
+    fn retry(&self, error: &WorkerError, id: Uuid, delivered: i64) -> Outcome {
+        let delay = retry_delay(self.config.max_retry_delay, delivered);
+        tracing::warn!(%error, %id, ?delay, "notifying failed; will retry");
+        Outcome::Retry(delay)
     }
 }
 
@@ -174,19 +210,38 @@ async fn recipients(
     Ok(recipients)
 }
 
-/// Records the origin's milestone, or `None` if the change was already handled.
-async fn claim(
+/// The published (or resolved) change `id`; `None` for a draft or an unknown id.
+async fn published(
     tx: &mut PgConnection,
-    change: &PublishedChange,
-    recipients: &Recipients,
-) -> Result<Option<ProgressRecorded>, sqlx::Error> {
-    let progress = ProgressRecorded {
+    id: Uuid,
+) -> Result<Option<PublishedChange>, sqlx::Error> {
+    sqlx::query_as::<_, PublishedChange>(
+        "select id, repo_slug, title, description, interface_type, change_type,
+                affected_paths, affected_repo_slugs
+         from interface_changes where id = $1 and status <> 'draft'",
+    )
+    .bind(id)
+    .fetch_optional(tx)
+    .await
+}
+
+/// The origin repo's milestone for `change`, with `detail`.
+fn milestone(change: &PublishedChange, detail: serde_json::Value) -> ProgressRecorded {
+    ProgressRecorded {
         progress_id: Uuid::now_v7(),
         repo_slug: change.repo_slug.clone(),
         kind: "milestone".to_owned(),
         summary: message::milestone_summary(change),
-        detail: message::milestone_detail(change, recipients),
-    };
+        detail,
+    }
+}
+
+/// Records the origin's milestone, or `None` if the change was already handled.
+async fn claim(
+    tx: &mut PgConnection,
+    change: &PublishedChange,
+    progress: ProgressRecorded,
+) -> Result<Option<ProgressRecorded>, sqlx::Error> {
     // A concurrent notifier's uncommitted row makes this wait, then do nothing.
     let inserted = sqlx::query(
         "insert into progress_events (id, repo_slug, kind, summary, detail, interface_change_id)

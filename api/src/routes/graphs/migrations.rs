@@ -1,6 +1,7 @@
 //! Migration runs of a graph: `POST /graphs/{slug}/re-migrate` records a pending run
-//! and its `graph.{slug}.migration.requested` event (the migrator does the work), and
-//! `GET /graphs/{slug}/migrations` is the history, newest first.
+//! and its `graph.{slug}.migration.requested` event (the migrator does the work),
+//! and `GET /graphs/{slug}/migrations` is the history, newest first. Cancelling a run
+//! is [`super::cancel`].
 
 use axum::Json;
 use axum::body::Bytes;
@@ -24,14 +25,6 @@ use crate::openapi::{ErrorBody, Refusals};
 use axum::Extension;
 use serde_json::json;
 
-/// The columns of [`MigrationRunOut`], for `concat!` into `&'static str` queries.
-macro_rules! run_columns {
-    () => {
-        "id, graph_id, from_version, to_version, status, error, workflow_run_id, processed, \
-         total, created_at, started_at, finished_at"
-    };
-}
-
 /// Default and bounds of the history's `limit`.
 const HISTORY_LIMIT: i64 = 100;
 const HISTORY_LIMITS: std::ops::RangeInclusive<i64> = 1..=500;
@@ -54,6 +47,9 @@ pub struct MigrationRunOut {
     pub total: i64,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
+    /// When an operator asked this running run to stop (it ends `cancelled` at its
+    /// next batch boundary, unless it ends first).
+    pub cancel_requested_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
 }
 
@@ -146,7 +142,7 @@ pub async fn request(
             graph.slug
         )));
     }
-    if target == graph.schema_version && graph.read_only_reason.is_none() {
+    if target == graph.schema_version && graph.status == "ready" {
         return Err(ApiError::Conflict(format!(
             "graph {:?} is already at version {target}",
             graph.slug

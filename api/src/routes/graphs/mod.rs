@@ -1,8 +1,9 @@
 //! Graphs: node data shaped by a plugin's schema, at a `schema_version`.
 //!
 //! `POST /graphs`, `GET /graphs`, `GET /graphs/{slug}`, node writes and reads, and the
-//! migration runs ([`migrations`]). A graph whose `read_only_reason` is set (a run is
-//! migrating it, or the last run failed) refuses node writes with 409 and the reason.
+//! migration runs ([`migrations`]). While a run migrates a graph (`status: migrating`)
+//! node writes are refused with 409 and the reason; after a failed run
+//! (`migration_failed`) they are allowed, so the data can be repaired.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -25,13 +26,25 @@ use crate::extract::{Body, Path, Query};
 use crate::openapi::{ErrorBody, Refusals};
 use crate::{AppState, audit, validate};
 
+/// The columns of [`migrations::MigrationRunOut`], for `concat!` into `&'static str`
+/// queries (here, so [`migrations`] and [`cancel`] both see it).
+macro_rules! run_columns {
+    () => {
+        "id, graph_id, from_version, to_version, status, error, workflow_run_id, processed, \
+         total, created_at, started_at, cancel_requested_at, finished_at"
+    };
+}
+
+mod cancel;
 pub mod migrations;
 mod nodes;
 
 /// The columns of [`GraphOut`], for `concat!` into `&'static str` queries.
 macro_rules! graph_columns {
     () => {
-        "g.id, g.slug, g.plugin, g.schema_version, g.read_only_reason, g.created_at, g.updated_at, \
+        "g.id, g.slug, g.plugin, g.schema_version, g.status, \
+         case when g.status = 'migrating' then 'migrating' end as read_only_reason, \
+         g.created_at, g.updated_at, \
          (select count(*) from graph_nodes n where n.graph_id = g.id) as node_count"
     };
 }
@@ -43,6 +56,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(nodes::list, nodes::write))
         .routes(routes!(migrations::re_migrate))
         .routes(routes!(migrations::history))
+        .routes(routes!(cancel::cancel))
 }
 
 /// Body of `POST /graphs`.
@@ -62,9 +76,15 @@ pub struct GraphOut {
     pub id: Uuid,
     pub slug: String,
     pub plugin: String,
-    /// The plugin version every node is at (between runs).
+    /// The plugin version node writes are made at, and every node is at once a run
+    /// succeeds (after a failed or cancelled run, nodes it migrated are ahead of it:
+    /// each node's own `schema_version` says).
     pub schema_version: i32,
-    /// Why node writes are refused: `migrating`, or `migration_failed` until a run succeeds.
+    /// `ready`; `migrating` while a run works the graph; or `migration_failed` after a
+    /// run failed, until a later run succeeds or the failed run is cancelled (node
+    /// writes are allowed, so the data the run failed on can be repaired).
+    pub status: String,
+    /// Why node writes are refused: `migrating`, or null.
     pub read_only_reason: Option<String>,
     pub node_count: i64,
     pub created_at: DateTime<Utc>,

@@ -1,5 +1,5 @@
-//! A graph's nodes: bulk writes at the graph's schema version (refused while it is
-//! read-only) and paged reads.
+//! A graph's nodes: bulk writes at the graph's schema version (refused while a run
+//! migrates it) and paged reads.
 
 use axum::Json;
 use axum::extract::State;
@@ -9,11 +9,11 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::super::{KeyPageParams, Page, PageParams};
-use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::openapi::{ErrorBody, Refusals};
+use crate::{AppState, validate};
 use axum::Extension;
 
 /// Most nodes in one write.
@@ -35,7 +35,8 @@ pub struct NodeIn {
     /// 1 to 200 characters, unique within the graph.
     #[schema(min_length = 1, max_length = 200)]
     pub id: String,
-    /// The node's properties, shaped by the plugin's schema.
+    /// The node's properties, shaped by the plugin's schema; within the document limits
+    /// (`http.max_document_bytes`, `http.max_document_depth`).
     #[schema(value_type = Object)]
     pub data: Map<String, Value>,
 }
@@ -84,6 +85,7 @@ pub(super) async fn write(
             input.nodes.len()
         )));
     }
+    let limits = app.config.document_limits();
     let mut ids = Vec::with_capacity(input.nodes.len());
     let mut data = Vec::with_capacity(input.nodes.len());
     for (i, node) in input.nodes.into_iter().enumerate() {
@@ -99,12 +101,12 @@ pub(super) async fn write(
             )));
         }
         let node_data = Value::Object(node.data);
-        crate::patch::check_numbers(&node_data, &format!("nodes[{i}].data"))?;
+        validate::json(&format!("nodes[{i}].data"), &node_data, &limits)?;
         ids.push(node.id);
         data.push(node_data);
     }
     let mut tx = app.pool.begin().await?;
-    // A shared lock: the migrator's claim (which sets read_only_reason) waits for this
+    // A shared lock: the migrator's claim (which sets `migrating`) waits for this
     // write to commit, and counts these nodes; or it went first, and this is refused.
     sqlx::query("select 1 from graphs where slug = $1 for share")
         .bind(&slug)
@@ -112,12 +114,8 @@ pub(super) async fn write(
         .await?;
     let graph = super::find(&mut *tx, &slug).await?;
     if let Some(reason) = &graph.read_only_reason {
-        let until = match reason.as_str() {
-            "migrating" => "until the migration run ends".to_owned(),
-            _ => format!("until a migration run succeeds (POST /api/v1/graphs/{slug}/re-migrate)"),
-        };
         return Err(ApiError::Conflict(format!(
-            "graph {slug:?} is read-only ({reason}): node writes are refused {until}"
+            "graph {slug:?} is read-only ({reason}): node writes are refused until the migration run ends (or is cancelled: POST /api/v1/graphs/{slug}/migrations/{{run_id}}/cancel)"
         )));
     }
     sqlx::query(

@@ -1,0 +1,178 @@
+//! Cancelling a migration run: `POST /graphs/{slug}/migrations/{run_id}/cancel`, the
+//! way back to a `ready` graph from a pending, running or failed run.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde_json::json;
+use sqlx::PgConnection;
+use switchyard_bus::payloads::{MigrationChanged, MigrationPhase};
+use switchyard_bus::{Event, outbox};
+use uuid::Uuid;
+
+use super::migrations::MigrationRunOut;
+use super::{GraphOut, locked};
+use crate::AppState;
+use crate::audit;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::Path;
+use crate::openapi::{ErrorBody, Refusals};
+
+/// Cancel a migration run: the way back to a `ready` graph at its current version.
+///
+/// - A **pending** run is cancelled at once (200).
+/// - A **failed** run that left the graph `migration_failed` is cancelled at once, and
+///   the graph is `ready` again (200). Nodes the run had migrated keep their version.
+/// - A **running** run is asked to stop (202, `cancel_requested_at` set): its migrator
+///   ends it `cancelled` at the next batch boundary, with the graph `ready` and the
+///   nodes migrated so far at the target version. If the run ends first, it keeps that
+///   ending. Follow `graph.{slug}.migration.cancelled` on the graph's events.
+/// - Anything else is a 409 naming the run's status.
+///
+/// Each is audited (`migration_cancelled`, `migration_cancel_requested`) and announced
+/// (`graph.{slug}.migration.cancelled`, `…cancel_requested`) in its transaction.
+#[utoipa::path(
+    post,
+    path = "/graphs/{slug}/migrations/{run_id}/cancel",
+    tag = "graphs",
+    params(
+        ("slug" = String, Path, description = "Graph slug"),
+        ("run_id" = Uuid, Path, description = "Migration run id"),
+    ),
+    responses(
+        (status = 200, description = "Cancelled (it was pending or failed)", body = MigrationRunOut),
+        (status = 202, description = "Running: it stops at its next batch boundary", body = MigrationRunOut),
+        (status = 409, description = "The run already ended, or a later run superseded its failure", body = ErrorBody),
+        Refusals
+    ),
+    security(("bearer" = ["operator"]))
+)]
+pub(super) async fn cancel(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((slug, run_id)): Path<(String, Uuid)>,
+) -> Result<(StatusCode, Json<MigrationRunOut>), ApiError> {
+    let mut tx = app.pool.begin().await?;
+    let graph = locked(&mut tx, &slug).await?;
+    let run = sqlx::query_as::<_, MigrationRunOut>(concat!(
+        "select ",
+        run_columns!(),
+        " from graph_migration_runs where id = $1 and graph_id = $2 for update"
+    ))
+    .bind(run_id)
+    .bind(graph.id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("graph {slug:?} has no migration run {run_id}")))?;
+    let (status, phase) = match run.status.as_str() {
+        "pending" => (StatusCode::OK, MigrationPhase::Cancelled),
+        "failed" => {
+            unresolved_failure(&mut tx, &graph, &run).await?;
+            (StatusCode::OK, MigrationPhase::Cancelled)
+        }
+        "running" => (StatusCode::ACCEPTED, MigrationPhase::CancelRequested),
+        other => {
+            return Err(ApiError::Conflict(format!(
+                "migration run {run_id} already ended ({other}); only pending, running or failed runs can be cancelled"
+            )));
+        }
+    };
+    let run = record_cancel(&mut tx, &graph, run, phase, &caller).await?;
+    let events = cancel_events(&graph, &run, phase);
+    outbox::stage(&mut tx, &events).await?;
+    tx.commit().await?;
+    app.doorbell.ring(events);
+    Ok((status, Json(run)))
+}
+
+/// 409 unless `run` is the failure the graph is still in: the graph's latest run,
+/// with the graph `migration_failed`.
+async fn unresolved_failure(
+    tx: &mut PgConnection,
+    graph: &GraphOut,
+    run: &MigrationRunOut,
+) -> Result<(), ApiError> {
+    let latest: Uuid = sqlx::query_scalar(
+        "select id from graph_migration_runs where graph_id = $1
+         order by created_at desc, id desc limit 1",
+    )
+    .bind(graph.id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if latest != run.id || graph.status != "migration_failed" {
+        return Err(ApiError::Conflict(format!(
+            "migration run {} failed, but a later run ({latest}) superseded it: nothing to cancel",
+            run.id
+        )));
+    }
+    Ok(())
+}
+
+/// Cancels `run` (or, for a running one, asks its migrator to), puts a failed run's
+/// graph back to `ready`, and writes the audit row.
+async fn record_cancel(
+    tx: &mut PgConnection,
+    graph: &GraphOut,
+    run: MigrationRunOut,
+    phase: MigrationPhase,
+    caller: &Caller,
+) -> Result<MigrationRunOut, ApiError> {
+    let (update, action): (&'static str, _) = match phase {
+        MigrationPhase::CancelRequested => (
+            concat!(
+                "update graph_migration_runs
+                 set cancel_requested_at = coalesce(cancel_requested_at, now())
+                 where id = $1 returning ",
+                run_columns!()
+            ),
+            "migration_cancel_requested",
+        ),
+        _ => (
+            concat!(
+                "update graph_migration_runs set status = 'cancelled', finished_at = now(),
+                        claimed_by = null, claim_expires_at = null
+                 where id = $1 returning ",
+                run_columns!()
+            ),
+            "migration_cancelled",
+        ),
+    };
+    let cancelled = sqlx::query_as::<_, MigrationRunOut>(update)
+        .bind(run.id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if run.status == "failed" {
+        sqlx::query("update graphs set status = 'ready', updated_at = now() where id = $1")
+            .bind(graph.id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    audit::record(
+        tx,
+        "graph",
+        &graph.slug,
+        action,
+        &caller.subject,
+        json!({ "run_id": run.id, "was": run.status, "from_version": run.from_version, "to_version": run.to_version }),
+    )
+    .await?;
+    Ok(cancelled)
+}
+
+/// `graph.{slug}.migration.cancelled` or `.cancel_requested` for `run`.
+fn cancel_events(graph: &GraphOut, run: &MigrationRunOut, phase: MigrationPhase) -> Vec<Event> {
+    vec![
+        MigrationChanged {
+            run_id: run.id,
+            graph_slug: graph.slug.clone(),
+            phase,
+            from_version: run.from_version,
+            to_version: run.to_version,
+            processed: run.processed,
+            total: run.total,
+            error: None,
+        }
+        .event("switchyard/api"),
+    ]
+}
