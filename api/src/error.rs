@@ -145,7 +145,7 @@ impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
             JsonRejection::JsonDataError(e) => Self::Unprocessable(e.body_text()),
-            JsonRejection::JsonSyntaxError(e) => Self::BadRequest(e.body_text()),
+            JsonRejection::JsonSyntaxError(e) => syntax_error(e.body_text()),
             JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType(
                 "expected a body with `Content-Type: application/json`".to_owned(),
             ),
@@ -155,6 +155,24 @@ impl From<JsonRejection> for ApiError {
             ),
             other => Self::BadRequest(other.body_text()),
         }
+    }
+}
+
+/// A body serde_json would not read. Two of its refusals are well-formed JSON with
+/// content past a limit, so they are 422s like the rest of the limits: nesting past
+/// the 128 levels it reads, and a number beyond `f64`. (Their texts also quote a
+/// path as long as the nesting; the message here does not.)
+fn syntax_error(text: String) -> ApiError {
+    if text.contains("recursion limit exceeded") {
+        ApiError::Unprocessable(
+            "the body is nested deeper than 128 levels; a document may be nested at most http.max_document_depth levels".to_owned(),
+        )
+    } else if text.contains("number out of range") {
+        ApiError::Unprocessable(
+            "the body holds a number out of range; numbers must be within ±1e300".to_owned(),
+        )
+    } else {
+        ApiError::BadRequest(text)
     }
 }
 

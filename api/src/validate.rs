@@ -50,7 +50,7 @@ pub fn json(field: &str, value: &Value, limits: &Limits) -> Result<(), ApiError>
 }
 
 /// The answer for `field` beyond a document limit (see [`json`]).
-pub fn beyond_limit(field: &str, error: LimitError) -> ApiError {
+fn beyond_limit(field: &str, error: LimitError) -> ApiError {
     let message = format!("{field} {error}");
     match error {
         LimitError::TooLarge { .. } => ApiError::PayloadTooLarge(message),

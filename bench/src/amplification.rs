@@ -6,7 +6,8 @@
 //!
 //! Each round creates a fresh topology `{"a": [0, …, 7]}`, resets the server's peak
 //! resident set (`/proc/PID/clear_refs`), enqueues, waits for the outcome, and reads
-//! the peak (`VmHWM`) against the resident set just before (`VmRSS`).
+//! the peak (`VmHWM`) against the resident set just before (`VmRSS`). The one-copy
+//! rounds run first, so memory kept after a large mutation cannot inflate them.
 
 use std::time::{Duration, Instant};
 
@@ -23,41 +24,49 @@ pub async fn run(http: &reqwest::Client, api: &str, pid: u32, copies: usize) -> 
     let mut baseline = Vec::new();
     let mut measured = Vec::new();
     let mut outcome = Value::Null;
-    // Alternate, so drift on a shared machine hits both alike.
+    // One-copy rounds first: memory an allocator keeps after a large mutation would
+    // otherwise inflate every later baseline.
     for _ in 0..ROUNDS {
         baseline.push(round(http, &v1, pid, 1).await?.0);
-        let (growth, mutation) = round(http, &v1, pid, copies).await?;
-        measured.push(growth);
+    }
+    for _ in 0..ROUNDS {
+        let (peak, mutation) = round(http, &v1, pid, copies).await?;
+        measured.push(peak);
         outcome = mutation;
     }
     let (base, peak) = (median(&mut baseline), median(&mut measured));
     println!("self-copying mutation: {copies} × copy /a → /a/- on {{\"a\": [0..7]}}");
     println!(
-        "  outcome:   {} — {}",
+        "  outcome:  {} — {}",
         outcome["status"].as_str().unwrap_or("?"),
         outcome["error"].as_str().unwrap_or("(no error)")
     );
+    let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
-        "  server peak RSS above resting, median of {ROUNDS}: {:.1} MiB with {copies} copies, {:.1} MiB with 1 copy (ratio {:.1})",
-        peak as f64 / 1024.0,
-        base as f64 / 1024.0,
-        peak as f64 / (base.max(1)) as f64
+        "  server peak RSS while applying it, median of {ROUNDS}: {:.1} MiB ({:+.1} MiB over resting)",
+        mib(peak.0),
+        mib(peak.0) - mib(peak.1)
     );
     println!(
-        "  resting RSS now: {:.1} MiB",
-        kib(pid, "VmRSS:")? as f64 / 1024.0
+        "  the same with 1 copy:                            {:.1} MiB ({:+.1} MiB over resting)",
+        mib(base.0),
+        mib(base.0) - mib(base.1)
+    );
+    println!(
+        "  ratio of peaks, {copies} copies to 1: {:.2}",
+        peak.0 as f64 / base.0.max(1) as f64
     );
     Ok(())
 }
 
-/// One mutation of `copies` self-copies on a fresh topology: the server's peak RSS
-/// above its resident set just before (KiB), and the finished mutation.
+/// One mutation of `copies` self-copies on a fresh topology: (the server's peak RSS
+/// while applying it, its resident set just before) in KiB, and the finished mutation.
 async fn round(
     http: &reqwest::Client,
     v1: &str,
     pid: u32,
     copies: usize,
-) -> anyhow::Result<(u64, Value)> {
+) -> anyhow::Result<((u64, u64), Value)> {
     let topology = post(
         http,
         &format!("{v1}/topologies"),
@@ -99,10 +108,11 @@ async fn round(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    Ok((kib(pid, "VmHWM:")?.saturating_sub(resting), finished))
+    Ok(((kib(pid, "VmHWM:")?, resting), finished))
 }
 
-fn median(values: &mut [u64]) -> u64 {
+/// The middle (peak, resting) pair, by peak.
+fn median(values: &mut [(u64, u64)]) -> (u64, u64) {
     values.sort_unstable();
     values[values.len() / 2]
 }

@@ -57,6 +57,7 @@ pub enum BusError {
     Prefix(#[from] InvalidPrefix),
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect {
+        /// Without its user part ([`shown_url`]): errors are logged.
         url: String,
         source: async_nats::ConnectError,
     },
@@ -126,7 +127,7 @@ impl Bus {
             .connect(&config.url)
             .await
             .map_err(|source| BusError::Connect {
-                url: config.url.clone(),
+                url: shown_url(&config.url),
                 source,
             })?;
         let mut jetstream = jetstream::new(client.clone());
@@ -218,5 +219,30 @@ impl Bus {
                 "timed out waiting for the NATS connection".to_owned(),
             )),
         }
+    }
+}
+
+/// `url` as it may be logged: a user part (`user:password@`, or a NATS token before
+/// `@`) becomes `***@`.
+pub fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod shown_url_tests {
+    use super::shown_url;
+
+    #[test]
+    fn credentials_never_show() {
+        assert_eq!(shown_url("nats://tok3n@host:4222"), "nats://***@host:4222");
+        assert_eq!(shown_url("nats://u:p4ss@host:4222"), "nats://***@host:4222");
+        assert_eq!(shown_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
     }
 }

@@ -422,6 +422,7 @@ async fn wrong_methods_and_unready_dependencies_answer_in_json(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
     let body = axum::body::to_bytes(response.into_body(), 1024)
         .await
         .unwrap();

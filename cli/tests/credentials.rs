@@ -131,23 +131,35 @@ async fn credentials_stored_before_the_upgrade_are_removed_by_it(pool: PgPool) {
         .run(&pool)
         .await
         .unwrap();
-    for (slug, remote) in [
+    // Keys as the earlier version computed them: a query string stayed in the key.
+    for (slug, remote, key) in [
         (
             "creds",
             format!("https://deploy-bot:{SECRET}@github.com/acme/creds.git"),
+            "github.com/acme/creds".to_owned(),
         ),
         (
             "token",
             format!("https://{SECRET}@gitlab.com/acme/token.git?x={SECRET}"),
+            format!("gitlab.com/acme/token.git?x={SECRET}"),
         ),
-        ("scp", format!("deploy:{SECRET}@github.com:acme/scp.git")),
-        ("ssh", "ssh://git@github.com/acme/ssh.git".to_owned()),
+        (
+            "scp",
+            format!("deploy:{SECRET}@github.com:acme/scp.git"),
+            format!("deploy/{SECRET}@github.com:acme/scp"),
+        ),
+        (
+            "ssh",
+            "ssh://git@github.com/acme/ssh.git".to_owned(),
+            "github.com/acme/ssh".to_owned(),
+        ),
     ] {
         sqlx::query(
-            "insert into repos (slug, name, remote_url, remote_key) values ($1, $1, $2, $1)",
+            "insert into repos (slug, name, remote_url, remote_key) values ($1, $1, $2, $3)",
         )
         .bind(slug)
         .bind(&remote)
+        .bind(&key)
         .execute(&pool)
         .await
         .unwrap();
@@ -177,6 +189,28 @@ async fn credentials_stored_before_the_upgrade_are_removed_by_it(pool: PgPool) {
         let body = response.text().await.unwrap();
         assert!(!body.contains(SECRET), "{path} shows the secret: {body}");
     }
+    // Found by their clean remotes, and no secret is left in any column.
+    for (remote, slug) in [
+        ("https://gitlab.com/acme/token.git", "token"),
+        ("git@github.com:acme/scp.git", "scp"),
+        ("https://github.com/acme/creds", "creds"),
+    ] {
+        let url = fleet.url(&format!("/repos/by-remote?url={remote}"));
+        let (status, found) = harness::read(viewer.get(url).send().await.unwrap()).await;
+        assert_eq!(
+            (status, &found["slug"]),
+            (StatusCode::OK, &json!(slug)),
+            "{remote}"
+        );
+    }
+    let leaked: i64 = sqlx::query_scalar(
+        "select count(*) from repos where (repos.*)::text like '%' || $1 || '%'",
+    )
+    .bind(SECRET)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(leaked, 0);
     let remotes: Vec<(String, String)> = sqlx::query_as(
         "select r.remote_url, a.detail->>'remote_url' from repos r
          join audit_log a on a.entity_key = r.slug order by r.slug",

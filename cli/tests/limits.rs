@@ -85,6 +85,34 @@ async fn a_document_past_the_depth_limit_is_refused_at_creation_naming_the_limit
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn a_body_past_what_json_is_read_to_is_a_422_naming_the_limit(pool: PgPool) {
+    let fleet = TestFleet::up(&pool).await;
+    let deep = format!("{}0{}", "[".repeat(200), "]".repeat(200));
+    for (body, why) in [
+        (
+            format!(r#"{{"name": "t", "document": {deep}}}"#),
+            "nested deeper than 128 levels",
+        ),
+        (
+            r#"{"name": "t", "document": {"x": 1e400}}"#.to_owned(),
+            "numbers must be within ±1e300",
+        ),
+    ] {
+        let (status, refused) = post_raw(&fleet, "/topologies", &body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+        assert!(message(&refused).contains(why), "{refused}");
+        assert!(message(&refused).len() < 200, "{refused}");
+    }
+    let (status, _) = post_raw(&fleet, "/topologies", r#"{"name": "t", "#).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "malformed JSON is still a 400"
+    );
+    fleet.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn a_mutation_that_would_nest_too_deep_is_refused_or_fails_and_reads_never_fail(
     pool: PgPool,
 ) {
@@ -199,9 +227,12 @@ async fn a_self_copying_mutation_fails_at_the_first_operation_past_the_size_limi
     assert_eq!(mutation["status"], "failed", "{mutation}");
     let error = mutation["error"].as_str().unwrap();
     // Each copy more than doubles /a (18 · 2^k - 1 bytes after k copies): 512 KiB
-    // is passed at the 15th operation, index 14.
+    // would be passed at the 15th operation, index 14, which is refused before the
+    // copy is made.
     assert!(
-        error.starts_with("operation '/14' failed at path '/a/-': the document is 589829 bytes"),
+        error.starts_with(
+            "ops[14] failed at path '/a/-': the document would be at least 589828 bytes"
+        ),
         "{error}"
     );
     assert!(
@@ -337,8 +368,19 @@ async fn node_data_and_step_values_keep_the_document_limits(pool: PgPool) {
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(message(&body).contains("version 2 step 1"), "{body}");
-    assert!(message(&body).contains("the limit is 63"), "{body}");
+    assert_eq!(
+        message(&body),
+        "version 2 step 1: a node holding its value as \"x\" is nested 65 levels deep; the limit is 64 (http.max_document_depth)"
+    );
+    // A value that fits alone, but not in a node beside its property name: 413.
+    let (status, body) = fleet
+        .post(
+            "/plugins/net/versions",
+            json!({"version": 2, "steps": [{"op": "set_default", "property": "x", "value": "v".repeat(524_282)}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(message(&body).contains("is 524290 bytes"), "{body}");
     let (status, body) = post_raw(
         &fleet,
         "/plugins/net/versions",

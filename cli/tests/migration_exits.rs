@@ -227,6 +227,9 @@ async fn a_running_run_stops_at_its_next_batch_boundary(pool: PgPool) {
     assert_eq!(status, StatusCode::ACCEPTED, "{requested}");
     assert_eq!(requested["status"], "running");
     assert!(requested["cancel_requested_at"].is_string());
+    // Asking again is the same answer, and writes nothing more.
+    let (status, again) = cancel(&fleet, run).await;
+    assert_eq!((status, &again), (StatusCode::ACCEPTED, &requested));
     held.rollback().await.unwrap();
     // The batch in flight finishes; then the run ends, cancelled.
     assert_eq!(working.await.unwrap().unwrap(), Worked::Ended("cancelled"));
@@ -290,5 +293,32 @@ async fn a_cancel_requested_while_no_migrator_holds_the_run_ends_it_at_the_next_
         Worked::Ended("cancelled")
     );
     assert_eq!(graph_state(&fleet).await, ("ready".into(), 1, 100));
+    fleet.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn cancelling_the_retry_of_a_failed_run_leaves_the_graph_ready(pool: PgPool) {
+    let fleet = TestFleet::api_only(&pool).await;
+    let failed =
+        graph_with_pending_run(&fleet, 3, json!([{"op": "require", "property": "size"}])).await;
+    assert_eq!(
+        migrator(&pool, 100).work(failed, usize::MAX).await.unwrap(),
+        Worked::Ended("failed")
+    );
+    // A retry, cancelled before it starts: whatever the run, a cancel means ready.
+    let retry = request_run(&fleet).await;
+    let (status, body) = cancel(&fleet, retry).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(graph_state(&fleet).await, ("ready".into(), 1, 0));
+    // The failure it retried no longer holds the graph: nothing to cancel there.
+    let (status, refused) = cancel(&fleet, failed).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has left that failure"),
+        "{refused}"
+    );
     fleet.stop().await;
 }

@@ -108,6 +108,7 @@ async fn lost_connections_are_503s_with_retry_after_and_nothing_is_lost(pool: Pg
         attempts.iter().map(Vec::len).sum::<usize>()
     );
     assert!(terminated > 0, "the outage did not happen");
+    assert!(unavailable > 0, "no request met a lost connection");
 
     // Once connections stay up, every accepted mutation applies, each exactly once.
     fleet.settle(Duration::from_secs(120)).await;

@@ -24,6 +24,14 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether `error` is a statement cancelled by `statement_timeout` (57014). The API
+/// counts it as an outage (a 503: the database is too slow right now), but a worker
+/// must not: the same work would run past the same timeout again, so retrying it is
+/// what the work gives up on instead.
+pub fn is_statement_timeout(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("57014"))
+}
+
 fn is_transient_state(code: &str) -> bool {
     let class = code.get(..2).unwrap_or_default();
     // 08 connection exception, 53 insufficient resources, 57 operator intervention

@@ -8,7 +8,12 @@
 //! measurement plus what each operation can add), and measured exactly once the bound
 //! passes the limit. Memory therefore stays within a small multiple of
 //! `max_bytes`, and the first operation that takes the document past a limit fails,
-//! naming itself.
+//! naming itself. A `copy`, the one operation that can double the document, is refused
+//! before it is made when even the least it adds passes the limit.
+//!
+//! The work is bounded too: measuring is one encoding pass, at most one per operation,
+//! the same order as what RFC 6902 itself costs (a `copy` clones its value), so a
+//! mutation costs at most about `max_ops_per_mutation × max_bytes` bytes of passes.
 //!
 //! ## What is checked where
 //! - On arrival, [`check_operation`]: what one operation can never do within the limits
@@ -27,9 +32,10 @@ use crate::json::{self, LimitError, Limits};
 const QUOTED_PATH_CHARS: usize = 120;
 
 /// Why a patch did not apply: the failing operation and the reason. Displayed as
-/// `operation '/2' failed at path '/nodes/r7': path is invalid`.
+/// `ops[2] failed at path '/nodes/r7': path is invalid` (the index as in the
+/// request, like the 422s on arrival).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("operation '/{index}' failed at path '{path}': {reason}")]
+#[error("ops[{index}] failed at path '{path}': {reason}")]
 pub struct PatchError {
     /// 0-based position of the operation in the patch.
     pub index: usize,
@@ -67,6 +73,10 @@ fn apply_one(
         Some(growth) => growth,
         None => return Ok(()),
     };
+    if let PatchOperation::Copy(copy) = op {
+        // The one operation that can double the document: refused before it is made.
+        size.before_copy(document, copy, growth, limits)?;
+    }
     // On a copy of the caller's document, so a half-done operation is simply dropped.
     json_patch::patch_unsafe(document, std::slice::from_ref(op))
         .map_err(|error| error.kind.to_string())?;
@@ -136,6 +146,42 @@ impl SizeBound {
         Self { bound: bytes }
     }
 
+    /// Before a copy that could pass the limit: measures the document exactly, and
+    /// fails if even the least the copy adds (the copied value, less a member it
+    /// replaces) takes it past the limit.
+    fn before_copy(
+        &mut self,
+        document: &Value,
+        copy: &json_patch::CopyOperation,
+        growth: usize,
+        limits: &Limits,
+    ) -> Result<(), String> {
+        if self.bound.saturating_add(growth) <= limits.max_bytes {
+            return Ok(());
+        }
+        self.bound = json::encoded_len(document);
+        let copied = document
+            .pointer(copy.from.as_str())
+            .map_or(0, json::encoded_len);
+        // What the copy replaces: a member of an object, or the whole document.
+        let replaced = match copy.path.split_back() {
+            None => Some(document),
+            Some((parent, last)) => document
+                .pointer(parent.as_str())
+                .and_then(Value::as_object)
+                .and_then(|members| members.get(last.decoded().as_ref())),
+        }
+        .map_or(0, json::encoded_len);
+        let least = (self.bound + copied).saturating_sub(replaced);
+        if least > limits.max_bytes {
+            return Err(format!(
+                "the document would be at least {least} bytes; the limit is {} (http.max_document_bytes)",
+                limits.max_bytes
+            ));
+        }
+        Ok(())
+    }
+
     /// Adds what an operation could have added; measures exactly only when the bound
     /// passes the limit, and fails if the exact size does too.
     fn grow(&mut self, growth: usize, document: &Value, limits: &Limits) -> Result<(), LimitError> {
@@ -150,8 +196,8 @@ impl SizeBound {
 }
 
 /// What `op` can never do within `limits`, whatever the document: a pointer deeper than
-/// the depth limit, or a value that would land too deep, is too large, or holds a
-/// number out of range. The message names the member at fault.
+/// the depth limit, or a value that would land too deep, could only sit in a document
+/// too large, or holds a number out of range. The message names the member at fault.
 pub fn check_operation(op: &PatchOperation, limits: &Limits) -> Result<(), String> {
     let pointer = |member: &str, pointer: &Pointer| {
         limits.check_depth(pointer.count()).map_err(|_| {
@@ -179,8 +225,25 @@ pub fn check_operation(op: &PatchOperation, limits: &Limits) -> Result<(), Strin
         .check_depth(op.path().count() + json::depth(value))
         .map_err(|error| format!("`value` at `path` {error}"))?;
     limits
-        .check_size(json::encoded_len(value))
-        .map_err(|error| format!("`value` {error}"))
+        .check_size(least_document_len(op.path(), value))
+        .map_err(|error| format!("a document holding `value` at `path` {error}"))
+}
+
+/// The smallest document that holds `value` at `path`: the value wrapped, token by
+/// token, in `[…]` (a token that can be an index) or `{"token": …}`.
+fn least_document_len(path: &Pointer, value: &Value) -> usize {
+    let wrapping: usize = path
+        .tokens()
+        .map(|token| {
+            let name = token.decoded();
+            if name == "-" || name.bytes().all(|b| b.is_ascii_digit()) {
+                2
+            } else {
+                json::encoded_len(&name) + 3
+            }
+        })
+        .sum();
+    json::encoded_len(value) + wrapping
 }
 
 #[cfg(test)]
@@ -236,7 +299,7 @@ mod tests {
         let patch = ops(json!([{"op": "test", "path": "/weight", "value": 2.5}]));
         assert_eq!(
             apply(&document, &patch, &LIMITS).unwrap_err().to_string(),
-            "operation '/0' failed at path '/weight': value did not match"
+            "ops[0] failed at path '/weight': value did not match"
         );
     }
 
@@ -249,7 +312,7 @@ mod tests {
         let error = apply(&json!({}), &patch, &LIMITS).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "operation '/1' failed at path '/missing': path is invalid"
+            "ops[1] failed at path '/missing': path is invalid"
         );
         let long = format!("/{}", "k".repeat(500));
         let patch = ops(json!([{"op": "remove", "path": long}]));
@@ -305,6 +368,12 @@ mod tests {
         let error =
             check(json!({"op": "test", "path": "/a", "value": "x".repeat(2000)})).unwrap_err();
         assert!(error.contains("the limit is 1024"), "{error}");
+        // 1,017 bytes of value fit alone, or in [ ], but not inside {"key": …}: 1,025.
+        let value = json!("x".repeat(1015));
+        check(json!({"op": "add", "path": "", "value": value})).unwrap();
+        check(json!({"op": "add", "path": "/0", "value": value})).unwrap();
+        let error = check(json!({"op": "add", "path": "/key", "value": value})).unwrap_err();
+        assert!(error.contains("is 1025 bytes"), "{error}");
         let error = check(json!({"op": "replace", "path": "/a", "value": [1e301]})).unwrap_err();
         assert!(error.contains("±1e300"), "{error}");
     }

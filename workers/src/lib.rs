@@ -20,6 +20,14 @@
 //! Outcomes are staged in the outbox in the same transaction; the relay publishes
 //! them as `topology.{id}.mutation.applied|failed` and `topology.{id}.status`.
 
+use switchyard_domain::faults;
+
+/// Most stored data (JSON, as encoded) one batch holds in memory: a mutator's pending
+/// operations, a migrator's nodes. Batches also stop at their count
+/// (`mutator.batch_size`, `migrator.batch_size`), whichever comes first, and always
+/// take at least one item.
+pub const BATCH_BYTES: usize = 8 * 1024 * 1024;
+
 pub mod consumer;
 pub mod migrator;
 pub mod mutator;
@@ -50,10 +58,13 @@ pub enum WorkerError {
 
 impl WorkerError {
     /// Whether retrying later may succeed: the database or the bus was unreachable or
-    /// busy, or another worker holds the work ([`switchyard_domain::faults`]).
+    /// busy, or another worker holds the work ([`faults::is_transient`]). A statement
+    /// that ran past `statement_timeout` is not: the same work would again.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Database(error) => switchyard_domain::faults::is_transient(error),
+            Self::Database(error) => {
+                faults::is_transient(error) && !faults::is_statement_timeout(error)
+            }
             Self::Bus(_) | Self::Fenced(_) | Self::Unpublished(_) => true,
             Self::Corrupt(_) => false,
         }

@@ -358,3 +358,29 @@ async fn the_reconciler_reannounces_runs_left_pending_or_abandoned(pool: PgPool)
     .unwrap();
     assert_eq!(requested, 2);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_batch_holds_at_most_batch_bytes_of_node_data(pool: PgPool) {
+    let run = graph_with_run(&pool, 12).await;
+    // About 1 MiB of data per node: 12 MiB, past BATCH_BYTES.
+    sqlx::query(
+        "update graph_nodes set data = data || jsonb_build_object('pad', repeat('x', 1048576))",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut big = migrator(&pool, "m", 1000);
+    big.limits.max_bytes = 2 * 1024 * 1024;
+    assert_eq!(big.work(run, 1).await.unwrap(), Worked::Paused);
+    let budget = switchyard_workers::BATCH_BYTES as i64 / (1024 * 1024);
+    assert_eq!(
+        run_state(&pool, run).await.1,
+        budget,
+        "one batch, stopped at the byte budget"
+    );
+    assert_eq!(
+        big.work(run, usize::MAX).await.unwrap(),
+        Worked::Ended("succeeded")
+    );
+    assert_eq!(nodes_state(&pool).await.0, 12, "every node migrated");
+}

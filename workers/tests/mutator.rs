@@ -228,3 +228,37 @@ async fn a_redelivered_message_is_acked_without_effect(pool: PgPool) {
     assert_eq!(trail(&pool, m).await, after_first);
     assert_eq!(after_first, ("applied".into(), 1, 1));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_batch_holds_at_most_batch_bytes_of_operations(pool: PgPool) {
+    let t = topology(&pool).await;
+    // Twelve mutations of about 1 MiB of operations each: 12 MiB, past BATCH_BYTES.
+    let big = "x".repeat(1024 * 1024);
+    for i in 0..12 {
+        enqueue(
+            &pool,
+            t,
+            json!([{"op": "test", "path": format!("/k{i}"), "value": big}]),
+        )
+        .await;
+    }
+    let limits = BatchLimits {
+        size: 100,
+        document: mutator(&pool, 100).limits,
+        lock_timeout: std::time::Duration::from_secs(1),
+    };
+    let (result, _) = batch::run(&pool, t, limits).await.unwrap();
+    let switchyard_workers::mutator::BatchResult::Committed { finished, more } = result else {
+        panic!("busy");
+    };
+    let budget = switchyard_workers::BATCH_BYTES / (1024 * 1024);
+    assert_eq!(
+        (finished, more),
+        (budget, true),
+        "stopped at the byte budget"
+    );
+    assert_eq!(
+        mutator(&pool, 100).run_until_idle().await.unwrap(),
+        12 - budget
+    );
+}

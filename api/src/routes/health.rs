@@ -4,12 +4,14 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::error::RETRY_AFTER_SECONDS;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -22,8 +24,9 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 when Postgres answers and NATS is connected, else 503 naming what is down.
-async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
+/// 200 when Postgres answers and NATS is connected, else 503 naming what is down,
+/// with `Retry-After` like every 503.
+async fn readyz(State(app): State<AppState>) -> Response {
     let ping = sqlx::query("select 1").execute(&app.pool);
     let postgres = matches!(
         tokio::time::timeout(Duration::from_secs(2), ping).await,
@@ -37,5 +40,10 @@ async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = json!({ "postgres": word(postgres), "nats": word(nats) });
-    (status, Json(body))
+    let retry = [(header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())];
+    if status == StatusCode::OK {
+        (status, Json(body)).into_response()
+    } else {
+        (status, retry, Json(body)).into_response()
+    }
 }

@@ -110,18 +110,16 @@ fn check_version(
     }
     steps::validate(&version.steps)
         .map_err(|problem| ApiError::Unprocessable(format!("version {expected}: {problem}")))?;
-    // A step's value becomes a top-level property, one level inside the node's data.
-    let value_limits = Limits {
-        max_depth: limits.max_depth.saturating_sub(1),
-        ..*limits
-    };
+    // A step's value becomes a top-level property: checked as the smallest node data
+    // holding it, `{"property": value}`.
     for (i, step) in version.steps.iter().enumerate() {
-        for value in step.values() {
+        for (property, value) in step.values() {
             let field = format!(
-                "version {expected} step {}: a value (one level inside node data)",
+                "version {expected} step {}: a node holding its value as {property:?}",
                 i + 1
             );
-            validate::json(&field, value, &value_limits)?;
+            let node = serde_json::json!({ property: value });
+            validate::json(&field, &node, limits)?;
         }
     }
     Ok(())

@@ -48,7 +48,7 @@ const CANNOT_GO_ON: &str = "the migration could not go on: an error retrying wou
 pub struct MigratorConfig {
     /// Runs worked at once by one process.
     pub concurrency: usize,
-    /// Nodes migrated per transaction.
+    /// Nodes migrated per transaction (fewer once they hold [`crate::BATCH_BYTES`]).
     pub batch_size: usize,
     /// How long a claim lasts without a batch renewing it; after that another
     /// migrator may take the run over.

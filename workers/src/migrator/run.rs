@@ -4,15 +4,16 @@
 
 use std::collections::BTreeMap;
 
+use futures::TryStreamExt;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use switchyard_bus::payloads::{MigrationChanged, MigrationPhase};
 use switchyard_bus::{Event, outbox};
-use switchyard_domain::json::Limits;
+use switchyard_domain::json::{self, Limits};
 use uuid::Uuid;
 
 use super::steps::{self, Step};
-use crate::WorkerError;
+use crate::{BATCH_BYTES, WorkerError};
 
 const SOURCE: &str = "switchyard/migrator";
 
@@ -66,6 +67,7 @@ pub async fn claim(
     lease: std::time::Duration,
 ) -> Result<(Result<Claim, Unclaimed>, Vec<Event>), WorkerError> {
     let mut tx = pool.begin().await?;
+    lock_graph(&mut tx, id).await?;
     let claimed = sqlx::query_as::<_, Claim>(
         "update graph_migration_runs r
          set status = 'running', claimed_by = $2, attempt = attempt + 1,
@@ -120,6 +122,19 @@ pub async fn claim(
     outbox::stage(&mut tx, &events).await?;
     tx.commit().await?;
     Ok((Ok(claim), events))
+}
+
+/// Locks the graph of run `id`. Whoever changes both a run and its graph (claim,
+/// finish, cancel) locks the graph first, so they queue instead of deadlocking.
+async fn lock_graph(tx: &mut PgConnection, run_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "select 1 from graphs
+         where id = (select graph_id from graph_migration_runs where id = $1) for update",
+    )
+    .bind(run_id)
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 /// The steps of every version after `from` up to `to`, by version.
@@ -177,29 +192,37 @@ pub async fn batch(
     limits: BatchLimits,
 ) -> Result<(Batch, Vec<Event>), WorkerError> {
     let mut tx = pool.begin().await?;
-    let nodes: Vec<(String, Value, i32)> = sqlx::query_as(
-        "select id, data, schema_version from graph_nodes
-         where graph_id = $1 and schema_version < $2
-         order by schema_version, id limit $3 for update",
-    )
-    .bind(claim.graph_id)
-    .bind(claim.to_version)
-    .bind(limits.size as i64)
-    .fetch_all(&mut *tx)
-    .await?;
-    if nodes.is_empty() {
-        return Ok((Batch::Migrated(0), Vec::new()));
-    }
-    let mut ids = Vec::with_capacity(nodes.len());
-    let mut migrated = Vec::with_capacity(nodes.len());
-    for (id, data, version) in nodes {
-        match migrate_node(versions, data, version, claim.to_version, &limits.data) {
-            Ok(data) => {
-                ids.push(id);
-                migrated.push(data);
+    let (ids, migrated) = {
+        let mut nodes = sqlx::query_as::<_, (String, Value, i32)>(
+            "select id, data, schema_version from graph_nodes
+             where graph_id = $1 and schema_version < $2
+             order by schema_version, id limit $3 for update",
+        )
+        .bind(claim.graph_id)
+        .bind(claim.to_version)
+        .bind(limits.size as i64)
+        .fetch(&mut *tx);
+        // Read as a stream and stopped at BATCH_BYTES: memory never depends on how much
+        // data clients stored. Nodes left unread stay behind for the next batch.
+        let (mut ids, mut migrated, mut bytes) = (Vec::new(), Vec::new(), 0);
+        while bytes < BATCH_BYTES
+            && let Some((id, data, version)) = nodes.try_next().await?
+        {
+            match migrate_node(versions, data, version, claim.to_version, &limits.data) {
+                Ok(data) => {
+                    bytes += json::encoded_len(&data);
+                    ids.push(id);
+                    migrated.push(data);
+                }
+                Err(error) => {
+                    return Ok((Batch::Failed(format!("node {id:?}: {error}")), Vec::new()));
+                }
             }
-            Err(error) => return Ok((Batch::Failed(format!("node {id:?}: {error}")), Vec::new())),
         }
+        (ids, migrated)
+    };
+    if ids.is_empty() {
+        return Ok((Batch::Migrated(0), Vec::new()));
     }
     sqlx::query(
         "update graph_nodes n set data = u.data, schema_version = $2, updated_at = now()
@@ -221,7 +244,8 @@ pub async fn batch(
 }
 
 /// Node data moved from `version` to `to`, one version's steps at a time; it must
-/// still keep the document limits after each version.
+/// still keep the document limits after each version. Data stored before the limits
+/// existed and already past them is migrated as it is, not failed for what it was.
 fn migrate_node(
     versions: &BTreeMap<i32, Vec<Step>>,
     mut data: Value,
@@ -229,12 +253,15 @@ fn migrate_node(
     to: i32,
     limits: &Limits,
 ) -> Result<Value, String> {
+    let within = limits.check(&data).is_ok();
     for (next, steps) in versions.range(version + 1..=to) {
         let object = data.as_object_mut().ok_or("its data is not an object")?;
         steps::apply(steps, object).map_err(|e| format!("version {next} {e}"))?;
-        limits
-            .check(&data)
-            .map_err(|e| format!("version {next}: the migrated data {e}"))?;
+        if within {
+            limits
+                .check(&data)
+                .map_err(|e| format!("version {next}: the migrated data {e}"))?;
+        }
     }
     Ok(data)
 }
@@ -294,6 +321,7 @@ pub async fn finish(
     ending: &Ending,
 ) -> Result<Vec<Event>, WorkerError> {
     let mut tx = pool.begin().await?;
+    lock_graph(&mut tx, claim.run_id).await?;
     let (run_status, graph_status) = ending.statuses();
     let error = match ending {
         Ending::Failed(error) => Some(error.clone()),

@@ -143,13 +143,15 @@ impl Step {
 }
 
 impl Step {
-    /// The JSON values the step writes into node data.
-    pub fn values(&self) -> Vec<&Value> {
+    /// The JSON values the step holds, each with the property it is the value of: what
+    /// `set_default` writes, and what `map_values` matches and writes.
+    pub fn values(&self) -> Vec<(&str, &Value)> {
         match self {
-            Self::SetDefault { value, .. } => vec![value],
-            Self::MapValues { mapping, .. } => {
-                mapping.iter().flat_map(|m| [&m.from, &m.to]).collect()
-            }
+            Self::SetDefault { property, value } => vec![(property, value)],
+            Self::MapValues { property, mapping } => mapping
+                .iter()
+                .flat_map(|m| [(property.as_str(), &m.from), (property.as_str(), &m.to)])
+                .collect(),
             Self::Rename { .. } | Self::Remove { .. } | Self::Require { .. } => Vec::new(),
         }
     }

@@ -11,15 +11,16 @@
 //! the mutator. Only a holder busy for longer (another mutator's long batch) makes the
 //! batch report [`BatchResult::Busy`].
 
+use futures::TryStreamExt;
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use switchyard_bus::payloads::{MutationApplied, MutationFailed, TopologyStatus};
 use switchyard_bus::{Event, outbox};
-use switchyard_domain::json::Limits;
+use switchyard_domain::json::{self, Limits};
 use uuid::Uuid;
 
 use super::apply::{PendingMutation, Verdict, apply};
-use crate::WorkerError;
+use crate::{BATCH_BYTES, WorkerError};
 
 const SOURCE: &str = "switchyard/mutator";
 
@@ -69,9 +70,7 @@ pub async fn run(
     let Some(topology) = lock(&mut tx, topology_id, limits.lock_timeout).await? else {
         return Ok((BatchResult::Busy, Vec::new()));
     };
-    let mut pending = load_pending(&mut tx, topology_id, limits.size as i64 + 1).await?;
-    let more = pending.len() > limits.size;
-    pending.truncate(limits.size);
+    let (pending, more) = load_pending(&mut tx, topology_id, limits.size).await?;
     if pending.is_empty() && topology.status == "idle" {
         return Ok((
             BatchResult::Committed {
@@ -113,9 +112,7 @@ pub async fn fail_head(
     let Some(topology) = lock(&mut tx, topology_id, lock_timeout).await? else {
         return Ok((BatchResult::Busy, Vec::new()));
     };
-    let mut pending = load_pending(&mut tx, topology_id, 2).await?;
-    let more = pending.len() > 1;
-    pending.truncate(1);
+    let (pending, more) = load_pending(&mut tx, topology_id, 1).await?;
     let outcome = Outcome {
         topology_id,
         finished: fail_all(pending, topology.version, reason),
@@ -132,7 +129,7 @@ pub async fn fail_head(
 fn parse_document(text: &str) -> Result<Value, String> {
     serde_json::from_str(text).map_err(|e| {
         format!(
-            "the topology's stored document cannot be read ({e}); it can be read with GET but no longer edited: create a new topology from it"
+            "the topology's stored document cannot be read ({e}); it still reads with GET, but to edit it, create a new topology from a copy reshaped within the document limits"
         )
     })
 }
@@ -247,20 +244,32 @@ async fn lock(
     }
 }
 
+/// The topology's pending head, in seq order: up to `size` mutations, and fewer once
+/// they hold [`BATCH_BYTES`] of operations (read as a stream, so memory never depends
+/// on how much clients enqueued). Also says whether more are pending.
 async fn load_pending(
     conn: &mut PgConnection,
     topology_id: Uuid,
-    limit: i64,
-) -> Result<Vec<PendingMutation>, sqlx::Error> {
-    sqlx::query_as(
+    size: usize,
+) -> Result<(Vec<PendingMutation>, bool), sqlx::Error> {
+    let mut rows = sqlx::query_as::<_, PendingMutation>(
         "select id, seq, ops, if_version, actor from mutations
          where topology_id = $1 and status = 'pending'
          order by seq limit $2",
     )
     .bind(topology_id)
-    .bind(limit)
-    .fetch_all(conn)
-    .await
+    .bind(size as i64 + 1)
+    .fetch(conn);
+    let (mut pending, mut bytes) = (Vec::new(), 0);
+    while pending.len() < size && bytes < BATCH_BYTES {
+        let Some(mutation) = rows.try_next().await? else {
+            return Ok((pending, false));
+        };
+        bytes += json::encoded_len(&mutation.ops);
+        pending.push(mutation);
+    }
+    let more = rows.try_next().await?.is_some();
+    Ok((pending, more))
 }
 
 /// Marks each mutation applied or failed, fenced on it still being pending.

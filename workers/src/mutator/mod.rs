@@ -43,7 +43,7 @@ pub use batch::{BatchLimits, BatchResult};
 pub struct MutatorConfig {
     /// Messages handled at once by one process.
     pub concurrency: usize,
-    /// Mutations applied per transaction.
+    /// Mutations applied per transaction (fewer once they hold [`crate::BATCH_BYTES`]).
     pub batch_size: usize,
     /// Batches one message may drain before yielding to other topologies.
     pub max_batches_per_message: usize,
@@ -125,6 +125,8 @@ impl Mutator {
                 }
                 Err(error) => {
                     tracing::error!(%error, %topology_id, "a mutation's outcome cannot be stored; marking it failed");
+                    // The one at fault is found: the rest go in full batches again.
+                    limits.size = self.config.batch_size;
                     batch::fail_head(&self.pool, topology_id, limits.lock_timeout, NOT_STORABLE)
                         .await?
                 }

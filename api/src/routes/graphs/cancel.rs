@@ -21,14 +21,15 @@ use crate::openapi::{ErrorBody, Refusals};
 
 /// Cancel a migration run: the way back to a `ready` graph at its current version.
 ///
+/// Whatever the run, once cancelled the graph is `ready` at its `schema_version`:
 /// - A **pending** run is cancelled at once (200).
-/// - A **failed** run that left the graph `migration_failed` is cancelled at once, and
-///   the graph is `ready` again (200). Nodes the run had migrated keep their version.
-/// - A **running** run is asked to stop (202, `cancel_requested_at` set): its migrator
-///   ends it `cancelled` at the next batch boundary, with the graph `ready` and the
+/// - A **failed** run that left the graph `migration_failed` (its latest run) is
+///   cancelled at once (200). Nodes the run had migrated keep their version.
+/// - A **running** run is asked to stop (202, `cancel_requested_at` set; asking again
+///   changes nothing): its migrator ends it `cancelled` at the next batch boundary, the
 ///   nodes migrated so far at the target version. If the run ends first, it keeps that
 ///   ending. Follow `graph.{slug}.migration.cancelled` on the graph's events.
-/// - Anything else is a 409 naming the run's status.
+/// - Anything else is a 409 naming why.
 ///
 /// Each is audited (`migration_cancelled`, `migration_cancel_requested`) and announced
 /// (`graph.{slug}.migration.cancelled`, `…cancel_requested`) in its transaction.
@@ -71,6 +72,10 @@ pub(super) async fn cancel(
             unresolved_failure(&mut tx, &graph, &run).await?;
             (StatusCode::OK, MigrationPhase::Cancelled)
         }
+        // Asked already: the same answer, nothing written twice.
+        "running" if run.cancel_requested_at.is_some() => {
+            return Ok((StatusCode::ACCEPTED, Json(run)));
+        }
         "running" => (StatusCode::ACCEPTED, MigrationPhase::CancelRequested),
         other => {
             return Err(ApiError::Conflict(format!(
@@ -86,13 +91,20 @@ pub(super) async fn cancel(
     Ok((status, Json(run)))
 }
 
-/// 409 unless `run` is the failure the graph is still in: the graph's latest run,
-/// with the graph `migration_failed`.
+/// 409 unless `run` is the failure the graph is still in: the graph is
+/// `migration_failed`, and no run since superseded it (a cancelled one would have made
+/// the graph ready).
 async fn unresolved_failure(
     tx: &mut PgConnection,
     graph: &GraphOut,
     run: &MigrationRunOut,
 ) -> Result<(), ApiError> {
+    if graph.status != "migration_failed" {
+        return Err(ApiError::Conflict(format!(
+            "migration run {} failed, but graph {:?} has left that failure (it is {}): nothing to cancel",
+            run.id, graph.slug, graph.status
+        )));
+    }
     let latest: Uuid = sqlx::query_scalar(
         "select id from graph_migration_runs where graph_id = $1
          order by created_at desc, id desc limit 1",
@@ -100,17 +112,18 @@ async fn unresolved_failure(
     .bind(graph.id)
     .fetch_one(&mut *tx)
     .await?;
-    if latest != run.id || graph.status != "migration_failed" {
+    if latest != run.id {
         return Err(ApiError::Conflict(format!(
-            "migration run {} failed, but a later run ({latest}) superseded it: nothing to cancel",
+            "migration run {} failed, but a later run ({latest}) superseded it: cancel that one",
             run.id
         )));
     }
     Ok(())
 }
 
-/// Cancels `run` (or, for a running one, asks its migrator to), puts a failed run's
-/// graph back to `ready`, and writes the audit row.
+/// Cancels `run` (or, for a running one, asks its migrator to), puts the graph of a
+/// pending or failed one back to `ready`, and writes the audit row. Each update is
+/// fenced on the status the caller read (the row is locked, so it holds).
 async fn record_cancel(
     tx: &mut PgConnection,
     graph: &GraphOut,
@@ -122,8 +135,8 @@ async fn record_cancel(
         MigrationPhase::CancelRequested => (
             concat!(
                 "update graph_migration_runs
-                 set cancel_requested_at = coalesce(cancel_requested_at, now())
-                 where id = $1 returning ",
+                 set cancel_requested_at = now()
+                 where id = $1 and status = $2 and cancel_requested_at is null returning ",
                 run_columns!()
             ),
             "migration_cancel_requested",
@@ -132,7 +145,7 @@ async fn record_cancel(
             concat!(
                 "update graph_migration_runs set status = 'cancelled', finished_at = now(),
                         claimed_by = null, claim_expires_at = null
-                 where id = $1 returning ",
+                 where id = $1 and status = $2 returning ",
                 run_columns!()
             ),
             "migration_cancelled",
@@ -140,9 +153,13 @@ async fn record_cancel(
     };
     let cancelled = sqlx::query_as::<_, MigrationRunOut>(update)
         .bind(run.id)
-        .fetch_one(&mut *tx)
-        .await?;
-    if run.status == "failed" {
+        .bind(&run.status)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| {
+            ApiError::Conflict(format!("migration run {} changed meanwhile; retry", run.id))
+        })?;
+    if phase == MigrationPhase::Cancelled {
         sqlx::query("update graphs set status = 'ready', updated_at = now() where id = $1")
             .bind(graph.id)
             .execute(&mut *tx)

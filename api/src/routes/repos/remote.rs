@@ -69,7 +69,7 @@ impl<'a> Remote<'a> {
         match (self.scheme, self.userinfo) {
             (_, Some(info)) if info.contains(':') => Some("a password (user:password@)"),
             (_, Some(_)) if token_scheme => Some("a user name or token before `@`"),
-            (Some(_), _) if self.path.contains(['?', '#']) => Some("a query string or fragment"),
+            _ if self.path.contains(['?', '#']) => Some("a query string or fragment"),
             // `user:password@host:path` reads, scp-like, as host `user`: the secret then
             // shows up as an `@` before the path's first `/`.
             (None, None) if self.path.split('/').next().is_some_and(|p| p.contains('@')) => {
