@@ -1,10 +1,41 @@
 //! The audit trail: one `audit_log` row per state change of a repo, an interface
 //! change, an inbox message, a plugin or a graph, written in the transaction of the
 //! change. (Mutations have their own `mutation_audit`; migration runs are their own
-//! history.)
+//! history.) The notifier writes `inbox_message` rows the same way; admins read the
+//! trail with `GET /audit` ([`crate::routes::audit`]).
 
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgExecutor};
+use utoipa::ToSchema;
+
+/// Every kind of entity the trail records, as written in its `entity` column.
+pub const ENTITIES: [&str; 5] = [
+    "repo",
+    "interface_change",
+    "inbox_message",
+    "plugin",
+    "graph",
+];
+
+/// One recorded change, as `GET /audit` returns it.
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+pub struct AuditEntryOut {
+    /// Increases with every row written; the cursor of the list.
+    pub id: i64,
+    /// `repo`, `interface_change`, `inbox_message`, `plugin` or `graph`.
+    pub entity: String,
+    /// The entity's slug, name or id.
+    pub key: String,
+    /// What happened, for example `registered`, `edited`, `archived`, `published`.
+    pub action: String,
+    /// The token subject that made the change, or the worker (`switchyard/notifier`).
+    pub actor: String,
+    /// The entity as changed, or what the change did.
+    pub detail: Value,
+    pub recorded_at: DateTime<Utc>,
+}
 
 /// Records that `actor` did `action` to the `entity` known by `key`.
 pub async fn record(
@@ -27,4 +58,30 @@ pub async fn record(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Up to `limit` entries older than the entry `before`, newest first, of `entity`
+/// (and `key`) when given.
+pub async fn page(
+    db: impl PgExecutor<'_>,
+    entity: Option<&str>,
+    key: Option<&str>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<AuditEntryOut>, sqlx::Error> {
+    sqlx::query_as::<_, AuditEntryOut>(
+        "select id, entity, entity_key as key, action, actor, detail, recorded_at
+         from audit_log
+         where ($1::text is null or entity = $1)
+           and ($2::text is null or entity_key = $2)
+           and ($3::bigint is null or id < $3)
+         order by id desc
+         limit $4",
+    )
+    .bind(entity)
+    .bind(key)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }

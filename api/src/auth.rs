@@ -3,7 +3,8 @@
 //! ## Order of checks
 //! The [`authenticate`] middleware runs before any handler, on every `/api/v1` route
 //! and on the `/api/v1` fallback:
-//! 1. no valid credentials → 401, whether or not the resource exists;
+//! 1. no valid credentials → 401 with a `WWW-Authenticate: Bearer` challenge
+//!    ([`TokenError::challenge`]), whether or not the resource exists;
 //! 2. valid credentials without the route's role → 403;
 //! 3. only then does the handler run, and may answer 404.
 //!
@@ -13,8 +14,9 @@
 //!
 //! ## Stream tokens
 //! Browsers cannot set headers on `EventSource`, so event streams accept `?token=`,
-//! but only a short-lived *stream* token minted for that exact path. An API token in a
-//! query string is refused, so long-lived credentials never land in URLs or logs.
+//! but only a short-lived *stream* token minted for that exact path, and only for a
+//! stream the minter's role may open. An API token in a query string is refused, so
+//! long-lived credentials never land in URLs or logs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,19 +59,23 @@ impl Default for AuthConfig {
     }
 }
 
-/// What a caller may do. Each role includes the ones before it.
+/// What a caller may do. Each role includes the ones before it. Which operation needs
+/// which role is the scope of its OpenAPI security requirement ([`RoutePolicy`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Reads.
+    /// Reads, and mints stream tokens for the streams it may open.
     Viewer,
-    /// Also enqueues and edits.
+    /// Also the day's work: topologies, mutations, graphs and their nodes, migration
+    /// runs, interface changes, inbox messages.
     Operator,
-    /// Also registers and manages.
+    /// Also the registry (repos, plugins and their versions), every event
+    /// (`GET /events`) and the audit trail (`GET /audit`).
     Admin,
 }
 
 impl Role {
+    /// The role's name, as in tokens and OpenAPI scopes.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Viewer => "viewer",
@@ -142,6 +148,43 @@ pub enum TokenError {
         "send one credential: the Authorization header, or ?token= on an event stream, not both"
     )]
     TwoCredentials,
+}
+
+/// The realm every `WWW-Authenticate` challenge names.
+const REALM: &str = "switchyard";
+
+impl TokenError {
+    /// The `WWW-Authenticate` challenge of the 401 (RFC 6750 §3): `invalid_token` when
+    /// a token was presented and refused, `invalid_request` for two credentials at
+    /// once, no error code when no bearer token was sent at all.
+    pub fn challenge(&self) -> String {
+        let error = match self {
+            Self::Missing | Self::NotBearer => None,
+            Self::TwoCredentials => Some("invalid_request"),
+            Self::Expired | Self::Invalid | Self::ApiTokenInQuery | Self::StreamTokenMisused => {
+                Some("invalid_token")
+            }
+        };
+        match error {
+            Some(error) => format!("Bearer realm=\"{REALM}\", error=\"{error}\""),
+            None => format!("Bearer realm=\"{REALM}\""),
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header. The scheme is
+/// case-insensitive (RFC 9110 §11.1), so `bearer` and `BEARER` work too.
+fn bearer_token(value: &header::HeaderValue) -> Result<&str, TokenError> {
+    let (scheme, token) = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .ok_or(TokenError::NotBearer)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(TokenError::NotBearer);
+    }
+    Ok(token)
 }
 
 /// Signs and verifies tokens with one HS256 secret.
@@ -233,12 +276,7 @@ impl Authenticator {
             return Err(TokenError::TwoCredentials);
         }
         if let Some(value) = headers.get(header::AUTHORIZATION) {
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or(TokenError::NotBearer)?;
-            let claims = self.verify(token.trim())?;
+            let claims = self.verify(bearer_token(value)?)?;
             if claims.kind != TokenKind::Api {
                 return Err(TokenError::StreamTokenMisused);
             }
@@ -348,7 +386,7 @@ pub struct AuthState {
 }
 
 /// 401 without valid credentials, 403 without the route's role, else on to the handler
-/// with a [`Caller`] in the request extensions.
+/// with a [`Caller`] and the [`RoutePolicy`] in the request extensions.
 pub async fn authenticate(
     State(auth): State<AuthState>,
     matched: Option<MatchedPath>,
@@ -364,7 +402,7 @@ pub async fn authenticate(
     let caller = auth
         .authenticator
         .caller(request.method(), uri.path(), request.headers(), uri.query())
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+        .map_err(ApiError::Unauthorized)?;
     // Unmatched paths (the fallback) need only authentication: the 404 says nothing.
     if let Some(template) = matched {
         // HEAD runs the GET handler, so it needs GET's role.
@@ -393,6 +431,8 @@ pub async fn authenticate(
         }
     }
     request.extensions_mut().insert(caller);
+    // Minting a stream token checks the role its stream needs against the same table.
+    request.extensions_mut().insert(auth.policy.clone());
     Ok(next.run(request).await)
 }
 

@@ -34,9 +34,9 @@ pub enum ApiError {
     /// later may succeed.
     #[error("{0}")]
     Unavailable(String),
-    /// 401: no valid credentials.
+    /// 401 with a `WWW-Authenticate: Bearer` challenge: no valid credentials.
     #[error("{0}")]
-    Unauthorized(String),
+    Unauthorized(crate::auth::TokenError),
     /// 403: valid credentials without the role the operation needs.
     #[error("{0}")]
     Forbidden(String),
@@ -136,6 +136,13 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        if let Self::Unauthorized(refusal) = &self
+            && let Ok(challenge) = HeaderValue::from_str(&refusal.challenge())
+        {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
     }

@@ -137,6 +137,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::plugins::router())
         .merge(routes::graphs::router())
         .merge(routes::events::router())
+        .merge(routes::audit::router())
 }
 
 /// The base document with the `/api/v1` operations nested in.
@@ -179,8 +180,12 @@ pub fn router(state: AppState) -> Router {
         Some(cors) => app.layer(cors),
         None => app,
     };
-    app.layer(TraceLayer::new_for_http().make_span_with(routes::request_span))
-        .with_state(state)
+    app.layer(
+        TraceLayer::new_for_http()
+            .make_span_with(routes::request_span)
+            .on_response(routes::log_response),
+    )
+    .with_state(state)
 }
 
 /// Cross-origin access for the configured browser origins, if any.

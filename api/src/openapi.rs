@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use utoipa::openapi::header::Header;
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr};
@@ -28,6 +29,7 @@ use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
         (name = "mutations", description = "RFC 6902 JSON Patch edits, applied in order by the mutator"),
         (name = "auth", description = "Tokens for event streams"),
         (name = "events", description = "Live events over SSE, resumable with Last-Event-ID"),
+        (name = "audit", description = "The audit trail of the registry, interface changes, inbox messages, plugins and graphs"),
     )
 )]
 pub struct ApiDoc;
@@ -85,19 +87,27 @@ impl IntoResponses for Refusals {
             ("503", "Overloaded or a dependency is down; retry"),
         ]
         .into_iter()
-        .map(|(status, description)| (status.to_owned(), error_response(description)))
+        .map(|(status, description)| (status.to_owned(), error_response(status, description)))
         .collect()
     }
 }
 
-fn error_response(description: &str) -> RefOr<Response> {
+fn error_response(status: &str, description: &str) -> RefOr<Response> {
     let body = RefOr::Ref(utoipa::openapi::Ref::from_schema_name(ErrorBody::name()));
     let content = ContentBuilder::new().schema(Some(body)).build();
-    ResponseBuilder::new()
+    let response = ResponseBuilder::new()
         .description(description)
-        .content("application/json", content)
-        .build()
-        .into()
+        .content("application/json", content);
+    let response = if status == "401" {
+        let mut challenge = Header::default();
+        challenge.description = Some(
+            "`Bearer realm=\"switchyard\"`, with `error=\"invalid_token\"` when a token was sent but refused (RFC 6750 §3)".to_owned(),
+        );
+        response.header("WWW-Authenticate", challenge)
+    } else {
+        response
+    };
+    response.build().into()
 }
 
 #[cfg(test)]

@@ -26,7 +26,8 @@ struct Args {
     /// Base URL of the API.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     api: String,
-    /// Bearer token with the operator role (`switchyard token --role operator`).
+    /// Bearer token: the operator role enqueues mutations; `--migrate-nodes` registers a
+    /// plugin, which needs admin (`switchyard token --role admin`).
     #[arg(long, env = "SWITCHYARD_TOKEN")]
     token: String,
     /// NATS server the fleet publishes to.

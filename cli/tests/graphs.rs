@@ -595,3 +595,97 @@ async fn concurrent_re_migrate_requests_create_one_run(pool: PgPool) {
     assert!(message(&refused).contains("in flight"), "{refused}");
     fleet.stop().await;
 }
+
+/// Every item of a list, following `next_cursor` with pages of `limit`, and the
+/// number of pages it took.
+async fn every_page(fleet: &TestFleet, path: &str, limit: usize) -> (Vec<Value>, usize) {
+    let viewer = harness::client_with(&harness::token(
+        &fleet.config,
+        switchyard_api::auth::Role::Viewer,
+    ));
+    let (mut items, mut pages) = (Vec::new(), 0);
+    let mut url = fleet.url(&format!("{path}?limit={limit}"));
+    loop {
+        let (status, page) = harness::read(viewer.get(&url).send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        items.extend(page["items"].as_array().unwrap().iter().cloned());
+        pages += 1;
+        match page["next_cursor"].as_str() {
+            Some(cursor) => url = fleet.url(&format!("{path}?limit={limit}&cursor={cursor}")),
+            None => return (items, pages),
+        }
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn plugins_and_graphs_are_listed_by_name_a_page_at_a_time(pool: PgPool) {
+    let fleet = TestFleet::up(&pool).await;
+    for name in ["zeta", "alpha", "mid"] {
+        let (status, body) = fleet
+            .post(
+                "/plugins",
+                json!({"name": name, "versions": [{"version": 1, "steps": []}]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, body) = fleet
+            .post(
+                "/graphs",
+                json!({"slug": format!("{name}-graph"), "plugin": name}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = fleet
+        .post(
+            "/plugins/mid/versions",
+            json!({"version": 2, "steps": [{"op": "remove", "property": "x"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let (plugins, pages) = every_page(&fleet, "/plugins", 2).await;
+    assert_eq!(pages, 2);
+    let summary: Vec<(&str, i64)> = plugins
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["current_version"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(summary, [("alpha", 1), ("mid", 2), ("zeta", 1)]);
+    for plugin in &plugins {
+        assert!(plugin["created_at"].is_string() && plugin["updated_at"].is_string());
+        assert!(
+            plugin.get("versions").is_none(),
+            "a list item carries steps: {plugin}"
+        );
+    }
+
+    let (graphs, pages) = every_page(&fleet, "/graphs", 2).await;
+    assert_eq!(pages, 2);
+    let summary: Vec<(&str, &str, i64)> = graphs
+        .iter()
+        .map(|g| {
+            (
+                g["slug"].as_str().unwrap(),
+                g["plugin"].as_str().unwrap(),
+                g["schema_version"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    // `mid-graph` was created at version 1; version 2 was added without ?migrate_graphs.
+    assert_eq!(
+        summary,
+        [
+            ("alpha-graph", "alpha", 1),
+            ("mid-graph", "mid", 1),
+            ("zeta-graph", "zeta", 1)
+        ]
+    );
+    let (status, body) = fleet.get("/plugins?limit=501").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    fleet.stop().await;
+}

@@ -642,3 +642,106 @@ async fn a_publish_whose_audit_write_fails_commits_nothing_and_leaks_nothing(poo
     );
     fleet.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn admins_read_the_audit_trail_newest_first_with_the_token_subject_as_actor(pool: PgPool) {
+    let fleet = TestFleet::up(&pool).await;
+    let secret = fleet.config.auth.secret.clone().unwrap();
+    let as_admin = |subject: &str| {
+        harness::client_with(
+            &switchyard_api::auth::Authenticator::new(secret.as_bytes()).mint(
+                subject,
+                switchyard_api::auth::Role::Admin,
+                Duration::from_secs(60),
+            ),
+        )
+    };
+    let ada = as_admin("ada");
+    let response = ada
+        .post(fleet.url("/repos"))
+        .json(&json!({"slug": "billing", "name": "Billing"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let response = as_admin("grace")
+        .patch(fleet.url("/repos/billing"))
+        .json(&json!({"description": "Invoices"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    register(&fleet, "web", json!({})).await;
+
+    let read = |query: &str| {
+        let request = ada.get(fleet.url(&format!("/audit{query}")));
+        async move { harness::read(request.send().await.unwrap()).await }
+    };
+    let (status, page) = read("?entity=repo&key=billing").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let entries = page["items"].as_array().unwrap();
+    let seen: Vec<(&str, &str, &str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["entity"].as_str().unwrap(),
+                e["key"].as_str().unwrap(),
+                e["action"].as_str().unwrap(),
+                e["actor"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("repo", "billing", "edited", "grace"),
+            ("repo", "billing", "registered", "ada")
+        ]
+    );
+    assert_eq!(entries[0]["detail"]["description"], "Invoices");
+    assert!(entries[0]["recorded_at"].is_string());
+    assert_eq!(page["next_cursor"], Value::Null);
+
+    // Every repo, a page at a time: web, then billing's two.
+    let mut keys = Vec::new();
+    let mut query = "?entity=repo&limit=2".to_owned();
+    loop {
+        let (status, page) = read(&query).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for entry in page["items"].as_array().unwrap() {
+            keys.push(format!("{} {}", entry["key"], entry["action"]));
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => query = format!("?entity=repo&limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        keys,
+        [
+            r#""web" "registered""#,
+            r#""billing" "edited""#,
+            r#""billing" "registered""#
+        ]
+    );
+    let (_, all) = read("").await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 3, "{all}");
+
+    for (query, says) in [
+        ("?key=billing", "key needs entity"),
+        ("?entity=repos", "expected one of repo,"),
+        ("?cursor=abc", "cursor"),
+        ("?limit=0", "limit"),
+    ] {
+        let (status, body) = read(query).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
+        assert!(message(&body).contains(says), "{query}: {body}");
+    }
+    let operator = harness::client_with(&harness::token(
+        &fleet.config,
+        switchyard_api::auth::Role::Operator,
+    ));
+    let response = operator.get(fleet.url("/audit")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    fleet.stop().await;
+}

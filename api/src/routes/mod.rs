@@ -10,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
 
+pub mod audit;
 pub mod dispatch;
 pub mod events;
 pub mod graphs;
@@ -140,6 +141,18 @@ pub async fn explain_timeout(response: Response) -> Response {
 /// it may carry a stream token, and tokens never reach the logs.
 pub fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+}
+
+/// The request log: one `info` line per request as its response starts, with the
+/// span's method and path, the status and the latency (an event stream's lasts only
+/// until its headers are sent).
+pub fn log_response<B>(
+    response: &axum::http::Response<B>,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    let latency_ms = (latency.as_secs_f64() * 100_000.0).round() / 100.0;
+    tracing::info!(status = response.status().as_u16(), latency_ms, "response");
 }
 
 /// A panicking handler becomes a plain 500; the panic is logged, not returned.

@@ -2,10 +2,14 @@
 //!
 //! Browsers cannot set an `Authorization` header on `EventSource`, so event streams
 //! accept `?token=`, but only a token minted here: bound to one stream path, valid for
-//! `auth.stream_token_ttl` (at most 5 minutes), carrying the minter's role.
+//! `auth.stream_token_ttl` (at most 5 minutes), carrying the minter's role. A token is
+//! minted only for a stream the minter's role may open (403 naming the role needed
+//! otherwise), read from the same route table that authentication enforces.
+
+use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -14,7 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, RoutePolicy};
 use crate::error::ApiError;
 use crate::extract::Body;
 use crate::openapi::Refusals;
@@ -57,13 +61,27 @@ pub struct StreamTokenOut {
 async fn mint(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(policy): Extension<Arc<RoutePolicy>>,
     Body(input): Body<StreamTokenIn>,
 ) -> Result<(StatusCode, Json<StreamTokenOut>), ApiError> {
-    if !is_stream_path(&input.path) {
+    let Some(route) = stream_route(&input.path) else {
         return Err(ApiError::Unprocessable(format!(
             "path {:?} is not an event stream; expected /api/v1/events or /api/v1/{{topologies|graphs|repos}}/{{id or slug}}/events",
             input.path
         )));
+    };
+    // Refused now rather than when the stream opens, so a client learns at once. A
+    // stream route missing from the table is refused too (fail closed).
+    match policy.required(&Method::GET, route) {
+        Some(needed) if caller.role >= needed => {}
+        needed => {
+            return Err(ApiError::Forbidden(format!(
+                "opening {} needs the {} role; your token has {}",
+                input.path,
+                needed.map_or("undeclared", |role| role.as_str()),
+                caller.role.as_str()
+            )));
+        }
     }
     let ttl = app.auth.stream_token_ttl;
     let (token, expires) = app.authenticator.mint_stream(&caller, &input.path, ttl);
@@ -76,14 +94,13 @@ async fn mint(
     Ok((StatusCode::CREATED, Json(out)))
 }
 
-/// `/api/v1/events`, or `/api/v1/{topologies|graphs|repos}/{id or slug}/events`.
-pub fn is_stream_path(path: &str) -> bool {
+/// The route template of an event-stream path: `/api/v1/events`, or
+/// `/api/v1/{topologies|graphs|repos}/{id or slug}/events`; `None` for anything else.
+pub fn stream_route(path: &str) -> Option<&'static str> {
     if path == "/api/v1/events" {
-        return true;
+        return Some("/api/v1/events");
     }
-    let Some(rest) = path.strip_prefix("/api/v1/") else {
-        return false;
-    };
+    let rest = path.strip_prefix("/api/v1/")?;
     let parts: Vec<&str> = rest.split('/').collect();
     let legal_token = |t: &str| {
         (1..=100).contains(&t.len())
@@ -91,21 +108,35 @@ pub fn is_stream_path(path: &str) -> bool {
             && t.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     };
-    matches!(parts.as_slice(), [kind, id, "events"]
-        if ["topologies", "graphs", "repos"].contains(kind) && legal_token(id))
+    match parts.as_slice() {
+        [kind, id, "events"] if legal_token(id) => match *kind {
+            "topologies" => Some("/api/v1/topologies/{id}/events"),
+            "graphs" => Some("/api/v1/graphs/{slug}/events"),
+            "repos" => Some("/api/v1/repos/{slug}/events"),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_stream_path;
+    use axum::http::Method;
+
+    use super::stream_route;
+    use crate::auth::RoutePolicy;
 
     #[test]
     fn only_event_stream_paths_qualify() {
-        assert!(is_stream_path("/api/v1/events"));
-        assert!(is_stream_path(
-            "/api/v1/topologies/01a2014e-c2ba-773e-abec-2844eaa51aa9/events"
-        ));
-        assert!(is_stream_path("/api/v1/repos/billing-api/events"));
+        assert_eq!(stream_route("/api/v1/events"), Some("/api/v1/events"));
+        assert_eq!(
+            stream_route("/api/v1/topologies/01a2014e-c2ba-773e-abec-2844eaa51aa9/events"),
+            Some("/api/v1/topologies/{id}/events")
+        );
+        assert_eq!(
+            stream_route("/api/v1/repos/billing-api/events"),
+            Some("/api/v1/repos/{slug}/events")
+        );
         for bad in [
             "/api/v1/topologies",
             "/api/v1/topologies/x/mutations",
@@ -113,7 +144,22 @@ mod tests {
             "/api/v1/repos/../events",
             "/events",
         ] {
-            assert!(!is_stream_path(bad), "{bad}");
+            assert_eq!(stream_route(bad), None, "{bad}");
+        }
+    }
+
+    /// Every stream a token can be minted for is a declared route, so its role is known.
+    #[test]
+    fn every_stream_route_is_in_the_route_table() {
+        let policy = RoutePolicy::from_openapi(&crate::openapi());
+        for path in [
+            "/api/v1/events",
+            "/api/v1/topologies/t/events",
+            "/api/v1/graphs/g/events",
+            "/api/v1/repos/r/events",
+        ] {
+            let route = stream_route(path).unwrap();
+            assert!(policy.required(&Method::GET, route).is_some(), "{route}");
         }
     }
 }

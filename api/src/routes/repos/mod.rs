@@ -160,7 +160,7 @@ impl Fields {
         (status = 409, description = "The slug, or the remote, is taken", body = ErrorBody),
         Refusals
     ),
-    security(("bearer" = ["operator"]))
+    security(("bearer" = ["admin"]))
 )]
 async fn register(
     State(app): State<AppState>,
@@ -315,7 +315,7 @@ async fn show(
         (status = 409, description = "The repo is archived, or the remote is taken", body = ErrorBody),
         Refusals
     ),
-    security(("bearer" = ["operator"]))
+    security(("bearer" = ["admin"]))
 )]
 async fn edit(
     State(app): State<AppState>,
@@ -368,7 +368,7 @@ async fn edit(
         (status = 409, description = "Already archived", body = ErrorBody),
         Refusals
     ),
-    security(("bearer" = ["operator"]))
+    security(("bearer" = ["admin"]))
 )]
 async fn archive(
     State(app): State<AppState>,

@@ -2,43 +2,44 @@
 //! declarative steps ([`switchyard_workers::migrator::steps`]) that turn node data of
 //! the previous version into its own, validated here when registered.
 //!
-//! `POST /plugins`, `POST /plugins/{name}/versions` (the next version only; with
-//! `?migrate_graphs=true` it also requests a migration run for every graph of the
-//! plugin), `GET /plugins/{name}`.
+//! `POST /plugins`, `GET /plugins` (by name, paged), `GET /plugins/{name}`, and
+//! `POST /plugins/{name}/versions` ([`versions`]: the next version only). Registering
+//! a plugin or a version commits with its `audit_log` row and a
+//! `plugin.{name}.version` event.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::PgConnection;
-use switchyard_domain::json::Limits;
-use switchyard_workers::migrator::steps::{self, Step};
-use utoipa::{IntoParams, ToSchema};
+use switchyard_bus::payloads::PluginVersioned;
+use switchyard_bus::{Event, outbox};
+use switchyard_workers::migrator::steps::Step;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::graphs::{self, migrations::MigrationRunOut};
+use super::{KeyPageParams, Page, PageParams};
 use crate::audit;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::openapi::{ErrorBody, Refusals};
 use crate::{AppState, validate};
-use axum::Extension;
-use serde_json::json;
-use switchyard_bus::payloads::PluginVersioned;
-use switchyard_bus::{Event, outbox};
+use versions::{check_version, insert_version};
+
+mod versions;
 
 /// Most versions registered at once.
 const MAX_VERSIONS: usize = 100;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(register))
+        .routes(routes!(list, register))
         .routes(routes!(show))
-        .routes(routes!(add_version))
+        .routes(routes!(versions::add_version))
 }
 
 /// Body of `POST /plugins`.
@@ -72,6 +73,17 @@ pub struct PluginOut {
     pub created_at: DateTime<Utc>,
 }
 
+/// A plugin in a list: its versions and their steps are at `GET /plugins/{name}`.
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+pub struct PluginSummaryOut {
+    pub name: String,
+    /// The version new graphs start at, and graphs are migrated to.
+    pub current_version: i32,
+    pub created_at: DateTime<Utc>,
+    /// When the last version was added.
+    pub updated_at: DateTime<Utc>,
+}
+
 /// A registered version.
 #[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct PluginVersionOut {
@@ -79,50 +91,6 @@ pub struct PluginVersionOut {
     #[schema(value_type = Vec<Step>)]
     pub steps: Value,
     pub created_at: DateTime<Utc>,
-}
-
-/// What registering a version did.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct VersionAdded {
-    pub plugin: PluginOut,
-    /// Runs requested by `?migrate_graphs=true` (graphs with a run already in flight
-    /// are skipped).
-    pub migration_runs: Vec<MigrationRunOut>,
-}
-
-/// 422 unless `version` is `expected` and its steps are valid; a value a step writes
-/// must fit a node's data (the document limits, one level down): 413 or 422.
-fn check_version(
-    version: &PluginVersionIn,
-    expected: i32,
-    limits: &Limits,
-) -> Result<(), ApiError> {
-    if version.version != expected {
-        return Err(ApiError::Unprocessable(format!(
-            "versions must be 1, 2, 3, … in order: expected version {expected}, got {}",
-            version.version
-        )));
-    }
-    if expected == 1 && !version.steps.is_empty() {
-        return Err(ApiError::Unprocessable(
-            "version 1 is where graphs start: its steps must be empty".to_owned(),
-        ));
-    }
-    steps::validate(&version.steps)
-        .map_err(|problem| ApiError::Unprocessable(format!("version {expected}: {problem}")))?;
-    // A step's value becomes a top-level property: checked as the smallest node data
-    // holding it, `{"property": value}`.
-    for (i, step) in version.steps.iter().enumerate() {
-        for (property, value) in step.values() {
-            let field = format!(
-                "version {expected} step {}: a node holding its value as {property:?}",
-                i + 1
-            );
-            let node = serde_json::json!({ property: value });
-            validate::json(&field, &node, limits)?;
-        }
-    }
-    Ok(())
 }
 
 /// Writes the audit row and stages `plugin.{name}.version` for the plugin's current version.
@@ -143,20 +111,6 @@ async fn versioned(
     Ok(vec![event])
 }
 
-async fn insert_version(
-    tx: &mut PgConnection,
-    plugin: &str,
-    version: &PluginVersionIn,
-) -> Result<(), ApiError> {
-    sqlx::query("insert into plugin_versions (plugin, version, steps) values ($1, $2, $3)")
-        .bind(plugin)
-        .bind(version.version)
-        .bind(serde_json::to_value(&version.steps).expect("steps serialize"))
-        .execute(tx)
-        .await?;
-    Ok(())
-}
-
 /// Register a plugin with its versions.
 #[utoipa::path(
     post,
@@ -168,7 +122,7 @@ async fn insert_version(
         (status = 409, description = "The name is taken", body = ErrorBody),
         Refusals
     ),
-    security(("bearer" = ["operator"]))
+    security(("bearer" = ["admin"]))
 )]
 async fn register(
     State(app): State<AppState>,
@@ -209,89 +163,33 @@ async fn register(
     Ok((StatusCode::CREATED, Json(plugin)))
 }
 
-/// `?migrate_graphs=` of a new version.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct AddVersionParams {
-    /// Also request a migration run to the new version for every graph of the plugin.
-    pub migrate_graphs: Option<bool>,
-}
-
-/// Register the plugin's next version.
+/// List plugins by name, a page at a time.
 #[utoipa::path(
-    post,
-    path = "/plugins/{name}/versions",
+    get,
+    path = "/plugins",
     tag = "graphs",
-    params(("name" = String, Path, description = "Plugin name"), AddVersionParams),
-    request_body = PluginVersionIn,
-    responses(
-        (status = 201, description = "Registered", body = VersionAdded),
-        (status = 409, description = "Not the next version", body = ErrorBody),
-        Refusals
-    ),
-    security(("bearer" = ["operator"]))
+    params(KeyPageParams),
+    responses((status = 200, description = "A page of plugins", body = Page<PluginSummaryOut>), Refusals),
+    security(("bearer" = ["viewer"]))
 )]
-async fn add_version(
+async fn list(
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-    Query(params): Query<AddVersionParams>,
-    Body(version): Body<PluginVersionIn>,
-) -> Result<(StatusCode, Json<VersionAdded>), ApiError> {
-    let mut tx = app.pool.begin().await?;
-    let current: i32 =
-        sqlx::query_scalar("select current_version from plugins where name = $1 for update")
-            .bind(&name)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| not_found(&name))?;
-    if version.version != current + 1 {
-        return Err(ApiError::Conflict(format!(
-            "plugin {name:?} is at version {current}: the next version must be {}, got {}",
-            current + 1,
-            version.version
-        )));
-    }
-    check_version(&version, current + 1, &app.config.document_limits())?;
-    insert_version(&mut tx, &name, &version).await?;
-    sqlx::query("update plugins set current_version = $2, updated_at = now() where name = $1")
-        .bind(&name)
-        .bind(version.version)
-        .execute(&mut *tx)
-        .await?;
-    let mut migration_runs = Vec::new();
-    let mut events = Vec::new();
-    if params.migrate_graphs.unwrap_or(false) {
-        let slugs: Vec<String> =
-            sqlx::query_scalar("select slug from graphs where plugin = $1 order by slug")
-                .bind(&name)
-                .fetch_all(&mut *tx)
-                .await?;
-        for slug in slugs {
-            let graph = graphs::locked(&mut tx, &slug).await?;
-            match graphs::migrations::request(&mut tx, &graph, version.version, &caller).await {
-                Ok((run, staged)) => {
-                    migration_runs.push(run);
-                    events.extend(staged);
-                }
-                // A run already in flight: that graph is migrated again when it ends.
-                Err(ApiError::Conflict(_)) => {}
-                Err(other) => return Err(other),
-            }
-        }
-    }
-    let plugin = find(&mut tx, &name).await?;
-    events.extend(versioned(&mut tx, &plugin, "version_added", &caller).await?);
-    tx.commit().await?;
-    app.doorbell.ring(events);
-    Ok((
-        StatusCode::CREATED,
-        Json(VersionAdded {
-            plugin,
-            migration_runs,
-        }),
-    ))
+    Query(params): Query<KeyPageParams>,
+) -> Result<Json<Page<PluginSummaryOut>>, ApiError> {
+    let params = PageParams::from(params);
+    let limit = params.limit()?;
+    let after: Option<String> = params.cursor()?;
+    let rows = sqlx::query_as::<_, PluginSummaryOut>(
+        "select name, current_version, created_at, updated_at from plugins
+         where $1::text is null or name > $1
+         order by name
+         limit $2",
+    )
+    .bind(after)
+    .bind(limit + 1)
+    .fetch_all(&app.pool)
+    .await?;
+    Ok(Json(Page::from_rows(rows, limit, |p| p.name.clone())))
 }
 
 /// One plugin with all its versions.
