@@ -3,7 +3,7 @@
 //! cause and answered with a generic message.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -156,13 +156,30 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType(
                 "expected a body with `Content-Type: application/json`".to_owned(),
             ),
-            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge(
-                "request body is larger than the limit (config key http.body_limit_bytes)"
-                    .to_owned(),
-            ),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => body_too_large(),
             other => Self::BadRequest(other.body_text()),
         }
     }
+}
+
+impl From<BytesRejection> for ApiError {
+    /// A body that could not be read: past the size limit (413), or cut off (400).
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            body_too_large()
+        } else {
+            Self::BadRequest(format!(
+                "the body could not be read: {}",
+                rejection.body_text()
+            ))
+        }
+    }
+}
+
+fn body_too_large() -> ApiError {
+    ApiError::PayloadTooLarge(
+        "request body is larger than the limit (config key http.body_limit_bytes)".to_owned(),
+    )
 }
 
 /// A body serde_json would not read. Two of its refusals are well-formed JSON with

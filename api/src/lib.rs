@@ -10,6 +10,7 @@
 //! - [`openapi`]: the generated OpenAPI 3.1 document, which is also the route table.
 //! - [`error`]: the single [`ApiError`] and its JSON shape.
 //! - [`extract`]: body/query/path extractors that answer with [`ApiError`].
+//! - [`listener`]: connections whose HTTP parse errors get the same JSON answer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod listener;
 pub mod live;
 pub mod openapi;
 pub mod patch;
@@ -180,12 +182,20 @@ pub fn router(state: AppState) -> Router {
         Some(cors) => app.layer(cors),
         None => app,
     };
-    app.layer(
-        TraceLayer::new_for_http()
-            .make_span_with(routes::request_span)
-            .on_response(routes::log_response),
+    let app = app
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(routes::request_span)
+                .on_response(routes::log_response),
+        )
+        .with_state(state);
+    // Around the whole router rather than each route (as `Router::layer` does): see
+    // `routes::name_allowed_methods`.
+    Router::new().fallback_service(
+        tower::ServiceBuilder::new()
+            .layer(axum::middleware::from_fn(routes::name_allowed_methods))
+            .service(app),
     )
-    .with_state(state)
 }
 
 /// Cross-origin access for the configured browser origins, if any.

@@ -72,16 +72,22 @@ pub struct Refusals;
 impl IntoResponses for Refusals {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
         [
-            ("400", "Malformed request: bad JSON syntax, header or id"),
+            (
+                "400",
+                "Malformed request: bad JSON syntax, header or id, or not valid HTTP (an unencoded character in the path or query)",
+            ),
             ("401", "Missing, expired or invalid credentials"),
             ("403", "The token's role is not enough for this operation"),
             ("404", "The resource does not exist"),
             ("408", "The request took longer than http.request_timeout"),
             ("413", "The body, or the document, is larger than the limit"),
-            ("415", "The body is not declared as application/json"),
+            (
+                "415",
+                "The body is not declared as JSON (application/json; a mutation also application/json-patch+json)",
+            ),
             (
                 "422",
-                "Well-formed but invalid: unknown or read-only fields, bad values",
+                "Well-formed but invalid: unknown or read-only fields, bad values, null for a field that cannot be cleared",
             ),
             ("500", "Internal error; no details are given"),
             ("503", "Overloaded or a dependency is down; retry"),

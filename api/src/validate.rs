@@ -1,6 +1,7 @@
 //! Field checks shared by the registry's request types; each error names the field
 //! and what it must be (422).
 
+use serde::Deserialize;
 use serde_json::Value;
 use switchyard_bus::subjects;
 use switchyard_domain::json::{LimitError, Limits};
@@ -27,6 +28,23 @@ pub fn optional_text(
     max: usize,
 ) -> Result<Option<String>, ApiError> {
     value.map(|v| text(field, v, max)).transpose()
+}
+
+/// Reads an optional field that has no `null` value (a name, a type, a list): left
+/// out, it is `None` (with `#[serde(default)]`); an explicit `null` is a 422 naming the
+/// field, rather than being read as left out. Fields that `null` clears use
+/// `serde_with::rust::double_option` instead.
+pub fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    match Option::<T>::deserialize(deserializer)? {
+        Some(value) => Ok(Some(value)),
+        None => Err(serde::de::Error::custom(
+            "null is not a value of this field (it cannot be cleared); leave the field out instead",
+        )),
+    }
 }
 
 /// 422 unless `slug` is a repo slug (it becomes a subject token).

@@ -64,14 +64,14 @@ pub async fn run(http: &reqwest::Client, api: &str, nodes: usize) -> anyhow::Res
     let requested = Instant::now();
     post(http, &format!("{v1}/graphs/{name}/re-migrate"), json!({})).await?;
     let run = loop {
-        let runs: Value = http
+        let page: Value = http
             .get(format!("{v1}/graphs/{name}/migrations?limit=1"))
             .send()
             .await?
             .error_for_status()?
             .json()
             .await?;
-        let run = runs[0].clone();
+        let run = page["items"][0].clone();
         match run["status"].as_str() {
             Some("succeeded") => break run,
             Some("failed") => bail!("the migration failed: {}", run["error"]),

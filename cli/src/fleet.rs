@@ -266,6 +266,8 @@ impl Fleet {
         let drain_timeout = config.shutdown.drain_timeout;
         let shutdown = self.shutdown.clone();
         self.spawn("api", async move {
+            // Explained: hyper's own answers to requests it cannot parse get a JSON body.
+            let listener = switchyard_api::listener::ExplainedListener(listener);
             let serve = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned());
             // Graceful, but bounded: a client that stopped reading must not hold shutdown.

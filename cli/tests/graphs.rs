@@ -268,18 +268,19 @@ async fn the_migration_history_contract(pool: PgPool) {
     let (status, runs) = fleet.get("/graphs/a/migrations").await;
     assert_eq!(
         (status, runs),
-        (StatusCode::OK, json!([])),
+        (StatusCode::OK, json!({"items": [], "next_cursor": null})),
         "never migrated"
     );
-    for limit in ["0", "501", "-1", "many"] {
-        let (status, body) = fleet
-            .get(&format!("/graphs/a/migrations?limit={limit}"))
-            .await;
-        assert_eq!(
-            status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "limit={limit}: {body}"
-        );
+    for query in [
+        "limit=0",
+        "limit=501",
+        "limit=-1",
+        "limit=many",
+        "cursor=nope",
+        "cursor=0190a0a0-0000-7000-8000-000000000000",
+    ] {
+        let (status, body) = fleet.get(&format!("/graphs/a/migrations?{query}")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
     }
     // Five finished runs on `a`, two of them at the same instant, and one on `b`.
     let graph = |slug: &'static str| {
@@ -316,8 +317,9 @@ async fn the_migration_history_contract(pool: PgPool) {
     let tie_second = insert(a, "2026-01-02T00:00:00Z").await;
     let newest = insert(a, "2026-01-03T00:00:00Z").await;
     let other = insert(b, "2026-01-04T00:00:00Z").await;
-    let ids = |runs: &Value| -> Vec<Uuid> {
-        runs.as_array()
+    let ids = |page: &Value| -> Vec<Uuid> {
+        page["items"]
+            .as_array()
             .unwrap()
             .iter()
             .map(|r| r["id"].as_str().unwrap().parse().unwrap())
@@ -343,12 +345,25 @@ async fn the_migration_history_contract(pool: PgPool) {
         "started_at",
         "finished_at",
     ] {
-        assert!(runs[0].get(field).is_some(), "{field} missing");
+        assert!(runs["items"][0].get(field).is_some(), "{field} missing");
     }
-    let (_, runs) = fleet.get("/graphs/a/migrations?limit=2").await;
-    assert_eq!(ids(&runs), [newest, tie_second]);
+    assert!(runs["next_cursor"].is_null(), "{runs}");
+    // Pages follow the same order, across the tie, through `next_cursor`.
+    let (_, first) = fleet.get("/graphs/a/migrations?limit=2").await;
+    assert_eq!(ids(&first), [newest, tie_second]);
+    assert_eq!(first["next_cursor"], json!(tie_second.to_string()));
+    let (_, second) = fleet
+        .get(&format!("/graphs/a/migrations?limit=2&cursor={tie_second}"))
+        .await;
+    assert_eq!(ids(&second), [tie_first, oldest]);
+    assert!(second["next_cursor"].is_null(), "{second}");
     let (_, runs) = fleet.get("/graphs/b/migrations?limit=500").await;
     assert_eq!(ids(&runs), [other]);
+    // Another graph's run is not a cursor of this one.
+    let (status, body) = fleet
+        .get(&format!("/graphs/a/migrations?cursor={other}"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     fleet.stop().await;
 }
 
@@ -410,7 +425,7 @@ async fn a_10000_node_graph_migrates_across_two_versions_while_its_stream_follow
     );
 
     let (_, runs) = fleet.get("/graphs/big/migrations").await;
-    let run = &runs[0];
+    let run = &runs["items"][0];
     assert_eq!(
         (&run["status"], &run["processed"], &run["total"]),
         (&json!("succeeded"), &json!(10_000), &json!(10_000))
@@ -492,7 +507,7 @@ async fn writes_are_refused_during_a_run_and_repair_then_retry_leaves_a_failed_o
         Worked::Ended("failed")
     );
     let (_, runs) = fleet.get("/graphs/g/migrations").await;
-    let error = runs[0]["error"].as_str().unwrap();
+    let error = runs["items"][0]["error"].as_str().unwrap();
     assert_eq!(
         error,
         "node \"odd\": version 2 step 1 (require colour) failed: property \"colour\" is missing"

@@ -219,7 +219,7 @@ async fn a_running_run_stops_at_its_next_batch_boundary(pool: PgPool) {
     let working = tokio::spawn(async move { worker.work(run, usize::MAX).await });
     harness::eventually(std::time::Duration::from_secs(30), || async {
         let (_, runs) = fleet.get("/graphs/g/migrations").await;
-        runs[0]["processed"] == 100
+        runs["items"][0]["processed"] == 100
     })
     .await;
 
@@ -234,8 +234,9 @@ async fn a_running_run_stops_at_its_next_batch_boundary(pool: PgPool) {
     // The batch in flight finishes; then the run ends, cancelled.
     assert_eq!(working.await.unwrap().unwrap(), Worked::Ended("cancelled"));
     let (_, runs) = fleet.get("/graphs/g/migrations").await;
+    let last = &runs["items"][0];
     assert_eq!(
-        (&runs[0]["status"], &runs[0]["processed"], &runs[0]["total"]),
+        (&last["status"], &last["processed"], &last["total"]),
         (&json!("cancelled"), &json!(200), &json!(1000))
     );
     // Ready at the old version; the nodes it migrated keep the new one.
@@ -266,7 +267,7 @@ async fn a_running_run_stops_at_its_next_batch_boundary(pool: PgPool) {
     );
     let (_, runs) = fleet.get("/graphs/g/migrations").await;
     assert_eq!(
-        runs[0]["total"], 801,
+        runs["items"][0]["total"], 801,
         "the 800 left behind and the new node"
     );
     assert_eq!(graph_state(&fleet).await, ("ready".into(), 2, 1001));

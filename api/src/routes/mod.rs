@@ -3,7 +3,9 @@
 use std::any::Any;
 
 use axum::Json;
-use axum::http::{Method, StatusCode, Uri};
+use axum::extract::{OriginalUri, Request};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -116,14 +118,38 @@ impl<T> Page<T> {
     }
 }
 
-/// Answer for a path no route matches.
-pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+/// Answer for a path no route matches. The path is the one the client sent: inside the
+/// nested `/api/v1` router the request's own URI has lost its prefix.
+pub async fn not_found(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
     ApiError::NotFound(format!("no route for {method} {}", uri.path()))
 }
 
-/// Answer for a path that exists, with a method it does not have.
-pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+/// Answer for a path that exists, with a method it does not have. Its message gains
+/// the allowed methods in [`name_allowed_methods`], once axum has added `Allow`.
+pub async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
     ApiError::MethodNotAllowed(format!("{} does not accept {method}", uri.path()))
+}
+
+/// Names the allowed methods in a 405's message. axum adds `Allow` to a 405 only
+/// after the method-not-allowed handler has answered, so this runs around the whole
+/// router, where the header is there to read.
+pub async fn name_allowed_methods(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let Some(allow) = response.headers().get(header::ALLOW).cloned() else {
+        return response;
+    };
+    let allowed = allow.to_str().unwrap_or_default().replace(',', ", ");
+    let mut answer = ApiError::MethodNotAllowed(format!(
+        "{path} does not accept {method}; it accepts {allowed}"
+    ))
+    .into_response();
+    answer.headers_mut().insert(header::ALLOW, allow);
+    answer
 }
 
 /// Gives the timeout layer's bare 408 the usual JSON error body.

@@ -31,7 +31,7 @@ use uuid::Uuid;
 use super::{Page, PageParams, topologies};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{Body, Path, Query};
+use crate::extract::{Path, Query};
 use crate::openapi::Refusals;
 use crate::{AppState, patch};
 
@@ -52,7 +52,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(show))
 }
 
-/// Body of `POST /topologies/{id}/mutations`.
+/// Body of `POST /topologies/{id}/mutations` as `application/json`. Read from either
+/// media type by its `FromRequest` ([`patch`]): as `application/json-patch+json` the
+/// body is the bare `ops` array, and there is no `if_version`.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MutationIn {
@@ -63,6 +65,13 @@ pub struct MutationIn {
     #[schema(minimum = 0)]
     pub if_version: Option<i64>,
 }
+
+/// An RFC 6902 JSON Patch document: the operations, applied all-or-nothing (the body
+/// as `application/json-patch+json`).
+#[derive(ToSchema)]
+#[schema(value_type = Vec<PatchOp>, min_items = 1, max_items = 1000)]
+#[allow(dead_code)]
+pub struct JsonPatch(Vec<Value>);
 
 /// One RFC 6902 operation, as documented; requests are validated by [`patch::validate`].
 #[derive(ToSchema)]
@@ -137,7 +146,13 @@ enum Enqueued {
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
          description = "Makes a retried request return the original mutation"),
     ),
-    request_body = MutationIn,
+    request_body(
+        description = "The operations: `{\"ops\": [...], \"if_version\": N}` as `application/json`, or the bare RFC 6902 array as `application/json-patch+json` (then without `if_version`; a `test` operation is its condition). `If-Match` is refused with 400.",
+        content(
+            (MutationIn = "application/json"),
+            (JsonPatch = "application/json-patch+json"),
+        )
+    ),
     responses(
         (status = 202, description = "Accepted; applied later in seq order", body = MutationOut),
         (status = 200, description = "A retry with the same Idempotency-Key: the original", body = MutationOut),
@@ -150,7 +165,7 @@ async fn enqueue(
     Path(topology_id): Path<Uuid>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    Body(input): Body<MutationIn>,
+    input: MutationIn,
 ) -> Result<Response, ApiError> {
     patch::validate(
         &input.ops,

@@ -40,9 +40,15 @@ pub struct TopologyIn {
     /// Human-readable name, 1 to 200 characters, not only whitespace.
     #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: String,
-    /// Initial document, any JSON value; `{}` when absent.
-    #[schema(value_type = Option<Value>)]
-    pub document: Option<Value>,
+    /// Initial document, any JSON value (`null` too); `{}` when left out.
+    #[serde(default = "empty_document")]
+    #[schema(value_type = Value)]
+    pub document: Value,
+}
+
+/// The document of a topology created without one.
+fn empty_document() -> Value {
+    Value::Object(Default::default())
 }
 
 /// A topology as the API returns it.
@@ -81,9 +87,7 @@ async fn create(
             "name must be 1 to 200 characters".to_owned(),
         ));
     }
-    let document = input
-        .document
-        .unwrap_or_else(|| Value::Object(Default::default()));
+    let document = input.document;
     validate::json("document", &document, &app.config.document_limits())?;
     let mut tx = app.pool.begin().await?;
     let topology = sqlx::query_as::<_, TopologyOut>(

@@ -57,9 +57,24 @@ fn next_document(
             "version conflict: if_version is {expected} but the topology is at version {version}"
         ));
     }
-    let ops: Vec<PatchOperation> = serde_json::from_value(mutation.ops.clone())
-        .map_err(|e| format!("stored operations are not valid JSON Patch: {e}"))?;
+    let ops = stored_operations(&mutation.ops)?;
     patch::apply(document, &ops, limits).map_err(|e| e.to_string())
+}
+
+/// The stored operations. Each was checked on arrival; one that no longer reads as
+/// JSON Patch is named `ops[N]`, as everywhere else.
+fn stored_operations(ops: &Value) -> Result<Vec<PatchOperation>, String> {
+    let ops = ops
+        .as_array()
+        .ok_or("the stored operations are not a JSON array")?;
+    ops.iter()
+        .enumerate()
+        .map(|(index, op)| {
+            serde_json::from_value(op.clone()).map_err(|e| {
+                format!("ops[{index}]: the stored operation is not valid JSON Patch: {e}")
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -109,6 +124,24 @@ mod tests {
         };
         assert!(error.contains("/a"), "{error}");
         assert_eq!((doc, version), (json!({"a": 1}), 2));
+    }
+
+    #[test]
+    fn every_failure_names_the_operation_as_ops_n() {
+        let (mut doc, mut version) = (json!({"a": 1}), 0);
+        let failing = [
+            json!([{"op": "test", "path": "/a", "value": 1}, {"op": "test", "path": "/a", "value": 2}]),
+            json!([{"op": "add", "path": "/b", "value": 1}, {"op": "remove", "path": "/missing"}]),
+            json!([{"op": "add", "path": "/b", "value": 1}, {"op": "frob", "path": "/a"}]),
+        ];
+        for ops in failing {
+            let Verdict::Failed { error } =
+                apply(&mut doc, &mut version, &mutation(ops, None), &LIMITS)
+            else {
+                panic!("applied a failing patch");
+            };
+            assert!(error.starts_with("ops[1]"), "{error}");
+        }
     }
 
     #[test]

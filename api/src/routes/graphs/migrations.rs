@@ -1,18 +1,19 @@
 //! Migration runs of a graph: `POST /graphs/{slug}/re-migrate` records a pending run
 //! and its `graph.{slug}.migration.requested` event (the migrator does the work),
-//! and `GET /graphs/{slug}/migrations` is the history, newest first. Cancelling a run
-//! is [`super::cancel`].
+//! and `GET /graphs/{slug}/migrations` is the history, newest first, paged like
+//! every list. Cancelling a run is [`super::cancel`].
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use switchyard_bus::payloads::{MigrationChanged, MigrationPhase};
 use switchyard_bus::{Event, outbox};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{GraphOut, locked};
@@ -22,12 +23,9 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Path, Query};
 use crate::openapi::{ErrorBody, Refusals};
+use crate::routes::{Page, PageParams};
 use axum::Extension;
 use serde_json::json;
-
-/// Default and bounds of the history's `limit`.
-const HISTORY_LIMIT: i64 = 100;
-const HISTORY_LIMITS: std::ops::RangeInclusive<i64> = 1..=500;
 
 /// A migration run as the API returns it.
 #[derive(Clone, Debug, Serialize, sqlx::FromRow, ToSchema)]
@@ -80,8 +78,9 @@ pub(super) async fn re_migrate(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(slug): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<MigrationRunOut>), ApiError> {
+    let body = body?;
     let input: ReMigrateIn = if body.iter().all(u8::is_ascii_whitespace) {
         ReMigrateIn::default()
     } else {
@@ -186,50 +185,57 @@ pub async fn request(
     Ok((run, vec![event]))
 }
 
-/// `?limit=` of the history.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct HistoryParams {
-    /// How many runs, 1 to 500 (default 100).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<i64>,
-}
-
-/// A graph's migration runs, newest first (`created_at`, then `id`, descending).
+/// A graph's migration runs, newest first (`created_at`, then `id`, descending), a
+/// page at a time.
 #[utoipa::path(
     get,
     path = "/graphs/{slug}/migrations",
     tag = "graphs",
-    params(("slug" = String, Path, description = "Graph slug"), HistoryParams),
-    responses((status = 200, description = "The runs, newest first; [] if never migrated", body = Vec<MigrationRunOut>), Refusals),
+    params(("slug" = String, Path, description = "Graph slug"), PageParams),
+    responses((status = 200, description = "A page of runs, newest first; no items if never migrated", body = Page<MigrationRunOut>), Refusals),
     security(("bearer" = ["viewer"]))
 )]
 pub(super) async fn history(
     State(app): State<AppState>,
     Path(slug): Path<String>,
-    Query(params): Query<HistoryParams>,
-) -> Result<Json<Vec<MigrationRunOut>>, ApiError> {
-    let limit = params.limit.unwrap_or(HISTORY_LIMIT);
-    if !HISTORY_LIMITS.contains(&limit) {
-        return Err(ApiError::Unprocessable(format!(
-            "limit must be between {} and {}, got {limit}",
-            HISTORY_LIMITS.start(),
-            HISTORY_LIMITS.end()
-        )));
-    }
+    Query(params): Query<PageParams>,
+) -> Result<Json<Page<MigrationRunOut>>, ApiError> {
+    let limit = params.limit()?;
+    let cursor: Option<Uuid> = params.cursor()?;
     let graph = super::find(&app.pool, &slug).await?;
+    // The cursor is the last run of the previous page; the page continues after its
+    // (created_at, id), the order the history index keeps.
+    let after: Option<(DateTime<Utc>, Uuid)> = match cursor {
+        None => None,
+        Some(id) => Some(
+            sqlx::query_as(
+                "select created_at, id from graph_migration_runs where graph_id = $1 and id = $2",
+            )
+            .bind(graph.id)
+            .bind(id)
+            .fetch_optional(&app.pool)
+            .await?
+            .ok_or_else(|| {
+                ApiError::Unprocessable(format!(
+                    "cursor {id} is not a migration run of graph {slug:?}; pass `next_cursor` from the previous page"
+                ))
+            })?,
+        ),
+    };
     let runs = sqlx::query_as::<_, MigrationRunOut>(concat!(
         "select ",
         run_columns!(),
-        " from graph_migration_runs where graph_id = $1
-          order by created_at desc, id desc limit $2"
+        " from graph_migration_runs
+          where graph_id = $1 and ($2::timestamptz is null or (created_at, id) < ($2, $3))
+          order by created_at desc, id desc limit $4"
     ))
     .bind(graph.id)
-    .bind(limit)
+    .bind(after.map(|(at, _)| at))
+    .bind(after.map(|(_, id)| id))
+    .bind(limit + 1)
     .fetch_all(&app.pool)
     .await?;
-    Ok(Json(runs))
+    Ok(Json(Page::from_rows(runs, limit, |run| run.id.to_string())))
 }
 
 /// The graph's run in flight, if any (for its event stream's snapshot).

@@ -110,30 +110,41 @@ pub struct InterfaceChangeIn {
     pub affected_repo_slugs: Vec<String>,
     /// When the change is planned to ship (`YYYY-MM-DD`).
     pub planned_for: Option<NaiveDate>,
-    /// Who wrote it; the caller's token subject when absent.
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    /// Who wrote it; the caller's token subject when left out (`null` is a 422).
+    #[serde(default, deserialize_with = "validate::not_null")]
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = "\\S")]
     pub author: Option<String>,
 }
 
 /// Body of `PATCH /interface-changes/{id}` (drafts only): the fields to change;
-/// `planned_for: null` clears the date.
+/// `planned_for: null` clears the date. No other field can be cleared: `null` on
+/// one is a 422 naming it.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InterfaceChangePatch {
+    #[serde(default, deserialize_with = "validate::not_null")]
+    #[schema(value_type = InterfaceType)]
     pub interface_type: Option<InterfaceType>,
+    #[serde(default, deserialize_with = "validate::not_null")]
+    #[schema(value_type = ChangeType)]
     pub change_type: Option<ChangeType>,
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[serde(default, deserialize_with = "validate::not_null")]
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = "\\S")]
     pub title: Option<String>,
-    #[schema(min_length = 1, max_length = 20000, pattern = "\\S")]
+    #[serde(default, deserialize_with = "validate::not_null")]
+    #[schema(value_type = String, min_length = 1, max_length = 20000, pattern = "\\S")]
     pub description: Option<String>,
-    #[schema(value_type = Option<Vec<AffectedPath>>, max_items = 1000)]
+    #[serde(default, deserialize_with = "validate::not_null")]
+    #[schema(value_type = Vec<AffectedPath>, max_items = 1000)]
     pub affected_paths: Option<Vec<String>>,
-    #[schema(value_type = Option<AffectedSlugs>)]
+    #[serde(default, deserialize_with = "validate::not_null")]
+    #[schema(value_type = AffectedSlugs)]
     pub affected_repo_slugs: Option<Vec<String>>,
     #[serde(default, with = "serde_with::rust::double_option")]
     #[schema(value_type = Option<NaiveDate>)]
     pub planned_for: Option<Option<NaiveDate>>,
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[serde(default, deserialize_with = "validate::not_null")]
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = "\\S")]
     pub author: Option<String>,
 }
 

@@ -71,11 +71,13 @@ pub struct RepoIn {
     pub description: Option<String>,
 }
 
-/// Body of `PATCH /repos/{slug}`: fields to change; `null` clears an optional one.
+/// Body of `PATCH /repos/{slug}`: fields to change; `null` clears an optional one
+/// (`name` cannot be cleared: `null` there is a 422).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepoPatch {
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[serde(default, deserialize_with = "validate::not_null")]
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: Option<String>,
     #[serde(default, with = "serde_with::rust::double_option")]
     #[schema(value_type = Option<String>, min_length = 1, max_length = 100, pattern = "\\S")]
