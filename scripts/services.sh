@@ -1,4 +1,4 @@
-# Sourced by scripts/up and scripts/test: makes sure Postgres and a pinned, modern
+# Sourced by scripts/up, scripts/test and scripts/down: makes sure Postgres and a pinned, modern
 # nats-server with JetStream are running, installing them when missing, and exports
 # DATABASE_URL and NATS_URL for what runs next.
 #
@@ -35,10 +35,14 @@ ensure_postgres() {
         local hba="/etc/postgresql/$version/main/pg_hba.conf"
         # Local development trusts loopback, as this machine kind does out of the box.
         if ! as_root grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+            say "trusting loopback connections in $hba (with sudo when not root)"
             as_root sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
         fi
-        say "starting PostgreSQL $version"
+        say "starting PostgreSQL $version (with sudo when not root)"
         as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+        # scripts/down stops only what these scripts started.
+        mkdir -p "$STATE_DIR"
+        echo "$version" >"$STATE_DIR/postgres.started"
         for _ in $(seq 1 30); do
             pg_isready -q -h 127.0.0.1 -p 5432 && break
             sleep 1
@@ -107,4 +111,14 @@ ensure_rust() {
         [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
     fi
     command -v cargo >/dev/null 2>&1 || { say "cargo not found: install Rust (rustup) first"; return 1; }
+}
+
+# Builds the release binary (cargo's progress shows: the first build takes minutes)
+# and links it as .switchyard/bin/switchyard, the path the README uses.
+build_switchyard() {
+    say "building switchyard (release)"
+    (cd "$REPO_ROOT" && cargo build --release -p switchyard)
+    mkdir -p "$STATE_DIR/bin"
+    ln -sf "$REPO_ROOT/target/release/switchyard" "$STATE_DIR/bin/switchyard"
+    say "binary: $STATE_DIR/bin/switchyard; to use it by name: export PATH=\"$STATE_DIR/bin:\$PATH\""
 }

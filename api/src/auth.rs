@@ -42,9 +42,14 @@ pub const MAX_STREAM_TOKEN_TTL: Duration = Duration::from_secs(300);
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// HS256 secret shared by every API process. `switchyard up` generates one for the
-    /// run when unset; `switchyard api` and `switchyard token` require it.
+    /// HS256 secret shared by every API process, at least 32 characters. When unset,
+    /// the secret is read from `secret_file`.
     pub secret: Option<String>,
+    /// Where the quick-start secret is kept when `secret` is unset (default
+    /// `.switchyard/auth-secret`, relative to the working directory): `switchyard up`
+    /// creates it (owner-only permissions) on first run and reuses it, so tokens
+    /// survive restarts; `api` and `token` read it.
+    pub secret_file: std::path::PathBuf,
     /// Lifetime of stream tokens (at most 5 minutes).
     #[serde(with = "humantime_serde")]
     pub stream_token_ttl: Duration,
@@ -54,6 +59,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             secret: None,
+            secret_file: ".switchyard/auth-secret".into(),
             stream_token_ttl: Duration::from_secs(60),
         }
     }

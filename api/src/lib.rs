@@ -47,11 +47,44 @@ pub mod validate;
 
 pub use error::ApiError;
 
+/// Reads `host:port`, where the host is an IP address or a name (resolved now).
+fn listen_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SocketAddr, D::Error> {
+    use std::net::ToSocketAddrs;
+    let text = String::deserialize(deserializer)?;
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let problem = || {
+        serde::de::Error::custom(format!(
+            "{text:?} is not host:port (for example 127.0.0.1:8080, 0.0.0.0:8080, [::1]:8080 or localhost:8080)"
+        ))
+    };
+    if text
+        .rsplit_once(':')
+        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        return Err(problem());
+    }
+    let mut addrs = text.to_socket_addrs().map_err(|_| problem())?;
+    // Prefer IPv4 for names like `localhost`, which clients usually try first.
+    let all: Vec<SocketAddr> = addrs.by_ref().collect();
+    all.iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| all.first())
+        .copied()
+        .ok_or_else(problem)
+}
+
 /// HTTP settings (config section `http`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Address the API listens on; port 0 picks a free port.
+    /// Address the API listens on, `host:port`; port 0 picks a free port. The host is
+    /// an IP address or a name resolved once at start-up (`localhost:8080` listens on
+    /// the first address `localhost` resolves to).
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// Largest accepted request body, in bytes (413 above).
     pub body_limit_bytes: usize,

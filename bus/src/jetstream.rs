@@ -12,6 +12,15 @@ use serde::Deserialize;
 use crate::Event;
 use crate::subjects::{self, InvalidPrefix, Namespace};
 
+/// Where `scripts/up` and `scripts/test` start their pinned nats-server, and so
+/// where every process looks by default. Not NATS's usual 4222, which on these
+/// machines is often an older distribution server without what switchyard needs.
+pub const DEFAULT_URL: &str = "nats://127.0.0.1:14222";
+
+/// The oldest nats-server switchyard runs against: 2.10 brought the consumer
+/// create actions (`create or update`) that every process's declarations rely on.
+pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 10, 0);
+
 /// Bus settings (config section `bus`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -39,7 +48,7 @@ pub struct BusConfig {
 impl Default for BusConfig {
     fn default() -> Self {
         Self {
-            url: "nats://127.0.0.1:4222".to_owned(),
+            url: DEFAULT_URL.to_owned(),
             stream: "SWITCHYARD".to_owned(),
             subject_prefix: String::new(),
             max_age: Duration::from_secs(7 * 24 * 3600),
@@ -60,6 +69,15 @@ pub enum BusError {
         /// Without its user part ([`shown_url`]): errors are logged.
         url: String,
         source: async_nats::ConnectError,
+    },
+    /// The server answered but lacks something switchyard needs; not retried.
+    #[error("NATS server at {url} ({server}) cannot be used: {missing}")]
+    Unsupported {
+        url: String,
+        /// Its name and version, e.g. `nats-server 2.9.25 "NABC…"`.
+        server: String,
+        /// What it lacks, in words.
+        missing: String,
     },
     #[error("cannot create or update stream {stream}: {source}")]
     Stream {
@@ -122,7 +140,6 @@ impl Bus {
         let namespace = Namespace::new(&config.subject_prefix)?;
         let client = async_nats::ConnectOptions::new()
             .name(client_name)
-            .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .connect(&config.url)
             .await
@@ -131,6 +148,7 @@ impl Bus {
                 source,
             })?;
         let mut jetstream = jetstream::new(client.clone());
+        check_server(&client, &jetstream, &config.url).await?;
         jetstream.set_timeout(config.publish_timeout);
         let bus = Self {
             client,
@@ -235,14 +253,76 @@ pub fn shown_url(url: &str) -> String {
     }
 }
 
+/// Refuses a server that lacks what switchyard needs, before anything is declared
+/// on it: message headers (`Nats-Msg-Id` de-duplication), JetStream on the server
+/// and for this account, and [`MIN_SERVER_VERSION`].
+async fn check_server(
+    client: &async_nats::Client,
+    jetstream: &jetstream::Context,
+    url: &str,
+) -> Result<(), BusError> {
+    let info = client.server_info();
+    let unsupported = |missing: String| BusError::Unsupported {
+        url: shown_url(url),
+        server: format!("nats-server {} {:?}", info.version, info.server_name),
+        missing,
+    };
+    let (major, minor, patch) = MIN_SERVER_VERSION;
+    if parse_version(&info.version).is_none_or(|version| version < MIN_SERVER_VERSION) {
+        return Err(unsupported(format!(
+            "switchyard needs nats-server {major}.{minor}.{patch} or newer \
+             (JetStream consumer create actions); start one with scripts/up, or point NATS_URL at one"
+        )));
+    }
+    if !info.headers {
+        return Err(unsupported(
+            "message headers are disabled; Nats-Msg-Id de-duplication needs them".to_owned(),
+        ));
+    }
+    if !info.jetstream {
+        return Err(unsupported(
+            "JetStream is not enabled on the server (start it with -js)".to_owned(),
+        ));
+    }
+    if let Err(error) = jetstream.query_account().await {
+        return Err(unsupported(format!(
+            "JetStream is not available to this account ({error})"
+        )));
+    }
+    Ok(())
+}
+
+/// `2.10.22` or `2.11.0-beta.1` as (major, minor, patch); pre-release suffixes are
+/// ignored.
+fn parse_version(version: &str) -> Option<(u64, u64, u64)> {
+    let core = version.trim_start_matches('v').split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
+}
+
 #[cfg(test)]
-mod shown_url_tests {
-    use super::shown_url;
+mod tests {
+    use super::{MIN_SERVER_VERSION, parse_version, shown_url};
 
     #[test]
     fn credentials_never_show() {
         assert_eq!(shown_url("nats://tok3n@host:4222"), "nats://***@host:4222");
         assert_eq!(shown_url("nats://u:p4ss@host:4222"), "nats://***@host:4222");
         assert_eq!(shown_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+    }
+
+    #[test]
+    fn server_versions_compare_by_number() {
+        assert_eq!(parse_version("2.9.25"), Some((2, 9, 25)));
+        assert_eq!(parse_version("2.11.0-beta.1"), Some((2, 11, 0)));
+        assert_eq!(parse_version("v2.10"), Some((2, 10, 0)));
+        assert_eq!(parse_version("banana"), None);
+        assert!(parse_version("2.9.25").unwrap() < MIN_SERVER_VERSION);
+        assert!(parse_version("2.10.0").unwrap() >= MIN_SERVER_VERSION);
+        assert!(parse_version("2.12.8").unwrap() >= MIN_SERVER_VERSION);
     }
 }

@@ -20,6 +20,10 @@ use switchyard_workers::notifier::NotifierConfig;
 use switchyard_workers::reconciler::ReconcilerConfig;
 use switchyard_workers::relay::RelayConfig;
 
+/// `SWITCHYARD_*` variables that are not configuration keys: the config file's path
+/// (`SWITCHYARD_CONFIG`) and the CLI client's API address and token.
+const NOT_CONFIGURATION: &[&str] = &["CONFIG", "URL", "TOKEN"];
+
 /// Everything a switchyard process can be told.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -113,15 +117,74 @@ impl Default for ShutdownConfig {
     }
 }
 
-/// A configuration that cannot be used; the message names the key.
+/// A configuration that cannot be used. The message names the key as the user
+/// writes it: `http.listen` in a file, and its variable `SWITCHYARD_HTTP__LISTEN`
+/// (or `DATABASE_URL` / `NATS_URL`).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("configuration: {0}")]
-    Parse(#[from] Box<figment::Error>),
+    /// A value that does not parse, or an unknown key; `origin` says where it was
+    /// set (a file, or the environment variable).
+    #[error("configuration key {key} ({origin}): {problem}")]
+    Parse {
+        key: String,
+        origin: String,
+        problem: String,
+    },
     #[error("configuration file {0} does not exist")]
     MissingFile(String),
-    #[error("configuration key {key}: {problem}")]
+    /// A value that parses but is out of range.
+    #[error("configuration key {key} ({}): {problem}", env_names(key))]
     Invalid { key: &'static str, problem: String },
+}
+
+/// The environment variables that set `key` (a dotted key such as `http.listen`).
+pub fn env_names(key: &str) -> String {
+    let prefixed = format!("SWITCHYARD_{}", key.to_ascii_uppercase().replace('.', "__"));
+    match key {
+        "database.url" => format!("{prefixed} or DATABASE_URL"),
+        "bus.url" => format!("{prefixed} or NATS_URL"),
+        _ => prefixed,
+    }
+}
+
+impl From<figment::Error> for ConfigError {
+    /// Names the first fault by its dotted key and where it was set, instead of
+    /// figment's internal form (`default.http.listen`, `HTTP.LISTEN`).
+    fn from(error: figment::Error) -> Self {
+        let error = error.into_iter().next().expect("a figment error holds one");
+        let mut path = error.path.clone();
+        let problem = match &error.kind {
+            figment::error::Kind::UnknownField(field, _) => {
+                if path.last() != Some(field) {
+                    path.push(field.clone());
+                }
+                "unknown key".to_owned()
+            }
+            kind => kind.to_string(),
+        };
+        let key = path.join(".");
+        let origin = match error.metadata.as_ref() {
+            Some(md) if md.name.contains("environment") => {
+                if md.name.contains("SWITCHYARD_") {
+                    format!("SWITCHYARD_{}", key.to_ascii_uppercase().replace('.', "__"))
+                } else if key == "bus.url" {
+                    "NATS_URL".to_owned()
+                } else {
+                    "DATABASE_URL".to_owned()
+                }
+            }
+            Some(md) => match &md.source {
+                Some(source) => source.to_string(),
+                None => md.name.to_string(),
+            },
+            None => "unknown source".to_owned(),
+        };
+        ConfigError::Parse {
+            key,
+            origin,
+            problem,
+        }
+    }
 }
 
 impl Config {
@@ -147,8 +210,12 @@ impl Config {
                     .map(|_| "database.url".into()),
             )
             .merge(Env::raw().only(&["NATS_URL"]).map(|_| "bus.url".into()))
-            .merge(Env::prefixed("SWITCHYARD_").ignore(&["CONFIG"]).split("__"));
-        let config: Config = figment.extract().map_err(Box::new)?;
+            .merge(
+                Env::prefixed("SWITCHYARD_")
+                    .ignore(NOT_CONFIGURATION)
+                    .split("__"),
+            );
+        let config: Config = figment.extract()?;
         config.validate()?;
         Ok(config)
     }
@@ -367,6 +434,88 @@ mod tests {
             }
             jail.set_env("SWITCHYARD_HTTP__MAX_DOCUMENT_DEPTH", "100");
             assert_eq!(Config::load(None).unwrap().http.max_document_depth, 100);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_key_as_written_and_where_it_was_set() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHYARD_MUTATOR__CONCURRENCY", "lots");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.starts_with(
+                    "configuration key mutator.concurrency (SWITCHYARD_MUTATOR__CONCURRENCY): "
+                ),
+                "{err}"
+            );
+            assert!(
+                !err.contains("default.") && !err.contains("MUTATOR.CONCURRENCY"),
+                "{err}"
+            );
+            jail.set_env("SWITCHYARD_MUTATOR__CONCURRENCY", "0");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.starts_with(
+                    "configuration key mutator.concurrency (SWITCHYARD_MUTATOR__CONCURRENCY): must be"
+                ),
+                "{err}"
+            );
+            jail.clear_env();
+            jail.create_file("switchyard.toml", "[http]\nlisten = \"nowhere\"")?;
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.starts_with("configuration key http.listen (")
+                    && err.contains("switchyard.toml"),
+                "{err}"
+            );
+            assert!(err.contains("is not host:port"), "{err}");
+            jail.create_file("switchyard.toml", "")?;
+            jail.set_env("SWITCHYARD_HTTP__LISTN", "127.0.0.1:1");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.starts_with(
+                    "configuration key http.listn (SWITCHYARD_HTTP__LISTN): unknown key"
+                ),
+                "{err}"
+            );
+            jail.clear_env();
+            jail.set_env("NATS_URL", "42");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.starts_with("configuration key bus.url (NATS_URL): "),
+                "{err}"
+            );
+            jail.clear_env();
+            jail.set_env("DATABASE_URL", "postgres://host:port/db");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("database.url (SWITCHYARD_DATABASE__URL or DATABASE_URL)"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn localhost_is_a_listen_host_and_client_variables_are_not_configuration() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHYARD_HTTP__LISTEN", "localhost:8181");
+            jail.set_env("SWITCHYARD_URL", "http://127.0.0.1:8080");
+            jail.set_env("SWITCHYARD_TOKEN", "abc");
+            let config = Config::load(None).expect("valid");
+            assert!(config.http.listen.ip().is_loopback());
+            assert_eq!(config.http.listen.port(), 8181);
+            for bad in [
+                "localhost",
+                ":8080",
+                "localhost:http",
+                "no such host.invalid:80",
+            ] {
+                jail.set_env("SWITCHYARD_HTTP__LISTEN", bad);
+                let err = Config::load(None).unwrap_err().to_string();
+                assert!(err.contains("http.listen"), "{bad}: {err}");
+            }
             Ok(())
         });
     }

@@ -123,7 +123,7 @@ pub async fn connect_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error
 pub async fn connect_bus(config: &Config, name: &str) -> Result<Bus, BusError> {
     (|| Bus::connect(&config.bus, name))
         .retry(startup_backoff())
-        .when(|e| !matches!(e, BusError::Prefix(_)))
+        .when(|e| !matches!(e, BusError::Prefix(_) | BusError::Unsupported { .. }))
         .notify(|error, delay| tracing::warn!(%error, ?delay, "NATS not ready yet"))
         .await
 }
@@ -145,6 +145,13 @@ impl Fleet {
         shutdown: CancellationToken,
     ) -> Result<Self, FleetError> {
         let bus = connect_bus(config, "switchyard").await?;
+        let info = bus.client.server_info();
+        tracing::info!(
+            nats = %switchyard_bus::jetstream::shown_url(&config.bus.url),
+            server = %format!("nats-server {} {:?}", info.version, info.server_name),
+            stream = %config.bus.stream,
+            "connected to NATS"
+        );
         let (doorbell, doorbell_rx) = Doorbell::channel(4096);
         let relay_stop = CancellationToken::new();
         let relay = Relay {
@@ -166,6 +173,7 @@ impl Fleet {
             doorbell: doorbell.clone(),
             config: config.reconciler.clone(),
         };
+        tracing::info!("relay and reconciler started");
         fleet.spawn("reconciler", async move {
             reconciler.run(shutdown).await;
             Ok(())
@@ -224,6 +232,12 @@ impl Fleet {
         handler: H,
     ) -> Result<(), FleetError> {
         let consumer = bus.consumer(role, max_ack_pending).await?;
+        tracing::info!(
+            role = role.durable_name(),
+            consumer = role.durable_name(),
+            concurrency,
+            "worker role started"
+        );
         let settings = PullSettings {
             concurrency,
             drain_timeout: config.shutdown.drain_timeout,
@@ -283,7 +297,7 @@ impl Fleet {
                 }
             }
         });
-        tracing::info!(addr = %local, "api listening");
+        tracing::info!(role = "api", addr = %local, "api listening");
         self.api_addr = Some(local);
         Ok(())
     }

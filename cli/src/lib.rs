@@ -5,11 +5,13 @@
 //!
 //! - [`config`]: layered configuration (defaults → `switchyard.toml` → environment).
 //! - [`fleet`]: starting roles in one process and shutting them down in order.
+//! - [`secret`]: the token-signing secret, configured or kept in `auth.secret_file`.
 //! - [`telemetry`]: tracing subscriber (text or JSON).
 //! - [`MIGRATOR`]: the SQL in `migrations/`, embedded.
 
 pub mod config;
 pub mod fleet;
+pub mod secret;
 pub mod telemetry;
 
 /// Every migration in `migrations/`, embedded at build time.

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 /// The NATS server the tests use (`scripts/test` starts a pinned one).
 pub fn nats_url() -> String {
-    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+    std::env::var("NATS_URL").unwrap_or_else(|_| switchyard_bus::jetstream::DEFAULT_URL.to_owned())
 }
 
 /// A configuration isolated to this test: unique stream and prefix, port 0, and
@@ -440,12 +440,21 @@ pub struct PrivateNats {
     pub port: u16,
     store: tempfile::TempDir,
     child: Option<std::process::Child>,
+    /// The server binary, and whether JetStream is on.
+    bin: String,
+    jetstream: bool,
 }
 
 impl PrivateNats {
     /// Starts the pinned nats-server (`NATS_SERVER_BIN`, set by `scripts/test`) with
     /// JetStream on a free port.
     pub async fn start() -> Self {
+        let bin = std::env::var("NATS_SERVER_BIN").expect("NATS_SERVER_BIN is set by scripts/test");
+        Self::start_with(&bin, true).await
+    }
+
+    /// Starts `bin` (any nats-server) on a free port, with or without JetStream.
+    pub async fn start_with(bin: &str, jetstream: bool) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -455,6 +464,8 @@ impl PrivateNats {
             port,
             store: tempfile::tempdir().unwrap(),
             child: None,
+            bin: bin.to_owned(),
+            jetstream,
         };
         nats.restart().await;
         nats
@@ -466,17 +477,12 @@ impl PrivateNats {
 
     /// Starts it again on the same port and store (streams survive).
     pub async fn restart(&mut self) {
-        let bin = std::env::var("NATS_SERVER_BIN").expect("NATS_SERVER_BIN is set by scripts/test");
-        let child = std::process::Command::new(bin)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.store.path())
+        let mut command = std::process::Command::new(&self.bin);
+        command.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]);
+        if self.jetstream {
+            command.arg("-js").arg("-sd").arg(self.store.path());
+        }
+        let child = command
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
