@@ -10,16 +10,21 @@ use switchyard::fleet::{self, Fleet, Roles};
 use switchyard_api::auth::{Authenticator, Role};
 use tokio_util::sync::CancellationToken;
 
+mod client;
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",
     version,
-    about = "A message-bus worker fleet on Postgres and NATS JetStream"
+    about = "A message-bus worker fleet on Postgres and NATS JetStream",
+    after_help = client::EXIT_CODES
 )]
 struct Cli {
     /// Configuration file (default: ./switchyard.toml when present).
     #[arg(long, global = true, env = "SWITCHYARD_CONFIG")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    client: client::ClientArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,13 +47,24 @@ enum Command {
         /// viewer reads; operator also enqueues and edits; admin also manages.
         #[arg(long, value_enum)]
         role: TokenRole,
-        /// How long the token is valid, e.g. 15m, 12h, 30d.
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "12h")]
+        /// How long the token is valid, e.g. 15m, 12h, 30d (at least 1s).
+        #[arg(long, value_parser = token_ttl, default_value = "12h")]
         ttl: Duration,
         /// Who the token speaks for; recorded as the actor in audit rows.
         #[arg(long, default_value = "cli")]
         sub: String,
     },
+    #[command(flatten)]
+    Client(client::Command),
+}
+
+/// `--ttl`: a token must outlive its minting (tokens count whole seconds).
+fn token_ttl(raw: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(raw).map_err(|error| error.to_string())?;
+    if ttl < Duration::from_secs(1) {
+        return Err("a token must be valid for at least 1s".to_owned());
+    }
+    Ok(ttl)
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -79,6 +95,10 @@ impl From<TokenRole> for Role {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Client commands talk to an API over HTTP; they never read the server's config.
+    if let Command::Client(command) = cli.command {
+        return client::run(command, cli.client).await;
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -117,6 +137,7 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
     let roles = match command {
         Command::Migrate => return migrate(&config).await.map(drop),
         Command::Token { .. } => unreachable!("handled before logging starts"),
+        Command::Client(_) => unreachable!("handled before the configuration is loaded"),
         Command::Up => {
             migrate(&config).await?;
             ensure_secret_for_this_run(&mut config);

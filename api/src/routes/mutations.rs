@@ -2,8 +2,9 @@
 //!
 //! `POST /topologies/{id}/mutations` commits the mutation row and its
 //! `topology.{id}.mutation.enqueued` outbox event in one transaction and answers 202
-//! without waiting for a worker. Reads: `GET /topologies/{id}/mutations` (seq order)
-//! and `GET /mutations/{id}`.
+//! without waiting for a worker. Reads: `GET /topologies/{id}/mutations` (seq order),
+//! `GET /mutations/{id}`, and `GET /mutations` (every topology's, newest first: failed
+//! work, for example).
 //!
 //! ## Ordering
 //! The enqueue transaction takes the next `seq` with an `UPDATE … RETURNING` on the
@@ -50,6 +51,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, enqueue))
         .routes(routes!(show))
+        .routes(routes!(list_all))
 }
 
 /// Body of `POST /topologies/{id}/mutations` as `application/json`. Read from either
@@ -482,4 +484,58 @@ async fn show(
     .await?
     .map(Json)
     .ok_or_else(|| ApiError::NotFound(format!("mutation {id} does not exist")))
+}
+
+/// `?status=&limit=&cursor=` of `GET /mutations`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AllMutationsParams {
+    /// Only mutations in this status (`failed`: the failed work of every topology).
+    #[param(inline)]
+    pub status: Option<MutationStatus>,
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(format = Uuid)]
+    pub cursor: Option<String>,
+}
+
+/// Every topology's mutations, newest first (by id, which is creation order), a page
+/// at a time; `?status=failed` lists the failed ones.
+#[utoipa::path(
+    get,
+    path = "/mutations",
+    tag = "mutations",
+    params(AllMutationsParams),
+    responses((status = 200, description = "A page of mutations, newest first", body = Page<MutationOut>), Refusals),
+    security(("bearer" = ["viewer"]))
+)]
+async fn list_all(
+    State(app): State<AppState>,
+    Query(params): Query<AllMutationsParams>,
+) -> Result<Json<Page<MutationOut>>, ApiError> {
+    let page = PageParams {
+        limit: params.limit,
+        cursor: params.cursor,
+    };
+    let limit = page.limit()?;
+    let before: Option<Uuid> = page.cursor()?;
+    // Ids are UUIDv7: descending id order is newest first, and a stable keyset cursor.
+    // The partial index `mutations_failed` serves `status = 'failed'`.
+    let rows = sqlx::query_as::<_, MutationOut>(concat!(
+        "select ",
+        mutation_columns!(),
+        " from mutations
+              where ($1::uuid is null or id < $1) and ($2::text is null or status = $2)
+              order by id desc
+              limit $3"
+    ))
+    .bind(before)
+    .bind(params.status.map(MutationStatus::as_str))
+    .bind(limit + 1)
+    .fetch_all(&app.pool)
+    .await?;
+    Ok(Json(Page::from_rows(rows, limit, |m| m.id.to_string())))
 }
