@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use switchyard::config::Config;
 use switchyard::fleet::{self, Fleet, Roles};
+use switchyard::secret::{self, SecretError, SecretSource};
 use switchyard_api::auth::{Authenticator, Role};
 use tokio_util::sync::CancellationToken;
 
@@ -99,8 +100,17 @@ async fn main() -> std::process::ExitCode {
     if let Command::Client(command) = cli.command {
         return client::run(command, cli.client).await;
     }
-    let config = match Config::load(cli.config.as_deref()) {
+    let mut config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
+        Err(error) => {
+            eprintln!("switchyard: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    // Before connecting to anything: a process that cannot sign or check tokens is
+    // misconfigured (exit 2), not a dependency waited for.
+    let secret = match resolve_secret(&cli.command, &mut config) {
+        Ok(source) => source,
         Err(error) => {
             eprintln!("switchyard: {error}");
             return std::process::ExitCode::from(2);
@@ -110,7 +120,7 @@ async fn main() -> std::process::ExitCode {
         return print_token(&config, (*role).into(), *ttl, sub);
     }
     switchyard::telemetry::init(&config.log);
-    match run(cli.command, config).await {
+    match run(cli.command, config, secret).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -119,13 +129,21 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// The signing secret for the commands that need one: `up` creates the quick-start
+/// secret file when nothing is configured; `api` and `token` only read it.
+fn resolve_secret(
+    command: &Command,
+    config: &mut Config,
+) -> Result<Option<SecretSource>, SecretError> {
+    match command {
+        Command::Up => secret::resolve(config, true).map(Some),
+        Command::Api | Command::Token { .. } => secret::resolve(config, false).map(Some),
+        _ => Ok(None),
+    }
+}
+
 fn print_token(config: &Config, role: Role, ttl: Duration, sub: &str) -> std::process::ExitCode {
-    let Some(secret) = config.auth.secret.as_deref() else {
-        eprintln!(
-            "switchyard: auth.secret is not set (SWITCHYARD_AUTH__SECRET); tokens must be signed with the API's secret"
-        );
-        return std::process::ExitCode::from(2);
-    };
+    let secret = config.auth.secret.as_deref().expect("resolved before");
     println!(
         "{}",
         Authenticator::new(secret.as_bytes()).mint(sub, role, ttl)
@@ -133,14 +151,13 @@ fn print_token(config: &Config, role: Role, ttl: Duration, sub: &str) -> std::pr
     std::process::ExitCode::SUCCESS
 }
 
-async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
+async fn run(command: Command, config: Config, secret: Option<SecretSource>) -> anyhow::Result<()> {
     let roles = match command {
         Command::Migrate => return migrate(&config).await.map(drop),
         Command::Token { .. } => unreachable!("handled before logging starts"),
         Command::Client(_) => unreachable!("handled before the configuration is loaded"),
         Command::Up => {
             migrate(&config).await?;
-            ensure_secret_for_this_run(&mut config);
             Roles::ALL
         }
         Command::Api => Roles {
@@ -169,28 +186,30 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let fleet = Fleet::start(&config, pool, roles, shutdown).await?;
+    if roles.api && matches!(secret, Some(SecretSource::File | SecretSource::Created)) {
+        print_quick_start_token(&config, secret == Some(SecretSource::Created));
+    }
     fleet.wait().await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }
 
-/// `up` without a configured secret generates one for this run and prints an admin
-/// token, so the quick start works. A configured secret is never printed.
-fn ensure_secret_for_this_run(config: &mut Config) {
-    if config.auth.secret.is_some() {
-        return;
-    }
-    let secret: String = (0..32)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect();
-    let token = Authenticator::new(secret.as_bytes()).mint(
-        "admin",
-        Role::Admin,
-        Duration::from_secs(24 * 3600),
+/// With the quick-start secret (never a configured one), prints an admin token as a
+/// ready-to-paste `export` line of its own on stdout, after the API is listening.
+fn print_quick_start_token(config: &Config, created: bool) {
+    let token = Authenticator::new(config.auth.secret.as_deref().unwrap_or_default().as_bytes())
+        .mint("admin", Role::Admin, QUICK_START_TOKEN_TTL);
+    let file = config.auth.secret_file.display();
+    let how = if created { "created" } else { "kept" };
+    println!(
+        "\nauth: no auth.secret configured; signing with the secret {how} in {file}.\n\
+         An admin token, valid 24 h (mint more with `switchyard token --role viewer|operator|admin`):\n\n\
+         export TOKEN={token}\n"
     );
-    config.auth.secret = Some(secret);
-    println!("No auth.secret configured: generated one for this run. Admin token (24h):\n{token}");
 }
+
+/// How long the token `up` prints stays valid.
+const QUICK_START_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 async fn migrate(config: &Config) -> anyhow::Result<sqlx::PgPool> {
     switchyard::create_database_if_missing(&config.database.url)
