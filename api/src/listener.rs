@@ -3,15 +3,21 @@
 //! hyper answers a request it cannot parse by itself, before any route or layer runs:
 //! a request line with a character that must be percent-encoded (an unencoded
 //! `?subject=topology.>`), a malformed header, a bad method (400), a URI too long
-//! (414) or headers too large (431). Its answer has an empty body, and then it closes
-//! the connection. [`Explained`] recognises that answer as it is written and writes
-//! the usual `{"error": {"code", "message"}}` answer in its place.
+//! (414), or more than 100 headers or about 400 KiB of them (431). Its answer has an
+//! empty body, and then it closes the connection. [`Explained`] recognises that
+//! answer as it is written and writes the usual `{"error": {"code", "message"}}`
+//! answer in its place.
 //!
 //! ## How the answer is recognised
 //! A write that is exactly one response head, with status 400, 414 or 431 and
 //! `content-length: 0`, and nothing after it. The API's own 4xx answers always carry
 //! a JSON body (so their `content-length` is never 0), and no body the API sends
 //! starts with `HTTP/1.`, so nothing else matches.
+//!
+//! Every response passes through here, and the first write of each starts with
+//! `HTTP/1.`, so a write is looked at only if it is short (at most 512 bytes) and its
+//! status bytes say 400, 414 or 431. Anything else (a large body, a 200) is passed on
+//! without being copied or decoded.
 
 use std::io;
 use std::pin::Pin;
@@ -50,6 +56,7 @@ pub struct Explained<IO> {
 }
 
 impl<IO> Explained<IO> {
+    /// Wraps `inner`, a freshly accepted connection.
     pub fn new(inner: IO) -> Self {
         Self {
             inner,
@@ -107,16 +114,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Explained<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         ready!(self.drain(cx))?;
-        let starts_a_refusal = bufs
-            .iter()
-            .find(|b| !b.is_empty())
-            .is_some_and(|first| first.starts_with(b"HTTP/1."));
-        let joined = || {
-            bufs.iter()
-                .flat_map(|b| b.iter().copied())
-                .collect::<Vec<u8>>()
-        };
-        if starts_a_refusal && let Some(answer) = explained(&joined()) {
+        if let Some(answer) = explained_vectored(bufs) {
             self.replacement = answer;
             return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
         }
@@ -138,9 +136,55 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Explained<IO> {
     }
 }
 
+/// The longest write [`Explained`] looks at. hyper's refusal is a status line,
+/// `content-length: 0` and `date` (about 100 bytes); a write longer than this is never
+/// one.
+const MAX_REFUSAL_LEN: usize = 512;
+
+/// Where the status code ends in `HTTP/1.1 NNN`.
+const STATUS_END: usize = 12;
+
+/// Whether a write of `len` bytes that starts with `start` can be one of hyper's
+/// refusals: short, and `HTTP/1.x` with status 400, 414 or 431. It reads 12 bytes at
+/// most, so the writes of every other response cost next to nothing.
+fn may_be_refusal(len: usize, start: &[u8]) -> bool {
+    len <= MAX_REFUSAL_LEN
+        && start.starts_with(b"HTTP/1.")
+        && start
+            .get(9..STATUS_END)
+            .is_some_and(|status| matches!(status, b"400" | b"414" | b"431"))
+}
+
+/// [`explained`] for a vectored write: the slices are joined only once the write's
+/// length and first 12 bytes pass [`may_be_refusal`].
+fn explained_vectored(bufs: &[io::IoSlice<'_>]) -> Option<Vec<u8>> {
+    let len: usize = bufs.iter().map(|b| b.len()).sum();
+    if len > MAX_REFUSAL_LEN {
+        return None;
+    }
+    let mut start = [0u8; STATUS_END];
+    let mut taken = 0;
+    for (to, from) in start.iter_mut().zip(bufs.iter().flat_map(|b| b.iter())) {
+        *to = *from;
+        taken += 1;
+    }
+    if !may_be_refusal(len, &start[..taken]) {
+        return None;
+    }
+    explained(
+        &bufs
+            .iter()
+            .flat_map(|b| b.iter().copied())
+            .collect::<Vec<u8>>(),
+    )
+}
+
 /// The JSON answer to write instead of `written`, if `written` is exactly one of
 /// hyper's bodiless parse-error answers.
 fn explained(written: &[u8]) -> Option<Vec<u8>> {
+    if !may_be_refusal(written.len(), written) {
+        return None;
+    }
     let head = std::str::from_utf8(written).ok()?;
     let head = head.strip_suffix("\r\n\r\n")?;
     let mut lines = head.split("\r\n");
@@ -187,7 +231,8 @@ fn refusal(status: &str) -> Option<(&'static str, &'static str)> {
         ),
         "431" => (
             "headers_too_large",
-            "the request's headers are larger than the server accepts",
+            "the request's header block is larger than the server accepts: at most 100 \
+             headers, about 400 KiB in all",
         ),
         _ => return None,
     })
@@ -235,5 +280,38 @@ mod tests {
         ] {
             assert_eq!(answer(written), None, "{written:?}");
         }
+        // Longer than any of hyper's refusals: not even looked at.
+        let padded = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nx-pad: {}\r\n\r\n",
+            "a".repeat(MAX_REFUSAL_LEN)
+        );
+        assert_eq!(answer(&padded), None);
+    }
+
+    fn vectored(slices: &[&[u8]]) -> Option<Vec<u8>> {
+        let bufs: Vec<io::IoSlice<'_>> = slices.iter().map(|s| io::IoSlice::new(s)).collect();
+        explained_vectored(&bufs)
+    }
+
+    #[test]
+    fn reads_a_vectored_refusal_across_its_slices() {
+        let hyper = b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\n\r\n";
+        let (status_split, rest) = hyper.split_at(10);
+        let replaced = vectored(&[b"", status_split, rest]).expect("replaced");
+        assert_eq!(Some(replaced), explained(hyper));
+        // A large answer, and a short one with another status, pass untouched.
+        let body = vec![b'x'; 4096];
+        assert_eq!(
+            vectored(&[
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 4096\r\n\r\n",
+                &body
+            ]),
+            None
+        );
+        assert_eq!(
+            vectored(&[b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"]),
+            None
+        );
+        assert_eq!(vectored(&[b"HTTP/1.1 4"]), None);
     }
 }

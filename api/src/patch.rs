@@ -1,12 +1,6 @@
-//! RFC 6902 JSON Patch at the door: reading a mutation request in either media type,
-//! and validating its operations.
-//!
-//! ## Media types
-//! - `application/json` (or another `+json` type): `{"ops": [...], "if_version": N}`.
-//! - `application/json-patch+json` (RFC 6902 §6): the bare array of operations. It
-//!   has no place for `if_version`, so such a mutation has none; a `test` operation is
-//!   the RFC's own way to make it conditional. `If-Match` is refused rather than
-//!   ignored, for either type, so nobody believes a mutation conditional that is not.
+//! RFC 6902 JSON Patch at the door: its media type, and validating a mutation's
+//! operations. (Reading a mutation request in either media type is the route's job:
+//! `routes::mutations`.)
 //!
 //! ## Validation
 //! A mutation's operations are checked here, before anything is written, so a typo
@@ -14,78 +8,14 @@
 //! Whether the operations *apply* depends on the document at apply time and is the
 //! mutator's call.
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderMap, header};
 use serde_json::Value;
 use switchyard_domain::json::Limits;
 use switchyard_domain::patch::{self, PatchOperation};
 
 use crate::error::ApiError;
-use crate::routes::mutations::MutationIn;
 
-/// RFC 6902's media type: the body is the bare array of operations.
+/// RFC 6902's media type (§6): the body is the bare array of operations.
 pub const JSON_PATCH: &str = "application/json-patch+json";
-
-/// The two shapes a mutation request arrives in.
-enum Shape {
-    /// `{"ops": [...], "if_version": N}`, as `application/json`.
-    Object,
-    /// The bare array, as `application/json-patch+json`.
-    Array,
-}
-
-/// Which shape the `Content-Type` announces: 415 for anything but JSON.
-fn shape(headers: &HeaderMap) -> Result<Shape, ApiError> {
-    let essence = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .map(|essence| essence.trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    if essence == JSON_PATCH {
-        Ok(Shape::Array)
-    } else if essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
-    {
-        Ok(Shape::Object)
-    } else {
-        Err(ApiError::UnsupportedMediaType(format!(
-            "expected `Content-Type: application/json` with {{\"ops\": [...]}}, or `Content-Type: {JSON_PATCH}` with the bare RFC 6902 array"
-        )))
-    }
-}
-
-/// Reads a mutation request in either shape (see the module docs). A body in the other
-/// shape than its `Content-Type` says is a 422 saying which to send.
-impl<S: Send + Sync> FromRequest<S> for MutationIn {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        if request.headers().contains_key(header::IF_MATCH) {
-            return Err(ApiError::BadRequest(
-                "If-Match is not supported here: make a mutation conditional with `if_version` in {\"ops\": [...], \"if_version\": N}, or with a `test` operation".to_owned(),
-            ));
-        }
-        let shape = shape(request.headers())?;
-        let body = Bytes::from_request(request, state).await?;
-        let opens_with = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
-        match (shape, opens_with) {
-            (Shape::Object, Some(b'[')) => Err(ApiError::Unprocessable(format!(
-                "the body is a bare array of operations: send {{\"ops\": [...]}} as application/json, or the array as {JSON_PATCH}"
-            ))),
-            (Shape::Array, Some(b'{')) => Err(ApiError::Unprocessable(format!(
-                "with Content-Type: {JSON_PATCH} the body is the bare RFC 6902 array of operations; send {{\"ops\": [...]}} as application/json"
-            ))),
-            (Shape::Object, _) => Ok(Json::<MutationIn>::from_bytes(&body)?.0),
-            (Shape::Array, _) => Ok(MutationIn {
-                ops: Json::<Vec<Value>>::from_bytes(&body)?.0,
-                if_version: None,
-            }),
-        }
-    }
-}
 
 /// Members each operation must have, besides `op`.
 fn required_members(op: &str) -> Option<&'static [&'static str]> {

@@ -96,6 +96,7 @@ async fn every_refusal_has_a_json_error_body(pool: PgPool) {
 
     // Requests hyper cannot parse: it answers them itself, before any route runs.
     let long = "a".repeat(70_000);
+    let many: String = (0..100).map(|i| format!("x-header-{i}: v\r\n")).collect();
     let unparseable = [
         (
             "an unencoded > in a query",
@@ -117,6 +118,11 @@ async fn every_refusal_has_a_json_error_body(pool: PgPool) {
             format!("GET /api/v1/topologies?x={long} HTTP/1.1\r\nHost: x\r\n{auth}\r\n"),
             StatusCode::URI_TOO_LONG,
         ),
+        (
+            "more than 100 headers",
+            format!("GET /api/v1/topologies HTTP/1.1\r\nHost: x\r\n{auth}{many}\r\n"),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        ),
     ];
     for (case, request, expected) in unparseable {
         let answer = send_raw(&fleet, &request).await;
@@ -137,6 +143,21 @@ async fn every_refusal_has_a_json_error_body(pool: PgPool) {
     )
     .await;
     assert!(message(&answer.body).contains("%3E"), "{}", answer.body);
+    let answer = send_raw(
+        &fleet,
+        &format!("GET /api/v1/topologies HTTP/1.1\r\nHost: x\r\n{auth}{many}\r\n"),
+    )
+    .await;
+    assert_eq!(
+        answer.body["error"]["code"], "headers_too_large",
+        "{}",
+        answer.body
+    );
+    assert!(
+        message(&answer.body).contains("at most 100 headers"),
+        "{}",
+        answer.body
+    );
 
     // A connection that served a request, then sends one hyper cannot parse.
     let mut stream = TcpStream::connect(fleet.base.trim_start_matches("http://"))
@@ -272,6 +293,37 @@ async fn not_found_and_wrong_method_name_the_full_path(pool: PgPool) {
             format!("{path} does not accept {method}; it accepts {allowed}")
         );
     }
+    fleet.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_wrong_method_answer_keeps_its_cors_headers(pool: PgPool) {
+    let origin = "https://editor.example.com";
+    let mut config = harness::isolated_config();
+    config.http.cors_origins = vec![origin.to_owned()];
+    let roles = switchyard::fleet::Roles {
+        api: true,
+        ..switchyard::fleet::Roles::NONE
+    };
+    let fleet = TestFleet::start(&pool, config, roles).await;
+    let response = fleet
+        .http
+        .delete(fleet.url("/topologies"))
+        .header("origin", origin)
+        .send()
+        .await
+        .unwrap();
+    let headers = response.headers().clone();
+    let (status, body) = harness::read(response).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    // A browser page on the allowed origin may read the answer, message included.
+    assert_eq!(headers["access-control-allow-origin"], origin);
+    assert_eq!(headers["allow"], "GET,HEAD,POST");
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(
+        message(&body),
+        "/api/v1/topologies does not accept DELETE; it accepts GET, HEAD, POST"
+    );
     fleet.stop().await;
 }
 

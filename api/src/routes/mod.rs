@@ -132,7 +132,8 @@ pub async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -
 
 /// Names the allowed methods in a 405's message. axum adds `Allow` to a 405 only
 /// after the method-not-allowed handler has answered, so this runs around the whole
-/// router, where the header is there to read.
+/// router, where the header is there to read. Only the body is replaced: the headers
+/// the layers set (`Allow`, CORS) stay, so a browser page may read the message.
 pub async fn name_allowed_methods(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -140,16 +141,20 @@ pub async fn name_allowed_methods(request: Request, next: Next) -> Response {
     if response.status() != StatusCode::METHOD_NOT_ALLOWED {
         return response;
     }
-    let Some(allow) = response.headers().get(header::ALLOW).cloned() else {
+    let Some(allow) = response.headers().get(header::ALLOW) else {
         return response;
     };
     let allowed = allow.to_str().unwrap_or_default().replace(',', ", ");
-    let mut answer = ApiError::MethodNotAllowed(format!(
+    let (mut parts, _) = response.into_parts();
+    let (answer, body) = ApiError::MethodNotAllowed(format!(
         "{path} does not accept {method}; it accepts {allowed}"
     ))
-    .into_response();
-    answer.headers_mut().insert(header::ALLOW, allow);
-    answer
+    .into_response()
+    .into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    // Replaces the body's own headers (`content-type`), keeps every other.
+    parts.headers.extend(answer.headers);
+    Response::from_parts(parts, body)
 }
 
 /// Gives the timeout layer's bare 408 the usual JSON error body.

@@ -1,126 +1,30 @@
-//! Mutations: RFC 6902 JSON Patch edits of a topology, applied by the mutator.
-//!
-//! `POST /topologies/{id}/mutations` commits the mutation row and its
-//! `topology.{id}.mutation.enqueued` outbox event in one transaction and answers 202
-//! without waiting for a worker. Reads: `GET /topologies/{id}/mutations` (seq order),
-//! `GET /mutations/{id}`, and `GET /mutations` (every topology's, newest first: failed
-//! work, for example).
-//!
-//! ## Ordering
-//! The enqueue transaction takes the next `seq` with an `UPDATE … RETURNING` on the
-//! topology row. The row lock is held until commit, so seqs are gapless and commit in
-//! seq order: the mutator, reading pending mutations under the same lock, never sees
-//! seq n+1 without seq n.
+//! `POST /topologies/{id}/mutations`: validates the operations, then commits the
+//! mutation row and its `enqueued` outbox event in one transaction (see the ordering
+//! in the parent module's docs), or finds the original of a retried `Idempotency-Key`.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use switchyard_bus::payloads::{MutationEnqueued, TopologyStatus};
 use switchyard_bus::{Event, outbox};
 use switchyard_domain::json;
-use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{Page, PageParams, topologies};
+use super::MutationOut;
+use super::body::{JsonPatch, MutationIn};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{Path, Query};
+use crate::extract::Path;
 use crate::openapi::Refusals;
+use crate::routes::topologies;
 use crate::{AppState, patch};
 
 const SOURCE: &str = "switchyard/api";
-
-/// The columns of [`MutationOut`], for `concat!` into `&'static str` queries.
-macro_rules! mutation_columns {
-    () => {
-        "id, topology_id, seq, status, ops, if_version, error, applied_version, actor, \
-         idempotency_key, created_at, finished_at"
-    };
-}
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list, enqueue))
-        .routes(routes!(show))
-        .routes(routes!(list_all))
-}
-
-/// Body of `POST /topologies/{id}/mutations` as `application/json`. Read from either
-/// media type by its `FromRequest` ([`patch`]): as `application/json-patch+json` the
-/// body is the bare `ops` array, and there is no `if_version`.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MutationIn {
-    /// RFC 6902 operations, applied all-or-nothing.
-    #[schema(value_type = Vec<PatchOp>, min_items = 1, max_items = 1000)]
-    pub ops: Vec<Value>,
-    /// Apply only if the topology is at exactly this version when the mutation's turn comes.
-    #[schema(minimum = 0)]
-    pub if_version: Option<i64>,
-}
-
-/// An RFC 6902 JSON Patch document: the operations, applied all-or-nothing (the body
-/// as `application/json-patch+json`).
-#[derive(ToSchema)]
-#[schema(value_type = Vec<PatchOp>, min_items = 1, max_items = 1000)]
-#[allow(dead_code)]
-pub struct JsonPatch(Vec<Value>);
-
-/// One RFC 6902 operation, as documented; requests are validated by [`patch::validate`].
-#[derive(ToSchema)]
-#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
-#[allow(dead_code)]
-pub enum PatchOp {
-    Add { path: Pointer, value: AnyValue },
-    Remove { path: Pointer },
-    Replace { path: Pointer, value: AnyValue },
-    Move { from: Pointer, path: Pointer },
-    Copy { from: Pointer, path: Pointer },
-    Test { path: Pointer, value: AnyValue },
-}
-
-/// An RFC 6901 JSON Pointer, for example `/nodes/r7` or `/links/-`.
-#[derive(ToSchema)]
-#[schema(value_type = String, pattern = "^(/([^/~]|~[01])*)*$")]
-#[allow(dead_code)]
-pub struct Pointer(String);
-
-/// Any JSON value.
-#[derive(ToSchema)]
-#[schema(value_type = Value)]
-#[allow(dead_code)]
-pub struct AnyValue(Value);
-
-/// A mutation as the API returns it.
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
-pub struct MutationOut {
-    pub id: Uuid,
-    pub topology_id: Uuid,
-    /// Position in the topology's apply order, from 1.
-    pub seq: i64,
-    /// `pending`, `applied` or `failed`.
-    pub status: String,
-    #[schema(value_type = Vec<Object>)]
-    pub ops: Value,
-    pub if_version: Option<i64>,
-    /// Why a failed mutation could not apply.
-    pub error: Option<String>,
-    /// The topology version this mutation produced.
-    pub applied_version: Option<i64>,
-    pub actor: String,
-    pub idempotency_key: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
 
 /// A stored mutation plus the fingerprint of the request that created it.
 #[derive(sqlx::FromRow)]
@@ -162,7 +66,7 @@ enum Enqueued {
     ),
     security(("bearer" = ["operator"]))
 )]
-async fn enqueue(
+pub(super) async fn enqueue(
     State(app): State<AppState>,
     Path(topology_id): Path<Uuid>,
     Extension(caller): Extension<Caller>,
@@ -373,169 +277,4 @@ fn replay(existing: KeyedMutation, key: &str, hash: &[u8]) -> Result<Enqueued, A
             existing.mutation.id
         )))
     }
-}
-
-/// A topology's pending mutations in seq order (at most 1,000), for snapshots.
-pub async fn pending_of(pool: &PgPool, topology_id: Uuid) -> Result<Vec<MutationOut>, ApiError> {
-    let pending = sqlx::query_as::<_, MutationOut>(concat!(
-        "select ",
-        mutation_columns!(),
-        " from mutations where topology_id = $1 and status = 'pending' order by seq limit 1000"
-    ))
-    .bind(topology_id)
-    .fetch_all(pool)
-    .await?;
-    Ok(pending)
-}
-
-/// Mutation statuses a list can be filtered by.
-#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum MutationStatus {
-    Pending,
-    Applied,
-    Failed,
-}
-
-impl MutationStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Applied => "applied",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-/// `?status=&limit=&cursor=` of `GET /topologies/{id}/mutations`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct MutationListParams {
-    /// Only mutations in this status.
-    #[param(inline)]
-    pub status: Option<MutationStatus>,
-    /// Page size, 1 to 500 (default 50).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
-    #[param(pattern = "^[0-9]{1,18}$")]
-    pub cursor: Option<String>,
-}
-
-/// A topology's mutations in seq order, a page at a time.
-#[utoipa::path(
-    get,
-    path = "/topologies/{id}/mutations",
-    tag = "mutations",
-    params(("id" = Uuid, Path, description = "Topology id"), MutationListParams),
-    responses((status = 200, description = "A page of mutations", body = Page<MutationOut>), Refusals),
-    security(("bearer" = ["viewer"]))
-)]
-async fn list(
-    State(app): State<AppState>,
-    Path(topology_id): Path<Uuid>,
-    Query(params): Query<MutationListParams>,
-) -> Result<Json<Page<MutationOut>>, ApiError> {
-    let page = PageParams {
-        limit: params.limit,
-        cursor: params.cursor,
-    };
-    let limit = page.limit()?;
-    let after: i64 = page.cursor()?.unwrap_or(0);
-    topologies::ensure_exists(&app.pool, topology_id).await?;
-    let rows = sqlx::query_as::<_, MutationOut>(concat!(
-        "select ",
-        mutation_columns!(),
-        " from mutations
-              where topology_id = $1 and seq > $2 and ($3::text is null or status = $3)
-              order by seq
-              limit $4"
-    ))
-    .bind(topology_id)
-    .bind(after)
-    .bind(params.status.map(MutationStatus::as_str))
-    .bind(limit + 1)
-    .fetch_all(&app.pool)
-    .await?;
-    Ok(Json(Page::from_rows(rows, limit, |m| m.seq.to_string())))
-}
-
-/// One mutation: its status, error and the version it produced.
-#[utoipa::path(
-    get,
-    path = "/mutations/{id}",
-    tag = "mutations",
-    params(("id" = Uuid, Path, description = "Mutation id")),
-    responses((status = 200, description = "The mutation", body = MutationOut), Refusals),
-    security(("bearer" = ["viewer"]))
-)]
-async fn show(
-    State(app): State<AppState>,
-    Path(id): Path<Uuid>,
-) -> Result<Json<MutationOut>, ApiError> {
-    sqlx::query_as::<_, MutationOut>(concat!(
-        "select ",
-        mutation_columns!(),
-        " from mutations where id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(&app.pool)
-    .await?
-    .map(Json)
-    .ok_or_else(|| ApiError::NotFound(format!("mutation {id} does not exist")))
-}
-
-/// `?status=&limit=&cursor=` of `GET /mutations`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct AllMutationsParams {
-    /// Only mutations in this status (`failed`: the failed work of every topology).
-    #[param(inline)]
-    pub status: Option<MutationStatus>,
-    /// Page size, 1 to 500 (default 50).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
-    #[param(format = Uuid)]
-    pub cursor: Option<String>,
-}
-
-/// Every topology's mutations, newest first (by id, which is creation order), a page
-/// at a time; `?status=failed` lists the failed ones.
-#[utoipa::path(
-    get,
-    path = "/mutations",
-    tag = "mutations",
-    params(AllMutationsParams),
-    responses((status = 200, description = "A page of mutations, newest first", body = Page<MutationOut>), Refusals),
-    security(("bearer" = ["viewer"]))
-)]
-async fn list_all(
-    State(app): State<AppState>,
-    Query(params): Query<AllMutationsParams>,
-) -> Result<Json<Page<MutationOut>>, ApiError> {
-    let page = PageParams {
-        limit: params.limit,
-        cursor: params.cursor,
-    };
-    let limit = page.limit()?;
-    let before: Option<Uuid> = page.cursor()?;
-    // Ids are UUIDv7: descending id order is newest first, and a stable keyset cursor.
-    // The partial index `mutations_failed` serves `status = 'failed'`.
-    let rows = sqlx::query_as::<_, MutationOut>(concat!(
-        "select ",
-        mutation_columns!(),
-        " from mutations
-              where ($1::uuid is null or id < $1) and ($2::text is null or status = $2)
-              order by id desc
-              limit $3"
-    ))
-    .bind(before)
-    .bind(params.status.map(MutationStatus::as_str))
-    .bind(limit + 1)
-    .fetch_all(&app.pool)
-    .await?;
-    Ok(Json(Page::from_rows(rows, limit, |m| m.id.to_string())))
 }
