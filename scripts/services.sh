@@ -106,6 +106,18 @@ ensure_chromium() {
     export CHROMIUM_BIN
 }
 
+# Debian's nats-server (2.9, older than switchyard accepts), for the test that a
+# process refuses it; exports NATS_OLD_SERVER_BIN. Only installed, never started.
+ensure_old_nats() {
+    local bin=/usr/sbin/nats-server
+    if ! [ -x "$bin" ]; then
+        say "installing Debian's nats-server (the refusal of an old server is tested)"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
+    fi
+    export NATS_OLD_SERVER_BIN="$bin"
+}
+
 ensure_rust() {
     if ! command -v cargo >/dev/null 2>&1; then
         [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"

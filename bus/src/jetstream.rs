@@ -79,6 +79,10 @@ pub enum BusError {
         /// What it lacks, in words.
         missing: String,
     },
+    /// JetStream did not answer for this account (no responders, a timeout); retried
+    /// at start-up, since a server starting or a cluster electing answers like this.
+    #[error("JetStream at {url} does not answer for this account: {reason}")]
+    JetStreamUnavailable { url: String, reason: String },
     #[error("cannot create or update stream {stream}: {source}")]
     Stream {
         stream: String,
@@ -99,6 +103,24 @@ pub enum ConsumerRole {
     Mutator,
     Notifier,
     Migrator,
+}
+
+impl BusError {
+    /// Whether waiting could help: not for a refused login or an unusable server,
+    /// which stay so however long a process retries.
+    pub fn is_permanent(&self) -> bool {
+        use async_nats::ConnectErrorKind;
+        match self {
+            Self::Prefix(_) | Self::Unsupported { .. } => true,
+            Self::Connect { source, .. } => matches!(
+                source.kind(),
+                ConnectErrorKind::AuthorizationViolation
+                    | ConnectErrorKind::Authentication
+                    | ConnectErrorKind::ServerParse
+            ),
+            _ => false,
+        }
+    }
 }
 
 impl ConsumerRole {
@@ -138,10 +160,18 @@ impl Bus {
     /// that want to wait for it wrap this in a retry.
     pub async fn connect(config: &BusConfig, client_name: &str) -> Result<Self, BusError> {
         let namespace = Namespace::new(&config.subject_prefix)?;
-        let client = async_nats::ConnectOptions::new()
+        let (servers, credentials) = split_credentials(&config.url);
+        let options = match credentials {
+            Some(Credentials::UserPassword(user, password)) => {
+                async_nats::ConnectOptions::with_user_and_password(user, password)
+            }
+            Some(Credentials::Token(token)) => async_nats::ConnectOptions::with_token(token),
+            None => async_nats::ConnectOptions::new(),
+        };
+        let client = options
             .name(client_name)
             .connection_timeout(Duration::from_secs(5))
-            .connect(&config.url)
+            .connect(servers.as_str())
             .await
             .map_err(|source| BusError::Connect {
                 url: shown_url(&config.url),
@@ -253,9 +283,54 @@ pub fn shown_url(url: &str) -> String {
     }
 }
 
+/// What a NATS URL's user part carries.
+#[derive(Debug, PartialEq, Eq)]
+enum Credentials {
+    /// `nats://user:password@host`.
+    UserPassword(String, String),
+    /// `nats://token@host`.
+    Token(String),
+}
+
+/// Splits the credentials off a NATS URL (or a comma-separated list of them), since
+/// the client does not read them from the URL: the server list without user parts,
+/// and the first URL's credentials, percent-decoded.
+fn split_credentials(urls: &str) -> (String, Option<Credentials>) {
+    let mut credentials = None;
+    let servers: Vec<String> = urls
+        .split(',')
+        .map(|raw| {
+            let raw = raw.trim();
+            let Ok(mut url) = url::Url::parse(raw) else {
+                return raw.to_owned();
+            };
+            if url.username().is_empty() && url.password().is_none() {
+                return raw.to_owned();
+            }
+            let decode = |s: &str| {
+                url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
+            let user = decode(url.username());
+            let found = match url.password() {
+                Some(password) => Credentials::UserPassword(user, decode(password)),
+                None => Credentials::Token(user),
+            };
+            credentials.get_or_insert(found);
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string().trim_end_matches('/').to_owned()
+        })
+        .collect();
+    (servers.join(","), credentials)
+}
+
 /// Refuses a server that lacks what switchyard needs, before anything is declared
-/// on it: message headers (`Nats-Msg-Id` de-duplication), JetStream on the server
-/// and for this account, and [`MIN_SERVER_VERSION`].
+/// on it: [`MIN_SERVER_VERSION`], and JetStream on the server and for this account.
+/// (A server without message headers, which `Nats-Msg-Id` de-duplication needs,
+/// refuses the client's CONNECT itself: "no responders requires headers support".)
 async fn check_server(
     client: &async_nats::Client,
     jetstream: &jetstream::Context,
@@ -274,22 +349,33 @@ async fn check_server(
              (JetStream consumer create actions); start one with scripts/up, or point NATS_URL at one"
         )));
     }
-    if !info.headers {
-        return Err(unsupported(
-            "message headers are disabled; Nats-Msg-Id de-duplication needs them".to_owned(),
-        ));
-    }
     if !info.jetstream {
         return Err(unsupported(
             "JetStream is not enabled on the server (start it with -js)".to_owned(),
         ));
     }
-    if let Err(error) = jetstream.query_account().await {
-        return Err(unsupported(format!(
-            "JetStream is not available to this account ({error})"
-        )));
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::context::AccountErrorKind;
+    match jetstream.query_account().await {
+        Ok(_) => Ok(()),
+        // A definite answer: this account has no JetStream.
+        Err(error)
+            if matches!(error.kind(), AccountErrorKind::JetStream(e)
+                if e.error_code() == ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT
+                    || e.error_code() == ErrorCode::JETSTREAM_NOT_ENABLED) =>
+        {
+            Err(unsupported(format!(
+                "JetStream is not enabled for this account ({error})"
+            )))
+        }
+        // No responders or a timeout: a server just started, or a cluster electing
+        // its meta leader, answers like this for a few seconds; waited out like an
+        // unreachable server.
+        Err(error) => Err(BusError::JetStreamUnavailable {
+            url: shown_url(url),
+            reason: error.to_string(),
+        }),
     }
-    Ok(())
 }
 
 /// `2.10.22` or `2.11.0-beta.1` as (major, minor, patch); pre-release suffixes are
@@ -313,6 +399,29 @@ mod tests {
         assert_eq!(shown_url("nats://tok3n@host:4222"), "nats://***@host:4222");
         assert_eq!(shown_url("nats://u:p4ss@host:4222"), "nats://***@host:4222");
         assert_eq!(shown_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+    }
+
+    #[test]
+    fn url_credentials_are_passed_as_options_not_in_the_url() {
+        use super::{Credentials, split_credentials};
+        assert_eq!(
+            split_credentials("nats://127.0.0.1:4222"),
+            ("nats://127.0.0.1:4222".to_owned(), None)
+        );
+        assert_eq!(
+            split_credentials("nats://app:p%40ss@127.0.0.1:4222"),
+            (
+                "nats://127.0.0.1:4222".to_owned(),
+                Some(Credentials::UserPassword("app".into(), "p@ss".into()))
+            )
+        );
+        assert_eq!(
+            split_credentials("nats://s3cr3t@a:4222, nats://b:4222"),
+            (
+                "nats://a:4222,nats://b:4222".to_owned(),
+                Some(Credentials::Token("s3cr3t".into()))
+            )
+        );
     }
 
     #[test]

@@ -147,6 +147,27 @@ pub fn env_names(key: &str) -> String {
     }
 }
 
+/// Where the value of `key` was set, as the user wrote it: the file's path, or the
+/// environment variable's name.
+fn origin(metadata: Option<&figment::Metadata>, key: &str) -> String {
+    match metadata {
+        Some(md) if md.name.contains("environment") => {
+            if md.name.contains("SWITCHYARD_") {
+                format!("SWITCHYARD_{}", key.to_ascii_uppercase().replace('.', "__"))
+            } else if key == "bus.url" {
+                "NATS_URL".to_owned()
+            } else {
+                "DATABASE_URL".to_owned()
+            }
+        }
+        Some(md) => match &md.source {
+            Some(source) => source.to_string(),
+            None => md.name.to_string(),
+        },
+        None => env_names(key),
+    }
+}
+
 impl From<figment::Error> for ConfigError {
     /// Names the first fault by its dotted key and where it was set, instead of
     /// figment's internal form (`default.http.listen`, `HTTP.LISTEN`).
@@ -163,22 +184,7 @@ impl From<figment::Error> for ConfigError {
             kind => kind.to_string(),
         };
         let key = path.join(".");
-        let origin = match error.metadata.as_ref() {
-            Some(md) if md.name.contains("environment") => {
-                if md.name.contains("SWITCHYARD_") {
-                    format!("SWITCHYARD_{}", key.to_ascii_uppercase().replace('.', "__"))
-                } else if key == "bus.url" {
-                    "NATS_URL".to_owned()
-                } else {
-                    "DATABASE_URL".to_owned()
-                }
-            }
-            Some(md) => match &md.source {
-                Some(source) => source.to_string(),
-                None => md.name.to_string(),
-            },
-            None => "unknown source".to_owned(),
-        };
+        let origin = origin(error.metadata.as_ref(), &key);
         ConfigError::Parse {
             key,
             origin,
@@ -216,7 +222,15 @@ impl Config {
                     .split("__"),
             );
         let config: Config = figment.extract()?;
-        config.validate()?;
+        // A value out of range names where it was set, like one that does not parse.
+        config.validate().map_err(|error| match error {
+            ConfigError::Invalid { key, problem } => ConfigError::Parse {
+                key: key.to_owned(),
+                origin: origin(figment.find_metadata(key), key),
+                problem,
+            },
+            other => other,
+        })?;
         Ok(config)
     }
 
@@ -462,6 +476,13 @@ mod tests {
                 "{err}"
             );
             jail.clear_env();
+            jail.create_file("switchyard.toml", "[mutator]\nconcurrency = 0")?;
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.starts_with("configuration key mutator.concurrency (")
+                    && err.contains("switchyard.toml): must be at least 1"),
+                "{err}"
+            );
             jail.create_file("switchyard.toml", "[http]\nlisten = \"nowhere\"")?;
             let err = Config::load(None).unwrap_err().to_string();
             assert!(
@@ -490,7 +511,7 @@ mod tests {
             jail.set_env("DATABASE_URL", "postgres://host:port/db");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(
-                err.contains("database.url (SWITCHYARD_DATABASE__URL or DATABASE_URL)"),
+                err.starts_with("configuration key database.url (DATABASE_URL): "),
                 "{err}"
             );
             Ok(())

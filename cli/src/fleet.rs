@@ -123,7 +123,7 @@ pub async fn connect_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error
 pub async fn connect_bus(config: &Config, name: &str) -> Result<Bus, BusError> {
     (|| Bus::connect(&config.bus, name))
         .retry(startup_backoff())
-        .when(|e| !matches!(e, BusError::Prefix(_) | BusError::Unsupported { .. }))
+        .when(|e| !e.is_permanent())
         .notify(|error, delay| tracing::warn!(%error, ?delay, "NATS not ready yet"))
         .await
 }

@@ -152,6 +152,7 @@ fn print_token(config: &Config, role: Role, ttl: Duration, sub: &str) -> std::pr
 }
 
 async fn run(command: Command, config: Config, secret: Option<SecretSource>) -> anyhow::Result<()> {
+    let is_up = matches!(command, Command::Up);
     let roles = match command {
         Command::Migrate => return migrate(&config).await.map(drop),
         Command::Token { .. } => unreachable!("handled before logging starts"),
@@ -186,7 +187,9 @@ async fn run(command: Command, config: Config, secret: Option<SecretSource>) -> 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let fleet = Fleet::start(&config, pool, roles, shutdown).await?;
-    if roles.api && matches!(secret, Some(SecretSource::File | SecretSource::Created)) {
+    // Only `up`, the quick start: an `api` replica reading a mounted secret file must
+    // not write an admin token to its logs on every start.
+    if is_up && matches!(secret, Some(SecretSource::File | SecretSource::Created)) {
         print_quick_start_token(&config, secret == Some(SecretSource::Created));
     }
     fleet.wait().await?;

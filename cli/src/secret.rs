@@ -49,14 +49,21 @@ pub fn resolve(config: &mut Config, create: bool) -> Result<SecretSource, Secret
         path: shown.clone(),
         problem,
     };
-    let (secret, source) = match std::fs::read_to_string(&path) {
-        Ok(text) => (text.trim().to_owned(), SecretSource::File),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+    let (secret, source) = match read_owner_only(&path) {
+        Ok(text) => (text, SecretSource::File),
+        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && create => {
             let secret = new_secret();
-            write_owner_only(&path, &secret).map_err(|e| unusable(e.to_string()))?;
-            (secret, SecretSource::Created)
+            match write_owner_only(&path, &secret) {
+                Ok(()) => (secret, SecretSource::Created),
+                // Another `up` created it meanwhile: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let text = read_owner_only(&path).map_err(|e| unusable(e.to_string()))?;
+                    (text, SecretSource::File)
+                }
+                Err(e) => return Err(unusable(e.to_string())),
+            }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(SecretError::Missing(shown));
         }
         Err(e) => return Err(unusable(e.to_string())),
@@ -75,22 +82,61 @@ fn new_secret() -> String {
         .collect()
 }
 
+/// Why the secret file could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("{0}")]
+    Io(std::io::Error),
+    /// Group or others may read it: a secret anyone on the machine can use.
+    #[error("may be read by others (mode {0:04o}); make it owner-only: chmod 600")]
+    Exposed(u32),
+}
+
+/// The secret in `path`, trimmed, refused when group or others may read it (as
+/// ssh refuses a private key).
+fn read_owner_only(path: &Path) -> Result<String, ReadError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(ReadError::Io)?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ReadError::Exposed(mode));
+    }
+    let text = std::fs::read_to_string(path).map_err(ReadError::Io)?;
+    Ok(text.trim().to_owned())
+}
+
 /// Writes `secret` to `path`, readable by its owner only, in a directory only the
-/// owner may enter when it has to be made. Fails rather than overwrite a file that
-/// appeared meanwhile.
+/// owner may enter when it has to be made. The file appears whole or not at all: it
+/// is written under a temporary name and linked into place, which fails with
+/// `AlreadyExists` rather than overwrite a file that appeared meanwhile.
 fn write_owner_only(path: &Path, secret: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
     }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    writeln!(file, "{secret}")
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)?;
+        writeln!(file, "{secret}")?;
+        file.sync_all()?;
+        std::fs::hard_link(&temporary, path)
+    })();
+    let _ = std::fs::remove_file(&temporary);
+    written
 }
 
 #[cfg(test)]
@@ -139,11 +185,35 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_file_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config_in(dir.path());
+        resolve(&mut config, true).unwrap();
+        let file = dir.path().join("state/auth-secret");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut again = config_in(dir.path());
+        let err = resolve(&mut again, true).unwrap_err().to_string();
+        assert!(err.contains("may be read by others (mode 0644)"), "{err}");
+        assert!(err.contains("chmod 600"), "{err}");
+        // Nothing beside the secret is left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+            .unwrap()
+            .collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
     fn a_short_secret_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = config_in(dir.path());
         std::fs::create_dir_all(dir.path().join("state")).unwrap();
         std::fs::write(dir.path().join("state/auth-secret"), "short\n").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("state/auth-secret"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let err = resolve(&mut config, true).unwrap_err().to_string();
         assert!(err.contains("fewer than 32 characters"), "{err}");
     }

@@ -120,6 +120,23 @@ async fn up_keeps_its_secret_and_its_tokens_survive_restarts(pool: PgPool) {
     assert_eq!(get(port, viewer.trim()).await, 200);
     let _ = up.kill();
     let _ = up.wait();
+
+    // An `api` replica reads the same file, and prints no token.
+    let port = free_port();
+    let stdout = dir.path().join("api.out");
+    let mut api = switchyard(dir.path(), &pool, &tag, port, &["api"])
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(60), || async {
+        get(port, &first).await == 200
+    })
+    .await;
+    let _ = api.kill();
+    let _ = api.wait();
+    let printed = std::fs::read_to_string(&stdout).unwrap();
+    assert!(!printed.contains("TOKEN"), "{printed}");
 }
 
 #[sqlx::test(migrations = false)]

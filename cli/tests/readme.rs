@@ -30,16 +30,34 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// The documented answer after a command.
-struct Expectation {
-    eventually: bool,
-    status: u16,
-    body: String,
+enum Expectation {
+    /// `# → [eventually] STATUS [JSON]`: its last request's answer.
+    Answer {
+        eventually: bool,
+        status: u16,
+        body: String,
+    },
+    /// `# → exit N`: the command's exit status (a CLI command that fails on purpose).
+    Exit(i32),
 }
 
-/// Reads `# → [eventually] STATUS [JSON]` out of a line's comment.
+/// Reads `# → [eventually] STATUS [JSON]` or `# → exit N` out of a line's comment.
 fn expectation(line: &str) -> Option<(usize, Expectation)> {
+    assert!(
+        !line.contains("# ->"),
+        "README: `{line}`: write the arrow as `# →`, or it is not checked"
+    );
     let hash = line.find("# →")?;
     let mut rest = line[hash + "# →".len()..].trim();
+    if let Some(code) = rest.strip_prefix("exit ") {
+        let digits = code
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(code.len());
+        let code = code[..digits]
+            .parse()
+            .unwrap_or_else(|_| panic!("README: `{line}`: expected `# → exit N`"));
+        return Some((hash, Expectation::Exit(code)));
+    }
     let eventually = rest.starts_with("eventually ");
     if eventually {
         rest = rest["eventually ".len()..].trim_start();
@@ -64,7 +82,7 @@ fn expectation(line: &str) -> Option<(usize, Expectation)> {
     };
     Some((
         hash,
-        Expectation {
+        Expectation::Answer {
             eventually,
             status,
             body,
@@ -94,45 +112,79 @@ fn script(readme: &str, address: &str) -> (String, usize) {
             .rev()
             .find(|l| !l.trim().is_empty())
             .is_some_and(|l| l.trim_start().starts_with("<!-- readme-test: skip"));
-        let start = i + 1;
+        let first = i + 1;
+        let mut block = Vec::new();
         i += 1;
-        if !skipped {
-            blocks += 1;
-            writeln!(out, "sy_block {}", start + 1).unwrap();
-        }
         while i < lines.len() && lines[i].trim_start() != "```" {
-            if !skipped {
-                emit(&mut out, lines[i], i + 1, address);
-            }
+            block.push((i + 1, lines[i]));
             i += 1;
         }
         i += 1;
+        if !skipped {
+            blocks += 1;
+            writeln!(out, "sy_block {}", first + 1).unwrap();
+            emit_block(&mut out, &block, address);
+        }
     }
     out.push_str("sy_done\n");
     (out, blocks)
 }
 
-/// One README line, then its check when it carries one.
-fn emit(out: &mut String, line: &str, number: usize, address: &str) {
-    let line = line
-        .replace("127.0.0.1:8080", address)
-        .replace("command curl", "sy_curl");
-    out.push_str(&line);
-    out.push('\n');
-    let Some((hash, expected)) = expectation(&line) else {
-        return;
-    };
-    let (status, body) = (expected.status, quoted(&expected.body));
-    if expected.eventually {
-        let command = line[..hash].trim();
-        assert!(
-            !command.is_empty() && !command.ends_with('\\'),
-            "README.md:{number}: `# → eventually` belongs on a one-line command"
-        );
-        let command = quoted(command);
-        writeln!(out, "sy_eventually {number} {status} {body} {command}").unwrap();
-    } else {
-        writeln!(out, "sy_expect {number} {status} {body}").unwrap();
+/// One block's lines (numbered as in the README), each followed by its check.
+fn emit_block(out: &mut String, block: &[(usize, &str)], address: &str) {
+    let lines: Vec<String> = block
+        .iter()
+        .map(|(_, line)| {
+            line.replace("127.0.0.1:8080", address)
+                .replace("command curl", "sy_curl")
+        })
+        .collect();
+    // A command expected to fail may: from its first line (continued lines end in
+    // `\`) to the check after its last.
+    let mut lenient_from = std::collections::HashSet::new();
+    for (j, line) in lines.iter().enumerate() {
+        if let Some((_, Expectation::Exit(_))) = expectation(line) {
+            let mut k = j;
+            while k > 0 && lines[k - 1].trim_end().ends_with('\\') {
+                k -= 1;
+            }
+            lenient_from.insert(k);
+        }
+    }
+    for (j, line) in lines.iter().enumerate() {
+        let number = block[j].0;
+        if lenient_from.contains(&j) {
+            out.push_str("sy_allow_failure\n");
+        }
+        out.push_str(line);
+        out.push('\n');
+        match expectation(line) {
+            None => {}
+            Some((_, Expectation::Exit(code))) => {
+                writeln!(out, "sy_expect_exit {number} {code} $?").unwrap();
+            }
+            Some((
+                hash,
+                Expectation::Answer {
+                    eventually,
+                    status,
+                    body,
+                },
+            )) => {
+                let body = quoted(&body);
+                if eventually {
+                    let command = line[..hash].trim();
+                    assert!(
+                        !command.is_empty() && !command.ends_with('\\'),
+                        "README.md:{number}: `# → eventually` belongs on a one-line command"
+                    );
+                    let command = quoted(command);
+                    writeln!(out, "sy_eventually {number} {status} {body} {command}").unwrap();
+                } else {
+                    writeln!(out, "sy_expect {number} {status} {body}").unwrap();
+                }
+            }
+        }
     }
 }
 
@@ -141,7 +193,19 @@ const RUNTIME: &str = r#"set -eEuo pipefail
 # Answers and checks in one stream, in order (captures keep their own stdout).
 exec 1>&2
 SY_AT="README.md"
-trap 'echo "FAILED: a command in the block at $SY_AT exited $?" >&2' ERR
+SY_TRAP='echo "FAILED: a command in the block at $SY_AT exited $?" >&2'
+trap "$SY_TRAP" ERR
+# `# → exit N`: the command may fail; its status is checked right after it.
+sy_allow_failure() { set +e; trap - ERR; }
+sy_expect_exit() {
+    local line=$1 want=$2 got=$3
+    set -e
+    trap "$SY_TRAP" ERR
+    if [ "$got" != "$want" ]; then
+        echo "FAILED: README.md:$line: exit $got, documented exit $want" >&2
+        exit 1
+    fi
+}
 sy_curl() {
     : >"$SY_DIR/headers"; : >"$SY_DIR/body"
     local rc=0
@@ -151,6 +215,10 @@ sy_curl() {
 }
 sy_block() { SY_AT="README.md:$1"; printf "\n--- block at %s\n" "$SY_AT" >&2; }
 sy_check() {
+    if [ ! -f "$SY_DIR/headers" ]; then
+        echo "no request was made since the last check" >&2
+        return 1
+    fi
     python3 - "$SY_DIR/headers" "$SY_DIR/body" "$2" "$3" <<'PY'
 import json, re, sys
 headers, body, want_status, want = sys.argv[1:5]
@@ -195,11 +263,16 @@ sy_expect() {
         echo "FAILED: README.md:$1: the documented answer ($2 $3) was not given" >&2
         exit 1
     fi
+    # Each answer is checked once: a later check must see a request of its own.
+    rm -f "$SY_DIR/headers"
 }
 sy_eventually() {
     local line=$1 status=$2 want=$3 command=$4
     for _ in $(seq 1 100); do
-        sy_check "$line" "$status" "$want" 2>/dev/null && return 0
+        if sy_check "$line" "$status" "$want" 2>/dev/null; then
+            rm -f "$SY_DIR/headers"
+            return 0
+        fi
         sleep 0.2
         eval "$command" >/dev/null
     done
@@ -210,15 +283,20 @@ sy_done() { echo "--- README ran to the end" >&2; }
 
 #[test]
 fn the_runner_reads_the_convention() {
-    let readme = "intro\n```sh\nA=1 # → 201 {\"a\": 1}: words\nB=2 # → 409: words\n```\n<!-- readme-test: skip: elsewhere -->\n```sh\nnot run\n```\n```toml\nx = 1\n```\n```sh\ncurl -s http://127.0.0.1:8080/x # → eventually 200\n```\n";
+    let readme = "intro\n```sh\nA=1 # → 201 {\"a\": 1}: words\nB=2 # → 409: words\n```\n```sh\necho a \\\n  | false   # → exit 1\n```\n<!-- readme-test: skip: elsewhere -->\n```sh\nnot run\n```\n```toml\nx = 1\n```\n```sh\ncurl -s http://127.0.0.1:8080/x # → eventually 200\n```\n";
     let (script, blocks) = script(readme, "127.0.0.1:9");
-    assert_eq!(blocks, 2);
+    assert_eq!(blocks, 3);
+    assert!(
+        script
+            .contains("sy_allow_failure\necho a \\\n  | false   # → exit 1\nsy_expect_exit 8 1 $?"),
+        "{script}"
+    );
     assert!(script.contains("sy_expect 3 201 '{\"a\":1}'"), "{script}");
     assert!(script.contains("sy_expect 4 409 ''"), "{script}");
     assert!(!script.contains("not run"));
     assert!(!script.contains("x = 1"));
     assert!(
-        script.contains("sy_eventually 14 200 '' 'curl -s http://127.0.0.1:9/x'"),
+        script.contains("sy_eventually 18 200 '' 'curl -s http://127.0.0.1:9/x'"),
         "{script}"
     );
 }
@@ -240,7 +318,7 @@ async fn the_readme_runs_top_to_bottom(pool: PgPool) {
     let home = tempfile::tempdir().unwrap();
     let tag = Uuid::now_v7().simple().to_string();
     let fleet_log = home.path().join("fleet.log");
-    let mut fleet = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+    let fleet = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .arg("up")
         .current_dir(home.path())
         .env("DATABASE_URL", database_url(&pool))
@@ -260,6 +338,8 @@ async fn the_readme_runs_top_to_bottom(pool: PgPool) {
         ))
         .spawn()
         .expect("starting switchyard up");
+    // Stopped however the test ends, a panic included.
+    let fleet = KillOnDrop(fleet);
     let ready = format!("http://{address}/readyz");
     eventually(Duration::from_secs(60), || async {
         matches!(reqwest::get(&ready).await, Ok(r) if r.status().is_success())
@@ -267,8 +347,7 @@ async fn the_readme_runs_top_to_bottom(pool: PgPool) {
     .await;
 
     let run = run_script(home.path(), &script);
-    let _ = fleet.kill();
-    let _ = fleet.wait();
+    drop(fleet);
     if !run.status.success() {
         let fleet_log = std::fs::read_to_string(&fleet_log).unwrap_or_default();
         panic!(
@@ -279,7 +358,18 @@ async fn the_readme_runs_top_to_bottom(pool: PgPool) {
     }
 }
 
-/// Runs `script` in bash from `dir`, with the test's `switchyard` first on PATH.
+/// A child process killed when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `script` in bash from `dir`, with the test's `switchyard` first on PATH; a
+/// command that hangs is cut off after ten minutes.
 fn run_script(dir: &Path, script: &str) -> std::process::Output {
     let bin = Path::new(env!("CARGO_BIN_EXE_switchyard"))
         .parent()
@@ -293,7 +383,9 @@ fn run_script(dir: &Path, script: &str) -> std::process::Output {
     std::fs::create_dir_all(&state).unwrap();
     let script_path = state.join("readme.sh");
     std::fs::write(&script_path, script).unwrap();
-    Command::new("bash")
+    Command::new("timeout")
+        .arg("600")
+        .arg("bash")
         .arg(&script_path)
         .current_dir(dir)
         .env("PATH", path)

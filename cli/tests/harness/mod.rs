@@ -15,14 +15,24 @@ use switchyard_api::auth::{Authenticator, Role};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// Installs rustls's `ring` crypto provider in this test process (a second call
+/// changes nothing). The `switchyard` crate builds reqwest with TLS but without a
+/// default provider (see cli/Cargo.toml), so a reqwest client built before this
+/// panics; every function below that a test starts with calls it.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The NATS server the tests use (`scripts/test` starts a pinned one).
 pub fn nats_url() -> String {
+    install_crypto_provider();
     std::env::var("NATS_URL").unwrap_or_else(|_| switchyard_bus::jetstream::DEFAULT_URL.to_owned())
 }
 
 /// A configuration isolated to this test: unique stream and prefix, port 0, and
 /// timings short enough for recovery paths to show within seconds.
 pub fn isolated_config() -> Config {
+    install_crypto_provider();
     let tag = Uuid::now_v7().simple().to_string();
     let mut config = Config::default();
     config.bus.url = nats_url();
@@ -54,6 +64,7 @@ pub fn token(config: &Config, role: Role) -> String {
 
 /// An HTTP client that sends `token` on every request.
 pub fn client_with(token: &str) -> reqwest::Client {
+    install_crypto_provider();
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
@@ -80,6 +91,7 @@ pub async fn own_pool(pool: &PgPool) -> PgPool {
 
 /// The URL of this test's database, for child processes.
 pub fn database_url(pool: &PgPool) -> String {
+    install_crypto_provider();
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set by scripts/test");
     let server = &base[..base.rfind('/').expect("DATABASE_URL has a database path")];
     let name = pool
@@ -443,6 +455,8 @@ pub struct PrivateNats {
     /// The server binary, and whether JetStream is on.
     bin: String,
     jetstream: bool,
+    /// A configuration file's text (`-c`), when given.
+    config: Option<String>,
 }
 
 impl PrivateNats {
@@ -455,6 +469,17 @@ impl PrivateNats {
 
     /// Starts `bin` (any nats-server) on a free port, with or without JetStream.
     pub async fn start_with(bin: &str, jetstream: bool) -> Self {
+        Self::start_full(bin, jetstream, None).await
+    }
+
+    /// Starts the pinned server with JetStream and `config` as its configuration file
+    /// (accounts, `no_header_support`, ...).
+    pub async fn start_configured(config: &str) -> Self {
+        let bin = std::env::var("NATS_SERVER_BIN").expect("NATS_SERVER_BIN is set by scripts/test");
+        Self::start_full(&bin, true, Some(config.to_owned())).await
+    }
+
+    async fn start_full(bin: &str, jetstream: bool, config: Option<String>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -466,6 +491,7 @@ impl PrivateNats {
             child: None,
             bin: bin.to_owned(),
             jetstream,
+            config,
         };
         nats.restart().await;
         nats
@@ -481,6 +507,11 @@ impl PrivateNats {
         command.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]);
         if self.jetstream {
             command.arg("-js").arg("-sd").arg(self.store.path());
+        }
+        if let Some(config) = &self.config {
+            let file = self.store.path().join("nats.conf");
+            std::fs::write(&file, config).unwrap();
+            command.arg("-c").arg(file);
         }
         let child = command
             .stdout(std::process::Stdio::null())
