@@ -82,6 +82,9 @@ type Seen = Arc<Mutex<Sightings>>;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Built with the `switchyard` crate (scripts/bench), reqwest has TLS without a
+    // default crypto provider, and building a client without one panics.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,

@@ -2,19 +2,23 @@
 //! `SWITCHYARD_URL` and `SWITCHYARD_TOKEN` set: topologies, mutations from a file and
 //! from stdin with `--wait` and its exit codes, `failed` (and the
 //! `GET /mutations?status=failed` it reads), `tail` resuming after its connection is
-//! cut (through a proxy the test controls), `graph migrate`, HTTP errors, and the
-//! refusal of a zero token TTL.
+//! cut (through a proxy the test controls), `graph migrate`, HTTP errors, `https://`
+//! URLs (through a TLS front the test runs) and URLs with credentials, `tail` against a stream that closes at once, and
+//! the refusal of a zero token TTL.
 
 mod harness;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use harness::{TestFleet, token};
 use reqwest::StatusCode;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use switchyard_api::auth::Role;
@@ -342,6 +346,288 @@ async fn errors_name_the_status_and_the_message(pool: PgPool) {
     assert_eq!(tail.code, Some(1));
     assert!(tail.stderr.contains("404"), "{}", tail.stderr);
     fleet.stop().await;
+}
+
+/// A local port that speaks no TLS: it reads what each connection sends (a request,
+/// or a TLS hello), answers with `reply` as plain bytes and hangs up. Counts the
+/// connections it took.
+async fn plain_server(reply: &'static [u8]) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let count = taken.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut head = vec![0; 16 * 1024];
+            let _ = socket.read(&mut head).await;
+            let _ = socket.write_all(reply).await;
+        }
+    });
+    (addr, taken)
+}
+
+/// Runs `switchyard args` against `url`, where no fleet is, to its end.
+async fn run_against(url: &str, args: &[&str]) -> Ran {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        switchyard(url, "a-token").args(args).output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("switchyard {args:?} did not finish within 60s"))
+    .unwrap();
+    Ran {
+        code: output.status.code(),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn https_is_spoken_and_a_failed_handshake_names_the_url() {
+    let id = Uuid::now_v7().to_string();
+    let show = ["topology", "show", id.as_str()];
+    // A port that hangs up at once, and one that speaks plain HTTP: TLS fails on both,
+    // and the error names the URL it tried (exit 1), as when nothing answers.
+    let plain_http = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+    for (reply, server) in [
+        (&b""[..], "hangs up"),
+        (&plain_http[..], "speaks plain HTTP"),
+    ] {
+        let (addr, taken) = plain_server(reply).await;
+        let url = format!("https://{addr}");
+        let ran = run_against(&url, &show).await;
+        assert_eq!(ran.code, Some(1), "{server}: {}", ran.stderr);
+        let tried = format!("cannot reach the API at {url}/api/v1/topologies/{id}: ");
+        assert!(ran.stderr.contains(&tried), "{server}: {}", ran.stderr);
+        assert!(
+            ran.stderr.contains("tls handshake eof")
+                || ran.stderr.contains("the TLS handshake failed"),
+            "{server}: not a TLS failure: {}",
+            ran.stderr
+        );
+        assert!(
+            taken.load(Ordering::SeqCst) >= 1,
+            "{server}: never connected"
+        );
+    }
+    let (addr, _) = plain_server(plain_http).await;
+    let ran = run_against(&format!("https://{addr}"), &show).await;
+    assert!(
+        ran.stderr.contains("the server may speak plain HTTP"),
+        "{}",
+        ran.stderr
+    );
+
+    // Credentials in the URL are never shown.
+    let ran = run_against(&format!("https://someone:hunter2@{addr}"), &show).await;
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains(&format!("https://{addr}/api/v1"))
+            && !ran.stderr.contains("hunter2")
+            && !ran.stderr.contains("someone"),
+        "{}",
+        ran.stderr
+    );
+    // Nor in a refused URL, whose error names the setting (usage, exit 2).
+    let ran = run_against(&format!("ftp://someone:hunter2@{addr}"), &show).await;
+    assert_eq!(ran.code, Some(2), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("SWITCHYARD_URL")
+            && ran.stderr.contains(&format!("ftp://{addr}"))
+            && !ran.stderr.contains("hunter2"),
+        "{}",
+        ran.stderr
+    );
+}
+
+/// A certificate authority, and a certificate it signed for 127.0.0.1, made in `dir`
+/// with the `openssl` command: the CA's PEM file, and the server's chain and key.
+fn certificates(
+    dir: &Path,
+) -> (
+    PathBuf,
+    Vec<CertificateDer<'static>>,
+    PrivateKeyDer<'static>,
+) {
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(Stdio::null())
+            .status()
+            .expect("running openssl");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let ca = [
+        "req",
+        "-x509",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=switchyard test CA",
+    ];
+    openssl(&[&ca[..], &new_key, &["-keyout", "ca.key", "-out", "ca.pem"]].concat());
+    let request = ["req", "-subj", "/CN=127.0.0.1"];
+    openssl(
+        &[
+            &request[..],
+            &new_key,
+            &["-keyout", "server.key", "-out", "server.csr"],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+    let chain = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    (dir.join("ca.pem"), chain, key)
+}
+
+/// A TLS front for the API at `upstream` (`http://…`), as a load balancer would be:
+/// its `https://` URL.
+async fn tls_front(
+    upstream: &str,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> String {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let upstream: SocketAddr = upstream.trim_start_matches("http://").parse().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut client) = acceptor.accept(client).await else {
+                    return;
+                };
+                let Ok(mut server) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    format!("https://{addr}")
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn https_reaches_the_api_when_its_certificate_is_trusted(pool: PgPool) {
+    let fleet = TestFleet::api_only(&pool).await;
+    let topology = fleet
+        .create_topology("over-tls", json!({}))
+        .await
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, chain, key) = certificates(dir.path());
+    let url = tls_front(&fleet.base, chain, key).await;
+    let show = |trust: Option<&Path>| {
+        let mut command = switchyard(&url, &token(&fleet.config, Role::Viewer));
+        command
+            .args(["topology", "show", &topology])
+            .env_remove("SSL_CERT_DIR");
+        match trust {
+            Some(file) => command.env("SSL_CERT_FILE", file),
+            None => command.env_remove("SSL_CERT_FILE"),
+        };
+        command.output()
+    };
+
+    // The platform verifier reads the trusted roots from SSL_CERT_FILE on Linux.
+    let trusted = show(Some(&ca)).await.unwrap();
+    let stderr = String::from_utf8_lossy(&trusted.stderr);
+    assert_eq!(trusted.status.code(), Some(0), "{stderr}");
+    let stdout = String::from_utf8_lossy(&trusted.stdout);
+    assert!(
+        stdout.contains("over-tls") && stdout.contains(&topology),
+        "{stdout}"
+    );
+
+    // The system's own roots do not know the test CA: the certificate is refused.
+    let untrusted = show(None).await.unwrap();
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert_eq!(untrusted.status.code(), Some(1), "{stderr}");
+    let refused = format!(
+        "cannot reach the API at {url}/api/v1/topologies/{topology}: \
+         the TLS handshake failed: invalid peer certificate: UnknownIssuer"
+    );
+    assert!(stderr.contains(&refused), "{stderr}");
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn tail_backs_off_from_a_stream_that_closes_as_it_opens() {
+    // 200 with an event stream, then nothing: each connection ends as it opens.
+    let (addr, taken) = plain_server(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    let mut tail = switchyard(&format!("http://{addr}"), "a-token")
+        .args(["tail", &format!("topology/{}", Uuid::now_v7())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tail.kill().await.unwrap();
+    let mut stderr = String::new();
+    tail.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    // Pauses of 200 ms, 400 ms, 800 ms, … (with up to as much again of jitter) allow
+    // at most 5 connections in 3 s; without them there are hundreds.
+    let connections = taken.load(Ordering::SeqCst);
+    assert!(
+        (2..=5).contains(&connections),
+        "{connections} connections: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "the server closed the stream right after it opened; resuming after event the start in "
+        ),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ use super::topology::Page;
 /// that is `migration_failed` has it among the newest.
 const HISTORY_DEPTH: &str = "20";
 
+/// `switchyard failed`'s options: paging through the failed mutations.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Failed mutations per page, 1 to 500.
@@ -28,6 +29,7 @@ pub struct Args {
     cursor: Option<String>,
 }
 
+/// Lists the failed mutations (one page) and every failed migration run.
 pub async fn run(args: Args, api: &Api) -> Result<(), ClientError> {
     let mut url = api.url(&["mutations"]);
     url.query_pairs_mut()

@@ -24,6 +24,7 @@ use super::api::Api;
 use super::output::{self, fields};
 use super::stream::{Follower, Frame};
 
+/// The `graph` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Show a graph: plugin, schema version, status, node count.
@@ -69,6 +70,8 @@ struct Run {
     total: i64,
 }
 
+/// Runs one `graph` subcommand; `migrate` returns when the run ends or `--timeout`
+/// runs out.
 pub async fn run(command: Command, api: &Api) -> Result<(), ClientError> {
     match command {
         Command::Show { slug } => {

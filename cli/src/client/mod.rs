@@ -51,7 +51,7 @@ Exit codes:
 #[derive(Args, Debug)]
 #[command(next_help_heading = "Client options (topology, mutation, tail, failed, graph)")]
 pub struct ClientArgs {
-    /// Base URL of the API; `/api/v1` is added.
+    /// Base URL of the API, http:// or https://; `/api/v1` is added.
     #[arg(
         long,
         global = true,
@@ -93,14 +93,23 @@ pub enum ClientError {
     /// The API answered with an error status.
     #[error("{method} {path}: {status}: {message}")]
     Api {
+        /// The request's method.
         method: reqwest::Method,
+        /// The request's path and query, without the host.
         path: String,
+        /// The answer's status.
         status: reqwest::StatusCode,
+        /// The API's `error.message`, or an excerpt of a body that has none.
         message: String,
     },
-    /// No answer at all: connection refused, DNS, a timeout.
+    /// No answer at all: connection refused, DNS, a failed TLS handshake, a timeout.
     #[error("cannot reach the API at {url}: {reason} (check --url or SWITCHYARD_URL)")]
-    Unreachable { url: String, reason: String },
+    Unreachable {
+        /// The URL that was tried, without any credentials it carried.
+        url: String,
+        /// Why there was no answer, from the innermost cause.
+        reason: String,
+    },
     /// The API answered 2xx with something this client cannot read.
     #[error("{0}")]
     Unexpected(String),

@@ -17,6 +17,7 @@ use super::api::{Answer, Api};
 use super::output;
 use super::{ClientError, read_json};
 
+/// The `mutation` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Enqueue RFC 6902 operations on a topology (operator).
@@ -30,6 +31,7 @@ pub enum Command {
     },
 }
 
+/// `switchyard mutation enqueue`'s arguments.
 #[derive(Args, Debug)]
 pub struct EnqueueArgs {
     /// The topology's id.
@@ -74,6 +76,8 @@ struct Mutation {
     applied_version: Option<i64>,
 }
 
+/// Runs one `mutation` subcommand; with `--wait` it returns when the mutation is
+/// done or the timeout runs out.
 pub async fn run(command: Command, api: &Api) -> Result<(), ClientError> {
     match command {
         Command::Enqueue(args) => enqueue(args, api).await,

@@ -4,20 +4,23 @@
 //! it reconnects with `Last-Event-ID` set to the last id it saw, so the server sends
 //! exactly the events after it: nothing lost, nothing repeated, no second snapshot.
 //! While the API is unreachable or answers 5xx it retries with backoff, saying so on
-//! stderr. A 4xx ends it (an expired token, an unknown resource): retrying would not
-//! help.
+//! stderr. A connection that ends within [`HEALTHY_AFTER`] of opening without
+//! delivering an event counts as a failed attempt too, so a server (or proxy) that
+//! answers 200 and hangs up at once is not hammered; the backoff starts over once a
+//! connection delivers an event or stays open that long. A 4xx ends it (an expired
+//! token, an unknown resource): retrying would not help.
 
 use std::pin::Pin;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures::{Stream, StreamExt};
 use reqwest::header::ACCEPT;
 use reqwest::{Method, Url};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tokio::time::sleep;
+use tokio::time::{Instant, sleep};
 
 use super::ClientError;
 use super::api::{Api, unreachable};
@@ -25,6 +28,9 @@ use super::output::{self, cut};
 
 /// The longest pause between two attempts to reconnect.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+/// How long a connection must stay open, if it delivers no event, before its end is
+/// taken as an ordinary drop rather than a failed attempt.
+const HEALTHY_AFTER: Duration = Duration::from_secs(5);
 
 /// One frame of the stream.
 pub struct Frame {
@@ -51,6 +57,11 @@ pub struct Follower<'a> {
     last_id: Option<String>,
     /// The open connection's frames; `None` until connected, and after a drop.
     events: Option<Events>,
+    /// When the open connection opened: one that ends sooner than [`HEALTHY_AFTER`]
+    /// without an event counts as a failed attempt.
+    opened_at: Instant,
+    /// The pauses between attempts; started over after a healthy connection.
+    delays: ExponentialBackoff,
 }
 
 impl<'a> Follower<'a> {
@@ -61,6 +72,8 @@ impl<'a> Follower<'a> {
             url,
             last_id,
             events: None,
+            opened_at: Instant::now(),
+            delays: fresh_delays(),
         }
     }
 
@@ -69,20 +82,47 @@ impl<'a> Follower<'a> {
         loop {
             let Some(events) = self.events.as_mut() else {
                 self.events = Some(self.connect().await?);
+                self.opened_at = Instant::now();
                 continue;
             };
             let dropped = match events.next().await {
                 Some(Ok(event)) if event.event == "lagged" => {
                     "fell behind the stream and was disconnected".to_owned()
                 }
-                Some(Ok(event)) => return Ok(self.frame(event)),
+                Some(Ok(event)) => {
+                    let frame = self.frame(event);
+                    if frame.id.is_some() {
+                        self.delays = fresh_delays();
+                    }
+                    return Ok(frame);
+                }
                 Some(Err(error)) => format!("the connection dropped ({error})"),
                 None => "the server closed the stream".to_owned(),
             };
             self.events = None;
+            let pause = if self.opened_at.elapsed() >= HEALTHY_AFTER {
+                self.delays = fresh_delays();
+                None
+            } else {
+                Some(self.next_delay())
+            };
             let after = self.last_id.as_deref().unwrap_or("the start");
-            output::notice(format!("{dropped}; resuming after event {after}"));
+            match pause {
+                None => output::notice(format!("{dropped}; resuming after event {after}")),
+                Some(delay) => {
+                    output::notice(format!(
+                        "{dropped} right after it opened; resuming after event {after} in {}",
+                        shown(delay)
+                    ));
+                    sleep(delay).await;
+                }
+            }
         }
+    }
+
+    /// The next pause of the backoff.
+    fn next_delay(&mut self) -> Duration {
+        self.delays.next().unwrap_or(MAX_RETRY_DELAY)
     }
 
     fn frame(&mut self, event: eventsource_stream::Event) -> Frame {
@@ -100,23 +140,13 @@ impl<'a> Follower<'a> {
     }
 
     /// Opens the stream, retrying with backoff while the API is unreachable or 5xx.
-    async fn connect(&self) -> Result<Events, ClientError> {
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(MAX_RETRY_DELAY)
-            .with_jitter()
-            .without_max_times()
-            .build();
+    async fn connect(&mut self) -> Result<Events, ClientError> {
         loop {
             match self.open().await {
                 Ok(events) => return Ok(events),
                 Err(error) if error.is_transient() => {
-                    let delay = delays.next().unwrap_or(MAX_RETRY_DELAY);
-                    let shown = Duration::from_millis(delay.as_millis() as u64);
-                    output::notice(format!(
-                        "{error}; retrying in {}",
-                        humantime::format_duration(shown)
-                    ));
+                    let delay = self.next_delay();
+                    output::notice(format!("{error}; retrying in {}", shown(delay)));
                     sleep(delay).await;
                 }
                 Err(error) => return Err(error),
@@ -135,7 +165,7 @@ impl<'a> Follower<'a> {
         let response = request
             .send()
             .await
-            .map_err(|error| unreachable(&self.url, &error))?;
+            .map_err(|error| unreachable(&self.url, error))?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
@@ -143,6 +173,22 @@ impl<'a> Follower<'a> {
         }
         Ok(Box::pin(response.bytes_stream().eventsource()))
     }
+}
+
+/// The backoff from its first, shortest pause: 200 ms, doubling, with jitter, up to
+/// [`MAX_RETRY_DELAY`], without end.
+fn fresh_delays() -> ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(MAX_RETRY_DELAY)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// `delay` to the millisecond, as `humantime` writes it (`412ms`, `1s 603ms`).
+fn shown(delay: Duration) -> String {
+    humantime::format_duration(Duration::from_millis(delay.as_millis() as u64)).to_string()
 }
 
 impl Frame {

@@ -13,6 +13,7 @@ use super::api::Api;
 use super::output;
 use super::stream::Follower;
 
+/// `switchyard tail`'s arguments: which stream, and where in it to start.
 #[derive(clap::Args, Debug)]
 #[command(group(ArgGroup::new("stream").required(true).args(["target", "subject"])))]
 pub struct Args {
@@ -53,6 +54,8 @@ impl FromStr for Target {
     }
 }
 
+/// Prints every frame of the stream until interrupted, or until an error that
+/// retrying would not cure.
 pub async fn run(args: Args, api: &Api) -> Result<(), ClientError> {
     let url = match (&args.target, &args.subject) {
         (Some(Target::Topology(id)), _) => api.url(&["topologies", &id.to_string(), "events"]),

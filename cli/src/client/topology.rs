@@ -11,6 +11,7 @@ use super::api::Api;
 use super::output::{self, fields};
 use super::{ClientError, read_json};
 
+/// The `topology` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Create a topology (operator); prints it.
@@ -53,10 +54,13 @@ struct Topology {
 /// A page of a list.
 #[derive(Deserialize)]
 pub struct Page<T> {
+    /// This page's items, in the list's order.
     pub items: Vec<T>,
+    /// Where the next page starts (`?cursor=`); `None` on the last page.
     pub next_cursor: Option<String>,
 }
 
+/// Runs one `topology` subcommand and prints its outcome.
 pub async fn run(command: Command, api: &Api) -> Result<(), ClientError> {
     match command {
         Command::Create { name, document } => {
