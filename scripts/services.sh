@@ -106,6 +106,16 @@ ensure_chromium() {
     export CHROMIUM_BIN
 }
 
+# The openssl command, which one CLI test uses to make a throwaway certificate
+# authority for its HTTPS front.
+ensure_openssl() {
+    if ! command -v openssl >/dev/null 2>&1; then
+        say "installing openssl from Debian's packages (the CLI's HTTPS test)"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+    fi
+}
+
 # Debian's nats-server (2.9, older than switchyard accepts), for the test that a
 # process refuses it; exports NATS_OLD_SERVER_BIN. Only installed, never started.
 ensure_old_nats() {
