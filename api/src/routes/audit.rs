@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct AuditParams {
     /// Only this kind of entity: `repo`, `interface_change`, `inbox_message`, `plugin`
     /// or `graph`.
+    #[param(schema_with = entity_schema)]
     pub entity: Option<String>,
     /// Only the entity with this slug, name or id; needs `entity` (keys are unique only
     /// within one kind).
@@ -36,6 +37,15 @@ pub struct AuditParams {
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+}
+
+/// The `entity` parameter's schema: one of [`ENTITIES`], so clients and fuzzers see
+/// the closed set the handler accepts.
+fn entity_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(ENTITIES))
+        .build()
 }
 
 /// Read the audit trail, newest first, a page at a time.

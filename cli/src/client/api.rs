@@ -185,6 +185,10 @@ fn base_url(raw: &str) -> Result<Url, ClientError> {
         format!("{path}/api/v1")
     };
     url.set_path(&path);
+    // The API takes the bearer token only; a user part would go out as a second
+    // `Authorization` (Basic) header, which the API refuses as two credentials.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
     Ok(url)
 }
 
@@ -318,5 +322,15 @@ mod tests {
             "https://host:8443/base"
         );
         assert_eq!(without_credentials("http://host/a@b"), "http://host/a@b");
+    }
+
+    #[test]
+    fn a_user_part_is_not_sent_beside_the_token() {
+        assert_eq!(
+            base_url("https://user:secret@api.example")
+                .unwrap()
+                .as_str(),
+            "https://api.example/api/v1"
+        );
     }
 }
