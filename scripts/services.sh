@@ -10,6 +10,8 @@ NATS_SERVER_VERSION="${NATS_SERVER_VERSION:-2.12.8}"
 SY_NATS_PORT="${SY_NATS_PORT:-14222}"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE_DIR="$REPO_ROOT/.switchyard"
+# Owner-only: it holds the quick-start signing secret.
+mkdir -p -m 700 "$STATE_DIR"
 
 say() { echo "switchyard: $*" >&2; }
 
@@ -70,8 +72,9 @@ install_nats() {
     export NATS_SERVER_BIN="$bin"
 }
 
+# Makes sure a nats-server answers (NATS_URL when set, else the pinned one on
+# SY_NATS_PORT, installed and started when nothing answers there).
 ensure_nats() {
-    install_nats
     if [ -n "${NATS_URL:-}" ]; then
         return
     fi
@@ -79,6 +82,7 @@ ensure_nats() {
     if nats_is_up; then
         return
     fi
+    install_nats
     local bin="$NATS_SERVER_BIN"
     mkdir -p "$STATE_DIR/nats"
     say "starting nats-server $NATS_SERVER_VERSION with JetStream on 127.0.0.1:$SY_NATS_PORT"

@@ -87,7 +87,9 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Text,
-            filter: "info".to_owned(),
+            // Postgres notices ("relation … already exists, skipping" on every
+            // migrate) are noise at info.
+            filter: "info,sqlx::postgres::notice=warn".to_owned(),
         }
     }
 }

@@ -38,6 +38,7 @@ enum Command {
     Api,
     /// Run worker roles (plus the relay and reconciler).
     Worker {
+        /// Which role this process runs; processes of a role share its durable consumer.
         #[arg(long, value_enum, default_value_t = WorkerRole::All)]
         role: WorkerRole,
     },
@@ -70,9 +71,13 @@ fn token_ttl(raw: &str) -> Result<Duration, String> {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum WorkerRole {
+    /// Applies topology mutations (consumer `mutator`).
     Mutator,
+    /// Delivers published interface changes to inboxes (consumer `notifier`).
     Notifier,
+    /// Runs graph schema migrations (consumer `migrator`).
     Migrator,
+    /// Every worker role.
     All,
 }
 

@@ -27,9 +27,10 @@ pub enum SecretSource {
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     #[error(
-        "auth.secret is not set (SWITCHYARD_AUTH__SECRET) and {0} does not exist; \
-         run `switchyard up` once to create it, or configure a secret of at least 32 characters \
-         shared by every API process"
+        "auth.secret is not set (SWITCHYARD_AUTH__SECRET) and {0} does not exist \
+         (auth.secret_file is relative to the working directory: run this from the directory \
+         `switchyard up` ran in, usually the checkout's root, or set SWITCHYARD_AUTH__SECRET_FILE \
+         to that file), or configure a secret of at least 32 characters shared by every API process"
     )]
     Missing(String),
     #[error("auth.secret_file {path}: {problem}")]
@@ -44,7 +45,11 @@ pub fn resolve(config: &mut Config, create: bool) -> Result<SecretSource, Secret
         return Ok(SecretSource::Configured);
     }
     let path = config.auth.secret_file.clone();
-    let shown = path.display().to_string();
+    // Shown whole: a relative path says little when run from the wrong directory.
+    let shown = std::path::absolute(&path)
+        .unwrap_or_else(|_| path.clone())
+        .display()
+        .to_string();
     let unusable = |problem: String| SecretError::Unusable {
         path: shown.clone(),
         problem,

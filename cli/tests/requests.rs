@@ -508,7 +508,7 @@ async fn apply_time_failures_name_the_operation_like_arrival_time_refusals(pool:
     );
     assert_eq!(
         error(missing_path).await,
-        "ops[1] failed at path '/missing': path is invalid"
+        "ops[1] failed at path '/missing': there is no value at this path"
     );
     let (status, body) = fleet
         .post(

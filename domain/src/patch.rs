@@ -32,7 +32,7 @@ use crate::json::{self, LimitError, Limits};
 const QUOTED_PATH_CHARS: usize = 120;
 
 /// Why a patch did not apply: the failing operation and the reason. Displayed as
-/// `ops[2] failed at path '/nodes/r7': path is invalid` (the index as in the
+/// `ops[2] failed at path '/nodes/r7': there is no value at this path` (the index as in the
 /// request, like the 422s on arrival).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("ops[{index}] failed at path '{path}': {reason}")]
@@ -79,19 +79,40 @@ fn apply_one(
     }
     // On a copy of the caller's document, so a half-done operation is simply dropped.
     json_patch::patch_unsafe(document, std::slice::from_ref(op))
-        .map_err(|error| error.kind.to_string())?;
+        .map_err(|error| explain(op, &error.kind))?;
     size.grow(growth, document, limits)
         .map_err(|error| format!("the document {error}"))
 }
+
+/// json_patch's error for `op`, in words that say what is wrong with the path:
+/// RFC 6902 §4 requires the target of `remove` and `replace` (and `test`) to exist,
+/// and the parent of an `add`'s target to exist (an array index at most its length).
+fn explain(op: &PatchOperation, kind: &json_patch::PatchErrorKind) -> String {
+    use json_patch::PatchErrorKind;
+    match (op, kind) {
+        (
+            PatchOperation::Add(_) | PatchOperation::Copy(_) | PatchOperation::Move(_),
+            PatchErrorKind::InvalidPointer,
+        ) => NO_PARENT.to_owned(),
+        (_, PatchErrorKind::InvalidPointer) => NO_VALUE.to_owned(),
+        (_, PatchErrorKind::InvalidFromPointer) => NO_FROM.to_owned(),
+        (_, other) => other.to_string(),
+    }
+}
+
+/// A `remove`, `replace` or `test` whose target does not exist.
+const NO_VALUE: &str = "there is no value at this path";
+/// An `add`, `copy` or `move` whose target's parent does not exist.
+const NO_PARENT: &str = "this path's parent does not exist, or its array index is past the end";
+/// A `copy` or `move` whose `from` does not exist.
+const NO_FROM: &str = "there is no value at the \"from\" path";
 
 /// The most `op` can add to the document's size, after checking the depth its value
 /// lands at; `None` for a `test`, which it settles here.
 fn growth(document: &Value, op: &PatchOperation, limits: &Limits) -> Result<Option<usize>, String> {
     let growth = match op {
         PatchOperation::Test(test) => {
-            let target = document
-                .pointer(test.path.as_str())
-                .ok_or("path is invalid")?;
+            let target = document.pointer(test.path.as_str()).ok_or(NO_VALUE)?;
             return if json::equal(target, &test.value) {
                 Ok(None)
             } else {
@@ -117,7 +138,7 @@ fn growth(document: &Value, op: &PatchOperation, limits: &Limits) -> Result<Opti
 fn source<'d>(document: &'d Value, from: &Pointer) -> Result<&'d Value, String> {
     document
         .pointer(from.as_str())
-        .ok_or_else(|| json_patch::PatchErrorKind::InvalidFromPointer.to_string())
+        .ok_or_else(|| NO_FROM.to_owned())
 }
 
 /// Checks where a value would land: its depth plus the path's. Returns its encoded
@@ -312,8 +333,29 @@ mod tests {
         let error = apply(&json!({}), &patch, &LIMITS).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "ops[1] failed at path '/missing': path is invalid"
+            "ops[1] failed at path '/missing': there is no value at this path"
         );
+        for (op, message) in [
+            (
+                json!({"op": "add", "path": "/no/such/parent", "value": 1}),
+                "ops[0] failed at path '/no/such/parent': this path's parent does not exist, or its array index is past the end",
+            ),
+            (
+                json!({"op": "add", "path": "/list/5", "value": 1}),
+                "ops[0] failed at path '/list/5': this path's parent does not exist, or its array index is past the end",
+            ),
+            (
+                json!({"op": "replace", "path": "/nope", "value": 1}),
+                "ops[0] failed at path '/nope': there is no value at this path",
+            ),
+            (
+                json!({"op": "copy", "from": "/nope", "path": "/x"}),
+                "ops[0] failed at path '/x': there is no value at the \"from\" path",
+            ),
+        ] {
+            let error = apply(&json!({"list": [0]}), &ops(json!([op])), &LIMITS).unwrap_err();
+            assert_eq!(error.to_string(), message);
+        }
         let long = format!("/{}", "k".repeat(500));
         let patch = ops(json!([{"op": "remove", "path": long}]));
         let error = apply(&json!({}), &patch, &LIMITS).unwrap_err();

@@ -155,7 +155,7 @@ fn describe(mutation: &Mutation) -> String {
     match (mutation.status.as_str(), mutation.applied_version) {
         ("applied", Some(version)) => {
             format!(
-                "mutation {id} applied: topology {topology} is at version {version} (seq {seq})"
+                "mutation {id} applied: it made version {version} of topology {topology} (seq {seq})"
             )
         }
         ("failed", _) => format!(
