@@ -30,6 +30,9 @@ use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
         (name = "auth", description = "Tokens for event streams"),
         (name = "events", description = "Live events over SSE, resumable with Last-Event-ID"),
         (name = "audit", description = "The audit trail of the registry, interface changes, inbox messages, plugins and graphs"),
+        (name = "repos", description = "The repo registry: repos, lookups by remote and fingerprint, inboxes and dispatch"),
+        (name = "interface changes", description = "Interface changes, drafted, published to the affected repos' inboxes, and resolved"),
+        (name = "graphs", description = "Plugins and their versions, graphs and their nodes, and schema migration runs"),
     )
 )]
 pub struct ApiDoc;

@@ -3,9 +3,10 @@
 //!
 //! ## Shutdown order
 //! When the token fires, the API stops accepting connections and finishes open
-//! requests, and the mutator stops pulling and drains in-flight batches. Only then is
-//! the relay stopped, after publishing what they committed, so a clean shutdown
-//! leaves nothing for the next process's sweep.
+//! requests (event streams end), every worker role (mutator, notifier, migrator)
+//! stops pulling and drains its in-flight messages within `shutdown.drain_timeout`,
+//! and the reconciler stops. Only then is the relay stopped, after publishing what
+//! they committed, so a clean shutdown leaves nothing for the next process's sweep.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
