@@ -155,6 +155,31 @@ pub struct AppState {
     pub live: live::Live,
 }
 
+impl AppState {
+    /// The state of one API process: its pool, its bus connection (readiness and event
+    /// streams), the doorbell of its relay, its settings, and the token secret.
+    /// Streams end when `shutdown` fires.
+    pub fn new(
+        pool: PgPool,
+        bus: &switchyard_bus::Bus,
+        doorbell: Doorbell,
+        config: ApiConfig,
+        auth: AuthConfig,
+        secret: &[u8],
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        Self {
+            pool,
+            nats: bus.client.clone(),
+            doorbell,
+            live: live::Live::new(bus, &config, shutdown),
+            config,
+            authenticator: Arc::new(Authenticator::new(secret)),
+            auth,
+        }
+    }
+}
+
 /// The OpenAPI document of the whole API, as served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     with_base(v1_routes().split_for_parts().1)

@@ -16,8 +16,6 @@ use backon::{ExponentialBuilder, Retryable};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use switchyard_api::AppState;
-use switchyard_api::auth::Authenticator;
-use switchyard_api::live::Live;
 use switchyard_bus::{Bus, BusError, ConsumerRole, Doorbell};
 use switchyard_workers::consumer::{self, PullSettings};
 use switchyard_workers::consumer::{Envelopes, EventHandler};
@@ -268,15 +266,15 @@ impl Fleet {
             .local_addr()
             .map_err(|source| FleetError::Listen { addr, source })?;
         let secret = config.auth.secret.as_deref().ok_or(FleetError::NoSecret)?;
-        let state = AppState {
+        let state = AppState::new(
             pool,
-            nats: bus.client.clone(),
+            bus,
             doorbell,
-            config: config.http.clone(),
-            authenticator: Arc::new(Authenticator::new(secret.as_bytes())),
-            auth: config.auth.clone(),
-            live: Live::new(bus, &config.http, self.shutdown.clone()),
-        };
+            config.http.clone(),
+            config.auth.clone(),
+            secret.as_bytes(),
+            self.shutdown.clone(),
+        );
         let app = switchyard_api::router(state);
         let drain_timeout = config.shutdown.drain_timeout;
         let shutdown = self.shutdown.clone();

@@ -398,21 +398,18 @@ async fn wrong_methods_and_unready_dependencies_answer_in_json(pool: PgPool) {
     let (doorbell, _relay) = switchyard_bus::Doorbell::channel(1);
     let closed = harness::own_pool(&pool).await;
     closed.close().await;
-    let state = switchyard_api::AppState {
-        pool: closed,
-        nats: async_nats::connect(harness::nats_url()).await.unwrap(),
+    let bus = switchyard_bus::Bus::connect(&fleet.config.bus, "test")
+        .await
+        .unwrap();
+    let state = switchyard_api::AppState::new(
+        closed,
+        &bus,
         doorbell,
-        config: fleet.config.http.clone(),
-        authenticator: std::sync::Arc::new(switchyard_api::auth::Authenticator::new(b"unused")),
-        auth: fleet.config.auth.clone(),
-        live: switchyard_api::live::Live::new(
-            &switchyard_bus::Bus::connect(&fleet.config.bus, "test")
-                .await
-                .unwrap(),
-            &fleet.config.http,
-            Default::default(),
-        ),
-    };
+        fleet.config.http.clone(),
+        fleet.config.auth.clone(),
+        b"unused",
+        Default::default(),
+    );
     let response = tower::ServiceExt::oneshot(
         switchyard_api::router(state),
         axum::http::Request::get("/readyz")

@@ -31,23 +31,18 @@ async fn a_mutation_whose_outbox_row_was_never_published_is_applied_after_the_sw
     let (doorbell, receiver) = Doorbell::channel(1);
     drop(receiver);
     let api_pool = harness::own_pool(&pool).await;
-    let state = AppState {
-        pool: api_pool.clone(),
-        nats: async_nats::connect(harness::nats_url()).await.unwrap(),
+    let bus = switchyard_bus::Bus::connect(&config.bus, "test")
+        .await
+        .unwrap();
+    let state = AppState::new(
+        api_pool.clone(),
+        &bus,
         doorbell,
-        config: config.http.clone(),
-        authenticator: std::sync::Arc::new(switchyard_api::auth::Authenticator::new(
-            config.auth.secret.as_deref().unwrap().as_bytes(),
-        )),
-        auth: config.auth.clone(),
-        live: switchyard_api::live::Live::new(
-            &switchyard_bus::Bus::connect(&config.bus, "test")
-                .await
-                .unwrap(),
-            &config.http,
-            Default::default(),
-        ),
-    };
+        config.http.clone(),
+        config.auth.clone(),
+        config.auth.secret.as_deref().unwrap().as_bytes(),
+        Default::default(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/api/v1", listener.local_addr().unwrap());
     let api_stop = tokio_util::sync::CancellationToken::new();
