@@ -11,6 +11,8 @@
 //!   as each operation applies, plus the checks an operation must pass on arrival.
 //! - [`faults`]: which database errors are an outage (retry later) and which will
 //!   fail the same way again.
+//! - [`steps`]: the plugin migration step language (validated by the API when a
+//!   version is registered, applied to node data by the migrator).
 //!
 //! ## What it does not do
 //! No I/O: callers read and write Postgres and NATS, and call in here to decide.
@@ -18,3 +20,4 @@
 pub mod faults;
 pub mod json;
 pub mod patch;
+pub mod steps;

@@ -1,19 +1,21 @@
 //! The plugin step language: declarative edits of a node's data (a JSON object), from
-//! one schema version to the next.
+//! one schema version to the next. The API validates a version's steps when it is
+//! registered; the migrator applies them to each node of a graph.
 //!
 //! Steps are validated when a plugin version is registered, and each is idempotent:
 //! applying a version's steps to data already at that version changes nothing. So a
 //! migration is deterministic, and re-running it on a node does no harm.
 
+use crate::json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use switchyard_domain::json;
 
 /// Most steps in one plugin version.
 pub const MAX_STEPS: usize = 100;
 
 /// One edit of a node's top-level properties.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Step {
     /// Moves `from` to `to`, replacing `to`; nothing when `from` is absent.
@@ -21,7 +23,7 @@ pub enum Step {
     /// Sets `property` to `value` where it is absent.
     SetDefault {
         property: String,
-        #[schema(value_type = Object)]
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
         value: Value,
     },
     /// Removes `property`.
@@ -37,12 +39,13 @@ pub enum Step {
 }
 
 /// One `from` → `to` of [`Step::MapValues`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ValueMapping {
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub from: Value,
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub to: Value,
 }
 

@@ -34,7 +34,6 @@ use crate::WorkerError;
 use crate::consumer::{EventHandler, Outcome, retry_delay};
 
 pub mod run;
-pub mod steps;
 
 use run::{Batch, Ending, Unclaimed};
 

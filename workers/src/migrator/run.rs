@@ -10,9 +10,9 @@ use sqlx::{PgConnection, PgPool};
 use switchyard_bus::payloads::{MigrationChanged, MigrationPhase};
 use switchyard_bus::{Event, outbox};
 use switchyard_domain::json::{self, Limits};
+use switchyard_domain::steps::{self, Step};
 use uuid::Uuid;
 
-use super::steps::{self, Step};
 use crate::{BATCH_BYTES, WorkerError};
 
 const SOURCE: &str = "switchyard/migrator";

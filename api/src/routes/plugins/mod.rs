@@ -1,5 +1,5 @@
 //! Plugins: versioned node schemas for graphs. Each version after the first carries
-//! declarative steps ([`switchyard_workers::migrator::steps`]) that turn node data of
+//! declarative steps ([`switchyard_domain::steps`]) that turn node data of
 //! the previous version into its own, validated here when registered.
 //!
 //! `POST /plugins`, `GET /plugins` (by name, paged), `GET /plugins/{name}`, and
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use switchyard_bus::payloads::PluginVersioned;
 use switchyard_bus::{Event, outbox};
-use switchyard_workers::migrator::steps::Step;
+use switchyard_domain::steps::Step;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -9,7 +9,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use switchyard_domain::json::Limits;
-use switchyard_workers::migrator::steps;
+use switchyard_domain::steps;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{PluginOut, PluginVersionIn, find, not_found, versioned};
