@@ -236,7 +236,16 @@ impl Config {
         Ok(config)
     }
 
+    /// Every check; the first failure names its key.
     fn validate(&self) -> Result<(), ConfigError> {
+        self.check_counts()?;
+        self.check_durations()?;
+        self.check_ranges()?;
+        self.check_names()
+    }
+
+    /// Counts that must be at least 1.
+    fn check_counts(&self) -> Result<(), ConfigError> {
         let counts: [(&'static str, u64); 17] = [
             ("http.max_event_streams", self.http.max_event_streams as u64),
             ("http.event_buffer", self.http.event_buffer as u64),
@@ -283,6 +292,11 @@ impl Config {
         if let Some((key, _)) = counts.iter().find(|(_, value)| *value == 0) {
             return Err(invalid(key, "must be at least 1"));
         }
+        Ok(())
+    }
+
+    /// Durations that must be longer than zero.
+    fn check_durations(&self) -> Result<(), ConfigError> {
         let durations: [(&'static str, Duration); 12] = [
             ("http.event_keepalive", self.http.event_keepalive),
             ("http.request_timeout", self.http.request_timeout),
@@ -303,6 +317,12 @@ impl Config {
         if let Some((key, _)) = durations.iter().find(|(_, value)| value.is_zero()) {
             return Err(invalid(key, "must be longer than 0s"));
         }
+        Ok(())
+    }
+
+    /// Values with bounds of their own: the document depth, stream tokens' lifetime,
+    /// the secret's length.
+    fn check_ranges(&self) -> Result<(), ConfigError> {
         let max_depth = switchyard_domain::json::MAX_CONFIGURABLE_DEPTH;
         if !(1..=max_depth).contains(&self.http.max_document_depth) {
             return Err(invalid(
@@ -322,6 +342,12 @@ impl Config {
         if self.auth.secret.as_ref().is_some_and(|s| s.len() < 32) {
             return Err(invalid("auth.secret", "must be at least 32 characters"));
         }
+        Ok(())
+    }
+
+    /// Addresses and names: the database URL, CORS origins, the subject prefix and
+    /// the stream name.
+    fn check_names(&self) -> Result<(), ConfigError> {
         self.database
             .url
             .parse::<sqlx::postgres::PgConnectOptions>()

@@ -152,31 +152,67 @@ impl Fleet {
             "connected to NATS"
         );
         let (doorbell, doorbell_rx) = Doorbell::channel(4096);
+        let mut fleet = Self::with_relay(config, &bus, pool.clone(), doorbell_rx, shutdown);
+        fleet.start_reconciler(config, pool.clone(), doorbell.clone());
+        fleet
+            .start_workers(config, &bus, &pool, &doorbell, roles)
+            .await?;
+        if roles.api {
+            fleet.start_api(config, &bus, pool, doorbell).await?;
+        }
+        Ok(fleet)
+    }
+
+    /// A fleet with only its relay running: it publishes what the roles commit,
+    /// woken by the doorbell, until [`Fleet::wait`] stops it after the roles.
+    fn with_relay(
+        config: &Config,
+        bus: &Bus,
+        pool: PgPool,
+        doorbell_rx: switchyard_bus::DoorbellReceiver,
+        shutdown: CancellationToken,
+    ) -> Self {
         let relay_stop = CancellationToken::new();
         let relay = Relay {
-            pool: pool.clone(),
+            pool,
             bus: bus.clone(),
             config: config.relay.clone(),
         };
         let relay = tokio::spawn(relay.run(doorbell_rx, relay_stop.clone()));
-        let mut fleet = Self {
+        Self {
             api_addr: None,
-            shutdown: shutdown.clone(),
+            shutdown,
             roles: JoinSet::new(),
             relay_stop,
             relay,
             drain_timeout: config.shutdown.drain_timeout,
-        };
+        }
+    }
+
+    /// The reconciler, which every process runs.
+    fn start_reconciler(&mut self, config: &Config, pool: PgPool, doorbell: Doorbell) {
         let reconciler = Reconciler {
-            pool: pool.clone(),
-            doorbell: doorbell.clone(),
+            pool,
+            doorbell,
             config: config.reconciler.clone(),
         };
+        let shutdown = self.shutdown.clone();
         tracing::info!("relay and reconciler started");
-        fleet.spawn("reconciler", async move {
+        self.spawn("reconciler", async move {
             reconciler.run(shutdown).await;
             Ok(())
         });
+    }
+
+    /// The worker roles `roles` asks for, each on its durable consumer.
+    async fn start_workers(
+        &mut self,
+        config: &Config,
+        bus: &Bus,
+        pool: &PgPool,
+        doorbell: &Doorbell,
+        roles: Roles,
+    ) -> Result<(), FleetError> {
         if roles.mutator {
             let mutator = Mutator {
                 pool: pool.clone(),
@@ -185,8 +221,7 @@ impl Fleet {
                 limits: config.http.document_limits(),
             };
             let settings = (config.mutator.concurrency, config.mutator.max_ack_pending);
-            fleet
-                .start_worker(config, &bus, ConsumerRole::Mutator, settings, mutator)
+            self.start_worker(config, bus, ConsumerRole::Mutator, settings, mutator)
                 .await?;
         }
         if roles.notifier {
@@ -196,8 +231,7 @@ impl Fleet {
                 config: config.notifier.clone(),
             };
             let settings = (config.notifier.concurrency, config.notifier.max_ack_pending);
-            fleet
-                .start_worker(config, &bus, ConsumerRole::Notifier, settings, notifier)
+            self.start_worker(config, bus, ConsumerRole::Notifier, settings, notifier)
                 .await?;
         }
         if roles.migrator {
@@ -206,18 +240,14 @@ impl Fleet {
                 doorbell: doorbell.clone(),
                 config: config.migrator.clone(),
                 name: format!("migrator-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
-                shutdown: fleet.shutdown.clone(),
+                shutdown: self.shutdown.clone(),
                 limits: config.http.document_limits(),
             };
             let settings = (config.migrator.concurrency, config.migrator.max_ack_pending);
-            fleet
-                .start_worker(config, &bus, ConsumerRole::Migrator, settings, migrator)
+            self.start_worker(config, bus, ConsumerRole::Migrator, settings, migrator)
                 .await?;
         }
-        if roles.api {
-            fleet.start_api(config, &bus, pool, doorbell).await?;
-        }
-        Ok(fleet)
+        Ok(())
     }
 
     /// Runs `handler` on the role's durable consumer: `settings` is its
