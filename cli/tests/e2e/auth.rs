@@ -1,7 +1,7 @@
 //! Authentication before existence, roles (README's table, enforced), stream tokens,
 //! `WWW-Authenticate` challenges, request logs, and the served contract.
 
-mod harness;
+use crate::harness;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

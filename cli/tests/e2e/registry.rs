@@ -2,7 +2,7 @@
 //! and every refusal, the notifier's exactly-once inbox, dispatch, and the repo's
 //! event stream.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

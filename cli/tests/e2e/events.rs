@@ -1,7 +1,7 @@
 //! Live status over SSE: snapshot then live events, exact resume by id, reset,
 //! keepalives, the stream cap and stream tokens, with a real SSE client.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

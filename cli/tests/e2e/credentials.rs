@@ -4,7 +4,7 @@
 //! it; and remotes stored with credentials before they were refused lose them on
 //! upgrade, in the repo and in its audit trail.
 
-mod harness;
+use crate::harness;
 
 use harness::{TestFleet, client_with, token};
 use reqwest::StatusCode;

@@ -3,7 +3,7 @@
 //! Patch arrives in either media type, an explicit `null` is never read as "left
 //! out", and every message names an operation as `ops[N]`.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! its next batch boundary, also when its migrator died first), and the refusals
 //! (an ended run, a superseded failure, an unknown run). Each is audited and announced.
 
-mod harness;
+use crate::harness;
 
 use harness::TestFleet;
 use reqwest::StatusCode;

@@ -1,7 +1,7 @@
 //! The mutation guarantees: per-topology order across several mutators, exactly-once
 //! application, failure isolation, idempotent retries and optimistic concurrency.
 
-mod harness;
+use crate::harness;
 
 use std::collections::HashMap;
 use std::time::Duration;

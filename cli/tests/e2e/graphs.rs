@@ -3,7 +3,7 @@
 //! writes refused during a run and allowed after a failed one (repair, then retry),
 //! and concurrent re-migrate requests. Cancelling runs: `migration_exits.rs`.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The HTTP surface: the happy path of every route, and bad input answered with a
 //! clear 4xx that writes nothing.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

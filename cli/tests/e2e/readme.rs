@@ -18,7 +18,7 @@
 //! becomes this fleet's address, and `command curl` (inside the README's `curl`
 //! function) becomes a function that also records each answer's headers and body.
 
-mod harness;
+use crate::harness;
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -6,7 +6,7 @@
 //! URLs (through a TLS front the test runs) and URLs with credentials, `tail` against a stream that closes at once, and
 //! the refusal of a zero token TTL.
 
-mod harness;
+use crate::harness;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Crash safety: nothing accepted is lost and nothing is applied twice, whether the
 //! fast path is lost, a message is lost, a process shuts down, or a worker is killed.
 
-mod harness;
+use crate::harness;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! or 503 with `Retry-After`, never 500; retries with the same key converge; and every
 //! accepted mutation is applied once the connections stay up.
 
-mod harness;
+use crate::harness;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,7 +2,7 @@
 //! relay falls back to the outbox and catches up in order when NATS returns, and a
 //! shutdown during the outage does not hang.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! §4.6), in `test` and in retried requests; node data and step values keep the
 //! same limits.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

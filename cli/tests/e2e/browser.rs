@@ -5,7 +5,7 @@
 //! Needs Debian's `chromium` (`scripts/test` installs it); `CHROMIUM_BIN` overrides
 //! the path.
 
-mod harness;
+use crate::harness;
 
 use std::process::Stdio;
 use std::time::Duration;

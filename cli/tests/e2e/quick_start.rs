@@ -4,7 +4,7 @@
 //! configured secret wins and is never written; `api` without any secret is a
 //! configuration error (exit 2) before anything is contacted.
 
-mod harness;
+use crate::harness;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

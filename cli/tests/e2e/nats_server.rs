@@ -2,7 +2,7 @@
 //! switchyard needs, naming the server and what is missing, before it declares a
 //! stream or a consumer there.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

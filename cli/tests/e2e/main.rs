@@ -1,0 +1,24 @@
+//! The end-to-end tests, in one test binary with a module per resource or concern:
+//! each starts the fleet (in-process through [`harness`], or the real binary) against
+//! its own database, stream and subject prefix, and talks HTTP, SSE and NATS to it.
+
+mod harness;
+
+mod api;
+mod auth;
+mod browser;
+mod cli;
+mod credentials;
+mod events;
+mod graphs;
+mod limits;
+mod migration_exits;
+mod mutations;
+mod nats_outage;
+mod nats_server;
+mod postgres_outage;
+mod quick_start;
+mod readme;
+mod recovery;
+mod registry;
+mod requests;
