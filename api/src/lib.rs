@@ -39,7 +39,6 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod listener;
-pub mod live;
 pub mod openapi;
 pub mod patch;
 pub mod routes;
@@ -152,7 +151,7 @@ pub struct AppState {
     pub authenticator: Arc<Authenticator>,
     pub auth: AuthConfig,
     /// Event streams (SSE) replayed from JetStream.
-    pub live: live::Live,
+    pub live: routes::events::live::Live,
 }
 
 impl AppState {
@@ -172,7 +171,7 @@ impl AppState {
             pool,
             nats: bus.client.clone(),
             doorbell,
-            live: live::Live::new(bus, &config, shutdown),
+            live: routes::events::live::Live::new(bus, &config, shutdown),
             config,
             authenticator: Arc::new(Authenticator::new(secret)),
             auth,

@@ -1,7 +1,7 @@
 //! Event streams (SSE): `GET /topologies/{id}/events`, `GET /repos/{slug}/events`,
 //! `GET /graphs/{slug}/events` and, for admins, any subject filter with
 //! `GET /events?subject=`. The mechanism (snapshot, resume by id, bounds)
-//! is [`crate::live`].
+//! is [`live`], beside them.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -13,6 +13,8 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
+
+pub mod live;
 
 use super::{dispatch, graphs, mutations, repos, topologies};
 use crate::AppState;
