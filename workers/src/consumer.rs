@@ -18,6 +18,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::WorkerError;
+
 /// How a handled message is settled.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -34,10 +36,42 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, message: &Message) -> impl Future<Output = Outcome> + Send;
 }
 
-/// A role that handles switchyard events: [`Envelopes`] parses the message for it.
+/// A role that handles switchyard events: [`Envelopes`] parses the message for it,
+/// and [`settled`] turns its errors into an [`Outcome`], in one place for every role.
 pub trait EventHandler: Send + Sync + 'static {
-    /// Handles one event; `delivered` counts delivery attempts (1 the first time).
-    fn handle_event(&self, event: &Event, delivered: i64) -> impl Future<Output = Outcome> + Send;
+    /// The longest wait between retries of a retryable error (the role's
+    /// `max_retry_delay` setting).
+    fn max_retry_delay(&self) -> Duration;
+
+    /// Handles one event; `delivered` counts delivery attempts (1 the first time). An
+    /// error is settled by [`settled`]: retried with backoff when
+    /// [`WorkerError::is_transient`], otherwise rejected for good.
+    fn handle_event(
+        &self,
+        event: &Event,
+        delivered: i64,
+    ) -> impl Future<Output = Result<Outcome, WorkerError>> + Send;
+}
+
+/// How `handler`'s answer to `event` is settled. A retryable error (an outage, a
+/// busy or fenced claim) is retried after an exponential delay by delivery attempt;
+/// any other error would fail every attempt, so the message is rejected (JetStream
+/// stops redelivering it) with the reason logged. A role that must record a failure
+/// (a mutation, a migration run, a notification) does so before answering, so the
+/// reconciler finds nothing pending to re-announce.
+pub async fn settled<H: EventHandler>(handler: &H, event: &Event, delivered: i64) -> Outcome {
+    match handler.handle_event(event, delivered).await {
+        Ok(outcome) => outcome,
+        Err(error) if error.is_transient() => {
+            let delay = retry_delay(handler.max_retry_delay(), delivered);
+            tracing::warn!(%error, event = %event.id, kind = %event.kind, ?delay, "handling failed; will retry");
+            Outcome::Retry(delay)
+        }
+        Err(error) => {
+            tracing::error!(%error, event = %event.id, kind = %event.kind, "handling failed for good; rejecting the message");
+            Outcome::Reject(error.to_string())
+        }
+    }
 }
 
 /// Bus messages to an [`EventHandler`]: a payload that is not an event envelope is
@@ -51,7 +85,7 @@ impl<H: EventHandler> Handler for Envelopes<H> {
             return Outcome::Reject("payload is not a switchyard event envelope".to_owned());
         };
         let delivered = message.info().map_or(1, |info| info.delivered);
-        self.0.handle_event(&event, delivered).await
+        settled(self.0.as_ref(), &event, delivered).await
     }
 }
 
@@ -151,5 +185,53 @@ async fn drain(mut in_flight: JoinSet<()>, timeout: Duration) {
             "drain timed out; unfinished messages will be redelivered"
         );
         in_flight.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers every event with the error or outcome it was made with.
+    struct Answers(fn() -> Result<Outcome, WorkerError>);
+
+    impl EventHandler for Answers {
+        fn max_retry_delay(&self) -> Duration {
+            Duration::from_secs(1)
+        }
+
+        async fn handle_event(&self, _: &Event, _: i64) -> Result<Outcome, WorkerError> {
+            (self.0)()
+        }
+    }
+
+    fn event() -> Event {
+        serde_json::from_value(serde_json::json!({
+            "specversion": "1.0", "id": "01a22f44-e339-70df-8de5-ef07d18d8725",
+            "type": "mutation.enqueued", "source": "switchyard/test", "subject": "x",
+            "time": "2026-12-01T00:00:00Z", "datacontenttype": "application/json", "data": {}
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn errors_are_settled_in_one_place_retryable_or_fatal() {
+        let ok = Answers(|| Ok(Outcome::Ack));
+        assert_eq!(settled(&ok, &event(), 1).await, Outcome::Ack);
+
+        let busy = Answers(|| Err(WorkerError::Fenced("another worker".into())));
+        let Outcome::Retry(delay) = settled(&busy, &event(), 3).await else {
+            panic!("a retryable error is retried");
+        };
+        assert!(
+            delay <= Duration::from_secs(1),
+            "bounded by max_retry_delay: {delay:?}"
+        );
+
+        let corrupt = Answers(|| Err(WorkerError::Corrupt("stored step".into())));
+        assert_eq!(
+            settled(&corrupt, &event(), 1).await,
+            Outcome::Reject("corrupt: stored step".to_owned())
+        );
     }
 }

@@ -208,7 +208,7 @@ async fn a_topology_held_by_another_worker_is_reported_busy(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_redelivered_message_is_acked_without_effect(pool: PgPool) {
     use switchyard_bus::payloads::MutationEnqueued;
-    use switchyard_workers::consumer::Outcome;
+    use switchyard_workers::consumer::{Outcome, settled};
     let t = topology(&pool).await;
     let m = enqueue(&pool, t, json!([{"op": "add", "path": "/a", "value": 1}])).await;
     let event = MutationEnqueued {
@@ -222,9 +222,9 @@ async fn a_redelivered_message_is_acked_without_effect(pool: PgPool) {
     .event("test");
     let mutator = mutator(&pool, 10);
     // First delivery applies; the same message delivered again (a lost ack) changes nothing.
-    assert_eq!(mutator.handle_event(&event, 1).await, Outcome::Ack);
+    assert_eq!(settled(&mutator, &event, 1).await, Outcome::Ack);
     let after_first = trail(&pool, m).await;
-    assert_eq!(mutator.handle_event(&event, 2).await, Outcome::Ack);
+    assert_eq!(settled(&mutator, &event, 2).await, Outcome::Ack);
     assert_eq!(trail(&pool, m).await, after_first);
     assert_eq!(after_first, ("applied".into(), 1, 1));
 }

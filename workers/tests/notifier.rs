@@ -3,6 +3,7 @@
 
 use sqlx::PgPool;
 use switchyard_bus::Doorbell;
+use switchyard_domain::status::{ChangeStatus, ChangeType, InterfaceType};
 use switchyard_workers::notifier::{Notified, Notifier, NotifierConfig};
 use uuid::Uuid;
 
@@ -175,7 +176,7 @@ async fn the_reconciler_reannounces_a_published_change_nobody_notified(pool: PgP
 #[sqlx::test(migrations = "../migrations")]
 async fn a_change_that_can_never_be_notified_is_given_up_with_a_reason(pool: PgPool) {
     use switchyard_bus::payloads::InterfaceChanged;
-    use switchyard_workers::consumer::Outcome;
+    use switchyard_workers::consumer::{Outcome, settled};
     let id = change(&pool, "published").await;
     // Postgres refuses every inbox message: an error retrying would not cure.
     sqlx::query(
@@ -196,15 +197,15 @@ async fn a_change_that_can_never_be_notified_is_given_up_with_a_reason(pool: PgP
         interface_change_id: id,
         repo_slug: "billing".to_owned(),
         title: "Drop field".to_owned(),
-        interface_type: "schema".to_owned(),
-        change_type: "removal".to_owned(),
-        status: "published".to_owned(),
+        interface_type: InterfaceType::Schema,
+        change_type: ChangeType::Removal,
+        status: ChangeStatus::Published,
         affected_repo_slugs: vec!["web".to_owned()],
     }
     .event("test");
     let notifier = notifier(&pool);
     // Handled at once: no retry, no message, and the origin's milestone says why.
-    assert_eq!(notifier.handle_event(&event, 1).await, Outcome::Ack);
+    assert_eq!(settled(&notifier, &event, 1).await, Outcome::Ack);
     assert_eq!(written(&pool, id).await, (0, 1, 1, 0));
     let detail: serde_json::Value =
         sqlx::query_scalar("select detail from progress_events where interface_change_id = $1")
@@ -220,7 +221,7 @@ async fn a_change_that_can_never_be_notified_is_given_up_with_a_reason(pool: PgP
         "internals leaked: {reason}"
     );
     // Handled means handled: a redelivery, or the reconciler's sweep, does nothing more.
-    assert_eq!(notifier.handle_event(&event, 2).await, Outcome::Ack);
+    assert_eq!(settled(&notifier, &event, 2).await, Outcome::Ack);
     assert_eq!(notifier.run_until_idle().await.unwrap(), 0);
     assert_eq!(written(&pool, id).await, (0, 1, 1, 0));
 }

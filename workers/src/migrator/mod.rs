@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::WorkerError;
-use crate::consumer::{EventHandler, Outcome, retry_delay};
+use crate::consumer::{EventHandler, Outcome};
 
 pub mod run;
 
@@ -172,7 +172,7 @@ impl Migrator {
         }
         self.doorbell
             .ring(run::finish(&self.pool, claim, &ending).await?);
-        Ok(Worked::Ended(ending.statuses().0))
+        Ok(Worked::Ended(ending.statuses().0.as_str()))
     }
 
     /// Works every run that is pending or whose lease expired, without the bus,
@@ -202,28 +202,23 @@ impl Migrator {
             }
         }
     }
-
-    /// Handles one `migration.requested` event; `delivered` counts delivery attempts.
-    pub async fn handle_event(&self, event: &Event, delivered: i64) -> Outcome {
-        let Ok(requested) = serde_json::from_value::<MigrationChanged>(event.data.clone()) else {
-            return Outcome::Reject(format!("event {} has no run_id", event.id));
-        };
-        match self.work(requested.run_id, usize::MAX).await {
-            Ok(Worked::Ended(_) | Worked::Over) => Outcome::Ack,
-            Ok(Worked::Busy) => Outcome::Retry(self.config.busy_retry_delay),
-            // Stopped by shutdown: the lease is free, so the redelivery resumes at once.
-            Ok(Worked::Paused) => Outcome::Retry(Duration::ZERO),
-            Err(error) => {
-                let delay = retry_delay(self.config.max_retry_delay, delivered);
-                tracing::warn!(%error, run_id = %requested.run_id, ?delay, "migration batch failed; will retry");
-                Outcome::Retry(delay)
-            }
-        }
-    }
 }
 
 impl EventHandler for Migrator {
-    async fn handle_event(&self, event: &Event, delivered: i64) -> Outcome {
-        Migrator::handle_event(self, event, delivered).await
+    fn max_retry_delay(&self) -> Duration {
+        self.config.max_retry_delay
+    }
+
+    /// Works the event's run until it ends, is busy elsewhere, or shutdown pauses it.
+    async fn handle_event(&self, event: &Event, _delivered: i64) -> Result<Outcome, WorkerError> {
+        let Ok(requested) = serde_json::from_value::<MigrationChanged>(event.data.clone()) else {
+            return Ok(Outcome::Reject(format!("event {} has no run_id", event.id)));
+        };
+        Ok(match self.work(requested.run_id, usize::MAX).await? {
+            Worked::Ended(_) | Worked::Over => Outcome::Ack,
+            Worked::Busy => Outcome::Retry(self.config.busy_retry_delay),
+            // Stopped by shutdown: the lease is free, so the redelivery resumes at once.
+            Worked::Paused => Outcome::Retry(Duration::ZERO),
+        })
     }
 }

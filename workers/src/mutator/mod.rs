@@ -30,7 +30,7 @@ use switchyard_domain::json::Limits;
 use uuid::Uuid;
 
 use crate::WorkerError;
-use crate::consumer::{EventHandler, Outcome, retry_delay};
+use crate::consumer::{EventHandler, Outcome};
 
 pub mod apply;
 pub mod batch;
@@ -183,20 +183,6 @@ impl Mutator {
     }
 
     /// Handles one `mutation.enqueued` event; `delivered` counts delivery attempts.
-    pub async fn handle_event(&self, event: &Event, delivered: i64) -> Outcome {
-        let Ok(enqueued) = serde_json::from_value::<MutationEnqueued>(event.data.clone()) else {
-            return Outcome::Reject(format!("event {} has no mutation_id/topology_id", event.id));
-        };
-        match self.try_handle(&enqueued).await {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                let delay = retry_delay(self.config.max_retry_delay, delivered);
-                tracing::warn!(%error, mutation_id = %enqueued.mutation_id, ?delay, "mutation batch failed; will retry");
-                Outcome::Retry(delay)
-            }
-        }
-    }
-
     async fn try_handle(&self, enqueued: &MutationEnqueued) -> Result<Outcome, WorkerError> {
         if !self.is_pending(enqueued.mutation_id).await? {
             return Ok(Outcome::Ack);
@@ -213,7 +199,18 @@ impl Mutator {
 }
 
 impl EventHandler for Mutator {
-    async fn handle_event(&self, event: &Event, delivered: i64) -> Outcome {
-        Mutator::handle_event(self, event, delivered).await
+    fn max_retry_delay(&self) -> Duration {
+        self.config.max_retry_delay
+    }
+
+    /// Drains the event's topology, unless its mutation is no longer pending.
+    async fn handle_event(&self, event: &Event, _delivered: i64) -> Result<Outcome, WorkerError> {
+        let Ok(enqueued) = serde_json::from_value::<MutationEnqueued>(event.data.clone()) else {
+            return Ok(Outcome::Reject(format!(
+                "event {} has no mutation_id/topology_id",
+                event.id
+            )));
+        };
+        self.try_handle(&enqueued).await
     }
 }

@@ -28,7 +28,7 @@ use switchyard_bus::{Doorbell, Event, outbox};
 use uuid::Uuid;
 
 use crate::WorkerError;
-use crate::consumer::{EventHandler, Outcome, retry_delay};
+use crate::consumer::{EventHandler, Outcome};
 
 pub mod message;
 
@@ -145,44 +145,6 @@ impl Notifier {
             }
         }
         Ok(sent)
-    }
-
-    /// Handles one `interface.published` event; `delivered` counts delivery attempts.
-    pub async fn handle_event(&self, event: &Event, delivered: i64) -> Outcome {
-        // Only the id is needed: the change itself is read from Postgres.
-        #[derive(Deserialize)]
-        struct Published {
-            interface_change_id: Uuid,
-        }
-        let Ok(published) = serde_json::from_value::<Published>(event.data.clone()) else {
-            return Outcome::Reject(format!("event {} has no interface_change_id", event.id));
-        };
-        match self.notify(published.interface_change_id).await {
-            Ok(Notified::NotPublished) => {
-                tracing::warn!(id = %published.interface_change_id, "published event for a change that is not published; ignored");
-                Outcome::Ack
-            }
-            Ok(_) => Outcome::Ack,
-            Err(error) if !error.is_transient() => {
-                tracing::error!(%error, id = %published.interface_change_id, "a change cannot be notified; giving it up");
-                self.settle_give_up(published.interface_change_id, delivered)
-                    .await
-            }
-            Err(error) => self.retry(&error, published.interface_change_id, delivered),
-        }
-    }
-
-    async fn settle_give_up(&self, id: Uuid, delivered: i64) -> Outcome {
-        match self.give_up(id, CANNOT_NOTIFY).await {
-            Ok(_) => Outcome::Ack,
-            Err(error) => self.retry(&error, id, delivered),
-        }
-    }
-
-    fn retry(&self, error: &WorkerError, id: Uuid, delivered: i64) -> Outcome {
-        let delay = retry_delay(self.config.max_retry_delay, delivered);
-        tracing::warn!(%error, %id, ?delay, "notifying failed; will retry");
-        Outcome::Retry(delay)
     }
 }
 
@@ -302,7 +264,38 @@ async fn deliver(
 }
 
 impl EventHandler for Notifier {
-    async fn handle_event(&self, event: &Event, delivered: i64) -> Outcome {
-        Notifier::handle_event(self, event, delivered).await
+    fn max_retry_delay(&self) -> Duration {
+        self.config.max_retry_delay
+    }
+
+    /// Notifies the event's change. A change that can never be notified is given up
+    /// here, with its milestone recorded (`notifications_failed`), so it is not
+    /// pending for the reconciler; only an error doing that reaches the caller.
+    async fn handle_event(&self, event: &Event, _delivered: i64) -> Result<Outcome, WorkerError> {
+        // Only the id is needed: the change itself is read from Postgres.
+        #[derive(Deserialize)]
+        struct Published {
+            interface_change_id: Uuid,
+        }
+        let Ok(published) = serde_json::from_value::<Published>(event.data.clone()) else {
+            return Ok(Outcome::Reject(format!(
+                "event {} has no interface_change_id",
+                event.id
+            )));
+        };
+        let id = published.interface_change_id;
+        match self.notify(id).await {
+            Ok(Notified::NotPublished) => {
+                tracing::warn!(%id, "published event for a change that is not published; ignored");
+                Ok(Outcome::Ack)
+            }
+            Ok(_) => Ok(Outcome::Ack),
+            Err(error) if !error.is_transient() => {
+                tracing::error!(%error, %id, "a change cannot be notified; giving it up");
+                self.give_up(id, CANNOT_NOTIFY).await?;
+                Ok(Outcome::Ack)
+            }
+            Err(error) => Err(error),
+        }
     }
 }
