@@ -3,6 +3,7 @@
 //! keeps old and new processes compatible during a rolling upgrade.
 
 use serde::{Deserialize, Serialize};
+use switchyard_domain::status::{self, ChangeStatus, ChangeType, InterfaceType, MutationStatus};
 use uuid::Uuid;
 
 use crate::{Event, EventType, subjects};
@@ -27,7 +28,7 @@ pub struct MutationApplied {
     pub topology_id: Uuid,
     pub seq: i64,
     /// Always `applied`; lets a client treat applied and failed events alike.
-    pub status: String,
+    pub status: MutationStatus,
     pub version: i64,
 }
 
@@ -38,7 +39,7 @@ pub struct MutationFailed {
     pub topology_id: Uuid,
     pub seq: i64,
     /// Always `failed`.
-    pub status: String,
+    pub status: MutationStatus,
     pub error: String,
 }
 
@@ -48,7 +49,7 @@ pub struct TopologyStatus {
     pub topology_id: Uuid,
     pub version: i64,
     /// `idle` or `pending`.
-    pub status: String,
+    pub status: status::TopologyStatus,
     /// The highest seq that finished (applied or failed) in the change, if any.
     pub last_seq: Option<i64>,
 }
@@ -104,25 +105,25 @@ pub struct InterfaceChanged {
     pub interface_change_id: Uuid,
     pub repo_slug: String,
     pub title: String,
-    pub interface_type: String,
-    pub change_type: String,
+    pub interface_type: InterfaceType,
+    pub change_type: ChangeType,
     /// `draft`, `published` or `resolved`: which event this is.
-    pub status: String,
+    pub status: ChangeStatus,
     pub affected_repo_slugs: Vec<String>,
 }
 
 impl InterfaceChanged {
     pub fn event(&self, source: &str) -> Event {
         let id = self.interface_change_id;
-        let (kind, subject) = match self.status.as_str() {
-            "draft" => (EventType::InterfaceDraft, subjects::interface_draft(id)),
-            "resolved" => (
-                EventType::InterfaceResolved,
-                subjects::interface_resolved(id),
-            ),
-            _ => (
+        let (kind, subject) = match self.status {
+            ChangeStatus::Draft => (EventType::InterfaceDraft, subjects::interface_draft(id)),
+            ChangeStatus::Published => (
                 EventType::InterfacePublished,
                 subjects::interface_published(id),
+            ),
+            ChangeStatus::Resolved => (
+                EventType::InterfaceResolved,
+                subjects::interface_resolved(id),
             ),
         };
         Event::new(kind, source, subject, to_data(self))

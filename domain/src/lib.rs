@@ -11,6 +11,9 @@
 //!   as each operation applies, plus the checks an operation must pass on arrival.
 //! - [`faults`]: which database errors are an outage (retry later) and which will
 //!   fail the same way again.
+//! - [`status`]: every status and kind a row or an event carries (mutation, topology,
+//!   interface change and its two types, migration run, graph, read-only reason), one
+//!   enum each, stored as text and serialized with the same names.
 //! - [`steps`]: the plugin migration step language (validated by the API when a
 //!   version is registered, applied to node data by the migrator).
 //!
@@ -20,4 +23,5 @@
 pub mod faults;
 pub mod json;
 pub mod patch;
+pub mod status;
 pub mod steps;

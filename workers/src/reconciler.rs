@@ -27,6 +27,7 @@ use switchyard_bus::payloads::{
     InterfaceChanged, MigrationChanged, MigrationPhase, MutationEnqueued,
 };
 use switchyard_bus::{Doorbell, Event, outbox};
+use switchyard_domain::status::{ChangeStatus, ChangeType, InterfaceType};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -113,13 +114,7 @@ impl Reconciler {
         let reannounced = self.reannounce().await?;
         let reannounced_changes = self.reannounce_changes().await?;
         let reannounced_runs = self.reannounce_runs().await?;
-        let trimmed = sqlx::query(
-            "delete from outbox where published_at < now() - make_interval(secs => $1)",
-        )
-        .bind(self.config.outbox_retention.as_secs_f64())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let trimmed = outbox::trim_published(&self.pool, self.config.outbox_retention).await?;
         Ok(Pass {
             reannounced,
             reannounced_changes,
@@ -189,7 +184,7 @@ impl Reconciler {
             title: c.title,
             interface_type: c.interface_type,
             change_type: c.change_type,
-            status: "published".to_owned(),
+            status: ChangeStatus::Published,
             affected_repo_slugs: c.affected_repo_slugs,
         })
         .collect();
@@ -258,8 +253,8 @@ struct StuckChange {
     id: Uuid,
     repo_slug: String,
     title: String,
-    interface_type: String,
-    change_type: String,
+    interface_type: InterfaceType,
+    change_type: ChangeType,
     affected_repo_slugs: Vec<String>,
 }
 

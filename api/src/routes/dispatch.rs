@@ -37,9 +37,9 @@ pub struct PendingInterfaceChange {
     pub id: Uuid,
     pub title: String,
     #[schema(value_type = ChangeType)]
-    pub change_type: String,
+    pub change_type: ChangeType,
     #[schema(value_type = InterfaceType)]
-    pub interface_type: String,
+    pub interface_type: InterfaceType,
     pub origin_repo_slug: String,
     pub affected_paths: Vec<String>,
     pub planned_for: Option<NaiveDate>,

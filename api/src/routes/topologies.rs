@@ -13,6 +13,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use switchyard_bus::outbox;
 use switchyard_bus::payloads::TopologyStatus;
+use switchyard_domain::status;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -63,7 +64,8 @@ pub struct TopologyOut {
     /// Number of mutations applied so far.
     pub version: i64,
     /// `idle`, or `pending` while mutations wait to apply.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: status::TopologyStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -102,7 +104,7 @@ async fn create(
     let created = TopologyStatus {
         topology_id: topology.id,
         version: topology.version,
-        status: topology.status.clone(),
+        status: topology.status,
         last_seq: None,
     }
     .event("switchyard/api");

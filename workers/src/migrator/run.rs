@@ -10,6 +10,7 @@ use sqlx::{PgConnection, PgPool};
 use switchyard_bus::payloads::{MigrationChanged, MigrationPhase};
 use switchyard_bus::{Event, outbox};
 use switchyard_domain::json::{self, Limits};
+use switchyard_domain::status::{GraphStatus, MigrationRunStatus};
 use switchyard_domain::steps::{self, Step};
 use uuid::Uuid;
 
@@ -86,13 +87,13 @@ pub async fn claim(
     .fetch_optional(&mut *tx)
     .await?;
     let Some(mut claim) = claimed else {
-        let status: Option<String> =
+        let status: Option<MigrationRunStatus> =
             sqlx::query_scalar("select status from graph_migration_runs where id = $1")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let why = match status.as_deref() {
-            Some("running" | "pending") => Unclaimed::Busy,
+        let why = match status {
+            Some(status) if status.is_open() => Unclaimed::Busy,
             _ => Unclaimed::Over,
         };
         return Ok((Err(why), Vec::new()));
@@ -305,11 +306,11 @@ pub enum Ending {
 
 impl Ending {
     /// The run's status and the graph's, as stored.
-    pub fn statuses(&self) -> (&'static str, &'static str) {
+    pub fn statuses(&self) -> (MigrationRunStatus, GraphStatus) {
         match self {
-            Self::Succeeded => ("succeeded", "ready"),
-            Self::Failed(_) => ("failed", "migration_failed"),
-            Self::Cancelled => ("cancelled", "ready"),
+            Self::Succeeded => (MigrationRunStatus::Succeeded, GraphStatus::Ready),
+            Self::Failed(_) => (MigrationRunStatus::Failed, GraphStatus::MigrationFailed),
+            Self::Cancelled => (MigrationRunStatus::Cancelled, GraphStatus::Ready),
         }
     }
 }

@@ -17,6 +17,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use switchyard_bus::payloads::{MutationApplied, MutationFailed, TopologyStatus};
 use switchyard_bus::{Event, outbox};
 use switchyard_domain::json::{self, Limits};
+use switchyard_domain::status::{self, MutationStatus};
 use uuid::Uuid;
 
 use super::apply::{PendingMutation, Verdict, apply};
@@ -38,7 +39,7 @@ struct LockedTopology {
     /// As stored, parsed only when a batch needs it (see [`parse_document`]).
     document: String,
     version: i64,
-    status: String,
+    status: status::TopologyStatus,
 }
 
 /// The outcome of one mutation inside a batch.
@@ -71,7 +72,7 @@ pub async fn run(
         return Ok((BatchResult::Busy, Vec::new()));
     };
     let (pending, more) = load_pending(&mut tx, topology_id, limits.size).await?;
-    if pending.is_empty() && topology.status == "idle" {
+    if pending.is_empty() && topology.status == status::TopologyStatus::Idle {
         return Ok((
             BatchResult::Committed {
                 finished: 0,
@@ -186,7 +187,11 @@ impl Outcome {
         self,
         mut tx: Transaction<'static, Postgres>,
     ) -> Result<(BatchResult, Vec<Event>), WorkerError> {
-        let status = if self.more { "pending" } else { "idle" };
+        let status = if self.more {
+            status::TopologyStatus::Pending
+        } else {
+            status::TopologyStatus::Idle
+        };
         let events = events(self.topology_id, &self.finished, self.version, status);
         record_outcomes(&mut tx, &self.finished).await?;
         record_audit(&mut tx, self.topology_id, &self.finished).await?;
@@ -204,7 +209,7 @@ impl Outcome {
 async fn save_topology(
     conn: &mut PgConnection,
     outcome: &Outcome,
-    status: &str,
+    status: status::TopologyStatus,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "update topologies set document = coalesce($2, document), version = $3, status = $4,
@@ -284,10 +289,10 @@ async fn record_outcomes(
     for f in finished {
         ids.push(f.mutation.id);
         let (status, error, version) = match &f.verdict {
-            Verdict::Applied { version } => ("applied", None, Some(*version)),
-            Verdict::Failed { error } => ("failed", Some(error.clone()), None),
+            Verdict::Applied { version } => (MutationStatus::Applied, None, Some(*version)),
+            Verdict::Failed { error } => (MutationStatus::Failed, Some(error.clone()), None),
         };
-        statuses.push(status);
+        statuses.push(status.as_str());
         errors.push(error);
         versions.push(version);
     }
@@ -322,8 +327,12 @@ async fn record_audit(
     let column = |f: fn(&Finished) -> Value| finished.iter().map(f).collect::<Vec<_>>();
     let rows = column(|f| {
         let (outcome, after, error) = match &f.verdict {
-            Verdict::Applied { version } => ("applied", *version, None),
-            Verdict::Failed { error } => ("failed", f.before_version, Some(error.as_str())),
+            Verdict::Applied { version } => (MutationStatus::Applied, *version, None),
+            Verdict::Failed { error } => (
+                MutationStatus::Failed,
+                f.before_version,
+                Some(error.as_str()),
+            ),
         };
         json!({
             "mutation_id": f.mutation.id, "seq": f.mutation.seq, "outcome": outcome,
@@ -350,7 +359,12 @@ async fn record_audit(
 }
 
 /// One `mutation.applied|failed` per mutation, then one `status` for the batch.
-fn events(topology_id: Uuid, finished: &[Finished], version: i64, status: &str) -> Vec<Event> {
+fn events(
+    topology_id: Uuid,
+    finished: &[Finished],
+    version: i64,
+    status: status::TopologyStatus,
+) -> Vec<Event> {
     let mut events: Vec<Event> = finished
         .iter()
         .map(|f| {
@@ -360,7 +374,7 @@ fn events(topology_id: Uuid, finished: &[Finished], version: i64, status: &str) 
                     mutation_id,
                     topology_id,
                     seq,
-                    status: "applied".to_owned(),
+                    status: MutationStatus::Applied,
                     version: *version,
                 }
                 .event(SOURCE),
@@ -368,7 +382,7 @@ fn events(topology_id: Uuid, finished: &[Finished], version: i64, status: &str) 
                     mutation_id,
                     topology_id,
                     seq,
-                    status: "failed".to_owned(),
+                    status: MutationStatus::Failed,
                     error: error.clone(),
                 }
                 .event(SOURCE),
@@ -378,7 +392,7 @@ fn events(topology_id: Uuid, finished: &[Finished], version: i64, status: &str) 
     let status = TopologyStatus {
         topology_id,
         version,
-        status: status.to_owned(),
+        status,
         last_seq: finished.last().map(|f| f.mutation.seq),
     };
     events.push(status.event(SOURCE));

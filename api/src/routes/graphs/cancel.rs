@@ -8,6 +8,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 use switchyard_bus::payloads::{MigrationChanged, MigrationPhase};
 use switchyard_bus::{Event, outbox};
+use switchyard_domain::status::{GraphStatus, MigrationRunStatus};
 use uuid::Uuid;
 
 use super::migrations::MigrationRunOut;
@@ -66,18 +67,18 @@ pub(super) async fn cancel(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("graph {slug:?} has no migration run {run_id}")))?;
-    let (status, phase) = match run.status.as_str() {
-        "pending" => (StatusCode::OK, MigrationPhase::Cancelled),
-        "failed" => {
+    let (status, phase) = match run.status {
+        MigrationRunStatus::Pending => (StatusCode::OK, MigrationPhase::Cancelled),
+        MigrationRunStatus::Failed => {
             unresolved_failure(&mut tx, &graph, &run).await?;
             (StatusCode::OK, MigrationPhase::Cancelled)
         }
         // Asked already: the same answer, nothing written twice.
-        "running" if run.cancel_requested_at.is_some() => {
+        MigrationRunStatus::Running if run.cancel_requested_at.is_some() => {
             return Ok((StatusCode::ACCEPTED, Json(run)));
         }
-        "running" => (StatusCode::ACCEPTED, MigrationPhase::CancelRequested),
-        other => {
+        MigrationRunStatus::Running => (StatusCode::ACCEPTED, MigrationPhase::CancelRequested),
+        other @ (MigrationRunStatus::Succeeded | MigrationRunStatus::Cancelled) => {
             return Err(ApiError::Conflict(format!(
                 "migration run {run_id} already ended ({other}); only pending, running or failed runs can be cancelled"
             )));
@@ -99,7 +100,7 @@ async fn unresolved_failure(
     graph: &GraphOut,
     run: &MigrationRunOut,
 ) -> Result<(), ApiError> {
-    if graph.status != "migration_failed" {
+    if graph.status != GraphStatus::MigrationFailed {
         return Err(ApiError::Conflict(format!(
             "migration run {} failed, but graph {:?} has left that failure (it is {}): nothing to cancel",
             run.id, graph.slug, graph.status
@@ -153,7 +154,7 @@ async fn record_cancel(
     };
     let cancelled = sqlx::query_as::<_, MigrationRunOut>(update)
         .bind(run.id)
-        .bind(&run.status)
+        .bind(run.status)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| {

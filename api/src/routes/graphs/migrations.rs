@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use switchyard_bus::payloads::{MigrationChanged, MigrationPhase};
 use switchyard_bus::{Event, outbox};
+use switchyard_domain::status::{GraphStatus, MigrationRunStatus};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -35,7 +36,8 @@ pub struct MigrationRunOut {
     pub from_version: i32,
     pub to_version: i32,
     /// `pending`, `running`, `succeeded`, `failed` or `cancelled`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: MigrationRunStatus,
     /// Why it failed: the version, the step and the node.
     pub error: Option<String>,
     /// The job's id in the fleet: the id of its `migration.requested` event.
@@ -141,7 +143,7 @@ pub async fn request(
             graph.slug
         )));
     }
-    if target == graph.schema_version && graph.status == "ready" {
+    if target == graph.schema_version && graph.status == GraphStatus::Ready {
         return Err(ApiError::Conflict(format!(
             "graph {:?} is already at version {target}",
             graph.slug

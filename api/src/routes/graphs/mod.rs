@@ -14,6 +14,7 @@ use serde_json::json;
 use sqlx::{PgConnection, PgExecutor};
 use switchyard_bus::payloads::GraphChanged;
 use switchyard_bus::{Event, outbox};
+use switchyard_domain::status::{GraphStatus, ReadOnlyReason};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -83,9 +84,11 @@ pub struct GraphOut {
     /// `ready`; `migrating` while a run works the graph; or `migration_failed` after a
     /// run failed, until a later run succeeds or the failed run is cancelled (node
     /// writes are allowed, so the data the run failed on can be repaired).
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: GraphStatus,
     /// Why node writes are refused: `migrating`, or null.
-    pub read_only_reason: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub read_only_reason: Option<ReadOnlyReason>,
     pub node_count: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

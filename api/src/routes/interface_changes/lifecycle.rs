@@ -11,7 +11,7 @@ use switchyard_bus::outbox;
 use switchyard_bus::payloads::InterfaceChanged;
 use uuid::Uuid;
 
-use super::{InterfaceChangeOut, SOURCE, not_found};
+use super::{ChangeStatus, InterfaceChangeOut, SOURCE, not_found};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::Path;
@@ -39,9 +39,9 @@ pub(super) async fn transition(
         interface_change_id: change.id,
         repo_slug: change.repo_slug.clone(),
         title: change.title.clone(),
-        interface_type: change.interface_type.clone(),
-        change_type: change.change_type.clone(),
-        status: change.status.clone(),
+        interface_type: change.interface_type,
+        change_type: change.change_type,
+        status: change.status,
         affected_repo_slugs: change.affected_repo_slugs.clone(),
     }
     .event(SOURCE);
@@ -99,10 +99,10 @@ enum Step {
 }
 
 impl Step {
-    fn edges(self) -> (&'static str, &'static str, &'static str) {
+    fn edges(self) -> (&'static str, ChangeStatus, ChangeStatus) {
         match self {
-            Self::Publish => ("publish", "draft", "published"),
-            Self::Resolve => ("resolve", "published", "resolved"),
+            Self::Publish => ("publish", ChangeStatus::Draft, ChangeStatus::Published),
+            Self::Resolve => ("resolve", ChangeStatus::Published, ChangeStatus::Resolved),
         }
     }
 }
@@ -137,7 +137,7 @@ async fn advance(
             current.status
         ))
     })?;
-    let events = transition(&mut tx, &advanced, to, caller).await?;
+    let events = transition(&mut tx, &advanced, to.as_str(), caller).await?;
     tx.commit().await?;
     app.doorbell.ring(events);
     Ok(advanced)

@@ -51,43 +51,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(lifecycle::resolve))
 }
 
-/// Which interface changes.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum InterfaceType {
-    RestApi,
-    McpTool,
-    Cli,
-    Schema,
-    Capability,
-}
-
-/// What kind of change it is.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ChangeType {
-    Breaking,
-    Additive,
-    Deprecation,
-    Removal,
-}
-
-/// Where a change is in its lifecycle.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ChangeStatus {
-    Draft,
-    Published,
-    Resolved,
-}
-
-/// The stored (snake_case) name of an enum value.
-fn name_of(value: impl Serialize) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(name)) => name,
-        _ => unreachable!("these enums serialize to strings"),
-    }
-}
+pub use switchyard_domain::status::{ChangeStatus, ChangeType, InterfaceType};
 
 /// Body of `POST /interface-changes`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -154,9 +118,9 @@ pub struct InterfaceChangeOut {
     pub id: Uuid,
     pub repo_slug: String,
     #[schema(value_type = InterfaceType)]
-    pub interface_type: String,
+    pub interface_type: InterfaceType,
     #[schema(value_type = ChangeType)]
-    pub change_type: String,
+    pub change_type: ChangeType,
     pub title: String,
     pub description: String,
     pub affected_paths: Vec<String>,
@@ -164,7 +128,7 @@ pub struct InterfaceChangeOut {
     pub planned_for: Option<NaiveDate>,
     pub author: String,
     #[schema(value_type = ChangeStatus)]
-    pub status: String,
+    pub status: ChangeStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub published_at: Option<DateTime<Utc>>,
@@ -173,8 +137,8 @@ pub struct InterfaceChangeOut {
 
 /// A change's content after validation, ready to store.
 struct Content {
-    interface_type: String,
-    change_type: String,
+    interface_type: InterfaceType,
+    change_type: ChangeType,
     title: String,
     description: String,
     affected_paths: Vec<String>,
@@ -239,8 +203,8 @@ async fn create(
     Body(input): Body<InterfaceChangeIn>,
 ) -> Result<(StatusCode, Json<InterfaceChangeOut>), ApiError> {
     let content = Content {
-        interface_type: name_of(input.interface_type),
-        change_type: name_of(input.change_type),
+        interface_type: input.interface_type,
+        change_type: input.change_type,
         title: input.title,
         description: input.description,
         affected_paths: input.affected_paths,
@@ -290,8 +254,8 @@ async fn store(
     ))
     .bind(id)
     .bind(repo_slug)
-    .bind(&content.interface_type)
-    .bind(&content.change_type)
+    .bind(content.interface_type)
+    .bind(content.change_type)
     .bind(&content.title)
     .bind(&content.description)
     .bind(&content.affected_paths)
@@ -354,8 +318,8 @@ async fn list(
          limit $6"
     ))
     .bind(params.repo_slug)
-    .bind(params.status.map(name_of))
-    .bind(params.change_type.map(name_of))
+    .bind(params.status)
+    .bind(params.change_type)
     .bind(params.affected_repo)
     .bind(before)
     .bind(limit + 1)
@@ -402,15 +366,15 @@ async fn edit(
 ) -> Result<Json<InterfaceChangeOut>, ApiError> {
     let mut tx = app.pool.begin().await?;
     let current = locked(&mut tx, id).await?;
-    if current.status != "draft" {
+    if current.status != ChangeStatus::Draft {
         return Err(ApiError::Conflict(format!(
             "Cannot edit a change with status '{}'. Only draft records are mutable.",
             current.status
         )));
     }
     let content = Content {
-        interface_type: patch.interface_type.map_or(current.interface_type, name_of),
-        change_type: patch.change_type.map_or(current.change_type, name_of),
+        interface_type: patch.interface_type.unwrap_or(current.interface_type),
+        change_type: patch.change_type.unwrap_or(current.change_type),
         title: patch.title.unwrap_or(current.title),
         description: patch.description.unwrap_or(current.description),
         affected_paths: patch.affected_paths.unwrap_or(current.affected_paths),

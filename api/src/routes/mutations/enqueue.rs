@@ -12,6 +12,7 @@ use sqlx::{PgConnection, PgPool};
 use switchyard_bus::payloads::{MutationEnqueued, TopologyStatus};
 use switchyard_bus::{Event, outbox};
 use switchyard_domain::json;
+use switchyard_domain::status;
 use uuid::Uuid;
 
 use super::MutationOut;
@@ -171,7 +172,7 @@ async fn insert(pool: &PgPool, new: NewMutation<'_>) -> Result<Enqueued, ApiErro
         let status = TopologyStatus {
             topology_id: new.topology_id,
             version: allocated.version,
-            status: "pending".to_owned(),
+            status: status::TopologyStatus::Pending,
             last_seq: None,
         };
         events.push(status.event(SOURCE));
@@ -194,7 +195,7 @@ struct Allocated {
 async fn next_seq(conn: &mut PgConnection, topology_id: Uuid) -> Result<Allocated, ApiError> {
     // One round trip: the CTE locks the row and, after any wait, sees its latest
     // version, so `status` is what this enqueue changes from.
-    let (seq, version, status): (i64, i64, String) = sqlx::query_as(
+    let (seq, version, status): (i64, i64, status::TopologyStatus) = sqlx::query_as(
         "with locked as (
              select id, version, status from topologies where id = $1 for no key update
          )
@@ -210,7 +211,7 @@ async fn next_seq(conn: &mut PgConnection, topology_id: Uuid) -> Result<Allocate
     Ok(Allocated {
         seq,
         version,
-        was_idle: status == "idle",
+        was_idle: status == status::TopologyStatus::Idle,
     })
 }
 

@@ -16,9 +16,10 @@
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
+pub use switchyard_domain::status::MutationStatus;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -58,7 +59,8 @@ pub struct MutationOut {
     /// Position in the topology's apply order, from 1.
     pub seq: i64,
     /// `pending`, `applied` or `failed`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: MutationStatus,
     #[schema(value_type = Vec<Object>)]
     pub ops: Value,
     pub if_version: Option<i64>,
@@ -70,25 +72,6 @@ pub struct MutationOut {
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-}
-
-/// Mutation statuses a list can be filtered by.
-#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum MutationStatus {
-    Pending,
-    Applied,
-    Failed,
-}
-
-impl MutationStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Applied => "applied",
-            Self::Failed => "failed",
-        }
-    }
 }
 
 /// A topology's pending mutations in seq order (at most 1,000), for snapshots.
