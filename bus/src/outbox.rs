@@ -6,10 +6,17 @@
 //! 2. After `COMMIT` it calls [`Doorbell::ring`] with the same events: the relay in
 //!    this process publishes them at once (the fast path).
 //! 3. Anything the fast path missed (a crash between commit and publish, NATS down,
-//!    a full doorbell) is found by the relay's sweep of unpublished rows.
+//!    a full doorbell) is found by the relay's sweep of unpublished rows
+//!    ([`claim_unpublished`], then [`mark_published`]).
+//! 4. The reconciler deletes published rows past their retention ([`trim_published`]).
+//!
+//! Every statement on the `outbox` table is in this module.
 
-use sqlx::PgConnection;
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgExecutor};
 use tokio::sync::mpsc;
+use uuid::Uuid;
 
 use crate::Event;
 
@@ -40,6 +47,55 @@ pub async fn stage(conn: &mut PgConnection, events: &[Event]) -> Result<(), sqlx
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Locks and returns up to `limit` unpublished events older than `min_age`, in outbox
+/// order, for the caller's transaction; rows another sweep holds are skipped.
+pub async fn claim_unpublished(
+    conn: &mut PgConnection,
+    min_age: Duration,
+    limit: usize,
+) -> Result<Vec<Event>, sqlx::Error> {
+    let rows: Vec<sqlx::types::Json<Event>> = sqlx::query_scalar(
+        "select event from outbox
+         where published_at is null and created_at < now() - make_interval(secs => $1)
+         order by position
+         limit $2
+         for update skip locked",
+    )
+    .bind(min_age.as_secs_f64())
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|row| row.0).collect())
+}
+
+/// Marks the rows of `ids` published (JetStream acknowledged them).
+pub async fn mark_published(conn: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "update outbox set published_at = now() where id = any($1) and published_at is null",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes published rows older than `retention`; returns how many.
+pub async fn trim_published(
+    conn: impl PgExecutor<'_>,
+    retention: Duration,
+) -> Result<u64, sqlx::Error> {
+    Ok(
+        sqlx::query("delete from outbox where published_at < now() - make_interval(secs => $1)")
+            .bind(retention.as_secs_f64())
+            .execute(conn)
+            .await?
+            .rows_affected(),
+    )
 }
 
 /// Rung by a committer after `COMMIT` so the relay publishes without waiting for a sweep.

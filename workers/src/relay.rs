@@ -21,7 +21,7 @@ use async_nats::jetstream;
 use futures::future::join_all;
 use serde::Deserialize;
 use sqlx::PgPool;
-use switchyard_bus::{Bus, DoorbellReceiver, Event};
+use switchyard_bus::{Bus, DoorbellReceiver, Event, outbox};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -137,7 +137,7 @@ impl Relay {
         let pool = self.pool.clone();
         confirming.spawn(async move {
             let published = confirm(pending).await;
-            if let Err(error) = mark_published(&pool, &published).await {
+            if let Err(error) = outbox::mark_published(&pool, &published).await {
                 tracing::warn!(%error, "could not mark published rows; the sweep re-publishes them");
             }
             drop(permit);
@@ -172,23 +172,12 @@ impl Relay {
 
     async fn sweep_batch(&self, min_age: Duration) -> Result<(usize, usize), WorkerError> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<sqlx::types::Json<Event>> = sqlx::query_scalar(
-            "select event from outbox
-             where published_at is null and created_at < now() - make_interval(secs => $1)
-             order by position
-             limit $2
-             for update skip locked",
-        )
-        .bind(min_age.as_secs_f64())
-        .bind(self.config.batch_size as i64)
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
+        let events = outbox::claim_unpublished(&mut tx, min_age, self.config.batch_size).await?;
+        if events.is_empty() {
             return Ok((0, 0));
         }
-        let events: Vec<Event> = rows.into_iter().map(|row| row.0).collect();
         let published = self.publish(&events).await?;
-        mark_published(&mut *tx, &published).await?;
+        outbox::mark_published(&mut *tx, &published).await?;
         tx.commit().await?;
         tracing::debug!(count = published.len(), "sweep published stragglers");
         Ok((events.len(), published.len()))
@@ -209,17 +198,4 @@ async fn confirm(pending: Vec<PendingAck>) -> Vec<Uuid> {
             }
         })
         .collect()
-}
-
-async fn mark_published(conn: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "update outbox set published_at = now() where id = any($1) and published_at is null",
-    )
-    .bind(ids)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
