@@ -266,12 +266,30 @@ impl MigrationChanged {
     }
 }
 
+/// What happened to a graph, as its event says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphAction {
+    Created,
+    NodesWritten,
+}
+
+impl GraphAction {
+    /// The name the event carries and the audit trail records.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::NodesWritten => "nodes_written",
+        }
+    }
+}
+
 /// `graph.created` / `nodes.written`: a graph was created, or nodes were written to it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GraphChanged {
     pub graph_slug: String,
     /// `created` or `nodes_written`.
-    pub action: String,
+    pub action: GraphAction,
     pub schema_version: i32,
     /// Nodes written (`nodes_written` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -280,16 +298,15 @@ pub struct GraphChanged {
 
 impl GraphChanged {
     pub fn event(&self, source: &str) -> Event {
-        let (kind, subject) = if self.action == "created" {
-            (
+        let (kind, subject) = match self.action {
+            GraphAction::Created => (
                 EventType::GraphCreated,
                 subjects::graph_created(&self.graph_slug),
-            )
-        } else {
-            (
+            ),
+            GraphAction::NodesWritten => (
                 EventType::NodesWritten,
                 subjects::graph_nodes_written(&self.graph_slug),
-            )
+            ),
         };
         Event::new(kind, source, subject, to_data(self))
     }

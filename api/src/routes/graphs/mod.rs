@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::{PgConnection, PgExecutor};
-use switchyard_bus::payloads::GraphChanged;
+use switchyard_bus::payloads::{GraphAction, GraphChanged};
 use switchyard_bus::{Event, outbox};
 use switchyard_domain::status::{GraphStatus, ReadOnlyReason};
 use utoipa::ToSchema;
@@ -199,13 +199,13 @@ pub(crate) async fn changed(
     caller: &Caller,
 ) -> Result<Vec<Event>, ApiError> {
     let action = if nodes.is_some() {
-        "nodes_written"
+        GraphAction::NodesWritten
     } else {
-        "created"
+        GraphAction::Created
     };
     let change = GraphChanged {
         graph_slug: graph.slug.clone(),
-        action: action.to_owned(),
+        action,
         schema_version: graph.schema_version,
         nodes,
     };
@@ -213,7 +213,7 @@ pub(crate) async fn changed(
         tx,
         "graph",
         &graph.slug,
-        action,
+        action.as_str(),
         &caller.subject,
         json!(change),
     )
