@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
+use sqlx::{PgExecutor, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 
 /// Every kind of entity the trail records, as written in its `entity` column.
@@ -38,28 +38,8 @@ pub struct AuditEntryOut {
     pub recorded_at: DateTime<Utc>,
 }
 
-/// Records that `actor` did `action` to the `entity` known by `key`.
-pub async fn record(
-    conn: &mut PgConnection,
-    entity: &str,
-    key: &str,
-    action: &str,
-    actor: &str,
-    detail: Value,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into audit_log (entity, entity_key, action, actor, detail)
-         values ($1, $2, $3, $4, $5)",
-    )
-    .bind(entity)
-    .bind(key)
-    .bind(action)
-    .bind(actor)
-    .bind(detail)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
+/// The one writer of `audit_log`, shared with the workers.
+pub use switchyard_bus::audit::record;
 
 /// Up to `limit` entries older than the entry `before`, newest first, of `entity`
 /// (and `key`) when given. An entity not in [`ENTITIES`] has none.

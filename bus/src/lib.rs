@@ -8,7 +8,9 @@
 //!   deployment [`subjects::Namespace`] (prefix) that lets tenants and tests share a server.
 //! - [`envelope`]: the one JSON [`envelope::Event`] with CloudEvents 1.0 attributes.
 //! - [`outbox`]: staging events in the caller's Postgres transaction, and the
-//!   [`outbox::Doorbell`] a committer rings so the relay publishes right away.
+//!   [`outbox::Doorbell`] a committer rings so the relay publishes right away; every
+//!   statement on the `outbox` table.
+//! - [`audit`]: the one writer of `audit_log`, called in the same transactions.
 //! - [`jetstream`]: connecting, the stream, and the durable consumers, created
 //!   idempotently at start-up.
 //!
@@ -16,6 +18,7 @@
 //! Staged rows are published by the relay (`switchyard-workers`) with
 //! `Nats-Msg-Id` = event id; workers consume them through the consumers declared here.
 
+pub mod audit;
 pub mod envelope;
 pub mod jetstream;
 pub mod outbox;

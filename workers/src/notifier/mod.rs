@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
 use switchyard_bus::payloads::{InboxMessageCreated, ProgressRecorded};
-use switchyard_bus::{Doorbell, Event, outbox};
+use switchyard_bus::{Doorbell, Event, audit, outbox};
 use uuid::Uuid;
 
 use crate::WorkerError;
@@ -248,17 +248,17 @@ async fn deliver(
     .bind(message::body(change, recipient))
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "insert into audit_log (entity, entity_key, action, actor, detail)
-         values ('inbox_message', $1, 'delivered', $2, $3)",
+    audit::record(
+        tx,
+        "inbox_message",
+        &created.message_id.to_string(),
+        "delivered",
+        SOURCE,
+        serde_json::json!({
+            "repo_slug": recipient,
+            "interface_change_id": change.id,
+        }),
     )
-    .bind(created.message_id.to_string())
-    .bind(SOURCE)
-    .bind(serde_json::json!({
-        "repo_slug": recipient,
-        "interface_change_id": change.id,
-    }))
-    .execute(&mut *tx)
     .await?;
     Ok(created)
 }
