@@ -8,6 +8,30 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// Which part of switchyard produced an event: the CloudEvents `source`, also the
+/// actor of the audit rows a worker writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Api,
+    Mutator,
+    Notifier,
+    Migrator,
+    Reconciler,
+}
+
+impl Source {
+    /// The CloudEvents `source`: `switchyard/api`, `switchyard/mutator`, ….
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "switchyard/api",
+            Self::Mutator => "switchyard/mutator",
+            Self::Notifier => "switchyard/notifier",
+            Self::Migrator => "switchyard/migrator",
+            Self::Reconciler => "switchyard/reconciler",
+        }
+    }
+}
+
 /// The kinds of event switchyard emits; the string form is the CloudEvents `type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
@@ -87,12 +111,12 @@ pub struct Event {
 
 impl Event {
     /// A new event with a fresh UUIDv7 id, stamped now.
-    pub fn new(kind: EventType, source: &str, subject: String, data: serde_json::Value) -> Self {
+    pub fn new(kind: EventType, source: Source, subject: String, data: serde_json::Value) -> Self {
         Self {
             specversion: "1.0".to_owned(),
             id: Uuid::now_v7(),
             kind: kind.as_str().to_owned(),
-            source: source.to_owned(),
+            source: source.as_str().to_owned(),
             subject,
             time: Utc::now(),
             datacontenttype: "application/json".to_owned(),
@@ -109,7 +133,7 @@ mod tests {
     fn serializes_with_cloudevents_attribute_names() {
         let event = Event::new(
             EventType::MutationApplied,
-            "switchyard/mutator",
+            Source::Mutator,
             "topology.x.mutation.applied".into(),
             serde_json::json!({"seq": 1}),
         );

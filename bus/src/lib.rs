@@ -25,7 +25,8 @@ pub mod outbox;
 pub mod payloads;
 pub mod subjects;
 
-pub use envelope::{Event, EventType};
+pub use envelope::{Event, EventType, Source};
 pub use jetstream::{Bus, BusConfig, BusError, ConsumerRole};
 pub use outbox::{Doorbell, DoorbellReceiver};
+pub use payloads::Payload;
 pub use subjects::Namespace;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_domain::status::{self, ChangeStatus, ChangeType, InterfaceType, MutationStatus};
 use uuid::Uuid;
 
-use crate::{Event, EventType, subjects};
+use crate::{Event, EventType, Source, subjects};
 
 /// `mutation.enqueued`: a mutation waits to be applied.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,46 +54,38 @@ pub struct TopologyStatus {
     pub last_seq: Option<i64>,
 }
 
-impl MutationEnqueued {
-    pub fn event(&self, source: &str) -> Event {
-        Event::new(
+impl Payload for MutationEnqueued {
+    fn route(&self) -> (EventType, String) {
+        (
             EventType::MutationEnqueued,
-            source,
             subjects::mutation_enqueued(self.topology_id),
-            to_data(self),
         )
     }
 }
 
-impl MutationApplied {
-    pub fn event(&self, source: &str) -> Event {
-        Event::new(
+impl Payload for MutationApplied {
+    fn route(&self) -> (EventType, String) {
+        (
             EventType::MutationApplied,
-            source,
             subjects::mutation_applied(self.topology_id),
-            to_data(self),
         )
     }
 }
 
-impl MutationFailed {
-    pub fn event(&self, source: &str) -> Event {
-        Event::new(
+impl Payload for MutationFailed {
+    fn route(&self) -> (EventType, String) {
+        (
             EventType::MutationFailed,
-            source,
             subjects::mutation_failed(self.topology_id),
-            to_data(self),
         )
     }
 }
 
-impl TopologyStatus {
-    pub fn event(&self, source: &str) -> Event {
-        Event::new(
+impl Payload for TopologyStatus {
+    fn route(&self) -> (EventType, String) {
+        (
             EventType::TopologyStatus,
-            source,
             subjects::topology_status(self.topology_id),
-            to_data(self),
         )
     }
 }
@@ -112,10 +104,10 @@ pub struct InterfaceChanged {
     pub affected_repo_slugs: Vec<String>,
 }
 
-impl InterfaceChanged {
-    pub fn event(&self, source: &str) -> Event {
+impl Payload for InterfaceChanged {
+    fn route(&self) -> (EventType, String) {
         let id = self.interface_change_id;
-        let (kind, subject) = match self.status {
+        match self.status {
             ChangeStatus::Draft => (EventType::InterfaceDraft, subjects::interface_draft(id)),
             ChangeStatus::Published => (
                 EventType::InterfacePublished,
@@ -125,8 +117,7 @@ impl InterfaceChanged {
                 EventType::InterfaceResolved,
                 subjects::interface_resolved(id),
             ),
-        };
-        Event::new(kind, source, subject, to_data(self))
+        }
     }
 }
 
@@ -140,13 +131,11 @@ pub struct InboxMessageCreated {
     pub subject: String,
 }
 
-impl InboxMessageCreated {
-    pub fn event(&self, source: &str) -> Event {
-        Event::new(
+impl Payload for InboxMessageCreated {
+    fn route(&self) -> (EventType, String) {
+        (
             EventType::InboxMessage,
-            source,
             subjects::repo_inbox(&self.repo_slug),
-            to_data(self),
         )
     }
 }
@@ -158,13 +147,11 @@ pub struct InboxMessageRead {
     pub repo_slug: String,
 }
 
-impl InboxMessageRead {
-    pub fn event(&self, source: &str) -> Event {
-        Event::new(
+impl Payload for InboxMessageRead {
+    fn route(&self) -> (EventType, String) {
+        (
             EventType::InboxRead,
-            source,
             subjects::repo_inbox_read(&self.repo_slug),
-            to_data(self),
         )
     }
 }
@@ -177,13 +164,11 @@ pub struct RepoUpdated {
     pub action: String,
 }
 
-impl RepoUpdated {
-    pub fn event(&self, source: &str) -> Event {
-        Event::new(
+impl Payload for RepoUpdated {
+    fn route(&self) -> (EventType, String) {
+        (
             EventType::RepoUpdated,
-            source,
             subjects::repo_updated(&self.repo_slug),
-            to_data(self),
         )
     }
 }
@@ -198,13 +183,11 @@ pub struct ProgressRecorded {
     pub detail: serde_json::Value,
 }
 
-impl ProgressRecorded {
-    pub fn event(&self, source: &str) -> Event {
-        Event::new(
+impl Payload for ProgressRecorded {
+    fn route(&self) -> (EventType, String) {
+        (
             EventType::Progress,
-            source,
             subjects::repo_progress(&self.repo_slug),
-            to_data(self),
         )
     }
 }
@@ -254,15 +237,10 @@ pub struct MigrationChanged {
     pub error: Option<String>,
 }
 
-impl MigrationChanged {
-    pub fn event(&self, source: &str) -> Event {
+impl Payload for MigrationChanged {
+    fn route(&self) -> (EventType, String) {
         let (kind, phase) = self.phase.event_type();
-        Event::new(
-            kind,
-            source,
-            subjects::graph_migration(&self.graph_slug, phase),
-            to_data(self),
-        )
+        (kind, subjects::graph_migration(&self.graph_slug, phase))
     }
 }
 
@@ -296,9 +274,9 @@ pub struct GraphChanged {
     pub nodes: Option<usize>,
 }
 
-impl GraphChanged {
-    pub fn event(&self, source: &str) -> Event {
-        let (kind, subject) = match self.action {
+impl Payload for GraphChanged {
+    fn route(&self) -> (EventType, String) {
+        match self.action {
             GraphAction::Created => (
                 EventType::GraphCreated,
                 subjects::graph_created(&self.graph_slug),
@@ -307,8 +285,7 @@ impl GraphChanged {
                 EventType::NodesWritten,
                 subjects::graph_nodes_written(&self.graph_slug),
             ),
-        };
-        Event::new(kind, source, subject, to_data(self))
+        }
     }
 }
 
@@ -319,17 +296,27 @@ pub struct PluginVersioned {
     pub version: i32,
 }
 
-impl PluginVersioned {
-    pub fn event(&self, source: &str) -> Event {
-        Event::new(
+impl Payload for PluginVersioned {
+    fn route(&self) -> (EventType, String) {
+        (
             EventType::PluginVersion,
-            source,
             subjects::plugin_version(&self.plugin),
-            to_data(self),
         )
     }
 }
 
-fn to_data(payload: &impl Serialize) -> serde_json::Value {
-    serde_json::to_value(payload).expect("payloads always serialize")
+/// An event's typed `data`: it knows its own CloudEvents type and subject, so no
+/// producer picks either from a string, and a new variant of what decides them fails
+/// to compile until it has both.
+pub trait Payload: Serialize {
+    /// The event type and the logical subject (without the deployment prefix) this
+    /// payload is announced with.
+    fn route(&self) -> (EventType, String);
+
+    /// The event announcing this payload, from `source`, with a fresh id and time.
+    fn event(&self, source: Source) -> Event {
+        let (kind, subject) = self.route();
+        let data = serde_json::to_value(self).expect("payloads always serialize");
+        Event::new(kind, source, subject, data)
+    }
 }

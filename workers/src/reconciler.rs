@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::WorkerError;
+use switchyard_bus::{Payload, Source};
 
 /// Reconciler settings (config section `reconciler`).
 #[derive(Clone, Debug, Deserialize)]
@@ -246,7 +247,7 @@ impl Reconciler {
     }
 }
 
-const SOURCE: &str = "switchyard/reconciler";
+const SOURCE: Source = Source::Reconciler;
 
 #[derive(sqlx::FromRow)]
 struct StuckChange {
@@ -277,5 +278,5 @@ fn reannouncement(head: &StuckHead) -> Event {
         ops_count: head.ops_count as usize,
         reannounced: true,
     }
-    .event("switchyard/reconciler")
+    .event(Source::Reconciler)
 }

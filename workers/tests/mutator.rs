@@ -207,6 +207,7 @@ async fn a_topology_held_by_another_worker_is_reported_busy(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_redelivered_message_is_acked_without_effect(pool: PgPool) {
+    use switchyard_bus::Payload;
     use switchyard_bus::payloads::MutationEnqueued;
     use switchyard_workers::consumer::{Outcome, settled};
     let t = topology(&pool).await;
@@ -219,7 +220,7 @@ async fn a_redelivered_message_is_acked_without_effect(pool: PgPool) {
         ops_count: 1,
         reannounced: false,
     }
-    .event("test");
+    .event(switchyard_bus::Source::Api);
     let mutator = mutator(&pool, 10);
     // First delivery applies; the same message delivered again (a lost ack) changes nothing.
     assert_eq!(settled(&mutator, &event, 1).await, Outcome::Ack);

@@ -175,6 +175,7 @@ async fn the_reconciler_reannounces_a_published_change_nobody_notified(pool: PgP
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_change_that_can_never_be_notified_is_given_up_with_a_reason(pool: PgPool) {
+    use switchyard_bus::Payload;
     use switchyard_bus::payloads::InterfaceChanged;
     use switchyard_workers::consumer::{Outcome, settled};
     let id = change(&pool, "published").await;
@@ -202,7 +203,7 @@ async fn a_change_that_can_never_be_notified_is_given_up_with_a_reason(pool: PgP
         status: ChangeStatus::Published,
         affected_repo_slugs: vec!["web".to_owned()],
     }
-    .event("test");
+    .event(switchyard_bus::Source::Api);
     let notifier = notifier(&pool);
     // Handled at once: no retry, no message, and the origin's milestone says why.
     assert_eq!(settled(&notifier, &event, 1).await, Outcome::Ack);

@@ -21,6 +21,7 @@ use crate::error::ApiError;
 use crate::extract::{Path, Query};
 use crate::openapi::Refusals;
 use crate::{AppState, audit};
+use switchyard_bus::{Payload, Source};
 
 /// The columns of the output type, for `concat!` into `&'static str` queries.
 macro_rules! inbox_columns {
@@ -30,7 +31,7 @@ macro_rules! inbox_columns {
 }
 pub(crate) use inbox_columns;
 
-const SOURCE: &str = "switchyard/api";
+const SOURCE: Source = Source::Api;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -24,6 +24,7 @@ use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::openapi::Refusals;
 use crate::{AppState, validate};
+use switchyard_bus::{Payload, Source};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -107,7 +108,7 @@ async fn create(
         status: topology.status,
         last_seq: None,
     }
-    .event("switchyard/api");
+    .event(Source::Api);
     outbox::stage(&mut tx, std::slice::from_ref(&created)).await?;
     tx.commit().await?;
     app.doorbell.ring(vec![created]);

@@ -15,8 +15,9 @@ use switchyard_domain::steps::{self, Step};
 use uuid::Uuid;
 
 use crate::{BATCH_BYTES, WorkerError};
+use switchyard_bus::{Payload, Source};
 
-const SOURCE: &str = "switchyard/migrator";
+const SOURCE: Source = Source::Migrator;
 
 /// A run this migrator holds.
 #[derive(Clone, Debug, sqlx::FromRow)]

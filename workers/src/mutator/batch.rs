@@ -22,8 +22,9 @@ use uuid::Uuid;
 
 use super::apply::{PendingMutation, Verdict, apply};
 use crate::{BATCH_BYTES, WorkerError};
+use switchyard_bus::{Payload, Source};
 
-const SOURCE: &str = "switchyard/mutator";
+const SOURCE: Source = Source::Mutator;
 
 /// What one batch did.
 #[derive(Debug, PartialEq, Eq)]

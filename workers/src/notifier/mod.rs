@@ -29,12 +29,13 @@ use uuid::Uuid;
 
 use crate::WorkerError;
 use crate::consumer::{EventHandler, Outcome};
+use switchyard_bus::{Payload, Source};
 
 pub mod message;
 
 use message::{PublishedChange, Recipients};
 
-const SOURCE: &str = "switchyard/notifier";
+const SOURCE: Source = Source::Notifier;
 
 /// Why a change was given up (the cause is in the worker's log, not in what readers
 /// see).
@@ -253,7 +254,7 @@ async fn deliver(
         "inbox_message",
         &created.message_id.to_string(),
         "delivered",
-        SOURCE,
+        SOURCE.as_str(),
         serde_json::json!({
             "repo_slug": recipient,
             "interface_change_id": change.id,

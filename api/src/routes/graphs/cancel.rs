@@ -19,6 +19,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::Path;
 use crate::openapi::{ErrorBody, Refusals};
+use switchyard_bus::{Payload, Source};
 
 /// Cancel a migration run: the way back to a `ready` graph at its current version.
 ///
@@ -191,6 +192,6 @@ fn cancel_events(graph: &GraphOut, run: &MigrationRunOut, phase: MigrationPhase)
             total: run.total,
             error: None,
         }
-        .event("switchyard/api"),
+        .event(Source::Api),
     ]
 }

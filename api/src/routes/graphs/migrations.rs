@@ -27,6 +27,7 @@ use crate::openapi::{ErrorBody, Refusals};
 use crate::routes::{Page, PageParams};
 use axum::Extension;
 use serde_json::json;
+use switchyard_bus::{Payload, Source};
 
 /// A migration run as the API returns it.
 #[derive(Clone, Debug, Serialize, sqlx::FromRow, ToSchema)]
@@ -160,7 +161,7 @@ pub async fn request(
         total: 0,
         error: None,
     }
-    .event("switchyard/api");
+    .event(Source::Api);
     let run = sqlx::query_as::<_, MigrationRunOut>(concat!(
         "insert into graph_migration_runs (id, graph_id, from_version, to_version, workflow_run_id)
          values ($1, $2, $3, $4, $5)

@@ -26,6 +26,7 @@ use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::openapi::{ErrorBody, Refusals};
 use crate::{AppState, audit, validate};
+use switchyard_bus::{Payload, Source};
 
 /// The columns of [`migrations::MigrationRunOut`], for `concat!` into `&'static str`
 /// queries (here, so [`migrations`] and [`cancel`] both see it).
@@ -218,7 +219,7 @@ pub(crate) async fn changed(
         json!(change),
     )
     .await?;
-    let event = change.event("switchyard/api");
+    let event = change.event(Source::Api);
     outbox::stage(tx, std::slice::from_ref(&event)).await?;
     Ok(vec![event])
 }

@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::extract::Path;
 use crate::openapi::{ErrorBody, Refusals};
 use crate::{AppState, audit};
+use switchyard_bus::Payload;
 
 /// Writes the audit row and stages the change's event for its new state.
 pub(super) async fn transition(

@@ -26,8 +26,9 @@ use crate::extract::{Body, Path, Query};
 use crate::openapi::{ErrorBody, Refusals};
 use crate::validate::{AffectedPath, AffectedSlugs};
 use crate::{AppState, validate};
+use switchyard_bus::Source;
 
-const SOURCE: &str = "switchyard/api";
+const SOURCE: Source = Source::Api;
 /// The columns of the output type, for `concat!` into `&'static str` queries.
 macro_rules! change_columns {
     () => {

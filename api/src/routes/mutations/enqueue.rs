@@ -23,8 +23,9 @@ use crate::extract::Path;
 use crate::openapi::Refusals;
 use crate::routes::topologies;
 use crate::{AppState, patch};
+use switchyard_bus::{Payload, Source};
 
-const SOURCE: &str = "switchyard/api";
+const SOURCE: Source = Source::Api;
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// A stored mutation plus the fingerprint of the request that created it.

@@ -28,6 +28,7 @@ use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::openapi::{ErrorBody, Refusals};
 use crate::{AppState, validate};
+use switchyard_bus::{Payload, Source};
 use versions::{check_version, insert_version};
 
 mod versions;
@@ -106,7 +107,7 @@ async fn versioned(
         plugin: plugin.name.clone(),
         version: plugin.current_version,
     }
-    .event("switchyard/api");
+    .event(Source::Api);
     outbox::stage(tx, std::slice::from_ref(&event)).await?;
     Ok(vec![event])
 }

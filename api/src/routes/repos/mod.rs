@@ -24,8 +24,9 @@ use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::openapi::{ErrorBody, Refusals};
 use crate::{AppState, audit, validate};
+use switchyard_bus::{Payload, Source};
 
-const SOURCE: &str = "switchyard/api";
+const SOURCE: Source = Source::Api;
 /// The columns of the output type, for `concat!` into `&'static str` queries.
 macro_rules! repo_columns {
     () => {
