@@ -27,6 +27,6 @@ pub mod subjects;
 
 pub use envelope::{Event, EventType, Source};
 pub use jetstream::{Bus, BusConfig, BusError, ConsumerRole};
-pub use outbox::{Doorbell, DoorbellReceiver};
+pub use outbox::{Doorbell, DoorbellReceiver, OutboxTx};
 pub use payloads::Payload;
 pub use subjects::Namespace;

@@ -2,9 +2,10 @@
 //! the state change they announce, then published by the relay.
 //!
 //! ## Flow
-//! 1. A committer calls [`stage`] inside its transaction.
-//! 2. After `COMMIT` it calls [`Doorbell::ring`] with the same events: the relay in
-//!    this process publishes them at once (the fast path).
+//! 1. A committer opens an [`OutboxTx`] and calls [`OutboxTx::stage`] inside it.
+//! 2. [`OutboxTx::commit`] commits, then rings the [`Doorbell`] with the events it
+//!    staged: the relay in this process publishes them at once (the fast path). One
+//!    call, so nobody commits and forgets to ring, or rings before committing.
 //! 3. Anything the fast path missed (a crash between commit and publish, NATS down,
 //!    a full doorbell) is found by the relay's sweep of unpublished rows
 //!    ([`claim_unpublished`], then [`mark_published`]).
@@ -14,14 +15,72 @@
 
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgExecutor};
+use std::ops::{Deref, DerefMut};
+
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Transaction};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::Event;
 
-/// Writes `events` to the outbox as part of the caller's transaction.
-pub async fn stage(conn: &mut PgConnection, events: &[Event]) -> Result<(), sqlx::Error> {
+/// A transaction that stages events in the outbox and hands them to the relay when,
+/// and only when, it commits. It derefs to its connection, so queries run on it as on
+/// any transaction; dropped without [`OutboxTx::commit`], it rolls back and nothing
+/// is announced.
+pub struct OutboxTx<'c> {
+    tx: Transaction<'c, Postgres>,
+    /// What [`OutboxTx::stage`] wrote, rung after commit.
+    staged: Vec<Event>,
+}
+
+impl OutboxTx<'static> {
+    /// Begins a transaction on `pool`.
+    pub async fn begin(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            tx: pool.begin().await?,
+            staged: Vec::new(),
+        })
+    }
+}
+
+impl OutboxTx<'_> {
+    /// Writes `events` to the outbox in this transaction, in order.
+    pub async fn stage(&mut self, events: &[Event]) -> Result<(), sqlx::Error> {
+        stage(&mut self.tx, events).await?;
+        self.staged.extend_from_slice(events);
+        Ok(())
+    }
+
+    /// Rolls back: nothing staged is written or announced.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+
+    /// Commits, then hands every staged event to the relay through `doorbell`.
+    pub async fn commit(self, doorbell: &Doorbell) -> Result<(), sqlx::Error> {
+        self.tx.commit().await?;
+        doorbell.ring(self.staged);
+        Ok(())
+    }
+}
+
+impl Deref for OutboxTx<'_> {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for OutboxTx<'_> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}
+
+/// Writes `events` to the outbox as part of the caller's transaction. Only through
+/// [`OutboxTx::stage`], which also rings them after the commit.
+async fn stage(conn: &mut PgConnection, events: &[Event]) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }

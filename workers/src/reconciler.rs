@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::WorkerError;
+use switchyard_bus::OutboxTx;
 use switchyard_bus::{Payload, Source};
 
 /// Reconciler settings (config section `reconciler`).
@@ -125,7 +126,7 @@ impl Reconciler {
     }
 
     async fn reannounce(&self) -> Result<usize, WorkerError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = OutboxTx::begin(&self.pool).await?;
         let stuck: Vec<StuckHead> = sqlx::query_as(
             "select m.id, m.topology_id, m.seq, m.if_version, jsonb_array_length(m.ops) as ops_count
              from mutations m
@@ -151,17 +152,16 @@ impl Reconciler {
             .execute(&mut *tx)
             .await?;
         let events: Vec<Event> = stuck.iter().map(reannouncement).collect();
-        outbox::stage(&mut tx, &events).await?;
-        tx.commit().await?;
+        tx.stage(&events).await?;
+        tx.commit(&self.doorbell).await?;
         tracing::info!(count = events.len(), "re-announced stuck mutations");
-        self.doorbell.ring(events);
         Ok(ids.len())
     }
 }
 
 impl Reconciler {
     async fn reannounce_changes(&self) -> Result<usize, WorkerError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = OutboxTx::begin(&self.pool).await?;
         let stuck: Vec<InterfaceChanged> = sqlx::query_as::<_, StuckChange>(
             "update interface_changes c set announced_at = now()
              where c.id in (
@@ -194,7 +194,7 @@ impl Reconciler {
     }
 
     async fn reannounce_runs(&self) -> Result<usize, WorkerError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = OutboxTx::begin(&self.pool).await?;
         let stuck: Vec<StuckRun> = sqlx::query_as(
             "update graph_migration_runs r set announced_at = now()
              from graphs g
@@ -230,19 +230,14 @@ impl Reconciler {
     }
 
     /// Stages `events` in `tx`, commits, and rings the doorbell.
-    async fn stage(
-        &self,
-        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
-        events: Vec<Event>,
-    ) -> Result<usize, WorkerError> {
+    async fn stage(&self, mut tx: OutboxTx<'_>, events: Vec<Event>) -> Result<usize, WorkerError> {
         if events.is_empty() {
             return Ok(0);
         }
-        outbox::stage(&mut tx, &events).await?;
-        tx.commit().await?;
+        tx.stage(&events).await?;
+        tx.commit(&self.doorbell).await?;
         tracing::info!(count = events.len(), "re-announced stuck work");
         let count = events.len();
-        self.doorbell.ring(events);
         Ok(count)
     }
 }

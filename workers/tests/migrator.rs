@@ -31,6 +31,11 @@ fn migrator(pool: &PgPool, name: &str, batch_size: usize) -> Migrator {
 }
 
 /// What `migrator(…, batch_size)` gives each batch.
+/// A doorbell nobody answers: the events stay in the outbox, as after a crash.
+fn unanswered_doorbell() -> switchyard_bus::Doorbell {
+    switchyard_bus::Doorbell::channel(1).0
+}
+
 fn batch_limits(size: usize) -> run::BatchLimits {
     run::BatchLimits {
         size,
@@ -145,15 +150,27 @@ async fn a_migrator_stopped_midway_and_one_that_crashed_are_resumed_with_every_n
 
     // B takes over, works two batches, and "crashes": its claim stays, lease and all.
     let b = migrator(&pool, "b", 500);
-    let (claimed, _) = run::claim(&pool, run, "b", Duration::from_secs(1))
-        .await
-        .unwrap();
+    let (claimed, _) = run::claim(
+        &pool,
+        &unanswered_doorbell(),
+        run,
+        "b",
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
     let mut crashed = claimed.unwrap();
     let versions = run::load_steps(&pool, &crashed).await.unwrap();
     for _ in 0..2 {
-        run::batch(&pool, &mut crashed, &versions, batch_limits(500))
-            .await
-            .unwrap();
+        run::batch(
+            &pool,
+            &unanswered_doorbell(),
+            &mut crashed,
+            &versions,
+            batch_limits(500),
+        )
+        .await
+        .unwrap();
     }
     assert_eq!(run_state(&pool, run).await.1, 2500);
     assert_eq!(
@@ -165,7 +182,14 @@ async fn a_migrator_stopped_midway_and_one_that_crashed_are_resumed_with_every_n
     // C waits the lease out and finishes; the crashed claim can no longer write.
     let c = migrator(&pool, "c", 500);
     assert_eq!(c.run_until_idle().await.unwrap(), 1);
-    let fenced = run::batch(&pool, &mut crashed, &versions, batch_limits(500)).await;
+    let fenced = run::batch(
+        &pool,
+        &unanswered_doorbell(),
+        &mut crashed,
+        &versions,
+        batch_limits(500),
+    )
+    .await;
     assert!(fenced.is_err() || matches!(fenced, Ok((run::Batch::Migrated(0), _))));
     assert_eq!(
         run_state(&pool, run).await,
@@ -330,9 +354,15 @@ async fn the_reconciler_reannounces_runs_left_pending_or_abandoned(pool: PgPool)
         "left pending"
     );
     // Claimed with a live lease: its migrator is working on it.
-    let (claimed, _) = run::claim(&pool, run, "alive", Duration::from_secs(60))
-        .await
-        .unwrap();
+    let (claimed, _) = run::claim(
+        &pool,
+        &unanswered_doorbell(),
+        run,
+        "alive",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
     assert!(claimed.is_ok());
     age("2 minutes").await;
     assert_eq!(

@@ -110,7 +110,11 @@ async fn a_batch_that_cannot_record_its_audit_commits_nothing(pool: PgPool) {
         document: mutator(&pool, 10).limits,
         lock_timeout: std::time::Duration::from_secs(1),
     };
-    assert!(batch::run(&pool, t, limits).await.is_err());
+    assert!(
+        batch::run(&pool, &switchyard_bus::Doorbell::channel(1).0, t, limits)
+            .await
+            .is_err()
+    );
     assert_eq!(trail(&pool, first).await, ("pending".into(), 0, 0));
     let (version, document): (i64, Value) =
         sqlx::query_as("select version, document from topologies")
@@ -248,7 +252,9 @@ async fn a_batch_holds_at_most_batch_bytes_of_operations(pool: PgPool) {
         document: mutator(&pool, 100).limits,
         lock_timeout: std::time::Duration::from_secs(1),
     };
-    let (result, _) = batch::run(&pool, t, limits).await.unwrap();
+    let (result, _) = batch::run(&pool, &switchyard_bus::Doorbell::channel(1).0, t, limits)
+        .await
+        .unwrap();
     let switchyard_workers::mutator::BatchResult::Committed { finished, more } = result else {
         panic!("busy");
     };

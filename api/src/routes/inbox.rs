@@ -8,7 +8,6 @@ use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use switchyard_bus::outbox;
 use switchyard_bus::payloads::InboxMessageRead;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -21,6 +20,7 @@ use crate::error::ApiError;
 use crate::extract::{Path, Query};
 use crate::openapi::Refusals;
 use crate::{AppState, audit};
+use switchyard_bus::OutboxTx;
 use switchyard_bus::{Payload, Source};
 
 /// The columns of the output type, for `concat!` into `&'static str` queries.
@@ -127,7 +127,7 @@ async fn mark_read(
     Extension(caller): Extension<Caller>,
     Path((slug, message_id)): Path<(String, Uuid)>,
 ) -> Result<Json<InboxMessageOut>, ApiError> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = OutboxTx::begin(&app.pool).await?;
     let marked = sqlx::query_as::<_, InboxMessageOut>(concat!(
         "update inbox_messages set read_at = now()
          where id = $1 and repo_slug = $2 and read_at is null
@@ -158,9 +158,8 @@ async fn mark_read(
         repo_slug: slug,
     }
     .event(SOURCE);
-    outbox::stage(&mut tx, std::slice::from_ref(&event)).await?;
-    tx.commit().await?;
-    app.doorbell.ring(vec![event]);
+    tx.stage(std::slice::from_ref(&event)).await?;
+    tx.commit(&app.doorbell).await?;
     Ok(Json(message))
 }
 

@@ -11,7 +11,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use switchyard_bus::outbox;
 use switchyard_bus::payloads::TopologyStatus;
 use switchyard_domain::status;
 use utoipa::ToSchema;
@@ -24,6 +23,7 @@ use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::openapi::Refusals;
 use crate::{AppState, validate};
+use switchyard_bus::OutboxTx;
 use switchyard_bus::{Payload, Source};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -92,7 +92,7 @@ async fn create(
     }
     let document = input.document;
     validate::json("document", &document, &app.config.document_limits())?;
-    let mut tx = app.pool.begin().await?;
+    let mut tx = OutboxTx::begin(&app.pool).await?;
     let topology = sqlx::query_as::<_, TopologyOut>(
         "insert into topologies (id, name, document) values ($1, $2, $3)
          returning id, name, document, version, status, created_at, updated_at",
@@ -109,9 +109,8 @@ async fn create(
         last_seq: None,
     }
     .event(Source::Api);
-    outbox::stage(&mut tx, std::slice::from_ref(&created)).await?;
-    tx.commit().await?;
-    app.doorbell.ring(vec![created]);
+    tx.stage(std::slice::from_ref(&created)).await?;
+    tx.commit(&app.doorbell).await?;
     Ok((StatusCode::CREATED, Json(topology)))
 }
 

@@ -108,8 +108,14 @@ pub struct Migrator {
 impl Migrator {
     /// Works run `id` for at most `budget` batches (or until shutdown).
     pub async fn work(&self, id: Uuid, budget: usize) -> Result<Worked, WorkerError> {
-        let (claimed, events) = run::claim(&self.pool, id, &self.name, self.config.lease).await?;
-        self.doorbell.ring(events);
+        let (claimed, _announced) = run::claim(
+            &self.pool,
+            &self.doorbell,
+            id,
+            &self.name,
+            self.config.lease,
+        )
+        .await?;
         let mut claim = match claimed {
             Ok(claim) => claim,
             Err(Unclaimed::Busy) => return Ok(Worked::Busy),
@@ -154,8 +160,8 @@ impl Migrator {
             if self.shutdown.is_cancelled() {
                 return Ok(None);
             }
-            let (batch, events) = run::batch(&self.pool, claim, &versions, limits).await?;
-            self.doorbell.ring(events);
+            let (batch, _announced) =
+                run::batch(&self.pool, &self.doorbell, claim, &versions, limits).await?;
             match batch {
                 Batch::Migrated(0) => return Ok(Some(Ending::Succeeded)),
                 Batch::Migrated(_) if claim.cancel_requested => return Ok(Some(Ending::Cancelled)),
@@ -170,8 +176,7 @@ impl Migrator {
         if let Ending::Failed(error) = &ending {
             tracing::warn!(run_id = %claim.run_id, graph = %claim.graph_slug, %error, "migration failed");
         }
-        self.doorbell
-            .ring(run::finish(&self.pool, claim, &ending).await?);
+        run::finish(&self.pool, &self.doorbell, claim, &ending).await?;
         Ok(Worked::Ended(ending.statuses().0.as_str()))
     }
 

@@ -8,7 +8,7 @@ use futures::TryStreamExt;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use switchyard_bus::payloads::{MigrationChanged, MigrationPhase};
-use switchyard_bus::{Event, outbox};
+use switchyard_bus::{Doorbell, Event, OutboxTx};
 use switchyard_domain::json::{self, Limits};
 use switchyard_domain::status::{GraphStatus, MigrationRunStatus};
 use switchyard_domain::steps::{self, Step};
@@ -64,11 +64,12 @@ pub enum Unclaimed {
 /// first claim makes the graph read-only and counts the nodes to migrate.
 pub async fn claim(
     pool: &PgPool,
+    doorbell: &Doorbell,
     id: Uuid,
     holder: &str,
     lease: std::time::Duration,
 ) -> Result<(Result<Claim, Unclaimed>, Vec<Event>), WorkerError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = OutboxTx::begin(pool).await?;
     lock_graph(&mut tx, id).await?;
     let claimed = sqlx::query_as::<_, Claim>(
         "update graph_migration_runs r
@@ -121,8 +122,8 @@ pub async fn claim(
         .await?;
     }
     let events = vec![claim.event(MigrationPhase::Running, None)];
-    outbox::stage(&mut tx, &events).await?;
-    tx.commit().await?;
+    tx.stage(&events).await?;
+    tx.commit(doorbell).await?;
     Ok((Ok(claim), events))
 }
 
@@ -189,11 +190,12 @@ pub struct BatchLimits {
 /// and notes whether an operator has asked the run to stop since.
 pub async fn batch(
     pool: &PgPool,
+    doorbell: &Doorbell,
     claim: &mut Claim,
     versions: &BTreeMap<i32, Vec<Step>>,
     limits: BatchLimits,
 ) -> Result<(Batch, Vec<Event>), WorkerError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = OutboxTx::begin(pool).await?;
     let (ids, migrated) = {
         let mut nodes = sqlx::query_as::<_, (String, Value, i32)>(
             "select id, data, schema_version from graph_nodes
@@ -240,8 +242,8 @@ pub async fn batch(
     (claim.processed, claim.cancel_requested) =
         fenced_progress(&mut tx, claim, ids.len() as i64, limits.lease).await?;
     let events = vec![claim.event(MigrationPhase::Progress, None)];
-    outbox::stage(&mut tx, &events).await?;
-    tx.commit().await?;
+    tx.stage(&events).await?;
+    tx.commit(doorbell).await?;
     Ok((Batch::Migrated(ids.len()), events))
 }
 
@@ -319,10 +321,11 @@ impl Ending {
 /// Ends the run as `ending` says, with the graph's new status and the run's event.
 pub async fn finish(
     pool: &PgPool,
+    doorbell: &Doorbell,
     claim: &Claim,
     ending: &Ending,
 ) -> Result<Vec<Event>, WorkerError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = OutboxTx::begin(pool).await?;
     lock_graph(&mut tx, claim.run_id).await?;
     let (run_status, graph_status) = ending.statuses();
     let error = match ending {
@@ -364,8 +367,8 @@ pub async fn finish(
         Ending::Cancelled => MigrationPhase::Cancelled,
     };
     let events = vec![claim.event(phase, error)];
-    outbox::stage(&mut tx, &events).await?;
-    tx.commit().await?;
+    tx.stage(&events).await?;
+    tx.commit(doorbell).await?;
     Ok(events)
 }
 

@@ -13,9 +13,9 @@
 
 use futures::TryStreamExt;
 use serde_json::{Value, json};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool};
 use switchyard_bus::payloads::{MutationApplied, MutationFailed, TopologyStatus};
-use switchyard_bus::{Event, outbox};
+use switchyard_bus::{Doorbell, Event, OutboxTx};
 use switchyard_domain::json::{self, Limits};
 use switchyard_domain::status::{self, MutationStatus};
 use uuid::Uuid;
@@ -62,13 +62,14 @@ pub struct BatchLimits {
 }
 
 /// Applies up to `limits.size` pending mutations of `topology_id` in one transaction,
-/// and returns the committed events for the relay.
+/// hands its events to the relay through `doorbell` once committed, and returns them.
 pub async fn run(
     pool: &PgPool,
+    doorbell: &Doorbell,
     topology_id: Uuid,
     limits: BatchLimits,
 ) -> Result<(BatchResult, Vec<Event>), WorkerError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = OutboxTx::begin(pool).await?;
     let Some(topology) = lock(&mut tx, topology_id, limits.lock_timeout).await? else {
         return Ok((BatchResult::Busy, Vec::new()));
     };
@@ -98,7 +99,7 @@ pub async fn run(
         version,
         more,
     };
-    outcome.commit(tx).await
+    outcome.commit(tx, doorbell).await
 }
 
 /// Marks the topology's pending head failed with `reason`, without applying it: the
@@ -106,11 +107,12 @@ pub async fn run(
 /// is not read.
 pub async fn fail_head(
     pool: &PgPool,
+    doorbell: &Doorbell,
     topology_id: Uuid,
     lock_timeout: std::time::Duration,
     reason: &str,
 ) -> Result<(BatchResult, Vec<Event>), WorkerError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = OutboxTx::begin(pool).await?;
     let Some(topology) = lock(&mut tx, topology_id, lock_timeout).await? else {
         return Ok((BatchResult::Busy, Vec::new()));
     };
@@ -122,7 +124,7 @@ pub async fn fail_head(
         version: topology.version,
         more,
     };
-    outcome.commit(tx).await
+    outcome.commit(tx, doorbell).await
 }
 
 /// The stored document as a value. A document stored before depth limits existed may
@@ -186,7 +188,8 @@ impl Outcome {
     /// Commits every outcome with its audit row, the topology and the events together.
     async fn commit(
         self,
-        mut tx: Transaction<'static, Postgres>,
+        mut tx: OutboxTx<'static>,
+        doorbell: &Doorbell,
     ) -> Result<(BatchResult, Vec<Event>), WorkerError> {
         let status = if self.more {
             status::TopologyStatus::Pending
@@ -197,8 +200,8 @@ impl Outcome {
         record_outcomes(&mut tx, &self.finished).await?;
         record_audit(&mut tx, self.topology_id, &self.finished).await?;
         save_topology(&mut tx, &self, status).await?;
-        outbox::stage(&mut tx, &events).await?;
-        tx.commit().await?;
+        tx.stage(&events).await?;
+        tx.commit(doorbell).await?;
         let result = BatchResult::Committed {
             finished: self.finished.len(),
             more: self.more,

@@ -115,7 +115,14 @@ impl Mutator {
             lock_timeout: self.config.lock_timeout,
         };
         for _ in 0..self.config.max_batches_per_message {
-            let (result, events) = match batch::run(&self.pool, topology_id, limits).await {
+            let (result, _announced) = match batch::run(
+                &self.pool,
+                &self.doorbell,
+                topology_id,
+                limits,
+            )
+            .await
+            {
                 Ok(done) => done,
                 Err(error) if error.is_transient() => return Err(error),
                 Err(error) if limits.size > 1 => {
@@ -127,11 +134,16 @@ impl Mutator {
                     tracing::error!(%error, %topology_id, "a mutation's outcome cannot be stored; marking it failed");
                     // The one at fault is found: the rest go in full batches again.
                     limits.size = self.config.batch_size;
-                    batch::fail_head(&self.pool, topology_id, limits.lock_timeout, NOT_STORABLE)
-                        .await?
+                    batch::fail_head(
+                        &self.pool,
+                        &self.doorbell,
+                        topology_id,
+                        limits.lock_timeout,
+                        NOT_STORABLE,
+                    )
+                    .await?
                 }
             };
-            self.doorbell.ring(events);
             match result {
                 BatchResult::Busy => {
                     drain.busy = drain.finished == 0;

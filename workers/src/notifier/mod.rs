@@ -24,11 +24,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
 use switchyard_bus::payloads::{InboxMessageCreated, ProgressRecorded};
-use switchyard_bus::{Doorbell, Event, audit, outbox};
+use switchyard_bus::{Doorbell, Event, audit};
 use uuid::Uuid;
 
 use crate::WorkerError;
 use crate::consumer::{EventHandler, Outcome};
+use switchyard_bus::OutboxTx;
 use switchyard_bus::{Payload, Source};
 
 pub mod message;
@@ -89,7 +90,7 @@ pub struct Notifier {
 impl Notifier {
     /// Notifies the repos affected by change `id`, exactly once.
     pub async fn notify(&self, id: Uuid) -> Result<Notified, WorkerError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = OutboxTx::begin(&self.pool).await?;
         let Some(change) = published(&mut tx, id).await? else {
             return Ok(Notified::NotPublished);
         };
@@ -102,9 +103,8 @@ impl Notifier {
         for recipient in &recipients.notified {
             events.push(deliver(&mut tx, &change, recipient).await?.event(SOURCE));
         }
-        outbox::stage(&mut tx, &events).await?;
-        tx.commit().await?;
-        self.doorbell.ring(events);
+        tx.stage(&events).await?;
+        tx.commit(&self.doorbell).await?;
         Ok(Notified::Sent(recipients))
     }
 
@@ -112,7 +112,7 @@ impl Notifier {
     /// recorded with no message sent and `notifications_failed` saying why, so it is
     /// handled (the reconciler stops announcing it) and the origin repo sees it.
     pub async fn give_up(&self, id: Uuid, reason: &str) -> Result<Notified, WorkerError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = OutboxTx::begin(&self.pool).await?;
         let Some(change) = published(&mut tx, id).await? else {
             return Ok(Notified::NotPublished);
         };
@@ -121,9 +121,8 @@ impl Notifier {
             return Ok(Notified::AlreadyDone);
         };
         let events = vec![progress.event(SOURCE)];
-        outbox::stage(&mut tx, &events).await?;
-        tx.commit().await?;
-        self.doorbell.ring(events);
+        tx.stage(&events).await?;
+        tx.commit(&self.doorbell).await?;
         Ok(Notified::GaveUp)
     }
 

@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde_json::json;
 use sqlx::PgConnection;
+use switchyard_bus::Event;
 use switchyard_bus::payloads::{MigrationChanged, MigrationPhase};
-use switchyard_bus::{Event, outbox};
 use switchyard_domain::status::{GraphStatus, MigrationRunStatus};
 use uuid::Uuid;
 
@@ -19,6 +19,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::Path;
 use crate::openapi::{ErrorBody, Refusals};
+use switchyard_bus::OutboxTx;
 use switchyard_bus::{Payload, Source};
 
 /// Cancel a migration run: the way back to a `ready` graph at its current version.
@@ -56,7 +57,7 @@ pub(super) async fn cancel(
     Extension(caller): Extension<Caller>,
     Path((slug, run_id)): Path<(String, Uuid)>,
 ) -> Result<(StatusCode, Json<MigrationRunOut>), ApiError> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = OutboxTx::begin(&app.pool).await?;
     let graph = locked(&mut tx, &slug).await?;
     let run = sqlx::query_as::<_, MigrationRunOut>(concat!(
         "select ",
@@ -87,9 +88,8 @@ pub(super) async fn cancel(
     };
     let run = record_cancel(&mut tx, &graph, run, phase, &caller).await?;
     let events = cancel_events(&graph, &run, phase);
-    outbox::stage(&mut tx, &events).await?;
-    tx.commit().await?;
-    app.doorbell.ring(events);
+    tx.stage(&events).await?;
+    tx.commit(&app.doorbell).await?;
     Ok((status, Json(run)))
 }
 

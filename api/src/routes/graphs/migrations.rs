@@ -10,9 +10,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
 use switchyard_bus::payloads::{MigrationChanged, MigrationPhase};
-use switchyard_bus::{Event, outbox};
 use switchyard_domain::status::{GraphStatus, MigrationRunStatus};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -27,6 +25,7 @@ use crate::openapi::{ErrorBody, Refusals};
 use crate::routes::{Page, PageParams};
 use axum::Extension;
 use serde_json::json;
+use switchyard_bus::OutboxTx;
 use switchyard_bus::{Payload, Source};
 
 /// A migration run as the API returns it.
@@ -98,7 +97,7 @@ pub(super) async fn re_migrate(
                 }
             })?
     };
-    let mut tx = app.pool.begin().await?;
+    let mut tx = OutboxTx::begin(&app.pool).await?;
     let graph = locked(&mut tx, &slug).await?;
     let current: i32 = sqlx::query_scalar("select current_version from plugins where name = $1")
         .bind(&graph.plugin)
@@ -117,26 +116,25 @@ pub(super) async fn re_migrate(
             graph.schema_version
         )));
     }
-    let (run, events) = request(&mut tx, &graph, target, &caller).await?;
-    tx.commit().await?;
-    app.doorbell.ring(events);
+    let run = request(&mut tx, &graph, target, &caller).await?;
+    tx.commit(&app.doorbell).await?;
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 
 /// Records a pending run of `graph` (locked by the caller) to `target`, with its
 /// `migration.requested` event: 409 if a run is in flight or the graph is there.
 pub async fn request(
-    tx: &mut PgConnection,
+    tx: &mut OutboxTx<'_>,
     graph: &GraphOut,
     target: i32,
     caller: &Caller,
-) -> Result<(MigrationRunOut, Vec<Event>), ApiError> {
+) -> Result<MigrationRunOut, ApiError> {
     let active: Option<(Uuid, String)> = sqlx::query_as(
         "select id, status from graph_migration_runs
          where graph_id = $1 and status in ('pending', 'running')",
     )
     .bind(graph.id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
     if let Some((id, status)) = active {
         return Err(ApiError::Conflict(format!(
@@ -173,7 +171,7 @@ pub async fn request(
     .bind(graph.schema_version)
     .bind(target)
     .bind(event.id.to_string())
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
     audit::record(
         tx,
@@ -184,8 +182,8 @@ pub async fn request(
         json!({ "run_id": run.id, "from_version": run.from_version, "to_version": target }),
     )
     .await?;
-    outbox::stage(&mut *tx, std::slice::from_ref(&event)).await?;
-    Ok((run, vec![event]))
+    tx.stage(std::slice::from_ref(&event)).await?;
+    Ok(run)
 }
 
 /// A graph's migration runs, newest first (`created_at`, then `id`, descending), a

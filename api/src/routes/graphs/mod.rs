@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::{PgConnection, PgExecutor};
 use switchyard_bus::payloads::{GraphAction, GraphChanged};
-use switchyard_bus::{Event, outbox};
 use switchyard_domain::status::{GraphStatus, ReadOnlyReason};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -26,6 +25,7 @@ use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::openapi::{ErrorBody, Refusals};
 use crate::{AppState, audit, validate};
+use switchyard_bus::OutboxTx;
 use switchyard_bus::{Payload, Source};
 
 /// The columns of [`migrations::MigrationRunOut`], for `concat!` into `&'static str`
@@ -114,7 +114,7 @@ async fn create(
     Body(input): Body<GraphIn>,
 ) -> Result<(StatusCode, Json<GraphOut>), ApiError> {
     validate::slug("slug", &input.slug)?;
-    let mut tx = app.pool.begin().await?;
+    let mut tx = OutboxTx::begin(&app.pool).await?;
     let version: i32 =
         sqlx::query_scalar("select current_version from plugins where name = $1 for share")
             .bind(&input.plugin)
@@ -141,9 +141,8 @@ async fn create(
         )));
     }
     let graph = find(&mut *tx, &input.slug).await?;
-    let events = changed(&mut tx, &graph, None, &caller).await?;
-    tx.commit().await?;
-    app.doorbell.ring(events);
+    changed(&mut tx, &graph, None, &caller).await?;
+    tx.commit(&app.doorbell).await?;
     Ok((StatusCode::CREATED, Json(graph)))
 }
 
@@ -194,11 +193,11 @@ async fn show(
 /// Writes the audit row and stages the event of a graph's creation (`nodes` is
 /// `None`) or of a node write.
 pub(crate) async fn changed(
-    tx: &mut PgConnection,
+    tx: &mut OutboxTx<'_>,
     graph: &GraphOut,
     nodes: Option<usize>,
     caller: &Caller,
-) -> Result<Vec<Event>, ApiError> {
+) -> Result<(), ApiError> {
     let action = if nodes.is_some() {
         GraphAction::NodesWritten
     } else {
@@ -220,8 +219,8 @@ pub(crate) async fn changed(
     )
     .await?;
     let event = change.event(Source::Api);
-    outbox::stage(tx, std::slice::from_ref(&event)).await?;
-    Ok(vec![event])
+    tx.stage(std::slice::from_ref(&event)).await?;
+    Ok(())
 }
 
 /// The graph, or 404 naming the slug.

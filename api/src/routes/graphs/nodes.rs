@@ -15,6 +15,7 @@ use crate::extract::{Body, Path, Query};
 use crate::openapi::{ErrorBody, Refusals};
 use crate::{AppState, validate};
 use axum::Extension;
+use switchyard_bus::OutboxTx;
 
 /// Most nodes in one write.
 const MAX_NODES: usize = 1000;
@@ -105,7 +106,7 @@ pub(super) async fn write(
         ids.push(node.id);
         data.push(node_data);
     }
-    let mut tx = app.pool.begin().await?;
+    let mut tx = OutboxTx::begin(&app.pool).await?;
     // A shared lock: the migrator's claim (which sets `migrating`) waits for this
     // write to commit, and counts these nodes; or it went first, and this is refused.
     sqlx::query("select 1 from graphs where slug = $1 for share")
@@ -130,9 +131,8 @@ pub(super) async fn write(
     .bind(&data)
     .execute(&mut *tx)
     .await?;
-    let events = super::changed(&mut tx, &graph, Some(ids.len()), &caller).await?;
-    tx.commit().await?;
-    app.doorbell.ring(events);
+    super::changed(&mut tx, &graph, Some(ids.len()), &caller).await?;
+    tx.commit(&app.doorbell).await?;
     Ok(Json(NodesWritten {
         written: ids.len(),
         schema_version: graph.schema_version,

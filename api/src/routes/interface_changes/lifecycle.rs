@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use serde_json::json;
 use sqlx::PgConnection;
-use switchyard_bus::outbox;
 use switchyard_bus::payloads::InterfaceChanged;
 use uuid::Uuid;
 
@@ -17,15 +16,16 @@ use crate::error::ApiError;
 use crate::extract::Path;
 use crate::openapi::{ErrorBody, Refusals};
 use crate::{AppState, audit};
+use switchyard_bus::OutboxTx;
 use switchyard_bus::Payload;
 
 /// Writes the audit row and stages the change's event for its new state.
 pub(super) async fn transition(
-    tx: &mut PgConnection,
+    tx: &mut OutboxTx<'_>,
     change: &InterfaceChangeOut,
     action: &str,
     caller: &Caller,
-) -> Result<Vec<switchyard_bus::Event>, ApiError> {
+) -> Result<(), ApiError> {
     let key = change.id.to_string();
     audit::record(
         tx,
@@ -46,8 +46,8 @@ pub(super) async fn transition(
         affected_repo_slugs: change.affected_repo_slugs.clone(),
     }
     .event(SOURCE);
-    outbox::stage(tx, std::slice::from_ref(&event)).await?;
-    Ok(vec![event])
+    tx.stage(std::slice::from_ref(&event)).await?;
+    Ok(())
 }
 
 /// Publish a draft: the affected repos are notified by the notifier.
@@ -115,7 +115,7 @@ async fn advance(
     step: Step,
 ) -> Result<InterfaceChangeOut, ApiError> {
     let (verb, from, to) = step.edges();
-    let mut tx = app.pool.begin().await?;
+    let mut tx = OutboxTx::begin(&app.pool).await?;
     let current = locked(&mut tx, id).await?;
     let advanced = sqlx::query_as::<_, InterfaceChangeOut>(concat!(
         "update interface_changes set status = $2, updated_at = now(),
@@ -138,9 +138,8 @@ async fn advance(
             current.status
         ))
     })?;
-    let events = transition(&mut tx, &advanced, to.as_str(), caller).await?;
-    tx.commit().await?;
-    app.doorbell.ring(events);
+    transition(&mut tx, &advanced, to.as_str(), caller).await?;
+    tx.commit(&app.doorbell).await?;
     Ok(advanced)
 }
 

@@ -26,6 +26,7 @@ use crate::extract::{Body, Path, Query};
 use crate::openapi::{ErrorBody, Refusals};
 use crate::validate::{AffectedPath, AffectedSlugs};
 use crate::{AppState, validate};
+use switchyard_bus::OutboxTx;
 use switchyard_bus::Source;
 
 const SOURCE: Source = Source::Api;
@@ -214,7 +215,7 @@ async fn create(
         author: input.author.unwrap_or_else(|| caller.subject.clone()),
     }
     .check()?;
-    let mut tx = app.pool.begin().await?;
+    let mut tx = OutboxTx::begin(&app.pool).await?;
     // Shared lock: an archive cannot commit between this check and the insert.
     let origin = repos::find_for_share(&mut tx, &input.repo_slug).await?;
     if origin.archived_at.is_some() {
@@ -224,9 +225,8 @@ async fn create(
         )));
     }
     let change = store(&mut tx, Uuid::now_v7(), &origin.slug, &content).await?;
-    let events = transition(&mut tx, &change, "drafted", &caller).await?;
-    tx.commit().await?;
-    app.doorbell.ring(events);
+    transition(&mut tx, &change, "drafted", &caller).await?;
+    tx.commit(&app.doorbell).await?;
     Ok((StatusCode::CREATED, Json(change)))
 }
 
@@ -365,7 +365,7 @@ async fn edit(
     Path(id): Path<Uuid>,
     Body(patch): Body<InterfaceChangePatch>,
 ) -> Result<Json<InterfaceChangeOut>, ApiError> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = OutboxTx::begin(&app.pool).await?;
     let current = locked(&mut tx, id).await?;
     if current.status != ChangeStatus::Draft {
         return Err(ApiError::Conflict(format!(
@@ -387,9 +387,8 @@ async fn edit(
     }
     .check()?;
     let change = store(&mut tx, id, &current.repo_slug, &content).await?;
-    let events = transition(&mut tx, &change, "edited", &caller).await?;
-    tx.commit().await?;
-    app.doorbell.ring(events);
+    transition(&mut tx, &change, "edited", &caller).await?;
+    tx.commit(&app.doorbell).await?;
     Ok(Json(change))
 }
 

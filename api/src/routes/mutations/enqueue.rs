@@ -10,7 +10,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use switchyard_bus::payloads::{MutationEnqueued, TopologyStatus};
-use switchyard_bus::{Event, outbox};
+use switchyard_bus::{Doorbell, Event, OutboxTx};
 use switchyard_domain::json;
 use switchyard_domain::status;
 use uuid::Uuid;
@@ -38,8 +38,8 @@ struct KeyedMutation {
 
 /// What an enqueue did.
 enum Enqueued {
-    /// A new mutation, with the events to hand to the relay.
-    Created(MutationOut, Vec<Event>),
+    /// A new mutation, committed and announced.
+    Created(MutationOut),
     /// A retried request: the original mutation.
     Replayed(MutationOut),
 }
@@ -94,9 +94,8 @@ pub(super) async fn enqueue(
         key,
         hash,
     };
-    match insert(&app.pool, new).await? {
-        Enqueued::Created(mutation, events) => {
-            app.doorbell.ring(events);
+    match insert(&app.pool, &app.doorbell, new).await? {
+        Enqueued::Created(mutation) => {
             let location = format!("/api/v1/mutations/{}", mutation.id);
             Ok((
                 StatusCode::ACCEPTED,
@@ -148,13 +147,17 @@ struct NewMutation<'a> {
 
 /// Commits the mutation and its `enqueued` event together, or finds the original
 /// for a retried idempotency key.
-async fn insert(pool: &PgPool, new: NewMutation<'_>) -> Result<Enqueued, ApiError> {
+async fn insert(
+    pool: &PgPool,
+    doorbell: &Doorbell,
+    new: NewMutation<'_>,
+) -> Result<Enqueued, ApiError> {
     if let Some(key) = new.key
         && let Some(existing) = find_by_key(pool, new.topology_id, key).await?
     {
         return replay(existing, key, &new.hash);
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = OutboxTx::begin(pool).await?;
     let allocated = next_seq(&mut tx, new.topology_id).await?;
     let mutation = match (insert_row(&mut tx, &new, allocated.seq).await, new.key) {
         // A concurrent request with the same key committed first: answer with its result.
@@ -178,9 +181,9 @@ async fn insert(pool: &PgPool, new: NewMutation<'_>) -> Result<Enqueued, ApiErro
         };
         events.push(status.event(SOURCE));
     }
-    outbox::stage(&mut tx, &events).await?;
-    tx.commit().await?;
-    Ok(Enqueued::Created(mutation, events))
+    tx.stage(&events).await?;
+    tx.commit(doorbell).await?;
+    Ok(Enqueued::Created(mutation))
 }
 
 /// A seq handed out, and what the topology looked like when it was.

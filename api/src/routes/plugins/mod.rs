@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use switchyard_bus::payloads::PluginVersioned;
-use switchyard_bus::{Event, outbox};
 use switchyard_domain::steps::Step;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -28,6 +27,7 @@ use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::openapi::{ErrorBody, Refusals};
 use crate::{AppState, validate};
+use switchyard_bus::OutboxTx;
 use switchyard_bus::{Payload, Source};
 use versions::{check_version, insert_version};
 
@@ -96,11 +96,11 @@ pub struct PluginVersionOut {
 
 /// Writes the audit row and stages `plugin.{name}.version` for the plugin's current version.
 async fn versioned(
-    tx: &mut PgConnection,
+    tx: &mut OutboxTx<'_>,
     plugin: &PluginOut,
     action: &str,
     caller: &Caller,
-) -> Result<Vec<Event>, ApiError> {
+) -> Result<(), ApiError> {
     let detail = json!({ "current_version": plugin.current_version });
     audit::record(tx, "plugin", &plugin.name, action, &caller.subject, detail).await?;
     let event = PluginVersioned {
@@ -108,8 +108,8 @@ async fn versioned(
         version: plugin.current_version,
     }
     .event(Source::Api);
-    outbox::stage(tx, std::slice::from_ref(&event)).await?;
-    Ok(vec![event])
+    tx.stage(std::slice::from_ref(&event)).await?;
+    Ok(())
 }
 
 /// Register a plugin with its versions.
@@ -139,7 +139,7 @@ async fn register(
     for (i, version) in input.versions.iter().enumerate() {
         check_version(version, i as i32 + 1, &app.config.document_limits())?;
     }
-    let mut tx = app.pool.begin().await?;
+    let mut tx = OutboxTx::begin(&app.pool).await?;
     let inserted = sqlx::query(
         "insert into plugins (name, current_version) values ($1, $2) on conflict (name) do nothing",
     )
@@ -158,9 +158,8 @@ async fn register(
         insert_version(&mut tx, &input.name, version).await?;
     }
     let plugin = find(&mut tx, &input.name).await?;
-    let events = versioned(&mut tx, &plugin, "registered", &caller).await?;
-    tx.commit().await?;
-    app.doorbell.ring(events);
+    versioned(&mut tx, &plugin, "registered", &caller).await?;
+    tx.commit(&app.doorbell).await?;
     Ok((StatusCode::CREATED, Json(plugin)))
 }
 

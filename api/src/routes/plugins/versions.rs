@@ -19,6 +19,7 @@ use crate::extract::{Body, Path, Query};
 use crate::openapi::{ErrorBody, Refusals};
 use crate::routes::graphs::{self, migrations::MigrationRunOut};
 use crate::{AppState, validate};
+use switchyard_bus::OutboxTx;
 
 /// What registering a version did.
 #[derive(Debug, Serialize, ToSchema)]
@@ -109,7 +110,7 @@ pub(super) async fn add_version(
     Query(params): Query<AddVersionParams>,
     Body(version): Body<PluginVersionIn>,
 ) -> Result<(StatusCode, Json<VersionAdded>), ApiError> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = OutboxTx::begin(&app.pool).await?;
     let current: i32 =
         sqlx::query_scalar("select current_version from plugins where name = $1 for update")
             .bind(&name)
@@ -131,7 +132,6 @@ pub(super) async fn add_version(
         .execute(&mut *tx)
         .await?;
     let mut migration_runs = Vec::new();
-    let mut events = Vec::new();
     if params.migrate_graphs.unwrap_or(false) {
         let slugs: Vec<String> =
             sqlx::query_scalar("select slug from graphs where plugin = $1 order by slug")
@@ -141,10 +141,7 @@ pub(super) async fn add_version(
         for slug in slugs {
             let graph = graphs::locked(&mut tx, &slug).await?;
             match graphs::migrations::request(&mut tx, &graph, version.version, &caller).await {
-                Ok((run, staged)) => {
-                    migration_runs.push(run);
-                    events.extend(staged);
-                }
+                Ok(run) => migration_runs.push(run),
                 // A run already in flight: that graph is migrated again when it ends.
                 Err(ApiError::Conflict(_)) => {}
                 Err(other) => return Err(other),
@@ -152,9 +149,8 @@ pub(super) async fn add_version(
         }
     }
     let plugin = find(&mut tx, &name).await?;
-    events.extend(versioned(&mut tx, &plugin, "version_added", &caller).await?);
-    tx.commit().await?;
-    app.doorbell.ring(events);
+    versioned(&mut tx, &plugin, "version_added", &caller).await?;
+    tx.commit(&app.doorbell).await?;
     Ok((
         StatusCode::CREATED,
         Json(VersionAdded {

@@ -12,7 +12,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::{PgConnection, PgExecutor};
-use switchyard_bus::outbox;
 use switchyard_bus::payloads::RepoUpdated;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -24,6 +23,7 @@ use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::openapi::{ErrorBody, Refusals};
 use crate::{AppState, audit, validate};
+use switchyard_bus::OutboxTx;
 use switchyard_bus::{Payload, Source};
 
 const SOURCE: Source = Source::Api;
@@ -184,7 +184,7 @@ async fn register(
         input.git_fingerprint.as_deref(),
         input.description.as_deref(),
     )?;
-    let mut tx = app.pool.begin().await?;
+    let mut tx = OutboxTx::begin(&app.pool).await?;
     let repo = sqlx::query_as::<_, RepoOut>(concat!("insert into repos (slug, name, domain, remote_url, remote_key, git_fingerprint, description)
          values ($1, $2, $3, $4, $5, $6, $7)
          returning ", repo_columns!(), ""))
@@ -198,27 +198,26 @@ async fn register(
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| conflict(e, &input.slug))?;
-    let events = changed(&mut tx, &repo, "registered", &caller).await?;
-    tx.commit().await?;
-    app.doorbell.ring(events);
+    changed(&mut tx, &repo, "registered", &caller).await?;
+    tx.commit(&app.doorbell).await?;
     Ok((StatusCode::CREATED, Json(repo)))
 }
 
 /// Stages the `repo.{slug}.updated` event and writes the audit row.
 async fn changed(
-    tx: &mut PgConnection,
+    tx: &mut OutboxTx<'_>,
     repo: &RepoOut,
     action: &str,
     caller: &Caller,
-) -> Result<Vec<switchyard_bus::Event>, ApiError> {
+) -> Result<(), ApiError> {
     audit::record(tx, "repo", &repo.slug, action, &caller.subject, json!(repo)).await?;
     let event = RepoUpdated {
         repo_slug: repo.slug.clone(),
         action: action.to_owned(),
     }
     .event(SOURCE);
-    outbox::stage(tx, std::slice::from_ref(&event)).await?;
-    Ok(vec![event])
+    tx.stage(std::slice::from_ref(&event)).await?;
+    Ok(())
 }
 
 /// 409 for a taken slug or remote; other errors pass through.
@@ -326,7 +325,7 @@ async fn edit(
     Path(slug): Path<String>,
     Body(patch): Body<RepoPatch>,
 ) -> Result<Json<RepoOut>, ApiError> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = OutboxTx::begin(&app.pool).await?;
     let current = locked(&mut tx, &slug).await?;
     let pick = |new: Option<Option<String>>, old: Option<String>| new.unwrap_or(old);
     let fields = Fields::check(
@@ -354,9 +353,8 @@ async fn edit(
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| conflict(e, &slug))?;
-    let events = changed(&mut tx, &repo, "edited", &caller).await?;
-    tx.commit().await?;
-    app.doorbell.ring(events);
+    changed(&mut tx, &repo, "edited", &caller).await?;
+    tx.commit(&app.doorbell).await?;
     Ok(Json(repo))
 }
 
@@ -378,7 +376,7 @@ async fn archive(
     Extension(caller): Extension<Caller>,
     Path(slug): Path<String>,
 ) -> Result<Json<RepoOut>, ApiError> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = OutboxTx::begin(&app.pool).await?;
     locked(&mut tx, &slug).await?;
     let repo = sqlx::query_as::<_, RepoOut>(concat!(
         "update repos set archived_at = now(), updated_at = now()
@@ -390,9 +388,8 @@ async fn archive(
     .bind(&slug)
     .fetch_one(&mut *tx)
     .await?;
-    let events = changed(&mut tx, &repo, "archived", &caller).await?;
-    tx.commit().await?;
-    app.doorbell.ring(events);
+    changed(&mut tx, &repo, "archived", &caller).await?;
+    tx.commit(&app.doorbell).await?;
     Ok(Json(repo))
 }
 
