@@ -101,30 +101,37 @@ pub async fn claim(
         return Ok((Err(why), Vec::new()));
     };
     if claim.attempt == 1 {
-        // Nodes are often bulk-loaded just before a migration, before autovacuum has
-        // looked at them: without statistics the batch update's join can degrade to
-        // scanning the table once per node.
-        sqlx::query("analyze graph_nodes").execute(&mut *tx).await?;
-        // Writes already committed are counted; new ones are refused from here on.
-        sqlx::query("update graphs set status = 'migrating', updated_at = now() where id = $1")
-            .bind(claim.graph_id)
-            .execute(&mut *tx)
-            .await?;
-        claim.total = sqlx::query_scalar(
-            "update graph_migration_runs set total = (
-               select count(*) from graph_nodes where graph_id = $2 and schema_version < $3)
-             where id = $1 returning total",
-        )
-        .bind(claim.run_id)
-        .bind(claim.graph_id)
-        .bind(claim.to_version)
-        .fetch_one(&mut *tx)
-        .await?;
+        start(&mut tx, &mut claim).await?;
     }
     let events = vec![claim.event(MigrationPhase::Running, None)];
     tx.stage(&events).await?;
     tx.commit(doorbell).await?;
     Ok((Ok(claim), events))
+}
+
+/// A run's first claim: the graph becomes read-only (`migrating`) and the nodes to
+/// migrate are counted into `claim.total`.
+async fn start(tx: &mut PgConnection, claim: &mut Claim) -> Result<(), WorkerError> {
+    // Nodes are often bulk-loaded just before a migration, before autovacuum has
+    // looked at them: without statistics the batch update's join can degrade to
+    // scanning the table once per node.
+    sqlx::query("analyze graph_nodes").execute(&mut *tx).await?;
+    // Writes already committed are counted; new ones are refused from here on.
+    sqlx::query("update graphs set status = 'migrating', updated_at = now() where id = $1")
+        .bind(claim.graph_id)
+        .execute(&mut *tx)
+        .await?;
+    claim.total = sqlx::query_scalar(
+        "update graph_migration_runs set total = (
+           select count(*) from graph_nodes where graph_id = $2 and schema_version < $3)
+         where id = $1 returning total",
+    )
+    .bind(claim.run_id)
+    .bind(claim.graph_id)
+    .bind(claim.to_version)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// Locks the graph of run `id`. Whoever changes both a run and its graph (claim,

@@ -121,20 +121,18 @@ pub(super) async fn re_migrate(
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 
-/// Records a pending run of `graph` (locked by the caller) to `target`, with its
-/// `migration.requested` event: 409 if a run is in flight or the graph is there.
-pub async fn request(
-    tx: &mut OutboxTx<'_>,
+/// 409 when `graph` has a run pending or running, or is already `ready` at `target`.
+async fn refuse_if_in_flight_or_there(
+    tx: &mut sqlx::PgConnection,
     graph: &GraphOut,
     target: i32,
-    caller: &Caller,
-) -> Result<MigrationRunOut, ApiError> {
+) -> Result<(), ApiError> {
     let active: Option<(Uuid, String)> = sqlx::query_as(
         "select id, status from graph_migration_runs
          where graph_id = $1 and status in ('pending', 'running')",
     )
     .bind(graph.id)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(tx)
     .await?;
     if let Some((id, status)) = active {
         return Err(ApiError::Conflict(format!(
@@ -148,6 +146,18 @@ pub async fn request(
             graph.slug
         )));
     }
+    Ok(())
+}
+
+/// Records a pending run of `graph` (locked by the caller) to `target`, with its
+/// `migration.requested` event: 409 if a run is in flight or the graph is there.
+pub async fn request(
+    tx: &mut OutboxTx<'_>,
+    graph: &GraphOut,
+    target: i32,
+    caller: &Caller,
+) -> Result<MigrationRunOut, ApiError> {
+    refuse_if_in_flight_or_there(tx, graph, target).await?;
     let run_id = Uuid::now_v7();
     let event = MigrationChanged {
         run_id,

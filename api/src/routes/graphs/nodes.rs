@@ -16,6 +16,7 @@ use crate::openapi::{ErrorBody, Refusals};
 use crate::{AppState, validate};
 use axum::Extension;
 use switchyard_bus::OutboxTx;
+use switchyard_domain::json::Limits;
 
 /// Most nodes in one write.
 const MAX_NODES: usize = 1000;
@@ -60,6 +61,32 @@ pub struct NodeOut {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The nodes' ids and data, in order, each checked: an id of 1 to 200 characters,
+/// given once, and data within the document limits; a 422 names the first that is not.
+fn checked(nodes: Vec<NodeIn>, limits: &Limits) -> Result<(Vec<String>, Vec<Value>), ApiError> {
+    let mut seen = std::collections::HashSet::with_capacity(nodes.len());
+    let mut ids = Vec::with_capacity(nodes.len());
+    let mut data = Vec::with_capacity(nodes.len());
+    for (i, node) in nodes.into_iter().enumerate() {
+        if node.id.is_empty() || node.id.chars().count() > 200 {
+            return Err(ApiError::Unprocessable(format!(
+                "nodes[{i}].id must be 1 to 200 characters"
+            )));
+        }
+        if !seen.insert(node.id.clone()) {
+            return Err(ApiError::Unprocessable(format!(
+                "nodes[{i}].id {:?} appears twice",
+                node.id
+            )));
+        }
+        let node_data = Value::Object(node.data);
+        validate::json(&format!("nodes[{i}].data"), &node_data, limits)?;
+        ids.push(node.id);
+        data.push(node_data);
+    }
+    Ok((ids, data))
+}
+
 /// Write nodes (insert or replace), at the graph's schema version.
 #[utoipa::path(
     post,
@@ -86,26 +113,7 @@ pub(super) async fn write(
             input.nodes.len()
         )));
     }
-    let limits = app.config.document_limits();
-    let mut ids = Vec::with_capacity(input.nodes.len());
-    let mut data = Vec::with_capacity(input.nodes.len());
-    for (i, node) in input.nodes.into_iter().enumerate() {
-        if node.id.is_empty() || node.id.chars().count() > 200 {
-            return Err(ApiError::Unprocessable(format!(
-                "nodes[{i}].id must be 1 to 200 characters"
-            )));
-        }
-        if ids.contains(&node.id) {
-            return Err(ApiError::Unprocessable(format!(
-                "nodes[{i}].id {:?} appears twice",
-                node.id
-            )));
-        }
-        let node_data = Value::Object(node.data);
-        validate::json(&format!("nodes[{i}].data"), &node_data, &limits)?;
-        ids.push(node.id);
-        data.push(node_data);
-    }
+    let (ids, data) = checked(input.nodes, &app.config.document_limits())?;
     let mut tx = OutboxTx::begin(&app.pool).await?;
     // A shared lock: the migrator's claim (which sets `migrating`) waits for this
     // write to commit, and counts these nodes; or it went first, and this is refused.
