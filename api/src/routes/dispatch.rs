@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::inbox::{InboxMessageOut, inbox_columns};
+use super::inbox::InboxMessageOut;
 use super::interface_changes::{ChangeType, InterfaceType};
 use super::repos::{self, RepoOut};
 use crate::AppState;
@@ -113,12 +113,8 @@ pub async fn dispatch_of(pool: &PgPool, slug: &str) -> Result<DispatchOut, ApiEr
     .bind(slug)
     .fetch_one(&mut *tx)
     .await?;
-    let unread_inbox = sqlx::query_as::<_, InboxMessageOut>(concat!(
-        "select ",
-        inbox_columns!(),
-        " from inbox_messages where repo_slug = $1 and read_at is null
-         order by id desc limit $2"
-    ))
+    let unread_inbox = sqlx::query_as::<_, InboxMessageOut>("select id, repo_slug, from_repo_slug, interface_change_id, subject, body, created_at, read_at from inbox_messages where repo_slug = $1 and read_at is null
+         order by id desc limit $2")
     .bind(slug)
     .bind(UNREAD_SHOWN)
     .fetch_all(&mut *tx)

@@ -23,14 +23,6 @@ use crate::{AppState, audit};
 use switchyard_bus::OutboxTx;
 use switchyard_bus::{Payload, Source};
 
-/// The columns of the output type, for `concat!` into `&'static str` queries.
-macro_rules! inbox_columns {
-    () => {
-        "id, repo_slug, from_repo_slug, interface_change_id, subject, body, created_at, read_at"
-    };
-}
-pub(crate) use inbox_columns;
-
 const SOURCE: Source = Source::Api;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -92,15 +84,11 @@ async fn list(
     let before: Option<Uuid> = page.cursor()?;
     repos::find(&app.pool, &slug).await?;
     // Ids are UUIDv7: id order is arrival order.
-    let rows = sqlx::query_as::<_, InboxMessageOut>(concat!(
-        "select ",
-        inbox_columns!(),
-        " from inbox_messages
+    let rows = sqlx::query_as::<_, InboxMessageOut>("select id, repo_slug, from_repo_slug, interface_change_id, subject, body, created_at, read_at from inbox_messages
          where repo_slug = $1 and (not $2 or read_at is null)
            and ($3::uuid is null or id < $3)
          order by id desc
-         limit $4"
-    ))
+         limit $4")
     .bind(&slug)
     .bind(params.unread.unwrap_or(false))
     .bind(before)
@@ -128,13 +116,9 @@ async fn mark_read(
     Path((slug, message_id)): Path<(String, Uuid)>,
 ) -> Result<Json<InboxMessageOut>, ApiError> {
     let mut tx = OutboxTx::begin(&app.pool).await?;
-    let marked = sqlx::query_as::<_, InboxMessageOut>(concat!(
-        "update inbox_messages set read_at = now()
+    let marked = sqlx::query_as::<_, InboxMessageOut>("update inbox_messages set read_at = now()
          where id = $1 and repo_slug = $2 and read_at is null
-         returning ",
-        inbox_columns!(),
-        ""
-    ))
+         returning id, repo_slug, from_repo_slug, interface_change_id, subject, body, created_at, read_at")
     .bind(message_id)
     .bind(&slug)
     .fetch_optional(&mut *tx)
@@ -165,11 +149,7 @@ async fn mark_read(
 
 async fn find(pool: &sqlx::PgPool, slug: &str, id: Uuid) -> Result<InboxMessageOut, ApiError> {
     repos::find(pool, slug).await?;
-    sqlx::query_as::<_, InboxMessageOut>(concat!(
-        "select ",
-        inbox_columns!(),
-        " from inbox_messages where id = $1 and repo_slug = $2"
-    ))
+    sqlx::query_as::<_, InboxMessageOut>("select id, repo_slug, from_repo_slug, interface_change_id, subject, body, created_at, read_at from inbox_messages where id = $1 and repo_slug = $2")
     .bind(id)
     .bind(slug)
     .fetch_optional(pool)

@@ -59,11 +59,7 @@ pub(super) async fn cancel(
 ) -> Result<(StatusCode, Json<MigrationRunOut>), ApiError> {
     let mut tx = OutboxTx::begin(&app.pool).await?;
     let graph = locked(&mut tx, &slug).await?;
-    let run = sqlx::query_as::<_, MigrationRunOut>(concat!(
-        "select ",
-        run_columns!(),
-        " from graph_migration_runs where id = $1 and graph_id = $2 for update"
-    ))
+    let run = sqlx::query_as::<_, MigrationRunOut>("select id, graph_id, from_version, to_version, status, error, workflow_run_id, processed, total, created_at, started_at, cancel_requested_at, finished_at from graph_migration_runs where id = $1 and graph_id = $2 for update")
     .bind(run_id)
     .bind(graph.id)
     .fetch_optional(&mut *tx)
@@ -135,21 +131,15 @@ async fn record_cancel(
 ) -> Result<MigrationRunOut, ApiError> {
     let (update, action): (&'static str, _) = match phase {
         MigrationPhase::CancelRequested => (
-            concat!(
-                "update graph_migration_runs
+            "update graph_migration_runs
                  set cancel_requested_at = now()
-                 where id = $1 and status = $2 and cancel_requested_at is null returning ",
-                run_columns!()
-            ),
+                 where id = $1 and status = $2 and cancel_requested_at is null returning id, graph_id, from_version, to_version, status, error, workflow_run_id, processed, total, created_at, started_at, cancel_requested_at, finished_at",
             "migration_cancel_requested",
         ),
         _ => (
-            concat!(
-                "update graph_migration_runs set status = 'cancelled', finished_at = now(),
+            "update graph_migration_runs set status = 'cancelled', finished_at = now(),
                         claimed_by = null, claim_expires_at = null
-                 where id = $1 and status = $2 returning ",
-                run_columns!()
-            ),
+                 where id = $1 and status = $2 returning id, graph_id, from_version, to_version, status, error, workflow_run_id, processed, total, created_at, started_at, cancel_requested_at, finished_at",
             "migration_cancelled",
         ),
     };

@@ -170,12 +170,9 @@ pub async fn request(
         error: None,
     }
     .event(Source::Api);
-    let run = sqlx::query_as::<_, MigrationRunOut>(concat!(
-        "insert into graph_migration_runs (id, graph_id, from_version, to_version, workflow_run_id)
+    let run = sqlx::query_as::<_, MigrationRunOut>("insert into graph_migration_runs (id, graph_id, from_version, to_version, workflow_run_id)
          values ($1, $2, $3, $4, $5)
-         returning ",
-        run_columns!()
-    ))
+         returning id, graph_id, from_version, to_version, status, error, workflow_run_id, processed, total, created_at, started_at, cancel_requested_at, finished_at")
     .bind(run_id)
     .bind(graph.id)
     .bind(graph.schema_version)
@@ -233,13 +230,9 @@ pub(super) async fn history(
             })?,
         ),
     };
-    let runs = sqlx::query_as::<_, MigrationRunOut>(concat!(
-        "select ",
-        run_columns!(),
-        " from graph_migration_runs
+    let runs = sqlx::query_as::<_, MigrationRunOut>("select id, graph_id, from_version, to_version, status, error, workflow_run_id, processed, total, created_at, started_at, cancel_requested_at, finished_at from graph_migration_runs
           where graph_id = $1 and ($2::timestamptz is null or (created_at, id) < ($2, $3))
-          order by created_at desc, id desc limit $4"
-    ))
+          order by created_at desc, id desc limit $4")
     .bind(graph.id)
     .bind(after.map(|(at, _)| at))
     .bind(after.map(|(_, id)| id))
@@ -254,11 +247,7 @@ pub async fn active(
     pool: &sqlx::PgPool,
     graph_id: Uuid,
 ) -> Result<Option<MigrationRunOut>, ApiError> {
-    Ok(sqlx::query_as::<_, MigrationRunOut>(concat!(
-        "select ",
-        run_columns!(),
-        " from graph_migration_runs where graph_id = $1 and status in ('pending', 'running')"
-    ))
+    Ok(sqlx::query_as::<_, MigrationRunOut>("select id, graph_id, from_version, to_version, status, error, workflow_run_id, processed, total, created_at, started_at, cancel_requested_at, finished_at from graph_migration_runs where graph_id = $1 and status in ('pending', 'running')")
     .bind(graph_id)
     .fetch_optional(pool)
     .await?)

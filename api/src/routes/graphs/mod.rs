@@ -28,28 +28,9 @@ use crate::{AppState, audit, validate};
 use switchyard_bus::OutboxTx;
 use switchyard_bus::{Payload, Source};
 
-/// The columns of [`migrations::MigrationRunOut`], for `concat!` into `&'static str`
-/// queries (here, so [`migrations`] and [`cancel`] both see it).
-macro_rules! run_columns {
-    () => {
-        "id, graph_id, from_version, to_version, status, error, workflow_run_id, processed, \
-         total, created_at, started_at, cancel_requested_at, finished_at"
-    };
-}
-
 mod cancel;
 pub mod migrations;
 mod nodes;
-
-/// The columns of [`GraphOut`], for `concat!` into `&'static str` queries.
-macro_rules! graph_columns {
-    () => {
-        "g.id, g.slug, g.plugin, g.schema_version, g.status, \
-         case when g.status = 'migrating' then 'migrating' end as read_only_reason, \
-         g.created_at, g.updated_at, \
-         (select count(*) from graph_nodes n where n.graph_id = g.id) as node_count"
-    };
-}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -162,11 +143,7 @@ async fn list(
     let params = PageParams::from(params);
     let limit = params.limit()?;
     let after: Option<String> = params.cursor()?;
-    let rows = sqlx::query_as::<_, GraphOut>(concat!(
-        "select ",
-        graph_columns!(),
-        " from graphs g where $1::text is null or g.slug > $1 order by g.slug limit $2"
-    ))
+    let rows = sqlx::query_as::<_, GraphOut>("select g.id, g.slug, g.plugin, g.schema_version, g.status, case when g.status = 'migrating' then 'migrating' end as read_only_reason, g.created_at, g.updated_at, (select count(*) from graph_nodes n where n.graph_id = g.id) as node_count from graphs g where $1::text is null or g.slug > $1 order by g.slug limit $2")
     .bind(after)
     .bind(limit + 1)
     .fetch_all(&app.pool)
@@ -225,11 +202,7 @@ pub(crate) async fn changed(
 
 /// The graph, or 404 naming the slug.
 pub async fn find(db: impl PgExecutor<'_>, slug: &str) -> Result<GraphOut, ApiError> {
-    sqlx::query_as::<_, GraphOut>(concat!(
-        "select ",
-        graph_columns!(),
-        " from graphs g where g.slug = $1"
-    ))
+    sqlx::query_as::<_, GraphOut>("select g.id, g.slug, g.plugin, g.schema_version, g.status, case when g.status = 'migrating' then 'migrating' end as read_only_reason, g.created_at, g.updated_at, (select count(*) from graph_nodes n where n.graph_id = g.id) as node_count from graphs g where g.slug = $1")
     .bind(slug)
     .fetch_optional(db)
     .await?

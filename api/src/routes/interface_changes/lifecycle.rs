@@ -117,16 +117,12 @@ async fn advance(
     let (verb, from, to) = step.edges();
     let mut tx = OutboxTx::begin(&app.pool).await?;
     let current = locked(&mut tx, id).await?;
-    let advanced = sqlx::query_as::<_, InterfaceChangeOut>(concat!(
-        "update interface_changes set status = $2, updated_at = now(),
+    let advanced = sqlx::query_as::<_, InterfaceChangeOut>("update interface_changes set status = $2, updated_at = now(),
            published_at = case when $2 = 'published' then now() else published_at end,
            announced_at = case when $2 = 'published' then now() else announced_at end,
            resolved_at = case when $2 = 'resolved' then now() else resolved_at end
          where id = $1 and status = $3
-         returning ",
-        change_columns!(),
-        ""
-    ))
+         returning id, repo_slug, interface_type, change_type, title, description, affected_paths, affected_repo_slugs, planned_for, author, status, created_at, updated_at, published_at, resolved_at")
     .bind(id)
     .bind(to)
     .bind(from)
@@ -148,11 +144,7 @@ pub(super) async fn locked(
     tx: &mut PgConnection,
     id: Uuid,
 ) -> Result<InterfaceChangeOut, ApiError> {
-    sqlx::query_as::<_, InterfaceChangeOut>(concat!(
-        "select ",
-        change_columns!(),
-        " from interface_changes where id = $1 for update"
-    ))
+    sqlx::query_as::<_, InterfaceChangeOut>("select id, repo_slug, interface_type, change_type, title, description, affected_paths, affected_repo_slugs, planned_for, author, status, created_at, updated_at, published_at, resolved_at from interface_changes where id = $1 for update")
     .bind(id)
     .fetch_optional(tx)
     .await?

@@ -30,14 +30,6 @@ use switchyard_bus::OutboxTx;
 use switchyard_bus::Source;
 
 const SOURCE: Source = Source::Api;
-/// The columns of the output type, for `concat!` into `&'static str` queries.
-macro_rules! change_columns {
-    () => {
-        "id, repo_slug, interface_type, change_type, title, description, \
-                       affected_paths, affected_repo_slugs, planned_for, author, status, \
-                       created_at, updated_at, published_at, resolved_at"
-    };
-}
 mod lifecycle;
 
 use lifecycle::{locked, transition};
@@ -237,8 +229,7 @@ async fn store(
     repo_slug: &str,
     content: &Content,
 ) -> Result<InterfaceChangeOut, ApiError> {
-    let change = sqlx::query_as::<_, InterfaceChangeOut>(concat!(
-        "insert into interface_changes
+    let change = sqlx::query_as::<_, InterfaceChangeOut>("insert into interface_changes
            (id, repo_slug, interface_type, change_type, title, description,
             affected_paths, affected_repo_slugs, planned_for, author)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
@@ -249,10 +240,7 @@ async fn store(
            affected_repo_slugs = excluded.affected_repo_slugs,
            planned_for = excluded.planned_for, author = excluded.author, updated_at = now()
          where interface_changes.status = 'draft'
-         returning ",
-        change_columns!(),
-        ""
-    ))
+         returning id, repo_slug, interface_type, change_type, title, description, affected_paths, affected_repo_slugs, planned_for, author, status, created_at, updated_at, published_at, resolved_at")
     .bind(id)
     .bind(repo_slug)
     .bind(content.interface_type)
@@ -306,18 +294,14 @@ async fn list(
     let limit = page.limit()?;
     let before: Option<Uuid> = page.cursor()?;
     // Ids are UUIDv7: id order is creation order, and a stable keyset cursor.
-    let rows = sqlx::query_as::<_, InterfaceChangeOut>(concat!(
-        "select ",
-        change_columns!(),
-        " from interface_changes
+    let rows = sqlx::query_as::<_, InterfaceChangeOut>("select id, repo_slug, interface_type, change_type, title, description, affected_paths, affected_repo_slugs, planned_for, author, status, created_at, updated_at, published_at, resolved_at from interface_changes
          where ($1::text is null or repo_slug = $1)
            and ($2::text is null or status = $2)
            and ($3::text is null or change_type = $3)
            and ($4::text is null or affected_repo_slugs @> array[$4])
            and ($5::uuid is null or id < $5)
          order by id desc
-         limit $6"
-    ))
+         limit $6")
     .bind(params.repo_slug)
     .bind(params.status)
     .bind(params.change_type)
@@ -394,11 +378,7 @@ async fn edit(
 
 /// The change, or 404 naming the id.
 pub async fn find(pool: &PgPool, id: Uuid) -> Result<InterfaceChangeOut, ApiError> {
-    sqlx::query_as::<_, InterfaceChangeOut>(concat!(
-        "select ",
-        change_columns!(),
-        " from interface_changes where id = $1"
-    ))
+    sqlx::query_as::<_, InterfaceChangeOut>("select id, repo_slug, interface_type, change_type, title, description, affected_paths, affected_repo_slugs, planned_for, author, status, created_at, updated_at, published_at, resolved_at from interface_changes where id = $1")
     .bind(id)
     .fetch_optional(pool)
     .await?

@@ -224,13 +224,10 @@ async fn insert_row(
     new: &NewMutation<'_>,
     seq: i64,
 ) -> Result<MutationOut, sqlx::Error> {
-    sqlx::query_as::<_, MutationOut>(concat!(
-        "insert into mutations
+    sqlx::query_as::<_, MutationOut>("insert into mutations
            (id, topology_id, seq, ops, if_version, actor, idempotency_key, request_hash)
          values ($1, $2, $3, $4, $5, $6, $7, $8)
-         returning ",
-        mutation_columns!()
-    ))
+         returning id, topology_id, seq, status, ops, if_version, error, applied_version, actor, idempotency_key, created_at, finished_at")
     .bind(Uuid::now_v7())
     .bind(new.topology_id)
     .bind(seq)
@@ -260,11 +257,7 @@ async fn find_by_key(
     topology_id: Uuid,
     key: &str,
 ) -> Result<Option<KeyedMutation>, ApiError> {
-    let found = sqlx::query_as::<_, KeyedMutation>(concat!(
-        "select request_hash, ",
-        mutation_columns!(),
-        " from mutations where topology_id = $1 and idempotency_key = $2"
-    ))
+    let found = sqlx::query_as::<_, KeyedMutation>("select request_hash, id, topology_id, seq, status, ops, if_version, error, applied_version, actor, idempotency_key, created_at, finished_at from mutations where topology_id = $1 and idempotency_key = $2")
     .bind(topology_id)
     .bind(key)
     .fetch_optional(pool)

@@ -53,11 +53,9 @@ pub(super) async fn list(
     let limit = page.limit()?;
     let after: i64 = page.cursor()?.unwrap_or(0);
     topologies::ensure_exists(&app.pool, topology_id).await?;
-    let mut query = QueryBuilder::<Postgres>::new(concat!(
-        "select ",
-        mutation_columns!(),
-        " from mutations where topology_id = "
-    ));
+    let mut query = QueryBuilder::<Postgres>::new(
+        "select id, topology_id, seq, status, ops, if_version, error, applied_version, actor, idempotency_key, created_at, finished_at from mutations where topology_id = ",
+    );
     query.push_bind(topology_id);
     query.push(" and seq > ").push_bind(after);
     push_status(&mut query, params.status);
@@ -127,11 +125,9 @@ async fn newest_first(
 ) -> Result<Vec<MutationOut>, sqlx::Error> {
     // Ids are UUIDv7: descending id order is newest first, and a stable keyset cursor.
     // `mutations_failed` serves `?status=failed`.
-    let mut query = QueryBuilder::<Postgres>::new(concat!(
-        "select ",
-        mutation_columns!(),
-        " from mutations where true"
-    ));
+    let mut query = QueryBuilder::<Postgres>::new(
+        "select id, topology_id, seq, status, ops, if_version, error, applied_version, actor, idempotency_key, created_at, finished_at from mutations where true",
+    );
     if let Some(before) = before {
         query.push(" and id < ").push_bind(before);
     }

@@ -30,15 +30,6 @@ use crate::error::ApiError;
 use crate::extract::Path;
 use crate::openapi::Refusals;
 
-/// The columns of [`MutationOut`], for `concat!` into `&'static str` queries (here, so
-/// every submodule sees it).
-macro_rules! mutation_columns {
-    () => {
-        "id, topology_id, seq, status, ops, if_version, error, applied_version, actor, \
-         idempotency_key, created_at, finished_at"
-    };
-}
-
 mod body;
 mod enqueue;
 mod list;
@@ -76,11 +67,7 @@ pub struct MutationOut {
 
 /// A topology's pending mutations in seq order (at most 1,000), for snapshots.
 pub async fn pending_of(pool: &PgPool, topology_id: Uuid) -> Result<Vec<MutationOut>, ApiError> {
-    let pending = sqlx::query_as::<_, MutationOut>(concat!(
-        "select ",
-        mutation_columns!(),
-        " from mutations where topology_id = $1 and status = 'pending' order by seq limit 1000"
-    ))
+    let pending = sqlx::query_as::<_, MutationOut>("select id, topology_id, seq, status, ops, if_version, error, applied_version, actor, idempotency_key, created_at, finished_at from mutations where topology_id = $1 and status = 'pending' order by seq limit 1000")
     .bind(topology_id)
     .fetch_all(pool)
     .await?;
@@ -100,11 +87,7 @@ async fn show(
     State(app): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<MutationOut>, ApiError> {
-    sqlx::query_as::<_, MutationOut>(concat!(
-        "select ",
-        mutation_columns!(),
-        " from mutations where id = $1"
-    ))
+    sqlx::query_as::<_, MutationOut>("select id, topology_id, seq, status, ops, if_version, error, applied_version, actor, idempotency_key, created_at, finished_at from mutations where id = $1")
     .bind(id)
     .fetch_optional(&app.pool)
     .await?

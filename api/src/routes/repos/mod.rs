@@ -27,13 +27,6 @@ use switchyard_bus::OutboxTx;
 use switchyard_bus::{Payload, Source};
 
 const SOURCE: Source = Source::Api;
-/// The columns of the output type, for `concat!` into `&'static str` queries.
-macro_rules! repo_columns {
-    () => {
-        "slug, name, domain, remote_url, git_fingerprint, description, \
-                       archived_at, created_at, updated_at"
-    };
-}
 mod lookup;
 mod remote;
 
@@ -185,9 +178,9 @@ async fn register(
         input.description.as_deref(),
     )?;
     let mut tx = OutboxTx::begin(&app.pool).await?;
-    let repo = sqlx::query_as::<_, RepoOut>(concat!("insert into repos (slug, name, domain, remote_url, remote_key, git_fingerprint, description)
+    let repo = sqlx::query_as::<_, RepoOut>("insert into repos (slug, name, domain, remote_url, remote_key, git_fingerprint, description)
          values ($1, $2, $3, $4, $5, $6, $7)
-         returning ", repo_columns!(), ""))
+         returning slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at")
     .bind(&input.slug)
     .bind(&fields.name)
     .bind(&fields.domain)
@@ -270,16 +263,12 @@ async fn list(
     };
     let limit = page.limit()?;
     let after: Option<String> = page.cursor()?;
-    let rows = sqlx::query_as::<_, RepoOut>(concat!(
-        "select ",
-        repo_columns!(),
-        " from repos
+    let rows = sqlx::query_as::<_, RepoOut>("select slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at from repos
          where ($1::text is null or domain = $1)
            and ($2 or archived_at is null)
            and ($3::text is null or slug > $3)
          order by slug
-         limit $4"
-    ))
+         limit $4")
     .bind(&params.domain)
     .bind(params.include_archived.unwrap_or(false))
     .bind(after)
@@ -335,14 +324,10 @@ async fn edit(
         pick(patch.git_fingerprint, current.git_fingerprint).as_deref(),
         pick(patch.description, current.description).as_deref(),
     )?;
-    let repo = sqlx::query_as::<_, RepoOut>(concat!(
-        "update repos set name = $2, domain = $3, remote_url = $4, remote_key = $5,
+    let repo = sqlx::query_as::<_, RepoOut>("update repos set name = $2, domain = $3, remote_url = $4, remote_key = $5,
                 git_fingerprint = $6, description = $7, updated_at = now()
          where slug = $1
-         returning ",
-        repo_columns!(),
-        ""
-    ))
+         returning slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at")
     .bind(&slug)
     .bind(&fields.name)
     .bind(&fields.domain)
@@ -378,13 +363,9 @@ async fn archive(
 ) -> Result<Json<RepoOut>, ApiError> {
     let mut tx = OutboxTx::begin(&app.pool).await?;
     locked(&mut tx, &slug).await?;
-    let repo = sqlx::query_as::<_, RepoOut>(concat!(
-        "update repos set archived_at = now(), updated_at = now()
+    let repo = sqlx::query_as::<_, RepoOut>("update repos set archived_at = now(), updated_at = now()
          where slug = $1 and archived_at is null
-         returning ",
-        repo_columns!(),
-        ""
-    ))
+         returning slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at")
     .bind(&slug)
     .fetch_one(&mut *tx)
     .await?;
@@ -395,11 +376,7 @@ async fn archive(
 
 /// The repo, locked for a change: 404 if unknown, 409 if archived.
 async fn locked(tx: &mut PgConnection, slug: &str) -> Result<RepoOut, ApiError> {
-    let repo = sqlx::query_as::<_, RepoOut>(concat!(
-        "select ",
-        repo_columns!(),
-        " from repos where slug = $1 for update"
-    ))
+    let repo = sqlx::query_as::<_, RepoOut>("select slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at from repos where slug = $1 for update")
     .bind(slug)
     .fetch_optional(&mut *tx)
     .await?
@@ -414,11 +391,7 @@ async fn locked(tx: &mut PgConnection, slug: &str) -> Result<RepoOut, ApiError> 
 
 /// The repo, locked against changes (archiving) until the transaction ends; 404 if unknown.
 pub async fn find_for_share(tx: &mut PgConnection, slug: &str) -> Result<RepoOut, ApiError> {
-    sqlx::query_as::<_, RepoOut>(concat!(
-        "select ",
-        repo_columns!(),
-        " from repos where slug = $1 for share"
-    ))
+    sqlx::query_as::<_, RepoOut>("select slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at from repos where slug = $1 for share")
     .bind(slug)
     .fetch_optional(tx)
     .await?
@@ -427,11 +400,7 @@ pub async fn find_for_share(tx: &mut PgConnection, slug: &str) -> Result<RepoOut
 
 /// The repo, or 404 naming the slug.
 pub async fn find(db: impl PgExecutor<'_>, slug: &str) -> Result<RepoOut, ApiError> {
-    sqlx::query_as::<_, RepoOut>(concat!(
-        "select ",
-        repo_columns!(),
-        " from repos where slug = $1"
-    ))
+    sqlx::query_as::<_, RepoOut>("select slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at from repos where slug = $1")
     .bind(slug)
     .fetch_optional(db)
     .await?
