@@ -175,7 +175,7 @@ impl Doorbell {
 
     /// Hands committed events to the relay. Never blocks: when the relay is behind or
     /// gone, the events stay in the outbox and the sweep publishes them.
-    pub fn ring(&self, events: Vec<Event>) {
+    pub(crate) fn ring(&self, events: Vec<Event>) {
         if events.is_empty() {
             return;
         }

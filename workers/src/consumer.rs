@@ -56,9 +56,11 @@ pub trait EventHandler: Send + Sync + 'static {
 /// How `handler`'s answer to `event` is settled. A retryable error (an outage, a
 /// busy or fenced claim) is retried after an exponential delay by delivery attempt;
 /// any other error would fail every attempt, so the message is rejected (JetStream
-/// stops redelivering it) with the reason logged. A role that must record a failure
-/// (a mutation, a migration run, a notification) does so before answering, so the
-/// reconciler finds nothing pending to re-announce.
+/// stops redelivering it) with the reason logged. Each role first records the
+/// failures it can (a mutation failed, a migration run failed, a change given up),
+/// so that work is not pending for the reconciler. When even that cannot be written,
+/// the work stays pending, and the reconciler announces it again after
+/// `reconciler.reannounce_after`: a slow retry, visible in the log each time.
 pub async fn settled<H: EventHandler>(handler: &H, event: &Event, delivered: i64) -> Outcome {
     match handler.handle_event(event, delivered).await {
         Ok(outcome) => outcome,

@@ -14,11 +14,14 @@
 //! - [`reconciler`]: re-announces work that sat pending too long and trims the outbox.
 //!
 //! [`consumer`] is the pull loop every bus-driven role shares: bounded concurrency,
-//! ack/nak/term by [`consumer::Outcome`], and a bounded drain on shutdown.
+//! ack/nak/term by [`consumer::Outcome`], errors settled in one place
+//! ([`consumer::settled`]), and a bounded drain on shutdown.
 //!
 //! ## Where the data goes next
-//! Outcomes are staged in the outbox in the same transaction; the relay publishes
-//! them as `topology.{id}.mutation.applied|failed` and `topology.{id}.status`.
+//! Every outcome is staged in the outbox in the transaction that records it
+//! (`bus::OutboxTx`), and the relay publishes it: `topology.{id}.mutation.*` and
+//! `.status` (mutator), `repo.{slug}.inbox` and `.progress` (notifier),
+//! `graph.{slug}.migration.*` (migrator), and re-announcements (reconciler).
 
 use switchyard_domain::faults;
 

@@ -30,12 +30,12 @@ fn migrator(pool: &PgPool, name: &str, batch_size: usize) -> Migrator {
     }
 }
 
-/// What `migrator(…, batch_size)` gives each batch.
 /// A doorbell nobody answers: the events stay in the outbox, as after a crash.
 fn unanswered_doorbell() -> switchyard_bus::Doorbell {
     switchyard_bus::Doorbell::channel(1).0
 }
 
+/// What `migrator(…, batch_size)` gives each batch.
 fn batch_limits(size: usize) -> run::BatchLimits {
     run::BatchLimits {
         size,

@@ -194,7 +194,8 @@ impl Mutator {
         Ok(pending.unwrap_or(false))
     }
 
-    /// Handles one `mutation.enqueued` event; `delivered` counts delivery attempts.
+    /// Drains the topology of `enqueued`, unless its mutation is no longer pending; asks
+    /// for a redelivery while it is still pending behind a busy lock or the budget.
     async fn try_handle(&self, enqueued: &MutationEnqueued) -> Result<Outcome, WorkerError> {
         if !self.is_pending(enqueued.mutation_id).await? {
             return Ok(Outcome::Ack);
