@@ -308,6 +308,8 @@ impl Fleet {
         let app = switchyard_api::router(state);
         let drain_timeout = config.shutdown.drain_timeout;
         let shutdown = self.shutdown.clone();
+        // Logged before serving starts, so the line precedes any request's.
+        tracing::info!(role = "api", addr = %local, "api listening");
         self.spawn("api", async move {
             // Explained: hyper's own answers to requests it cannot parse get a JSON body.
             let listener = switchyard_api::listener::ExplainedListener(listener);
@@ -326,7 +328,6 @@ impl Fleet {
                 }
             }
         });
-        tracing::info!(role = "api", addr = %local, "api listening");
         self.api_addr = Some(local);
         Ok(())
     }
