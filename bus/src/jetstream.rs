@@ -339,7 +339,7 @@ async fn check_server(
     let info = client.server_info();
     let unsupported = |missing: String| BusError::Unsupported {
         url: shown_url(url),
-        server: format!("nats-server {} {:?}", info.version, info.server_name),
+        server: describe_server(&info),
         missing,
     };
     let (major, minor, patch) = MIN_SERVER_VERSION;
@@ -376,6 +376,11 @@ async fn check_server(
             reason: error.to_string(),
         }),
     }
+}
+
+/// A server as logs and errors name it: `nats-server 2.12.8 "NC4N…"` (version, name).
+pub fn describe_server(info: &async_nats::ServerInfo) -> String {
+    format!("nats-server {} {:?}", info.version, info.server_name)
 }
 
 /// `2.10.22` or `2.11.0-beta.1` as (major, minor, patch); pre-release suffixes are

@@ -139,9 +139,14 @@ pub enum ConfigError {
     Invalid { key: &'static str, problem: String },
 }
 
+/// `SWITCHYARD_HTTP__LISTEN` for `http.listen`.
+fn prefixed_env_name(key: &str) -> String {
+    format!("SWITCHYARD_{}", key.to_ascii_uppercase().replace('.', "__"))
+}
+
 /// The environment variables that set `key` (a dotted key such as `http.listen`).
 pub fn env_names(key: &str) -> String {
-    let prefixed = format!("SWITCHYARD_{}", key.to_ascii_uppercase().replace('.', "__"));
+    let prefixed = prefixed_env_name(key);
     match key {
         "database.url" => format!("{prefixed} or DATABASE_URL"),
         "bus.url" => format!("{prefixed} or NATS_URL"),
@@ -155,7 +160,7 @@ fn origin(metadata: Option<&figment::Metadata>, key: &str) -> String {
     match metadata {
         Some(md) if md.name.contains("environment") => {
             if md.name.contains("SWITCHYARD_") {
-                format!("SWITCHYARD_{}", key.to_ascii_uppercase().replace('.', "__"))
+                prefixed_env_name(key)
             } else if key == "bus.url" {
                 "NATS_URL".to_owned()
             } else {

@@ -147,7 +147,7 @@ impl Fleet {
         let info = bus.client.server_info();
         tracing::info!(
             nats = %switchyard_bus::jetstream::shown_url(&config.bus.url),
-            server = %format!("nats-server {} {:?}", info.version, info.server_name),
+            server = %switchyard_bus::jetstream::describe_server(&info),
             stream = %config.bus.stream,
             "connected to NATS"
         );
