@@ -189,7 +189,7 @@ fn body_too_large() -> ApiError {
 fn syntax_error(text: String) -> ApiError {
     if text.contains("recursion limit exceeded") {
         ApiError::Unprocessable(
-            "the body is nested deeper than 128 levels; a document may be nested at most http.max_document_depth levels".to_owned(),
+            "the body is nested deeper than 128 levels; a document may be nested at most documents.max_depth levels".to_owned(),
         )
     } else if text.contains("number out of range") {
         ApiError::Unprocessable(

@@ -87,12 +87,6 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// Largest accepted request body, in bytes (413 above).
     pub body_limit_bytes: usize,
-    /// Largest JSON document, in bytes (compact encoding): a topology's, at creation
-    /// and after every operation of a mutation, and a graph node's data.
-    pub max_document_bytes: usize,
-    /// Deepest nesting of arrays and objects in such a document (`{"a": [1]}` is 2),
-    /// 1 to [`switchyard_domain::json::MAX_CONFIGURABLE_DEPTH`].
-    pub max_document_depth: usize,
     /// Most JSON Patch operations in one mutation.
     pub max_ops_per_mutation: usize,
     /// A request still running after this long is answered 408 (event streams excepted).
@@ -115,24 +109,12 @@ impl Default for ApiConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             body_limit_bytes: 1024 * 1024,
-            max_document_bytes: 512 * 1024,
-            max_document_depth: 64,
             max_ops_per_mutation: 1000,
             request_timeout: Duration::from_secs(30),
             max_event_streams: 1000,
             event_buffer: 256,
             event_keepalive: Duration::from_secs(15),
             cors_origins: Vec::new(),
-        }
-    }
-}
-
-impl ApiConfig {
-    /// The limits every stored JSON document keeps.
-    pub fn document_limits(&self) -> Limits {
-        Limits {
-            max_bytes: self.max_document_bytes,
-            max_depth: self.max_document_depth,
         }
     }
 }
@@ -150,8 +132,19 @@ pub struct AppState {
     /// Signs and verifies tokens.
     pub authenticator: Arc<Authenticator>,
     pub auth: AuthConfig,
+    /// What every stored JSON document keeps to (`documents.*`).
+    pub documents: Limits,
     /// Event streams (SSE) replayed from JetStream.
     pub live: routes::events::live::Live,
+}
+
+/// What an API process is told: its own sections (`http.*`, `auth.*`) and the
+/// document rules it shares with the workers (`documents.*`).
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    pub http: ApiConfig,
+    pub auth: AuthConfig,
+    pub documents: Limits,
 }
 
 impl AppState {
@@ -162,19 +155,24 @@ impl AppState {
         pool: PgPool,
         bus: &switchyard_bus::Bus,
         doorbell: Doorbell,
-        config: ApiConfig,
-        auth: AuthConfig,
+        settings: Settings,
         secret: &[u8],
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
+        let Settings {
+            http,
+            auth,
+            documents,
+        } = settings;
         Self {
             pool,
             nats: bus.client.clone(),
             doorbell,
-            live: routes::events::live::Live::new(bus, &config, shutdown),
-            config,
+            live: routes::events::live::Live::new(bus, &http, shutdown),
+            config: http,
             authenticator: Arc::new(Authenticator::new(secret)),
             auth,
+            documents,
         }
     }
 }

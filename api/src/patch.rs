@@ -144,11 +144,11 @@ mod tests {
             err.starts_with("ops[0]: `value` at `path` is nested 9 levels deep"),
             "{err}"
         );
-        assert!(err.contains("http.max_document_depth"), "{err}");
+        assert!(err.contains("documents.max_depth"), "{err}");
         let err = message(json!([{"op": "remove", "path": "/a".repeat(9)}]));
         assert!(err.contains("`path` has 9 tokens"), "{err}");
         let err = message(json!([{"op": "replace", "path": "", "value": "x".repeat(1100)}]));
-        assert!(err.contains("http.max_document_bytes"), "{err}");
+        assert!(err.contains("documents.max_bytes"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `--self-copies N`: the server's peak memory while it applies a mutation of N
 //! `copy` operations that each copy `/a` into itself (more than doubling it), against
 //! a one-copy mutation, side by side in one run. The document limit
-//! (`http.max_document_bytes`) must stop the mutation at the first copy that passes it,
+//! (`documents.max_bytes`) must stop the mutation at the first copy that passes it,
 //! so the peak stays near the limit however large N is.
 //!
 //! Each round creates a fresh topology `{"a": [0, …, 7]}`, resets the server's peak
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
+use switchyard_domain::status::MutationStatus;
 
 use crate::migration::post;
 
@@ -100,7 +101,7 @@ async fn round(
             .error_for_status()?
             .json()
             .await?;
-        if mutation["status"] != "pending" {
+        if mutation["status"] != MutationStatus::Pending.as_str() {
             break mutation;
         }
         if started.elapsed() > Duration::from_secs(300) {

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, stream};
 use serde_json::{Value, json};
+use switchyard_domain::status::MigrationRunStatus;
 
 /// Nodes per write request (the API's maximum).
 const CHUNK: usize = 1000;
@@ -72,9 +73,9 @@ pub async fn run(http: &reqwest::Client, api: &str, nodes: usize) -> anyhow::Res
             .json()
             .await?;
         let run = page["items"][0].clone();
-        match run["status"].as_str() {
-            Some("succeeded") => break run,
-            Some("failed") => bail!("the migration failed: {}", run["error"]),
+        match serde_json::from_value(run["status"].clone()).ok() {
+            Some(MigrationRunStatus::Succeeded) => break run,
+            Some(MigrationRunStatus::Failed) => bail!("the migration failed: {}", run["error"]),
             _ if requested.elapsed() > Duration::from_secs(600) => bail!("no result in 10 minutes"),
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use switchyard_api::ApiConfig;
 use switchyard_api::auth::{AuthConfig, MAX_STREAM_TOKEN_TTL};
 use switchyard_bus::BusConfig;
+use switchyard_domain::json::Limits;
 use switchyard_workers::migrator::MigratorConfig;
 use switchyard_workers::mutator::MutatorConfig;
 use switchyard_workers::notifier::NotifierConfig;
@@ -30,6 +31,8 @@ const NOT_CONFIGURATION: &[&str] = &["CONFIG", "URL", "TOKEN"];
 pub struct Config {
     pub http: ApiConfig,
     pub auth: AuthConfig,
+    /// What every stored JSON document keeps to, in the API and the workers alike.
+    pub documents: Limits,
     pub database: DatabaseConfig,
     pub bus: BusConfig,
     pub mutator: MutatorConfig,
@@ -241,6 +244,15 @@ impl Config {
         Ok(config)
     }
 
+    /// What the API is told: its `http` and `auth` sections and the `documents` rules.
+    pub fn api_settings(&self) -> switchyard_api::Settings {
+        switchyard_api::Settings {
+            http: self.http.clone(),
+            auth: self.auth.clone(),
+            documents: self.documents,
+        }
+    }
+
     /// Every check; the first failure names its key.
     fn validate(&self) -> Result<(), ConfigError> {
         self.check_counts()?;
@@ -255,10 +267,7 @@ impl Config {
             ("http.max_event_streams", self.http.max_event_streams as u64),
             ("http.event_buffer", self.http.event_buffer as u64),
             ("http.body_limit_bytes", self.http.body_limit_bytes as u64),
-            (
-                "http.max_document_bytes",
-                self.http.max_document_bytes as u64,
-            ),
+            ("documents.max_bytes", self.documents.max_bytes as u64),
             (
                 "http.max_ops_per_mutation",
                 self.http.max_ops_per_mutation as u64,
@@ -329,9 +338,9 @@ impl Config {
     /// the secret's length.
     fn check_ranges(&self) -> Result<(), ConfigError> {
         let max_depth = switchyard_domain::json::MAX_CONFIGURABLE_DEPTH;
-        if !(1..=max_depth).contains(&self.http.max_document_depth) {
+        if !(1..=max_depth).contains(&self.documents.max_depth) {
             return Err(invalid(
-                "http.max_document_depth",
+                "documents.max_depth",
                 &format!(
                     "must be between 1 and {max_depth} (serde_json reads no deeper than 128 levels, and events wrap documents)"
                 ),
@@ -474,13 +483,13 @@ mod tests {
     fn the_document_depth_stays_below_what_serde_json_reads() {
         Jail::expect_with(|jail| {
             for bad in ["0", "101"] {
-                jail.set_env("SWITCHYARD_HTTP__MAX_DOCUMENT_DEPTH", bad);
+                jail.set_env("SWITCHYARD_DOCUMENTS__MAX_DEPTH", bad);
                 let err = Config::load(None).unwrap_err().to_string();
-                assert!(err.contains("http.max_document_depth"), "{err}");
+                assert!(err.contains("documents.max_depth"), "{err}");
                 assert!(err.contains("between 1 and 100"), "{err}");
             }
-            jail.set_env("SWITCHYARD_HTTP__MAX_DOCUMENT_DEPTH", "100");
-            assert_eq!(Config::load(None).unwrap().http.max_document_depth, 100);
+            jail.set_env("SWITCHYARD_DOCUMENTS__MAX_DEPTH", "100");
+            assert_eq!(Config::load(None).unwrap().documents.max_depth, 100);
             Ok(())
         });
     }

@@ -218,7 +218,7 @@ impl Fleet {
                 pool: pool.clone(),
                 doorbell: doorbell.clone(),
                 config: config.mutator.clone(),
-                limits: config.http.document_limits(),
+                limits: config.documents,
             };
             let settings = (config.mutator.concurrency, config.mutator.max_ack_pending);
             self.start_worker(config, bus, ConsumerRole::Mutator, settings, mutator)
@@ -241,7 +241,7 @@ impl Fleet {
                 config: config.migrator.clone(),
                 name: format!("migrator-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
                 shutdown: self.shutdown.clone(),
-                limits: config.http.document_limits(),
+                limits: config.documents,
             };
             let settings = (config.migrator.concurrency, config.migrator.max_ack_pending);
             self.start_worker(config, bus, ConsumerRole::Migrator, settings, migrator)
@@ -300,8 +300,7 @@ impl Fleet {
             pool,
             bus,
             doorbell,
-            config.http.clone(),
-            config.auth.clone(),
+            config.api_settings(),
             secret.as_bytes(),
             self.shutdown.clone(),
         );

@@ -138,20 +138,36 @@ impl io::Write for ByteCounter {
 
 /// What a stored JSON document may be: at most `max_bytes` encoded (compact, as
 /// [`encoded_len`] counts) and at most `max_depth` levels deep (as [`depth`] counts).
-/// Configured as `http.max_document_bytes` and `http.max_document_depth`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// The configuration section `documents` (`documents.max_bytes`,
+/// `documents.max_depth`), read alike by the API, which checks what comes in, and by
+/// the mutator and migrator, which check what they make. Defaults: 512 KiB, 64 levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
+    /// Largest encoded size, in bytes (compact JSON).
     pub max_bytes: usize,
+    /// Deepest nesting of arrays and objects (`{"a": [1]}` is 2), 1 to
+    /// [`MAX_CONFIGURABLE_DEPTH`].
     pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 512 * 1024,
+            max_depth: 64,
+        }
+    }
 }
 
 /// A value beyond a [`Limits`] or [`MAX_NUMBER`]. Displayed as the end of a sentence
 /// whose subject the caller supplies: "document is 600000 bytes; …".
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {
-    #[error("is {bytes} bytes; the limit is {limit} (http.max_document_bytes)")]
+    #[error("is {bytes} bytes; the limit is {limit} (documents.max_bytes)")]
     TooLarge { bytes: usize, limit: usize },
-    #[error("is nested {depth} levels deep; the limit is {limit} (http.max_document_depth)")]
+    #[error("is nested {depth} levels deep; the limit is {limit} (documents.max_depth)")]
     TooDeep { depth: usize, limit: usize },
     #[error("contains the number {0}; numbers must be within ±1e300")]
     NumberOutOfRange(String),

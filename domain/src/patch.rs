@@ -196,7 +196,7 @@ impl SizeBound {
         let least = (self.bound + copied).saturating_sub(replaced);
         if least > limits.max_bytes {
             return Err(format!(
-                "the document would be at least {least} bytes; the limit is {} (http.max_document_bytes)",
+                "the document would be at least {least} bytes; the limit is {} (documents.max_bytes)",
                 limits.max_bytes
             ));
         }
@@ -223,7 +223,7 @@ pub fn check_operation(op: &PatchOperation, limits: &Limits) -> Result<(), Strin
     let pointer = |member: &str, pointer: &Pointer| {
         limits.check_depth(pointer.count()).map_err(|_| {
             format!(
-                "`{member}` has {} tokens; the limit is {} (http.max_document_depth)",
+                "`{member}` has {} tokens; the limit is {} (documents.max_depth)",
                 pointer.count(),
                 limits.max_depth
             )

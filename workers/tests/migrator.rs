@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use switchyard_bus::Doorbell;
+use switchyard_domain::status::MigrationRunStatus;
 use switchyard_workers::migrator::{Migrator, MigratorConfig, Worked, run};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -234,7 +235,7 @@ async fn a_failing_step_fails_the_run_naming_the_step_and_the_node(pool: PgPool)
     let m = migrator(&pool, "m", 4);
     assert_eq!(
         m.work(run, usize::MAX).await.unwrap(),
-        Worked::Ended("failed")
+        Worked::Ended(MigrationRunStatus::Failed)
     );
     let (status, processed, _, error) = run_state(&pool, run).await;
     assert_eq!(
@@ -274,7 +275,7 @@ async fn a_run_that_cannot_go_on_fails_with_a_reason_instead_of_retrying_forever
     let m = migrator(&pool, "m", 4);
     assert_eq!(
         m.work(run, usize::MAX).await.unwrap(),
-        Worked::Ended("failed")
+        Worked::Ended(MigrationRunStatus::Failed)
     );
     let (status, processed, _, error) = run_state(&pool, run).await;
     assert_eq!((status.as_str(), processed), ("failed", 0));
@@ -309,7 +310,7 @@ async fn a_run_that_cannot_go_on_fails_with_a_reason_instead_of_retrying_forever
     small.limits.max_bytes = 512;
     assert_eq!(
         small.work(run, usize::MAX).await.unwrap(),
-        Worked::Ended("failed")
+        Worked::Ended(MigrationRunStatus::Failed)
     );
     let error = run_state(&pool, run).await.3.unwrap();
     assert!(
@@ -317,7 +318,7 @@ async fn a_run_that_cannot_go_on_fails_with_a_reason_instead_of_retrying_forever
         "{error}"
     );
     assert!(
-        error.ends_with("the limit is 512 (http.max_document_bytes)"),
+        error.ends_with("the limit is 512 (documents.max_bytes)"),
         "{error}"
     );
 }
@@ -410,7 +411,7 @@ async fn a_batch_holds_at_most_batch_bytes_of_node_data(pool: PgPool) {
     );
     assert_eq!(
         big.work(run, usize::MAX).await.unwrap(),
-        Worked::Ended("succeeded")
+        Worked::Ended(MigrationRunStatus::Succeeded)
     );
     assert_eq!(nodes_state(&pool).await.0, 12, "every node migrated");
 }

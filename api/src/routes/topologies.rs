@@ -34,7 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Body of `POST /topologies`. Server-owned fields (`id`, `version`, `status`,
 /// timestamps) are refused. The document must keep the document limits
-/// (`http.max_document_bytes`: 413; `http.max_document_depth`, numbers within ±1e300:
+/// (`documents.max_bytes`: 413; `documents.max_depth`, numbers within ±1e300:
 /// 422).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -91,7 +91,7 @@ async fn create(
         ));
     }
     let document = input.document;
-    validate::json("document", &document, &app.config.document_limits())?;
+    validate::json("document", &document, &app.documents)?;
     let mut tx = OutboxTx::begin(&app.pool).await?;
     let topology = sqlx::query_as::<_, TopologyOut>(
         "insert into topologies (id, name, document) values ($1, $2, $3)

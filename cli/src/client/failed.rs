@@ -8,6 +8,7 @@
 
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use switchyard_domain::status::{GraphStatus, MigrationRunStatus, MutationStatus};
 
 use super::ClientError;
 use super::api::Api;
@@ -33,7 +34,7 @@ pub struct Args {
 pub async fn run(args: Args, api: &Api) -> Result<(), ClientError> {
     let mut url = api.url(&["mutations"]);
     url.query_pairs_mut()
-        .append_pair("status", "failed")
+        .append_pair("status", MutationStatus::Failed.as_str())
         .append_pair("limit", &args.limit.to_string());
     if let Some(cursor) = &args.cursor {
         url.query_pairs_mut().append_pair("cursor", cursor);
@@ -60,7 +61,7 @@ async fn failed_runs(api: &Api) -> Result<Vec<Value>, ClientError> {
         }
         let page: Page<Value> = api.get(url).await?.parse()?;
         for graph in page.items {
-            if graph["status"] == "migration_failed" {
+            if graph["status"] == GraphStatus::MigrationFailed.as_str() {
                 let slug = graph["slug"].as_str().unwrap_or_default().to_owned();
                 let run = failed_run_of(api, &slug).await?;
                 found.push(json!({ "graph": graph, "run": run }));
@@ -82,7 +83,10 @@ async fn failed_run_of(api: &Api, slug: &str) -> Result<Value, ClientError> {
     let runs = history.get("items").unwrap_or(&history);
     let failed = runs
         .as_array()
-        .and_then(|runs| runs.iter().find(|run| run["status"] == "failed"));
+        .and_then(|runs| {
+            runs.iter()
+                .find(|run| run["status"] == MigrationRunStatus::Failed.as_str())
+        });
     Ok(failed.cloned().unwrap_or(Value::Null))
 }
 

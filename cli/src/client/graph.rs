@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_bus::Event;
 use switchyard_bus::payloads::{MigrationChanged, MigrationPhase};
+use switchyard_domain::status::MigrationRunStatus;
 use uuid::Uuid;
 
 use super::ClientError;
@@ -64,7 +65,7 @@ struct Run {
     id: Uuid,
     from_version: i32,
     to_version: i32,
-    status: String,
+    status: MigrationRunStatus,
     error: Option<String>,
     processed: i64,
     total: i64,
@@ -187,16 +188,16 @@ async fn follow(
         bar.set_length(change.total.max(0) as u64);
         bar.set_position(change.processed.max(0) as u64);
         let status = match change.phase {
-            MigrationPhase::Succeeded => "succeeded",
-            MigrationPhase::Failed => "failed",
-            MigrationPhase::Cancelled => "cancelled",
+            MigrationPhase::Succeeded => MigrationRunStatus::Succeeded,
+            MigrationPhase::Failed => MigrationRunStatus::Failed,
+            MigrationPhase::Cancelled => MigrationRunStatus::Cancelled,
             _ => continue,
         };
         return Ok(Run {
             id: change.run_id,
             from_version: change.from_version,
             to_version: change.to_version,
-            status: status.to_owned(),
+            status,
             error: change.error,
             processed: change.processed,
             total: change.total,
@@ -226,19 +227,19 @@ async fn ended_run(api: &Api, slug: &str, id: Uuid) -> Result<Option<Run>, Clien
     Ok(runs
         .into_iter()
         .find(|run| run.id == id)
-        .filter(|run| matches!(run.status.as_str(), "succeeded" | "failed" | "cancelled")))
+        .filter(|run| !run.status.is_open()))
 }
 
 /// Exit 0 for a run that succeeded; [`ClientError::WorkFailed`] otherwise.
 fn conclude(api: &Api, slug: &str, run: &Run) -> Result<(), ClientError> {
     let (id, from, to) = (run.id, run.from_version, run.to_version);
-    match run.status.as_str() {
-        "succeeded" if api.json => Ok(()),
-        "succeeded" => output::line(format!(
+    match run.status {
+        MigrationRunStatus::Succeeded if api.json => Ok(()),
+        MigrationRunStatus::Succeeded => output::line(format!(
             "migration run {id} succeeded: graph {slug} is at version {to} ({} of {} nodes migrated)",
             run.processed, run.total
         )),
-        "failed" => Err(ClientError::WorkFailed(format!(
+        MigrationRunStatus::Failed => Err(ClientError::WorkFailed(format!(
             "migration run {id} of graph {slug} (version {from} → {to}) failed: {}. \
              Repair the data and run `switchyard graph migrate {slug}` again, or cancel the run",
             run.error.as_deref().unwrap_or("no reason given")

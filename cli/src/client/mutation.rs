@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
+use switchyard_domain::status::MutationStatus;
 use tokio::time::{Instant, sleep, timeout_at};
 use uuid::Uuid;
 
@@ -71,7 +72,7 @@ struct Mutation {
     id: Uuid,
     topology_id: Uuid,
     seq: i64,
-    status: String,
+    status: MutationStatus,
     error: Option<String>,
     applied_version: Option<i64>,
 }
@@ -136,7 +137,7 @@ async fn enqueue(args: EnqueueArgs, api: &Api) -> Result<(), ClientError> {
 /// its error printed once, on stderr.
 fn report(api: &Api, answer: &Answer) -> Result<(), ClientError> {
     let mutation: Mutation = answer.parse()?;
-    let failed = mutation.status == "failed";
+    let failed = mutation.status == MutationStatus::Failed;
     if api.json {
         output::line(answer.text.trim_end())?;
     } else if !failed {
@@ -152,13 +153,13 @@ fn report(api: &Api, answer: &Answer) -> Result<(), ClientError> {
 /// One line: the outcome, and the error of a failed mutation.
 fn describe(mutation: &Mutation) -> String {
     let (id, seq, topology) = (mutation.id, mutation.seq, mutation.topology_id);
-    match (mutation.status.as_str(), mutation.applied_version) {
-        ("applied", Some(version)) => {
+    match (mutation.status, mutation.applied_version) {
+        (MutationStatus::Applied, Some(version)) => {
             format!(
                 "mutation {id} applied: it made version {version} of topology {topology} (seq {seq})"
             )
         }
-        ("failed", _) => format!(
+        (MutationStatus::Failed, _) => format!(
             "mutation {id} failed (seq {seq} on topology {topology}): {}",
             mutation.error.as_deref().unwrap_or("no reason given")
         ),
@@ -180,7 +181,7 @@ async fn wait_for(api: &Api, id: Uuid, timeout: Duration) -> Result<Answer, Clie
     let mut outage = None;
     loop {
         match timeout_at(deadline, api.get(url.clone())).await {
-            Ok(Ok(answer)) if answer.parse::<Mutation>()?.status != "pending" => return Ok(answer),
+            Ok(Ok(answer)) if answer.parse::<Mutation>()?.status != MutationStatus::Pending => return Ok(answer),
             Ok(Ok(_)) => outage = None,
             Ok(Err(error)) if error.is_transient() => outage = Some(error),
             Ok(Err(error)) => return Err(error),

@@ -405,8 +405,7 @@ async fn wrong_methods_and_unready_dependencies_answer_in_json(pool: PgPool) {
         closed,
         &bus,
         doorbell,
-        fleet.config.http.clone(),
-        fleet.config.auth.clone(),
+        fleet.config.api_settings(),
         b"unused",
         Default::default(),
     );
@@ -431,7 +430,7 @@ async fn wrong_methods_and_unready_dependencies_answer_in_json(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn document_size_and_request_time_are_limited(pool: PgPool) {
     let mut config = harness::isolated_config();
-    config.http.max_document_bytes = 64;
+    config.documents.max_bytes = 64;
     let fleet = TestFleet::start(&pool, config, switchyard::fleet::Roles::ALL).await;
     let (status, body) = fleet
         .post(
@@ -444,7 +443,7 @@ async fn document_size_and_request_time_are_limited(pool: PgPool) {
         body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("http.max_document_bytes"),
+            .contains("documents.max_bytes"),
         "{body}"
     );
     // A value that can never fit is refused on arrival.
@@ -460,7 +459,7 @@ async fn document_size_and_request_time_are_limited(pool: PgPool) {
         body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("the limit is 64 (http.max_document_bytes)"),
+            .contains("the limit is 64 (documents.max_bytes)"),
         "{body}"
     );
     // A mutation that would grow the document past the limit fails, readably.

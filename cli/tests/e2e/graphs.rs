@@ -14,6 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use switchyard_bus::Doorbell;
+use switchyard_domain::status::MigrationRunStatus;
 use switchyard_workers::migrator::{Migrator, MigratorConfig, Worked};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -504,7 +505,7 @@ async fn writes_are_refused_during_a_run_and_repair_then_retry_leaves_a_failed_o
 
     assert_eq!(
         worker.work(run_id, usize::MAX).await.unwrap(),
-        Worked::Ended("failed")
+        Worked::Ended(MigrationRunStatus::Failed)
     );
     let (_, runs) = fleet.get("/graphs/g/migrations").await;
     let error = runs["items"][0]["error"].as_str().unwrap();

@@ -72,7 +72,7 @@ async fn a_document_past_the_depth_limit_is_refused_at_creation_naming_the_limit
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(
         message(&body),
-        "document is nested 120 levels deep; the limit is 64 (http.max_document_depth)"
+        "document is nested 120 levels deep; the limit is 64 (documents.max_depth)"
     );
     // At the limit it is accepted.
     fleet.create_topology("at-limit", nested(64)).await;
@@ -141,7 +141,7 @@ async fn a_mutation_that_would_nest_too_deep_is_refused_or_fails_and_reads_never
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(message(&body).contains("http.max_document_depth"), "{body}");
+    assert!(message(&body).contains("documents.max_depth"), "{body}");
 
     // Whether a copy or a move lands too deep depends on the document: it fails.
     let into_deep = format!("/deep{}/x", "/d".repeat(55));
@@ -236,7 +236,7 @@ async fn a_self_copying_mutation_fails_at_the_first_operation_past_the_size_limi
         "{error}"
     );
     assert!(
-        error.ends_with("bytes; the limit is 524288 (http.max_document_bytes)"),
+        error.ends_with("bytes; the limit is 524288 (documents.max_bytes)"),
         "{error}"
     );
     let (_, read) = fleet.get(&format!("/topologies/{topology}")).await;
@@ -359,7 +359,7 @@ async fn node_data_and_step_values_keep_the_document_limits(pool: PgPool) {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(
         message(&body),
-        "nodes[1].data is nested 71 levels deep; the limit is 64 (http.max_document_depth)"
+        "nodes[1].data is nested 71 levels deep; the limit is 64 (documents.max_depth)"
     );
     let (status, body) = fleet
         .post(
@@ -370,7 +370,7 @@ async fn node_data_and_step_values_keep_the_document_limits(pool: PgPool) {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(
         message(&body),
-        "version 2 step 1: a node holding its value as \"x\" is nested 65 levels deep; the limit is 64 (http.max_document_depth)"
+        "version 2 step 1: a node holding its value as \"x\" is nested 65 levels deep; the limit is 64 (documents.max_depth)"
     );
     // A value that fits alone, but not in a node beside its property name: 413.
     let (status, body) = fleet

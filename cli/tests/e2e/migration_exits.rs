@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use switchyard_bus::Doorbell;
+use switchyard_domain::status::MigrationRunStatus;
 use switchyard_workers::migrator::{Migrator, MigratorConfig, Worked};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -154,7 +155,7 @@ async fn cancelling_a_failed_run_makes_the_graph_ready_at_its_version(pool: PgPo
     let worker = migrator(&pool, 100);
     assert_eq!(
         worker.work(first, usize::MAX).await.unwrap(),
-        Worked::Ended("failed")
+        Worked::Ended(MigrationRunStatus::Failed)
     );
     assert_eq!(graph_state(&fleet).await, ("migration_failed".into(), 1, 0));
 
@@ -171,7 +172,7 @@ async fn cancelling_a_failed_run_makes_the_graph_ready_at_its_version(pool: PgPo
     );
     assert_eq!(
         worker.work(second, usize::MAX).await.unwrap(),
-        Worked::Ended("failed")
+        Worked::Ended(MigrationRunStatus::Failed)
     );
 
     let (status, cancelled) = cancel(&fleet, second).await;
@@ -232,7 +233,7 @@ async fn a_running_run_stops_at_its_next_batch_boundary(pool: PgPool) {
     assert_eq!((status, &again), (StatusCode::ACCEPTED, &requested));
     held.rollback().await.unwrap();
     // The batch in flight finishes; then the run ends, cancelled.
-    assert_eq!(working.await.unwrap().unwrap(), Worked::Ended("cancelled"));
+    assert_eq!(working.await.unwrap().unwrap(), Worked::Ended(MigrationRunStatus::Cancelled));
     let (_, runs) = fleet.get("/graphs/g/migrations").await;
     let last = &runs["items"][0];
     assert_eq!(
@@ -263,7 +264,7 @@ async fn a_running_run_stops_at_its_next_batch_boundary(pool: PgPool) {
     let rest = request_run(&fleet).await;
     assert_eq!(
         migrator(&pool, 100).work(rest, usize::MAX).await.unwrap(),
-        Worked::Ended("succeeded")
+        Worked::Ended(MigrationRunStatus::Succeeded)
     );
     let (_, runs) = fleet.get("/graphs/g/migrations").await;
     assert_eq!(
@@ -291,7 +292,7 @@ async fn a_cancel_requested_while_no_migrator_holds_the_run_ends_it_at_the_next_
     // Whoever claims it next ends it without migrating more.
     assert_eq!(
         migrator(&pool, 100).work(run, usize::MAX).await.unwrap(),
-        Worked::Ended("cancelled")
+        Worked::Ended(MigrationRunStatus::Cancelled)
     );
     assert_eq!(graph_state(&fleet).await, ("ready".into(), 1, 100));
     fleet.stop().await;
@@ -304,7 +305,7 @@ async fn cancelling_the_retry_of_a_failed_run_leaves_the_graph_ready(pool: PgPoo
         graph_with_pending_run(&fleet, 3, json!([{"op": "require", "property": "size"}])).await;
     assert_eq!(
         migrator(&pool, 100).work(failed, usize::MAX).await.unwrap(),
-        Worked::Ended("failed")
+        Worked::Ended(MigrationRunStatus::Failed)
     );
     // A retry, cancelled before it starts: whatever the run, a cancel means ready.
     let retry = request_run(&fleet).await;

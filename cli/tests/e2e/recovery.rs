@@ -38,8 +38,7 @@ async fn a_mutation_whose_outbox_row_was_never_published_is_applied_after_the_sw
         api_pool.clone(),
         &bus,
         doorbell,
-        config.http.clone(),
-        config.auth.clone(),
+        config.api_settings(),
         config.auth.secret.as_deref().unwrap().as_bytes(),
         Default::default(),
     );

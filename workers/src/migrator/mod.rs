@@ -27,6 +27,7 @@ use sqlx::PgPool;
 use switchyard_bus::payloads::MigrationChanged;
 use switchyard_bus::{Doorbell, Event};
 use switchyard_domain::json::Limits;
+use switchyard_domain::status::MigrationRunStatus;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -80,7 +81,7 @@ impl Default for MigratorConfig {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Worked {
     /// It ended: `succeeded`, `failed` or `cancelled`.
-    Ended(&'static str),
+    Ended(MigrationRunStatus),
     /// Stopped early (the batch budget or shutdown); the lease was given up.
     Paused,
     /// Another migrator holds it.
@@ -100,8 +101,8 @@ pub struct Migrator {
     pub name: String,
     /// Stops runs between batches.
     pub shutdown: CancellationToken,
-    /// What a node's data must stay within once migrated (`http.max_document_bytes`,
-    /// `http.max_document_depth`).
+    /// What a node's data must stay within once migrated (`documents.max_bytes`,
+    /// `documents.max_depth`).
     pub limits: Limits,
 }
 
@@ -177,7 +178,7 @@ impl Migrator {
             tracing::warn!(run_id = %claim.run_id, graph = %claim.graph_slug, %error, "migration failed");
         }
         run::finish(&self.pool, &self.doorbell, claim, &ending).await?;
-        Ok(Worked::Ended(ending.statuses().0.as_str()))
+        Ok(Worked::Ended(ending.statuses().0))
     }
 
     /// Works every run that is pending or whose lease expired, without the bus,

@@ -93,7 +93,7 @@ pub struct Mutator {
     pub doorbell: Doorbell,
     pub config: MutatorConfig,
     /// What a document must stay within after every operation
-    /// (`http.max_document_bytes`, `http.max_document_depth`).
+    /// (`documents.max_bytes`, `documents.max_depth`).
     pub limits: Limits,
 }
 

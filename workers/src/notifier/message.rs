@@ -2,6 +2,7 @@
 //! subject and body, and the origin repo's milestone. Pure, so it is tested directly.
 
 use serde_json::{Value, json};
+use switchyard_domain::status::{ChangeType, InterfaceType};
 use uuid::Uuid;
 
 /// Paths listed in full in a message; the rest are counted.
@@ -14,8 +15,8 @@ pub struct PublishedChange {
     pub repo_slug: String,
     pub title: String,
     pub description: String,
-    pub interface_type: String,
-    pub change_type: String,
+    pub interface_type: InterfaceType,
+    pub change_type: ChangeType,
     pub affected_paths: Vec<String>,
     pub affected_repo_slugs: Vec<String>,
 }
@@ -33,7 +34,7 @@ pub struct Recipients {
 
 /// `[BREAKING] <title>`: the change type in upper case, then the title.
 pub fn subject(change: &PublishedChange) -> String {
-    format!("[{}] {}", change.change_type.to_uppercase(), change.title)
+    format!("[{}] {}", change.change_type.as_str().to_uppercase(), change.title)
 }
 
 /// The message body for `recipient`: the interface and change types, the first
@@ -113,8 +114,8 @@ mod tests {
             repo_slug: "billing".to_owned(),
             title: "Drop v1 invoices".to_owned(),
             description: "Use /v2/invoices.".to_owned(),
-            interface_type: "rest_api".to_owned(),
-            change_type: "breaking".to_owned(),
+            interface_type: InterfaceType::RestApi,
+            change_type: ChangeType::Breaking,
             affected_paths: (1..=paths).map(|i| format!("/v1/p{i}")).collect(),
             affected_repo_slugs: vec!["web".to_owned()],
         }

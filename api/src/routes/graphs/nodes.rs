@@ -38,7 +38,7 @@ pub struct NodeIn {
     #[schema(min_length = 1, max_length = 200)]
     pub id: String,
     /// The node's properties, shaped by the plugin's schema; within the document limits
-    /// (`http.max_document_bytes`, `http.max_document_depth`).
+    /// (`documents.max_bytes`, `documents.max_depth`).
     #[schema(value_type = Object)]
     pub data: Map<String, Value>,
 }
@@ -113,7 +113,7 @@ pub(super) async fn write(
             input.nodes.len()
         )));
     }
-    let (ids, data) = checked(input.nodes, &app.config.document_limits())?;
+    let (ids, data) = checked(input.nodes, &app.documents)?;
     let mut tx = OutboxTx::begin(&app.pool).await?;
     // A shared lock: the migrator's claim (which sets `migrating`) waits for this
     // write to commit, and counts these nodes; or it went first, and this is refused.

@@ -78,7 +78,7 @@ pub(super) async fn enqueue(
     patch::validate(
         &input.ops,
         app.config.max_ops_per_mutation,
-        &app.config.document_limits(),
+        &app.documents,
     )?;
     if input.if_version.is_some_and(|v| v < 0) {
         return Err(ApiError::Unprocessable(

@@ -137,7 +137,7 @@ async fn register(
         )));
     }
     for (i, version) in input.versions.iter().enumerate() {
-        check_version(version, i as i32 + 1, &app.config.document_limits())?;
+        check_version(version, i as i32 + 1, &app.documents)?;
     }
     let mut tx = OutboxTx::begin(&app.pool).await?;
     let inserted = sqlx::query(

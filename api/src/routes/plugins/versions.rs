@@ -124,7 +124,7 @@ pub(super) async fn add_version(
             version.version
         )));
     }
-    check_version(&version, current + 1, &app.config.document_limits())?;
+    check_version(&version, current + 1, &app.documents)?;
     insert_version(&mut tx, &name, &version).await?;
     sqlx::query("update plugins set current_version = $2, updated_at = now() where name = $1")
         .bind(&name)
