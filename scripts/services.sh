@@ -132,6 +132,20 @@ ensure_old_nats() {
     export NATS_OLD_SERVER_BIN="$bin"
 }
 
+# sqlx-cli, pinned to the sqlx the workspace builds with, in .switchyard/tools (built
+# once: a few minutes); puts its bin directory first on PATH.
+SQLX_CLI_VERSION="${SQLX_CLI_VERSION:-0.9.0}"
+install_sqlx_cli() {
+    local root="$STATE_DIR/tools"
+    export PATH="$root/bin:$PATH"
+    if sqlx --version 2>/dev/null | grep -q " $SQLX_CLI_VERSION\$"; then
+        return
+    fi
+    say "installing sqlx-cli $SQLX_CLI_VERSION into $root (crates.io; built once, a few minutes)"
+    cargo install sqlx-cli --version "$SQLX_CLI_VERSION" --locked --no-default-features \
+        --features postgres --root "$root"
+}
+
 ensure_rust() {
     if ! command -v cargo >/dev/null 2>&1; then
         [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"

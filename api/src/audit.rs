@@ -8,16 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgExecutor, Postgres, QueryBuilder};
+use switchyard_domain::status::AuditEntity;
 use utoipa::ToSchema;
-
-/// Every kind of entity the trail records, as written in its `entity` column.
-pub const ENTITIES: [&str; 5] = [
-    "repo",
-    "interface_change",
-    "inbox_message",
-    "plugin",
-    "graph",
-];
 
 /// One recorded change, as `GET /audit` returns it.
 #[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
@@ -42,10 +34,10 @@ pub struct AuditEntryOut {
 pub use switchyard_bus::audit::record;
 
 /// Up to `limit` entries older than the entry `before`, newest first, of `entity`
-/// (and `key`) when given. An entity not in [`ENTITIES`] has none.
+/// (and `key`) when given.
 pub async fn page(
     db: impl PgExecutor<'_>,
-    entity: Option<&str>,
+    entity: Option<AuditEntity>,
     key: Option<&str>,
     before: Option<i64>,
     limit: i64,
@@ -55,17 +47,14 @@ pub async fn page(
     // after five runs) cannot use an index for a condition that may be switched off.
     // The entity is written into the statement, not bound, so that even a generic plan
     // knows how rare it is: a page of plugins reads `audit_log_entity_id`, a page of
-    // inbox messages walks the newest rows. It is one of the fixed words of `ENTITIES`.
+    // inbox messages walks the newest rows. It is one of the fixed words of `AuditEntity`.
     let mut query = QueryBuilder::<Postgres>::new(
         "select id, entity, entity_key as key, action, actor, detail, recorded_at
          from audit_log
          where true",
     );
     if let Some(entity) = entity {
-        let Some(known) = ENTITIES.into_iter().find(|known| *known == entity) else {
-            return Ok(Vec::new());
-        };
-        query.push(format_args!(" and entity = '{known}'"));
+        query.push(format_args!(" and entity = '{}'", entity.as_str()));
     }
     if let Some(key) = key {
         query.push(" and entity_key = ").push_bind(key);

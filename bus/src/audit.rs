@@ -5,27 +5,28 @@
 
 use serde_json::Value;
 use sqlx::PgConnection;
+use switchyard_domain::status::AuditEntity;
 
 /// Records, in the caller's transaction, that `actor` did `action` to the `entity`
-/// (`repo`, `interface_change`, `inbox_message`, `plugin`, `graph`) known by `key`
-/// (its slug, name or id); `detail` is the entity as changed, or what the change did.
+/// known by `key` (its slug, name or id); `detail` is the entity as changed, or what
+/// the change did.
 pub async fn record(
     conn: &mut PgConnection,
-    entity: &str,
+    entity: AuditEntity,
     key: &str,
     action: &str,
     actor: &str,
     detail: Value,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into audit_log (entity, entity_key, action, actor, detail)
          values ($1, $2, $3, $4, $5)",
+        entity as _,
+        key,
+        action,
+        actor,
+        detail,
     )
-    .bind(entity)
-    .bind(key)
-    .bind(action)
-    .bind(actor)
-    .bind(detail)
     .execute(conn)
     .await?;
     Ok(())

@@ -93,16 +93,16 @@ async fn stage(conn: &mut PgConnection, events: &[Event]) -> Result<(), sqlx::Er
         bodies.push(serde_json::to_value(event).expect("an Event always serializes"));
     }
     // `with ordinality` keeps `position` in the order the caller staged the events.
-    sqlx::query(
+    sqlx::query!(
         "insert into outbox (id, subject, event)
          select id, subject, event
          from unnest($1::uuid[], $2::text[], $3::jsonb[]) with ordinality
               as staged(id, subject, event, ord)
          order by ord",
+        &ids,
+        &subjects,
+        &bodies,
     )
-    .bind(ids)
-    .bind(subjects)
-    .bind(bodies)
     .execute(conn)
     .await?;
     Ok(())
@@ -115,15 +115,15 @@ pub async fn claim_unpublished(
     min_age: Duration,
     limit: usize,
 ) -> Result<Vec<Event>, sqlx::Error> {
-    let rows: Vec<sqlx::types::Json<Event>> = sqlx::query_scalar(
-        "select event from outbox
+    let rows = sqlx::query_scalar!(
+        r#"select event as "event: sqlx::types::Json<Event>" from outbox
          where published_at is null and created_at < now() - make_interval(secs => $1)
          order by position
          limit $2
-         for update skip locked",
+         for update skip locked"#,
+        min_age.as_secs_f64(),
+        i64::try_from(limit).unwrap_or(i64::MAX),
     )
-    .bind(min_age.as_secs_f64())
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().map(|row| row.0).collect())
@@ -134,10 +134,10 @@ pub async fn mark_published(conn: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<(
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query!(
         "update outbox set published_at = now() where id = any($1) and published_at is null",
+        ids,
     )
-    .bind(ids)
     .execute(conn)
     .await?;
     Ok(())
@@ -148,13 +148,13 @@ pub async fn trim_published(
     conn: impl PgExecutor<'_>,
     retention: Duration,
 ) -> Result<u64, sqlx::Error> {
-    Ok(
-        sqlx::query("delete from outbox where published_at < now() - make_interval(secs => $1)")
-            .bind(retention.as_secs_f64())
-            .execute(conn)
-            .await?
-            .rows_affected(),
+    Ok(sqlx::query!(
+        "delete from outbox where published_at < now() - make_interval(secs => $1)",
+        retention.as_secs_f64(),
     )
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 /// Rung by a committer after `COMMIT` so the relay publishes without waiting for a sweep.

@@ -3,7 +3,9 @@
 //! keeps old and new processes compatible during a rolling upgrade.
 
 use serde::{Deserialize, Serialize};
-use switchyard_domain::status::{self, ChangeStatus, ChangeType, InterfaceType, MutationStatus};
+use switchyard_domain::status::{
+    self, ChangeStatus, ChangeType, InterfaceType, MutationStatus, ProgressKind,
+};
 use uuid::Uuid;
 
 use crate::{Event, EventType, Source, subjects};
@@ -178,7 +180,7 @@ impl Payload for RepoUpdated {
 pub struct ProgressRecorded {
     pub progress_id: Uuid,
     pub repo_slug: String,
-    pub kind: String,
+    pub kind: ProgressKind,
     pub summary: String,
     pub detail: serde_json::Value,
 }

@@ -33,6 +33,11 @@ macro_rules! text_enum {
             pub const fn as_str(self) -> &'static str {
                 match self { $(Self::$variant => $text,)+ }
             }
+
+            /// The value named `text`, if any.
+            pub fn parse(text: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|value| value.as_str() == text)
+            }
         }
 
         impl std::fmt::Display for $name {
@@ -129,6 +134,38 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// Which kind of entity an audit row is about (`audit_log.entity`).
+    pub enum AuditEntity {
+        Repo => "repo",
+        InterfaceChange => "interface_change",
+        InboxMessage => "inbox_message",
+        Plugin => "plugin",
+        Graph => "graph",
+    }
+}
+
+text_enum! {
+    /// What a progress event on a repo records (`progress_events.kind`).
+    pub enum ProgressKind {
+        /// A step of the repo's own work, such as a published interface change.
+        Milestone => "milestone",
+    }
+}
+
+text_enum! {
+    /// The event names (SSE `event:`) of an event stream's own frames; every other
+    /// frame is a bus event, named by its subject.
+    pub enum StreamFrame {
+        /// The current state, first on every connection.
+        Snapshot => "snapshot",
+        /// The client's `Last-Event-ID` is no longer retained; a snapshot follows.
+        Reset => "reset",
+        /// The client fell too far behind and is disconnected.
+        Lagged => "lagged",
+    }
+}
+
 impl GraphStatus {
     /// Why node writes are refused in this status, if they are.
     pub const fn read_only_reason(self) -> Option<ReadOnlyReason> {
@@ -165,6 +202,21 @@ mod tests {
         spelled_alike(MigrationRunStatus::ALL, |v| v.as_str());
         spelled_alike(GraphStatus::ALL, |v| v.as_str());
         spelled_alike(ReadOnlyReason::ALL, |v| v.as_str());
+        spelled_alike(StreamFrame::ALL, |v| v.as_str());
+        spelled_alike(AuditEntity::ALL, |v| v.as_str());
+        spelled_alike(ProgressKind::ALL, |v| v.as_str());
+    }
+
+    #[test]
+    fn parse_reads_back_every_name_and_nothing_else() {
+        for value in StreamFrame::ALL {
+            assert_eq!(StreamFrame::parse(value.as_str()), Some(*value));
+        }
+        assert_eq!(StreamFrame::parse("Snapshot"), None);
+        assert_eq!(
+            MigrationRunStatus::parse("running"),
+            Some(MigrationRunStatus::Running)
+        );
     }
 
     #[test]

@@ -76,7 +76,6 @@ pub struct Pass {
     pub trimmed: u64,
 }
 
-#[derive(sqlx::FromRow)]
 struct StuckHead {
     id: Uuid,
     topology_id: Uuid,
@@ -127,8 +126,10 @@ impl Reconciler {
 
     async fn reannounce(&self) -> Result<usize, WorkerError> {
         let mut tx = OutboxTx::begin(&self.pool).await?;
-        let stuck: Vec<StuckHead> = sqlx::query_as(
-            "select m.id, m.topology_id, m.seq, m.if_version, jsonb_array_length(m.ops) as ops_count
+        let stuck = sqlx::query_as!(
+            StuckHead,
+            r#"select m.id, m.topology_id, m.seq, m.if_version,
+                    jsonb_array_length(m.ops) as "ops_count!"
              from mutations m
              where m.status = 'pending'
                and m.announced_at < now() - make_interval(secs => $1)
@@ -137,20 +138,22 @@ impl Reconciler {
                                  and p.status = 'pending' and p.seq < m.seq)
              order by m.announced_at
              limit $2
-             for update of m skip locked",
+             for update of m skip locked"#,
+            self.config.reannounce_after.as_secs_f64(),
+            self.config.batch_size,
         )
-        .bind(self.config.reannounce_after.as_secs_f64())
-        .bind(self.config.batch_size)
         .fetch_all(&mut *tx)
         .await?;
         if stuck.is_empty() {
             return Ok(0);
         }
         let ids: Vec<Uuid> = stuck.iter().map(|m| m.id).collect();
-        sqlx::query("update mutations set announced_at = now() where id = any($1)")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "update mutations set announced_at = now() where id = any($1)",
+            &ids,
+        )
+        .execute(&mut *tx)
+        .await?;
         let events: Vec<Event> = stuck.iter().map(reannouncement).collect();
         tx.stage(&events).await?;
         tx.commit(&self.doorbell).await?;
@@ -162,8 +165,9 @@ impl Reconciler {
 impl Reconciler {
     async fn reannounce_changes(&self) -> Result<usize, WorkerError> {
         let mut tx = OutboxTx::begin(&self.pool).await?;
-        let stuck: Vec<InterfaceChanged> = sqlx::query_as::<_, StuckChange>(
-            "update interface_changes c set announced_at = now()
+        let stuck: Vec<InterfaceChanged> = sqlx::query_as!(
+            StuckChange,
+            r#"update interface_changes c set announced_at = now()
              where c.id in (
                select id from interface_changes
                where status <> 'draft' and announced_at < now() - make_interval(secs => $1)
@@ -171,11 +175,13 @@ impl Reconciler {
                                  where p.interface_change_id = interface_changes.id)
                order by announced_at limit $2
                for update skip locked)
-             returning c.id, c.repo_slug, c.title, c.interface_type, c.change_type,
-                       c.affected_repo_slugs",
+             returning c.id, c.repo_slug, c.title,
+                       c.interface_type as "interface_type: InterfaceType",
+                       c.change_type as "change_type: ChangeType",
+                       c.affected_repo_slugs"#,
+            self.config.reannounce_after.as_secs_f64(),
+            self.config.batch_size,
         )
-        .bind(self.config.reannounce_after.as_secs_f64())
-        .bind(self.config.batch_size)
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
@@ -195,7 +201,8 @@ impl Reconciler {
 
     async fn reannounce_runs(&self) -> Result<usize, WorkerError> {
         let mut tx = OutboxTx::begin(&self.pool).await?;
-        let stuck: Vec<StuckRun> = sqlx::query_as(
+        let stuck = sqlx::query_as!(
+            StuckRun,
             "update graph_migration_runs r set announced_at = now()
              from graphs g
              where g.id = r.graph_id and r.id in (
@@ -205,9 +212,9 @@ impl Reconciler {
                order by announced_at limit $2
                for update skip locked)
              returning r.id, g.slug, r.from_version, r.to_version, r.processed, r.total",
+            self.config.reannounce_after.as_secs_f64(),
+            self.config.batch_size,
         )
-        .bind(self.config.reannounce_after.as_secs_f64())
-        .bind(self.config.batch_size)
         .fetch_all(&mut *tx)
         .await?;
         let events = stuck
@@ -244,7 +251,6 @@ impl Reconciler {
 
 const SOURCE: Source = Source::Reconciler;
 
-#[derive(sqlx::FromRow)]
 struct StuckChange {
     id: Uuid,
     repo_slug: String,
@@ -254,7 +260,6 @@ struct StuckChange {
     affected_repo_slugs: Vec<String>,
 }
 
-#[derive(sqlx::FromRow)]
 struct StuckRun {
     id: Uuid,
     slug: String,

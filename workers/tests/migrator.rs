@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use switchyard_bus::Doorbell;
-use switchyard_domain::status::MigrationRunStatus;
+use switchyard_domain::status::{GraphStatus, MigrationRunStatus};
 use switchyard_workers::migrator::{Migrator, MigratorConfig, Worked, run};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -57,29 +57,31 @@ async fn graph_with_run(pool: &PgPool, nodes: i64) -> Uuid {
         {"op": "set_default", "property": "weight", "value": 1},
         {"op": "require", "property": "color"}
     ]);
-    sqlx::query("insert into plugins (name, current_version) values ('net', 2)")
+    sqlx::query!("insert into plugins (name, current_version) values ('net', 2)")
         .execute(pool)
         .await
         .unwrap();
-    sqlx::query("insert into plugin_versions (plugin, version, steps) values ('net', 1, '[]'), ('net', 2, $1)")
-        .bind(v2)
-        .execute(pool)
-        .await
-        .unwrap();
-    let graph: Uuid = sqlx::query_scalar(
-        "insert into graphs (id, slug, plugin, schema_version) values ($1, 'g', 'net', 1) returning id",
+    sqlx::query!(
+        "insert into plugin_versions (plugin, version, steps) values ('net', 1, '[]'), ('net', 2, $1)",
+        v2,
     )
-    .bind(Uuid::now_v7())
+    .execute(pool)
+    .await
+    .unwrap();
+    let graph: Uuid = sqlx::query_scalar!(
+        "insert into graphs (id, slug, plugin, schema_version) values ($1, 'g', 'net', 1) returning id",
+        Uuid::now_v7(),
+    )
     .fetch_one(pool)
     .await
     .unwrap();
-    sqlx::query(
+    sqlx::query!(
         "insert into graph_nodes (graph_id, id, data, schema_version)
          select $1, 'n' || lpad(i::text, 6, '0'), jsonb_build_object('colour', 'red', 'i', i), 1
-         from generate_series(1, $2) as i",
+         from generate_series(1, $2::bigint) as i",
+        graph,
+        nodes,
     )
-    .bind(graph)
-    .bind(nodes)
     .execute(pool)
     .await
     .unwrap();
@@ -97,28 +99,33 @@ async fn graph_with_run(pool: &PgPool, nodes: i64) -> Uuid {
     .execute(pool)
     .await
     .unwrap();
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "insert into graph_migration_runs (id, graph_id, from_version, to_version, workflow_run_id)
          values ($1, $2, 1, 2, 'test') returning id",
+        Uuid::now_v7(),
+        graph,
     )
-    .bind(Uuid::now_v7())
-    .bind(graph)
     .fetch_one(pool)
     .await
     .unwrap()
 }
 
 /// (status, processed, total, error) of the run.
-async fn run_state(pool: &PgPool, run: Uuid) -> (String, i64, i64, Option<String>) {
-    sqlx::query_as("select status, processed, total, error from graph_migration_runs where id = $1")
-        .bind(run)
-        .fetch_one(pool)
-        .await
-        .unwrap()
+async fn run_state(pool: &PgPool, run: Uuid) -> (MigrationRunStatus, i64, i64, Option<String>) {
+    let row = sqlx::query!(
+        r#"select status as "status: MigrationRunStatus", processed, total, error
+         from graph_migration_runs where id = $1"#,
+        run,
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    (row.status, row.processed, row.total, row.error)
 }
 
 /// (nodes at version 2 with the migrated shape, nodes updated exactly once, nodes updated more).
 async fn nodes_state(pool: &PgPool) -> (i64, i64, i64) {
+    // Not checked at build time: `node_updates` is made by the test (see `graph_with_run`).
     sqlx::query_as(
         "select (select count(*) from graph_nodes
                  where schema_version = 2 and data ? 'color' and not data ? 'colour'
@@ -141,13 +148,13 @@ async fn a_migrator_stopped_midway_and_one_that_crashed_are_resumed_with_every_n
     assert_eq!(a.work(run, 3).await.unwrap(), Worked::Paused);
     assert_eq!(
         run_state(&pool, run).await,
-        ("running".to_owned(), 1500, 5000, None)
+        (MigrationRunStatus::Running, 1500, 5000, None)
     );
-    let status: String = sqlx::query_scalar("select status from graphs")
+    let status = sqlx::query_scalar!(r#"select status as "status: GraphStatus" from graphs"#)
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(status, "migrating");
+    assert_eq!(status, GraphStatus::Migrating);
 
     // B takes over, works two batches, and "crashes": its claim stays, lease and all.
     let b = migrator(&pool, "b", 500);
@@ -194,20 +201,24 @@ async fn a_migrator_stopped_midway_and_one_that_crashed_are_resumed_with_every_n
     assert!(fenced.is_err() || matches!(fenced, Ok((run::Batch::Migrated(0), _))));
     assert_eq!(
         run_state(&pool, run).await,
-        ("succeeded".to_owned(), 5000, 5000, None)
+        (MigrationRunStatus::Succeeded, 5000, 5000, None)
     );
     assert_eq!(
         nodes_state(&pool).await,
         (5000, 5000, 0),
         "every node migrated exactly once"
     );
-    let graph: (i32, String) = sqlx::query_as("select schema_version, status from graphs")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(graph, (2, "ready".to_owned()));
+    let graph =
+        sqlx::query!(r#"select schema_version, status as "status: GraphStatus" from graphs"#)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (graph.schema_version, graph.status),
+        (2, GraphStatus::Ready)
+    );
     let phases: Vec<String> =
-        sqlx::query_scalar("select event->>'type' from outbox order by position")
+        sqlx::query_scalar!(r#"select event->>'type' as "type!" from outbox order by position"#)
             .fetch_all(&pool)
             .await
             .unwrap();
@@ -228,7 +239,7 @@ async fn a_migrator_stopped_midway_and_one_that_crashed_are_resumed_with_every_n
 #[sqlx::test(migrations = "../migrations")]
 async fn a_failing_step_fails_the_run_naming_the_step_and_the_node(pool: PgPool) {
     let run = graph_with_run(&pool, 10).await;
-    sqlx::query("update graph_nodes set data = '{\"shade\": \"red\"}' where id = 'n000007'")
+    sqlx::query!("update graph_nodes set data = '{\"shade\": \"red\"}' where id = 'n000007'")
         .execute(&pool)
         .await
         .unwrap();
@@ -239,8 +250,8 @@ async fn a_failing_step_fails_the_run_naming_the_step_and_the_node(pool: PgPool)
     );
     let (status, processed, _, error) = run_state(&pool, run).await;
     assert_eq!(
-        (status.as_str(), processed),
-        ("failed", 4),
+        (status, processed),
+        (MigrationRunStatus::Failed, 4),
         "the first batch committed"
     );
     assert_eq!(
@@ -249,13 +260,17 @@ async fn a_failing_step_fails_the_run_naming_the_step_and_the_node(pool: PgPool)
             "node \"n000007\": version 2 step 3 (require color) failed: property \"color\" is missing"
         )
     );
-    let graph: (i32, String) = sqlx::query_as("select schema_version, status from graphs")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(graph, (1, "migration_failed".to_owned()));
-    let failed: Value = sqlx::query_scalar(
-        "select event->'data' from outbox where event->>'type' = 'migration.failed'",
+    let graph =
+        sqlx::query!(r#"select schema_version, status as "status: GraphStatus" from graphs"#)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (graph.schema_version, graph.status),
+        (1, GraphStatus::MigrationFailed)
+    );
+    let failed: Value = sqlx::query_scalar!(
+        r#"select event->'data' as "data!" from outbox where event->>'type' = 'migration.failed'"#,
     )
     .fetch_one(&pool)
     .await
@@ -268,7 +283,7 @@ async fn a_failing_step_fails_the_run_naming_the_step_and_the_node(pool: PgPool)
 async fn a_run_that_cannot_go_on_fails_with_a_reason_instead_of_retrying_forever(pool: PgPool) {
     // Stored steps that no longer parse (written before validation, or by hand).
     let run = graph_with_run(&pool, 10).await;
-    sqlx::query("update plugin_versions set steps = '[{\"op\": \"explode\"}]' where version = 2")
+    sqlx::query!("update plugin_versions set steps = '[{\"op\": \"explode\"}]' where version = 2")
         .execute(&pool)
         .await
         .unwrap();
@@ -278,30 +293,32 @@ async fn a_run_that_cannot_go_on_fails_with_a_reason_instead_of_retrying_forever
         Worked::Ended(MigrationRunStatus::Failed)
     );
     let (status, processed, _, error) = run_state(&pool, run).await;
-    assert_eq!((status.as_str(), processed), ("failed", 0));
+    assert_eq!((status, processed), (MigrationRunStatus::Failed, 0));
     let error = error.unwrap();
     assert!(
         error.starts_with("the stored steps of plugin \"net\" version 2 cannot be read"),
         "{error}"
     );
-    let graph: String = sqlx::query_scalar("select status from graphs")
+    let graph = sqlx::query_scalar!(r#"select status as "status: GraphStatus" from graphs"#)
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(graph, "migration_failed");
+    assert_eq!(graph, GraphStatus::MigrationFailed);
 
     // A node whose migrated data would pass the size limit fails the run, naming it.
     let run = {
-        sqlx::query("update plugin_versions set steps = $1 where version = 2")
-            .bind(json!([{"op": "set_default", "property": "pad", "value": "x".repeat(600)}]))
-            .execute(&pool)
-            .await
-            .unwrap();
-        sqlx::query_scalar(
+        sqlx::query!(
+            "update plugin_versions set steps = $1 where version = 2",
+            json!([{"op": "set_default", "property": "pad", "value": "x".repeat(600)}]),
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query_scalar!(
             "insert into graph_migration_runs (id, graph_id, from_version, to_version, workflow_run_id)
              select $1, id, 1, 2, 'test' from graphs returning id",
+            Uuid::now_v7(),
         )
-        .bind(Uuid::now_v7())
         .fetch_one(&pool)
         .await
         .unwrap()
@@ -336,11 +353,13 @@ async fn the_reconciler_reannounces_runs_left_pending_or_abandoned(pool: PgPool)
     let age = |ago: &'static str| {
         let pool = pool.clone();
         async move {
-            sqlx::query("update graph_migration_runs set announced_at = now() - $1::interval")
-                .bind(ago)
-                .execute(&pool)
-                .await
-                .unwrap();
+            sqlx::query!(
+                "update graph_migration_runs set announced_at = now() - $1::text::interval",
+                ago,
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
         }
     };
     assert_eq!(
@@ -372,7 +391,7 @@ async fn the_reconciler_reannounces_runs_left_pending_or_abandoned(pool: PgPool)
         "lease is live"
     );
     // Its migrator died: the lease ran out.
-    sqlx::query("update graph_migration_runs set claim_expires_at = now() - interval '1 second'")
+    sqlx::query!("update graph_migration_runs set claim_expires_at = now() - interval '1 second'")
         .execute(&pool)
         .await
         .unwrap();
@@ -381,8 +400,8 @@ async fn the_reconciler_reannounces_runs_left_pending_or_abandoned(pool: PgPool)
         1,
         "abandoned"
     );
-    let requested: i64 = sqlx::query_scalar(
-        "select count(*) from outbox where event->>'type' = 'migration.requested'",
+    let requested: i64 = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from outbox where event->>'type' = 'migration.requested'"#,
     )
     .fetch_one(&pool)
     .await
@@ -394,7 +413,7 @@ async fn the_reconciler_reannounces_runs_left_pending_or_abandoned(pool: PgPool)
 async fn a_batch_holds_at_most_batch_bytes_of_node_data(pool: PgPool) {
     let run = graph_with_run(&pool, 12).await;
     // About 1 MiB of data per node: 12 MiB, past BATCH_BYTES.
-    sqlx::query(
+    sqlx::query!(
         "update graph_nodes set data = data || jsonb_build_object('pad', repeat('x', 1048576))",
     )
     .execute(&pool)

@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use switchyard_bus::Doorbell;
+use switchyard_domain::status::{MutationStatus, TopologyStatus};
 use switchyard_workers::mutator::{BatchLimits, Mutator, MutatorConfig, batch};
 use uuid::Uuid;
 
@@ -24,10 +25,10 @@ fn mutator(pool: &PgPool, batch_size: usize) -> Mutator {
 }
 
 async fn topology(pool: &PgPool) -> Uuid {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "insert into topologies (id, name, document) values ($1, 't', '{}') returning id",
+        Uuid::now_v7(),
     )
-    .bind(Uuid::now_v7())
     .fetch_one(pool)
     .await
     .unwrap()
@@ -35,32 +36,33 @@ async fn topology(pool: &PgPool) -> Uuid {
 
 /// Enqueues like the API does (seq from the topology row), without an outbox row.
 async fn enqueue(pool: &PgPool, topology: Uuid, ops: Value) -> Uuid {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "with next as (update topologies set last_seq = last_seq + 1, status = 'pending'
                        where id = $2 returning last_seq)
          insert into mutations (id, topology_id, seq, ops, actor)
          select $1, $2, last_seq, $3, 'test' from next returning id",
+        Uuid::now_v7(),
+        topology,
+        ops,
     )
-    .bind(Uuid::now_v7())
-    .bind(topology)
-    .bind(ops)
     .fetch_one(pool)
     .await
     .unwrap()
 }
 
 /// (mutation status, audit rows for it, outbox events naming it)
-async fn trail(pool: &PgPool, mutation: Uuid) -> (String, i64, i64) {
-    sqlx::query_as(
-        "select status,
-                (select count(*) from mutation_audit where mutation_id = $1),
-                (select count(*) from outbox where event->'data'->>'mutation_id' = $1::text)
-         from mutations where id = $1",
+async fn trail(pool: &PgPool, mutation: Uuid) -> (MutationStatus, i64, i64) {
+    let row = sqlx::query!(
+        r#"select status as "status: MutationStatus",
+                (select count(*) from mutation_audit where mutation_id = $1) as "audit!",
+                (select count(*) from outbox where event->'data'->>'mutation_id' = $1::text) as "events!"
+         from mutations where id = $1"#,
+        mutation,
     )
-    .bind(mutation)
     .fetch_one(pool)
     .await
-    .unwrap()
+    .unwrap();
+    (row.status, row.audit, row.events)
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -72,11 +74,11 @@ async fn each_outcome_commits_with_its_audit_row_and_event(pool: PgPool) {
     // Batches of two: the three mutations commit in two transactions.
     assert_eq!(mutator(&pool, 2).run_until_idle().await.unwrap(), 3);
 
-    assert_eq!(trail(&pool, ok).await, ("applied".into(), 1, 1));
-    assert_eq!(trail(&pool, bad).await, ("failed".into(), 1, 1));
-    assert_eq!(trail(&pool, also_ok).await, ("applied".into(), 1, 1));
-    let statuses: Vec<Value> = sqlx::query_scalar(
-        "select event->'data' from outbox where event->>'type' = 'status' order by position",
+    assert_eq!(trail(&pool, ok).await, (MutationStatus::Applied, 1, 1));
+    assert_eq!(trail(&pool, bad).await, (MutationStatus::Failed, 1, 1));
+    assert_eq!(trail(&pool, also_ok).await, (MutationStatus::Applied, 1, 1));
+    let statuses: Vec<Value> = sqlx::query_scalar!(
+        r#"select event->'data' as "data!" from outbox where event->>'type' = 'status' order by position"#,
     )
     .fetch_all(&pool)
     .await
@@ -86,7 +88,7 @@ async fn each_outcome_commits_with_its_audit_row_and_event(pool: PgPool) {
     assert_eq!(statuses[1]["status"], "idle");
     // Running again finds nothing to do and writes nothing.
     assert_eq!(mutator(&pool, 2).run_until_idle().await.unwrap(), 0);
-    assert_eq!(trail(&pool, ok).await, ("applied".into(), 1, 1));
+    assert_eq!(trail(&pool, ok).await, (MutationStatus::Applied, 1, 1));
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -95,12 +97,12 @@ async fn a_batch_that_cannot_record_its_audit_commits_nothing(pool: PgPool) {
     let first = enqueue(&pool, t, json!([{"op": "add", "path": "/a", "value": 1}])).await;
     let second = enqueue(&pool, t, json!([{"op": "add", "path": "/b", "value": 1}])).await;
     // A stray audit row for the second mutation makes the batch's audit insert fail.
-    sqlx::query(
+    sqlx::query!(
         "insert into mutation_audit (mutation_id, topology_id, seq, outcome, before_version, after_version, actor, ops)
          values ($1, $2, 2, 'applied', 0, 1, 'stray', '[]')",
+        second,
+        t,
     )
-    .bind(second)
-    .bind(t)
     .execute(&pool)
     .await
     .unwrap();
@@ -115,19 +117,18 @@ async fn a_batch_that_cannot_record_its_audit_commits_nothing(pool: PgPool) {
             .await
             .is_err()
     );
-    assert_eq!(trail(&pool, first).await, ("pending".into(), 0, 0));
-    let (version, document): (i64, Value) =
-        sqlx::query_as("select version, document from topologies")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!((version, document), (0, json!({})));
+    assert_eq!(trail(&pool, first).await, (MutationStatus::Pending, 0, 0));
+    let topology = sqlx::query!("select version, document from topologies")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((topology.version, topology.document), (0, json!({})));
 }
 
 /// Makes Postgres refuse to store a document holding the key `poison`, as a store
 /// that cannot hold a result would (a data exception: retrying does not cure it).
 async fn refuse_poisoned_documents(pool: &PgPool) {
-    sqlx::query(
+    sqlx::query!(
         "create function refuse_poison() returns trigger language plpgsql as $$
          begin
            if new.document ? 'poison' then
@@ -139,7 +140,7 @@ async fn refuse_poisoned_documents(pool: &PgPool) {
     .execute(pool)
     .await
     .unwrap();
-    sqlx::query(
+    sqlx::query!(
         "create trigger refuse_poison before update on topologies
          for each row execute function refuse_poison()",
     )
@@ -167,24 +168,27 @@ async fn a_mutation_whose_outcome_cannot_be_stored_fails_with_a_reason_and_the_r
     // the one at fault is given up. Nothing is left pending, nothing retried forever.
     let drain = mutator(&pool, 10).drain_topology(t).await.unwrap();
     assert_eq!((drain.finished, drain.more), (3, false), "{drain:?}");
-    assert_eq!(trail(&pool, before).await, ("applied".into(), 1, 1));
-    assert_eq!(trail(&pool, poison).await, ("failed".into(), 1, 1));
-    assert_eq!(trail(&pool, after).await, ("applied".into(), 1, 1));
-    let error: String = sqlx::query_scalar("select error from mutations where id = $1")
-        .bind(poison)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    assert_eq!(trail(&pool, before).await, (MutationStatus::Applied, 1, 1));
+    assert_eq!(trail(&pool, poison).await, (MutationStatus::Failed, 1, 1));
+    assert_eq!(trail(&pool, after).await, (MutationStatus::Applied, 1, 1));
+    let error: String = sqlx::query_scalar!(
+        r#"select error as "error!" from mutations where id = $1"#,
+        poison,
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert!(error.contains("could not be applied"), "{error}");
     assert!(!error.contains("cannot hold"), "internals leaked: {error}");
-    let (version, document, status): (i64, Value, String) =
-        sqlx::query_as("select version, document, status from topologies")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let topology = sqlx::query!(
+        r#"select version, document, status as "status: TopologyStatus" from topologies"#
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(
-        (version, document, status.as_str()),
-        (2, json!({"a": 1, "b": 2}), "idle")
+        (topology.version, topology.document, topology.status),
+        (2, json!({"a": 1, "b": 2}), TopologyStatus::Idle)
     );
 }
 
@@ -193,11 +197,13 @@ async fn a_topology_held_by_another_worker_is_reported_busy(pool: PgPool) {
     let t = topology(&pool).await;
     let m = enqueue(&pool, t, json!([{"op": "add", "path": "/a", "value": 1}])).await;
     let mut holder = pool.begin().await.unwrap();
-    sqlx::query("select 1 from topologies where id = $1 for no key update")
-        .bind(t)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    sqlx::query!(
+        "select 1 as locked from topologies where id = $1 for no key update",
+        t
+    )
+    .fetch_all(&mut *holder)
+    .await
+    .unwrap();
     let drain = mutator(&pool, 10).drain_topology(t).await.unwrap();
     assert!(drain.busy && drain.finished == 0);
     // The holder's claim ends with its transaction (commit, rollback or a dead connection).
@@ -206,7 +212,7 @@ async fn a_topology_held_by_another_worker_is_reported_busy(pool: PgPool) {
         mutator(&pool, 10).drain_topology(t).await.unwrap().finished,
         1
     );
-    assert_eq!(trail(&pool, m).await.0, "applied");
+    assert_eq!(trail(&pool, m).await.0, MutationStatus::Applied);
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -231,7 +237,7 @@ async fn a_redelivered_message_is_acked_without_effect(pool: PgPool) {
     let after_first = trail(&pool, m).await;
     assert_eq!(settled(&mutator, &event, 2).await, Outcome::Ack);
     assert_eq!(trail(&pool, m).await, after_first);
-    assert_eq!(after_first, ("applied".into(), 1, 1));
+    assert_eq!(after_first, (MutationStatus::Applied, 1, 1));
 }
 
 #[sqlx::test(migrations = "../migrations")]

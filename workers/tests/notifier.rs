@@ -18,14 +18,14 @@ fn notifier(pool: &PgPool) -> Notifier {
 
 /// Repos `billing`, `web`, `mobile`, and a change by billing affecting web, mobile and
 /// the unregistered `ghost`, in `status`.
-async fn change(pool: &PgPool, status: &str) -> Uuid {
-    sqlx::query(
+async fn change(pool: &PgPool, status: ChangeStatus) -> Uuid {
+    sqlx::query!(
         "insert into repos (slug, name) values ('billing', 'b'), ('web', 'w'), ('mobile', 'm')",
     )
     .execute(pool)
     .await
     .unwrap();
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "insert into interface_changes
            (id, repo_slug, interface_type, change_type, title, description,
             affected_paths, affected_repo_slugs, author, status, published_at)
@@ -33,9 +33,9 @@ async fn change(pool: &PgPool, status: &str) -> Uuid {
                  array['web', 'mobile', 'ghost'], 'test', $2,
                  case when $2 = 'draft' then null else now() end)
          returning id",
+        Uuid::now_v7(),
+        status as _,
     )
-    .bind(Uuid::now_v7())
-    .bind(status)
     .fetch_one(pool)
     .await
     .unwrap()
@@ -43,22 +43,23 @@ async fn change(pool: &PgPool, status: &str) -> Uuid {
 
 /// (inbox messages, milestones, staged events, delivery audit rows) written for `change`.
 async fn written(pool: &PgPool, change: Uuid) -> (i64, i64, i64, i64) {
-    sqlx::query_as(
-        "select (select count(*) from inbox_messages where interface_change_id = $1),
-                (select count(*) from progress_events where interface_change_id = $1),
-                (select count(*) from outbox where subject like 'repo.%'),
+    let row = sqlx::query!(
+        r#"select (select count(*) from inbox_messages where interface_change_id = $1) as "inbox!",
+                (select count(*) from progress_events where interface_change_id = $1) as "milestones!",
+                (select count(*) from outbox where subject like 'repo.%') as "staged!",
                 (select count(*) from audit_log
-                 where action = 'delivered' and detail->>'interface_change_id' = $1::text)",
+                 where action = 'delivered' and detail->>'interface_change_id' = $1::text) as "audited!""#,
+        change,
     )
-    .bind(change)
     .fetch_one(pool)
     .await
-    .unwrap()
+    .unwrap();
+    (row.inbox, row.milestones, row.staged, row.audited)
 }
 
 #[sqlx::test(migrations = "../migrations")]
 async fn notifiers_racing_for_one_change_write_each_message_once(pool: PgPool) {
-    let id = change(&pool, "published").await;
+    let id = change(&pool, ChangeStatus::Published).await;
     let racers: Vec<_> = (0..3)
         .map(|_| {
             let notifier = notifier(&pool);
@@ -84,8 +85,8 @@ async fn notifiers_racing_for_one_change_write_each_message_once(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_failure_midway_commits_nothing_and_the_retry_sends_everything(pool: PgPool) {
-    let id = change(&pool, "published").await;
-    sqlx::query(
+    let id = change(&pool, ChangeStatus::Published).await;
+    sqlx::query!(
         "create function refuse_mobile() returns trigger language plpgsql as
          $$ begin if new.repo_slug = 'mobile' then raise exception 'inbox full'; end if;
                   return new; end $$",
@@ -93,7 +94,7 @@ async fn a_failure_midway_commits_nothing_and_the_retry_sends_everything(pool: P
     .execute(&pool)
     .await
     .unwrap();
-    sqlx::query(
+    sqlx::query!(
         "create trigger refuse before insert on inbox_messages
          for each row execute function refuse_mobile()",
     )
@@ -107,7 +108,7 @@ async fn a_failure_midway_commits_nothing_and_the_retry_sends_everything(pool: P
         "a partial notification committed"
     );
 
-    sqlx::query("drop trigger refuse on inbox_messages")
+    sqlx::query!("drop trigger refuse on inbox_messages")
         .execute(&pool)
         .await
         .unwrap();
@@ -117,7 +118,7 @@ async fn a_failure_midway_commits_nothing_and_the_retry_sends_everything(pool: P
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_draft_is_never_notified(pool: PgPool) {
-    let id = change(&pool, "draft").await;
+    let id = change(&pool, ChangeStatus::Draft).await;
     assert_eq!(
         notifier(&pool).notify(id).await.unwrap(),
         Notified::NotPublished
@@ -129,7 +130,7 @@ async fn a_draft_is_never_notified(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn the_reconciler_reannounces_a_published_change_nobody_notified(pool: PgPool) {
     use switchyard_workers::reconciler::{Reconciler, ReconcilerConfig};
-    let id = change(&pool, "published").await;
+    let id = change(&pool, ChangeStatus::Published).await;
     let (doorbell, _relay_gone) = Doorbell::channel(16);
     let reconciler = Reconciler {
         pool: pool.clone(),
@@ -139,7 +140,7 @@ async fn the_reconciler_reannounces_a_published_change_nobody_notified(pool: PgP
             ..ReconcilerConfig::default()
         },
     };
-    sqlx::query("update interface_changes set announced_at = now()")
+    sqlx::query!("update interface_changes set announced_at = now()")
         .execute(&pool)
         .await
         .unwrap();
@@ -148,7 +149,7 @@ async fn the_reconciler_reannounces_a_published_change_nobody_notified(pool: PgP
         0,
         "too recent"
     );
-    sqlx::query("update interface_changes set announced_at = now() - interval '2 minutes'")
+    sqlx::query!("update interface_changes set announced_at = now() - interval '2 minutes'")
         .execute(&pool)
         .await
         .unwrap();
@@ -158,15 +159,17 @@ async fn the_reconciler_reannounces_a_published_change_nobody_notified(pool: PgP
         0,
         "announced again just now"
     );
-    let staged: i64 = sqlx::query_scalar("select count(*) from outbox where subject = $1")
-        .bind(format!("interface.{id}.published"))
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let staged: i64 = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from outbox where subject = $1"#,
+        format!("interface.{id}.published"),
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(staged, 1);
     // Once notified, it is never announced again.
     notifier(&pool).notify(id).await.unwrap();
-    sqlx::query("update interface_changes set announced_at = now() - interval '2 minutes'")
+    sqlx::query!("update interface_changes set announced_at = now() - interval '2 minutes'")
         .execute(&pool)
         .await
         .unwrap();
@@ -178,16 +181,16 @@ async fn a_change_that_can_never_be_notified_is_given_up_with_a_reason(pool: PgP
     use switchyard_bus::Payload;
     use switchyard_bus::payloads::InterfaceChanged;
     use switchyard_workers::consumer::{Outcome, settled};
-    let id = change(&pool, "published").await;
+    let id = change(&pool, ChangeStatus::Published).await;
     // Postgres refuses every inbox message: an error retrying would not cure.
-    sqlx::query(
+    sqlx::query!(
         "create function refuse_inbox() returns trigger language plpgsql as $$
          begin raise exception 'no inbox here' using errcode = '22023'; end $$",
     )
     .execute(&pool)
     .await
     .unwrap();
-    sqlx::query(
+    sqlx::query!(
         "create trigger refuse_inbox before insert on inbox_messages
          for each row execute function refuse_inbox()",
     )
@@ -208,12 +211,13 @@ async fn a_change_that_can_never_be_notified_is_given_up_with_a_reason(pool: PgP
     // Handled at once: no retry, no message, and the origin's milestone says why.
     assert_eq!(settled(&notifier, &event, 1).await, Outcome::Ack);
     assert_eq!(written(&pool, id).await, (0, 1, 1, 0));
-    let detail: serde_json::Value =
-        sqlx::query_scalar("select detail from progress_events where interface_change_id = $1")
-            .bind(id)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let detail: serde_json::Value = sqlx::query_scalar!(
+        "select detail from progress_events where interface_change_id = $1",
+        id,
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(detail["notifications_sent"], 0);
     let reason = detail["notifications_failed"].as_str().unwrap();
     assert!(reason.contains("no message was sent"), "{reason}");

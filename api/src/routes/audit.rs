@@ -11,10 +11,11 @@ use utoipa_axum::routes;
 
 use super::{Page, PageParams};
 use crate::AppState;
-use crate::audit::{self, AuditEntryOut, ENTITIES};
+use crate::audit::{self, AuditEntryOut};
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::openapi::Refusals;
+use switchyard_domain::status::AuditEntity;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))
@@ -39,12 +40,12 @@ pub struct AuditParams {
     pub cursor: Option<String>,
 }
 
-/// The `entity` parameter's schema: one of [`ENTITIES`], so clients and fuzzers see
+/// The `entity` parameter's schema: one of [`AuditEntity`]'s names, so clients and fuzzers see
 /// the closed set the handler accepts.
 fn entity_schema() -> utoipa::openapi::schema::Object {
     utoipa::openapi::schema::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(ENTITIES))
+        .enum_values(Some(AuditEntity::ALL.iter().map(|entity| entity.as_str())))
         .build()
 }
 
@@ -61,14 +62,16 @@ async fn list(
     State(app): State<AppState>,
     Query(params): Query<AuditParams>,
 ) -> Result<Json<Page<AuditEntryOut>>, ApiError> {
-    if let Some(entity) = &params.entity
-        && !ENTITIES.contains(&entity.as_str())
-    {
-        return Err(ApiError::Unprocessable(format!(
-            "entity {entity:?} is not one the audit trail records; expected one of {}",
-            ENTITIES.join(", ")
-        )));
-    }
+    let entity = match params.entity.as_deref() {
+        None => None,
+        Some(name) => Some(AuditEntity::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = AuditEntity::ALL.iter().map(|e| e.as_str()).collect();
+            ApiError::Unprocessable(format!(
+                "entity {name:?} is not one the audit trail records; expected one of {}",
+                known.join(", ")
+            ))
+        })?),
+    };
     if params.key.is_some() && params.entity.is_none() {
         return Err(ApiError::Unprocessable(
             "key needs entity, since keys are unique only within one kind: for example ?entity=repo&key=billing".to_owned(),
@@ -80,13 +83,6 @@ async fn list(
     };
     let limit = page.limit()?;
     let before: Option<i64> = page.cursor()?;
-    let rows = audit::page(
-        &app.pool,
-        params.entity.as_deref(),
-        params.key.as_deref(),
-        before,
-        limit + 1,
-    )
-    .await?;
+    let rows = audit::page(&app.pool, entity, params.key.as_deref(), before, limit + 1).await?;
     Ok(Json(Page::from_rows(rows, limit, |e| e.id.to_string())))
 }

@@ -32,7 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// A change the repo must adapt to.
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PendingInterfaceChange {
     pub id: Uuid,
     pub title: String,
@@ -47,7 +47,7 @@ pub struct PendingInterfaceChange {
 }
 
 /// A progress event recorded on the repo.
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ProgressEventOut {
     pub id: Uuid,
     /// `milestone`.
@@ -93,38 +93,45 @@ async fn dispatch(
 pub async fn dispatch_of(pool: &PgPool, slug: &str) -> Result<DispatchOut, ApiError> {
     let mut tx = pool.begin().await?;
     // One consistent view: the count and the lists agree.
-    sqlx::query("set transaction isolation level repeatable read, read only")
+    sqlx::query!("set transaction isolation level repeatable read, read only")
         .execute(&mut *tx)
         .await?;
     let repo = repos::find(&mut *tx, slug).await?;
-    let pending_interface_changes = sqlx::query_as::<_, PendingInterfaceChange>(
-        "select id, title, change_type, interface_type, repo_slug as origin_repo_slug,
-                affected_paths, planned_for, published_at
+    let pending_interface_changes = sqlx::query_as!(
+        PendingInterfaceChange,
+        r#"select id, title, change_type as "change_type: ChangeType",
+                interface_type as "interface_type: InterfaceType",
+                repo_slug as origin_repo_slug, affected_paths, planned_for,
+                published_at as "published_at!"
          from interface_changes
          where status = 'published' and affected_repo_slugs @> array[$1]
-         order by published_at desc, id desc",
+         order by published_at desc, id desc"#,
+        slug,
     )
-    .bind(slug)
     .fetch_all(&mut *tx)
     .await?;
-    let unread_inbox_count: i64 = sqlx::query_scalar(
-        "select count(*) from inbox_messages where repo_slug = $1 and read_at is null",
+    let unread_inbox_count: i64 = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from inbox_messages where repo_slug = $1 and read_at is null"#,
+        slug,
     )
-    .bind(slug)
     .fetch_one(&mut *tx)
     .await?;
-    let unread_inbox = sqlx::query_as::<_, InboxMessageOut>("select id, repo_slug, from_repo_slug, interface_change_id, subject, body, created_at, read_at from inbox_messages where repo_slug = $1 and read_at is null
-         order by id desc limit $2")
-    .bind(slug)
-    .bind(UNREAD_SHOWN)
+    let unread_inbox = sqlx::query_as!(
+        InboxMessageOut,
+        "select id, repo_slug, from_repo_slug, interface_change_id, subject, body, created_at, read_at from inbox_messages where repo_slug = $1 and read_at is null
+         order by id desc limit $2",
+        slug,
+        UNREAD_SHOWN,
+    )
     .fetch_all(&mut *tx)
     .await?;
-    let recent_progress = sqlx::query_as::<_, ProgressEventOut>(
+    let recent_progress = sqlx::query_as!(
+        ProgressEventOut,
         "select id, kind, summary, detail, created_at from progress_events
          where repo_slug = $1 order by id desc limit $2",
+        slug,
+        PROGRESS_SHOWN,
     )
-    .bind(slug)
-    .bind(PROGRESS_SHOWN)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;

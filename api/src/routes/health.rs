@@ -27,7 +27,7 @@ async fn healthz() -> Json<Value> {
 /// 200 when Postgres answers and NATS is connected, else 503 naming what is down,
 /// with `Retry-After` like every 503.
 async fn readyz(State(app): State<AppState>) -> Response {
-    let ping = sqlx::query("select 1").execute(&app.pool);
+    let ping = sqlx::query_scalar!("select 1").fetch_optional(&app.pool);
     let postgres = matches!(
         tokio::time::timeout(Duration::from_secs(2), ping).await,
         Ok(Ok(_))

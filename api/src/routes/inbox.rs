@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchyard_bus::payloads::InboxMessageRead;
+use switchyard_domain::status::AuditEntity;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,7 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// An inbox message as the API returns it.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct InboxMessageOut {
     pub id: Uuid,
     /// The recipient.
@@ -84,15 +85,18 @@ async fn list(
     let before: Option<Uuid> = page.cursor()?;
     repos::find(&app.pool, &slug).await?;
     // Ids are UUIDv7: id order is arrival order.
-    let rows = sqlx::query_as::<_, InboxMessageOut>("select id, repo_slug, from_repo_slug, interface_change_id, subject, body, created_at, read_at from inbox_messages
+    let rows = sqlx::query_as!(
+        InboxMessageOut,
+        "select id, repo_slug, from_repo_slug, interface_change_id, subject, body, created_at, read_at from inbox_messages
          where repo_slug = $1 and (not $2 or read_at is null)
            and ($3::uuid is null or id < $3)
          order by id desc
-         limit $4")
-    .bind(&slug)
-    .bind(params.unread.unwrap_or(false))
-    .bind(before)
-    .bind(limit + 1)
+         limit $4",
+        &slug,
+        params.unread.unwrap_or(false),
+        before,
+        limit + 1,
+    )
     .fetch_all(&app.pool)
     .await?;
     Ok(Json(Page::from_rows(rows, limit, |m| m.id.to_string())))
@@ -116,11 +120,14 @@ async fn mark_read(
     Path((slug, message_id)): Path<(String, Uuid)>,
 ) -> Result<Json<InboxMessageOut>, ApiError> {
     let mut tx = OutboxTx::begin(&app.pool).await?;
-    let marked = sqlx::query_as::<_, InboxMessageOut>("update inbox_messages set read_at = now()
+    let marked = sqlx::query_as!(
+        InboxMessageOut,
+        "update inbox_messages set read_at = now()
          where id = $1 and repo_slug = $2 and read_at is null
-         returning id, repo_slug, from_repo_slug, interface_change_id, subject, body, created_at, read_at")
-    .bind(message_id)
-    .bind(&slug)
+         returning id, repo_slug, from_repo_slug, interface_change_id, subject, body, created_at, read_at",
+        message_id,
+        &slug,
+    )
     .fetch_optional(&mut *tx)
     .await?;
     let Some(message) = marked else {
@@ -130,7 +137,7 @@ async fn mark_read(
     };
     audit::record(
         &mut tx,
-        "inbox_message",
+        AuditEntity::InboxMessage,
         &message_id.to_string(),
         "read",
         &caller.subject,
@@ -149,9 +156,12 @@ async fn mark_read(
 
 async fn find(pool: &sqlx::PgPool, slug: &str, id: Uuid) -> Result<InboxMessageOut, ApiError> {
     repos::find(pool, slug).await?;
-    sqlx::query_as::<_, InboxMessageOut>("select id, repo_slug, from_repo_slug, interface_change_id, subject, body, created_at, read_at from inbox_messages where id = $1 and repo_slug = $2")
-    .bind(id)
-    .bind(slug)
+    sqlx::query_as!(
+        InboxMessageOut,
+        "select id, repo_slug, from_repo_slug, interface_change_id, subject, body, created_at, read_at from inbox_messages where id = $1 and repo_slug = $2",
+        id,
+        slug,
+    )
     .fetch_optional(pool)
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("repo {slug:?} has no inbox message {id}")))

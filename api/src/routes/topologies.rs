@@ -54,7 +54,7 @@ fn empty_document() -> Value {
 }
 
 /// A topology as the API returns it.
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TopologyOut {
     pub id: Uuid,
     pub name: String,
@@ -93,13 +93,15 @@ async fn create(
     let document = input.document;
     validate::json("document", &document, &app.documents)?;
     let mut tx = OutboxTx::begin(&app.pool).await?;
-    let topology = sqlx::query_as::<_, TopologyOut>(
-        "insert into topologies (id, name, document) values ($1, $2, $3)
-         returning id, name, document, version, status, created_at, updated_at",
+    let topology = sqlx::query_as!(
+        TopologyOut,
+        r#"insert into topologies (id, name, document) values ($1, $2, $3)
+         returning id, name, document as "document: Box<RawValue>", version,
+                   status as "status: status::TopologyStatus", created_at, updated_at"#,
+        Uuid::now_v7(),
+        name,
+        &document,
     )
-    .bind(Uuid::now_v7())
-    .bind(name)
-    .bind(&document)
     .fetch_one(&mut *tx)
     .await?;
     let created = TopologyStatus {
@@ -130,15 +132,17 @@ async fn list(
     let limit = params.limit()?;
     let after: Option<Uuid> = params.cursor()?;
     // Ids are UUIDv7, so id order is creation order and makes a stable keyset cursor.
-    let rows = sqlx::query_as::<_, TopologyOut>(
-        "select id, name, document, version, status, created_at, updated_at
+    let rows = sqlx::query_as!(
+        TopologyOut,
+        r#"select id, name, document as "document: Box<RawValue>", version,
+                status as "status: status::TopologyStatus", created_at, updated_at
          from topologies
          where $1::uuid is null or id > $1
          order by id
-         limit $2",
+         limit $2"#,
+        after,
+        limit + 1,
     )
-    .bind(after)
-    .bind(limit + 1)
     .fetch_all(&app.pool)
     .await?;
     Ok(Json(Page::from_rows(rows, limit, |t| t.id.to_string())))
@@ -162,11 +166,13 @@ async fn show(
 
 /// The topology, or 404 naming the id.
 pub async fn find(pool: &sqlx::PgPool, id: Uuid) -> Result<TopologyOut, ApiError> {
-    sqlx::query_as::<_, TopologyOut>(
-        "select id, name, document, version, status, created_at, updated_at
-         from topologies where id = $1",
+    sqlx::query_as!(
+        TopologyOut,
+        r#"select id, name, document as "document: Box<RawValue>", version,
+                status as "status: status::TopologyStatus", created_at, updated_at
+         from topologies where id = $1"#,
+        id,
     )
-    .bind(id)
     .fetch_optional(pool)
     .await?
     .ok_or_else(|| not_found(id))
@@ -174,10 +180,12 @@ pub async fn find(pool: &sqlx::PgPool, id: Uuid) -> Result<TopologyOut, ApiError
 
 /// 404 unless the topology exists; cheaper than [`find`] when the document is not needed.
 pub async fn ensure_exists(pool: &sqlx::PgPool, id: Uuid) -> Result<(), ApiError> {
-    let exists: bool = sqlx::query_scalar("select exists (select 1 from topologies where id = $1)")
-        .bind(id)
-        .fetch_one(pool)
-        .await?;
+    let exists: bool = sqlx::query_scalar!(
+        r#"select exists (select 1 from topologies where id = $1) as "exists!""#,
+        id,
+    )
+    .fetch_one(pool)
+    .await?;
     if exists { Ok(()) } else { Err(not_found(id)) }
 }
 

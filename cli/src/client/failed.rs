@@ -81,12 +81,10 @@ async fn failed_run_of(api: &Api, slug: &str) -> Result<Value, ClientError> {
     let history: Value = api.get(url).await?.parse()?;
     // The runs, newest first: a list, or a page of them.
     let runs = history.get("items").unwrap_or(&history);
-    let failed = runs
-        .as_array()
-        .and_then(|runs| {
-            runs.iter()
-                .find(|run| run["status"] == MigrationRunStatus::Failed.as_str())
-        });
+    let failed = runs.as_array().and_then(|runs| {
+        runs.iter()
+            .find(|run| run["status"] == MigrationRunStatus::Failed.as_str())
+    });
     Ok(failed.cloned().unwrap_or(Value::Null))
 }
 

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_bus::Event;
 use switchyard_bus::payloads::{MigrationChanged, MigrationPhase};
-use switchyard_domain::status::MigrationRunStatus;
+use switchyard_domain::status::{MigrationRunStatus, StreamFrame};
 use uuid::Uuid;
 
 use super::ClientError;
@@ -172,7 +172,10 @@ async fn follow(
 ) -> Result<Run, ClientError> {
     loop {
         let frame = follower.next().await?;
-        if frame.event == "snapshot" || frame.event == "reset" {
+        if matches!(
+            StreamFrame::parse(&frame.event),
+            Some(StreamFrame::Snapshot | StreamFrame::Reset)
+        ) {
             // Events may have been lost: the history says whether the run ended.
             match ended_run(api, slug, run.id).await? {
                 Some(ended) => return Ok(ended),

@@ -181,7 +181,9 @@ async fn wait_for(api: &Api, id: Uuid, timeout: Duration) -> Result<Answer, Clie
     let mut outage = None;
     loop {
         match timeout_at(deadline, api.get(url.clone())).await {
-            Ok(Ok(answer)) if answer.parse::<Mutation>()?.status != MutationStatus::Pending => return Ok(answer),
+            Ok(Ok(answer)) if answer.parse::<Mutation>()?.status != MutationStatus::Pending => {
+                return Ok(answer);
+            }
             Ok(Ok(_)) => outage = None,
             Ok(Err(error)) if error.is_transient() => outage = Some(error),
             Ok(Err(error)) => return Err(error),

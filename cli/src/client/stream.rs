@@ -20,6 +20,7 @@ use reqwest::header::ACCEPT;
 use reqwest::{Method, Url};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use switchyard_domain::status::StreamFrame;
 use tokio::time::{Instant, sleep};
 
 use super::ClientError;
@@ -86,7 +87,9 @@ impl<'a> Follower<'a> {
                 continue;
             };
             let dropped = match events.next().await {
-                Some(Ok(event)) if event.event == "lagged" => {
+                Some(Ok(event))
+                    if StreamFrame::parse(&event.event) == Some(StreamFrame::Lagged) =>
+                {
                     "fell behind the stream and was disconnected".to_owned()
                 }
                 Some(Ok(event)) => {
@@ -128,7 +131,8 @@ impl<'a> Follower<'a> {
     fn frame(&mut self, event: eventsource_stream::Event) -> Frame {
         // The parser carries the previous id over to a frame without one, as the SSE
         // spec says; `reset` has none of its own.
-        let id = (event.event != "reset" && !event.id.is_empty()).then_some(event.id);
+        let reset = StreamFrame::parse(&event.event) == Some(StreamFrame::Reset);
+        let id = (!reset && !event.id.is_empty()).then_some(event.id);
         if id.is_some() {
             self.last_id.clone_from(&id);
         }
@@ -219,7 +223,9 @@ impl Frame {
         let id = self.id.as_deref().unwrap_or("-");
         let envelope = serde_json::from_str::<Value>(&self.data).ok();
         let detail = match envelope.as_ref().map(|e| (&e["subject"], &e["data"])) {
-            Some((Value::String(subject), Value::Object(data))) if self.event != "snapshot" => {
+            Some((Value::String(subject), Value::Object(data)))
+                if StreamFrame::parse(&self.event) != Some(StreamFrame::Snapshot) =>
+            {
                 // An id or slug the subject already names is left out.
                 let named = |key: &str, value: &Value| {
                     (key.ends_with("_id") || key.ends_with("_slug"))

@@ -325,12 +325,13 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing(pool: PgPool) {
     let (status, body) = fleet.get(&format!("/mutations/{}", Uuid::now_v7())).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 
-    let written: (i64, i64, i64) = sqlx::query_as(
-        "select (select count(*) from topologies), (select count(*) from mutations), (select count(*) from outbox)",
+    let row = sqlx::query!(
+        r#"select (select count(*) from topologies) as "topologies!", (select count(*) from mutations) as "mutations!", (select count(*) from outbox) as "outbox!""#,
     )
     .fetch_one(&pool)
     .await
     .unwrap();
+    let written = (row.topologies, row.mutations, row.outbox);
     // One topology and its creation event; nothing from the refused requests.
     assert_eq!(written, (1, 0, 1), "bad input wrote rows");
     fleet.stop().await;
@@ -340,14 +341,14 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing(pool: PgPool) {
 async fn an_enqueue_whose_outbox_write_fails_commits_nothing_and_leaks_nothing(pool: PgPool) {
     let fleet = TestFleet::up(&pool).await;
     let topology = fleet.create_topology("t", json!({})).await;
-    sqlx::query(
+    sqlx::query!(
         "create function refuse_outbox() returns trigger language plpgsql as
          $$ begin raise exception 'secret internal detail: outbox disk full'; end $$",
     )
     .execute(&pool)
     .await
     .unwrap();
-    sqlx::query("create trigger refuse before insert on outbox for each row execute function refuse_outbox()")
+    sqlx::query!("create trigger refuse before insert on outbox for each row execute function refuse_outbox()")
         .execute(&pool)
         .await
         .unwrap();
@@ -364,11 +365,13 @@ async fn an_enqueue_whose_outbox_write_fails_commits_nothing_and_leaks_nothing(p
         !body.to_string().contains("secret"),
         "500 leaked internals: {body}"
     );
-    let written: (i64, i64) =
-        sqlx::query_as("select (select count(*) from mutations), last_seq from topologies")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let row = sqlx::query!(
+        r#"select (select count(*) from mutations) as "mutations!", last_seq from topologies"#
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let written = (row.mutations, row.last_seq);
     assert_eq!(written, (0, 0), "the mutation committed without its event");
     fleet.stop().await;
 }
@@ -484,7 +487,7 @@ async fn document_size_and_request_time_are_limited(pool: PgPool) {
     let fleet = TestFleet::start(&pool, config, switchyard::fleet::Roles::ALL).await;
     // A request stuck behind a lock runs past the limit, however fast the machine.
     let mut blocker = pool.begin().await.unwrap();
-    sqlx::query("lock table topologies in access exclusive mode")
+    sqlx::query!("lock table topologies in access exclusive mode")
         .execute(&mut *blocker)
         .await
         .unwrap();

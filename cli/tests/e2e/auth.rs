@@ -259,7 +259,7 @@ async fn the_actor_is_the_token_subject(pool: PgPool) {
         .unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     fleet.settle(Duration::from_secs(10)).await;
-    let actor: String = sqlx::query_scalar("select actor from mutation_audit")
+    let actor: String = sqlx::query_scalar!("select actor from mutation_audit")
         .fetch_one(&pool)
         .await
         .unwrap();

@@ -96,11 +96,11 @@ async fn remotes_with_credentials_are_refused_without_repeating_them(pool: PgPoo
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(!body.to_string().contains(SECRET), "echoed: {body}");
 
-    let stored: i64 = sqlx::query_scalar(
-        "select (select count(*) from repos where remote_url like '%' || $1 || '%')
-              + (select count(*) from audit_log where detail::text like '%' || $1 || '%')",
+    let stored: i64 = sqlx::query_scalar!(
+        r#"select (select count(*) from repos where remote_url like '%' || $1 || '%')
+              + (select count(*) from audit_log where detail::text like '%' || $1 || '%') as "stored!""#,
+        SECRET,
     )
-    .bind(SECRET)
     .fetch_one(&pool)
     .await
     .unwrap();
@@ -154,21 +154,21 @@ async fn credentials_stored_before_the_upgrade_are_removed_by_it(pool: PgPool) {
             "github.com/acme/ssh".to_owned(),
         ),
     ] {
-        sqlx::query(
+        sqlx::query!(
             "insert into repos (slug, name, remote_url, remote_key) values ($1, $1, $2, $3)",
+            slug,
+            &remote,
+            &key,
         )
-        .bind(slug)
-        .bind(&remote)
-        .bind(&key)
         .execute(&pool)
         .await
         .unwrap();
-        sqlx::query(
+        sqlx::query!(
             "insert into audit_log (entity, entity_key, action, actor, detail)
-             values ('repo', $1, 'registered', 't', jsonb_build_object('slug', $1, 'remote_url', $2))",
+             values ('repo', $1, 'registered', 't', jsonb_build_object('slug', $1::text, 'remote_url', $2::text))",
+            slug,
+            &remote,
         )
-        .bind(slug)
-        .bind(&remote)
         .execute(&pool)
         .await
         .unwrap();
@@ -203,21 +203,24 @@ async fn credentials_stored_before_the_upgrade_are_removed_by_it(pool: PgPool) {
             "{remote}"
         );
     }
-    let leaked: i64 = sqlx::query_scalar(
-        "select count(*) from repos where (repos.*)::text like '%' || $1 || '%'",
+    let leaked: i64 = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from repos where (repos.*)::text like '%' || $1 || '%'"#,
+        SECRET,
     )
-    .bind(SECRET)
     .fetch_one(&pool)
     .await
     .unwrap();
     assert_eq!(leaked, 0);
-    let remotes: Vec<(String, String)> = sqlx::query_as(
-        "select r.remote_url, a.detail->>'remote_url' from repos r
-         join audit_log a on a.entity_key = r.slug order by r.slug",
+    let remotes: Vec<(String, String)> = sqlx::query!(
+        r#"select r.remote_url as "remote_url!", a.detail->>'remote_url' as "audited!" from repos r
+         join audit_log a on a.entity_key = r.slug order by r.slug"#,
     )
     .fetch_all(&pool)
     .await
-    .unwrap();
+    .unwrap()
+    .into_iter()
+    .map(|row| (row.remote_url, row.audited))
+    .collect();
     let expected = [
         "https://github.com/acme/creds.git",
         "github.com:acme/scp.git",

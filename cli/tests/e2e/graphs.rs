@@ -220,11 +220,11 @@ async fn plugins_and_graphs_register_and_refuse_bad_input(pool: PgPool) {
     let trail = |entity: &'static str, key: &'static str| {
         let pool = pool.clone();
         async move {
-            sqlx::query_scalar::<_, String>(
+            sqlx::query_scalar!(
                 "select action from audit_log where entity = $1 and entity_key = $2 order by id",
+                entity,
+                key,
             )
-            .bind(entity)
-            .bind(key)
             .fetch_all(&pool)
             .await
             .unwrap()
@@ -238,7 +238,7 @@ async fn plugins_and_graphs_register_and_refuse_bad_input(pool: PgPool) {
         trail("graph", "edge").await,
         ["created", "nodes_written", "migration_requested"]
     );
-    let subjects: Vec<String> = sqlx::query_scalar(
+    let subjects: Vec<String> = sqlx::query_scalar!(
         "select subject from outbox where subject like 'graph.edge.%' or subject like 'plugin.%'
          order by position",
     )
@@ -287,8 +287,7 @@ async fn the_migration_history_contract(pool: PgPool) {
     let graph = |slug: &'static str| {
         let pool = pool.clone();
         async move {
-            sqlx::query_scalar::<_, Uuid>("select id from graphs where slug = $1")
-                .bind(slug)
+            sqlx::query_scalar!("select id from graphs where slug = $1", slug)
                 .fetch_one(&pool)
                 .await
                 .unwrap()
@@ -299,14 +298,14 @@ async fn the_migration_history_contract(pool: PgPool) {
         let pool = pool.clone();
         async move {
             let id = Uuid::now_v7();
-            sqlx::query(
+            sqlx::query!(
                 "insert into graph_migration_runs
                    (id, graph_id, from_version, to_version, status, workflow_run_id, created_at, finished_at)
-                 values ($1, $2, 1, 1, 'failed', 'w', $3::timestamptz, $3::timestamptz)",
+                 values ($1, $2, 1, 1, 'failed', 'w', $3::text::timestamptz, $3::text::timestamptz)",
+                id,
+                graph,
+                at,
             )
-            .bind(id)
-            .bind(graph)
-            .bind(at)
             .execute(&pool)
             .await
             .unwrap();
@@ -441,9 +440,9 @@ async fn a_10000_node_graph_migrates_across_two_versions_while_its_stream_follow
         ),
         (&json!(3), &json!("ready"), &Value::Null)
     );
-    let migrated: i64 = sqlx::query_scalar(
-        "select count(*) from graph_nodes where schema_version = 3
-           and data = '{\"color\": \"red\", \"kind\": \"switch\", \"weight\": 1}'",
+    let migrated: i64 = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from graph_nodes where schema_version = 3
+           and data = '{"color": "red", "kind": "switch", "weight": 1}'"#,
     )
     .fetch_one(&pool)
     .await
@@ -602,7 +601,7 @@ async fn concurrent_re_migrate_requests_create_one_run(pool: PgPool) {
         5,
         "{statuses:?}"
     );
-    let runs: i64 = sqlx::query_scalar("select count(*) from graph_migration_runs")
+    let runs: i64 = sqlx::query_scalar!(r#"select count(*) as "count!" from graph_migration_runs"#)
         .fetch_one(&pool)
         .await
         .unwrap();

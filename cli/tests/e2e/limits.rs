@@ -16,6 +16,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use switchyard_api::auth::Role;
+use switchyard_domain::status::TopologyStatus;
 use uuid::Uuid;
 
 /// `{"d": {"d": … 0 …}}`, `levels` objects deep.
@@ -76,7 +77,7 @@ async fn a_document_past_the_depth_limit_is_refused_at_creation_naming_the_limit
     );
     // At the limit it is accepted.
     fleet.create_topology("at-limit", nested(64)).await;
-    let topologies: i64 = sqlx::query_scalar("select count(*) from topologies")
+    let topologies: i64 = sqlx::query_scalar!(r#"select count(*) as "count!" from topologies"#)
         .fetch_one(&pool)
         .await
         .unwrap();
@@ -174,12 +175,14 @@ async fn a_document_stored_before_the_limits_reads_and_its_mutations_fail_with_a
     let topology = fleet.create_topology("legacy", json!({})).await;
     // Deeper than serde_json reads (128), as an earlier version could leave it.
     let deep = format!("{}0{}", "[".repeat(130), "]".repeat(130));
-    sqlx::query("update topologies set document = $1::jsonb where id = $2")
-        .bind(&deep)
-        .bind(topology)
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query!(
+        "update topologies set document = $1::text::jsonb where id = $2",
+        &deep,
+        topology,
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     reads_never_fail(&fleet, topology).await;
     let (_, text) = harness::read(
         fleet
@@ -205,11 +208,12 @@ async fn a_document_stored_before_the_limits_reads_and_its_mutations_fail_with_a
             "{mutation}"
         );
     }
-    let status: String = sqlx::query_scalar("select status from topologies")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(status, "idle", "nothing left pending");
+    let status =
+        sqlx::query_scalar!(r#"select status as "status: TopologyStatus" from topologies"#)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(status, TopologyStatus::Idle, "nothing left pending");
     fleet.stop().await;
 }
 
@@ -389,7 +393,7 @@ async fn node_data_and_step_values_keep_the_document_limits(pool: PgPool) {
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(message(&body).contains("±1e300"), "{body}");
-    let nodes: i64 = sqlx::query_scalar("select count(*) from graph_nodes")
+    let nodes: i64 = sqlx::query_scalar!(r#"select count(*) as "count!" from graph_nodes"#)
         .fetch_one(&pool)
         .await
         .unwrap();

@@ -81,11 +81,12 @@ async fn cancel(fleet: &TestFleet, run: Uuid) -> (StatusCode, Value) {
 /// (graph status, graph schema_version, nodes at version 2).
 async fn graph_state(fleet: &TestFleet) -> (String, i64, i64) {
     let (_, graph) = fleet.get("/graphs/g").await;
-    let migrated: i64 =
-        sqlx::query_scalar("select count(*) from graph_nodes where schema_version = 2")
-            .fetch_one(&fleet.pool)
-            .await
-            .unwrap();
+    let migrated: i64 = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from graph_nodes where schema_version = 2"#
+    )
+    .fetch_one(&fleet.pool)
+    .await
+    .unwrap();
     (
         graph["status"].as_str().unwrap().to_owned(),
         graph["schema_version"].as_i64().unwrap(),
@@ -95,19 +96,19 @@ async fn graph_state(fleet: &TestFleet) -> (String, i64, i64) {
 
 /// Event types staged for run `run`, in order, and the graph's audit actions.
 async fn trail(pool: &PgPool, run: Uuid) -> (Vec<String>, Vec<String>) {
-    let events = sqlx::query_scalar(
-        "select event->>'type' from outbox where event->'data'->>'run_id' = $1::text
-         order by position",
+    let events = sqlx::query_scalar!(
+        r#"select event->>'type' as "type!" from outbox where event->'data'->>'run_id' = $1::uuid::text
+         order by position"#,
+        run,
     )
-    .bind(run)
     .fetch_all(pool)
     .await
     .unwrap();
-    let audit = sqlx::query_scalar(
-        "select action from audit_log where entity = 'graph' and detail->>'run_id' = $1::text
+    let audit = sqlx::query_scalar!(
+        "select action from audit_log where entity = 'graph' and detail->>'run_id' = $1::uuid::text
          order by id",
+        run,
     )
-    .bind(run)
     .fetch_all(pool)
     .await
     .unwrap();
@@ -212,8 +213,8 @@ async fn a_running_run_stops_at_its_next_batch_boundary(pool: PgPool) {
     let run = graph_with_pending_run(&fleet, 1000, steps).await;
     // Hold one node of the second batch, so the migrator is caught mid-run.
     let mut held = pool.begin().await.unwrap();
-    sqlx::query("select 1 from graph_nodes where id = 'n00150' for update")
-        .execute(&mut *held)
+    sqlx::query!("select 1 as locked from graph_nodes where id = 'n00150' for update")
+        .fetch_all(&mut *held)
         .await
         .unwrap();
     let worker = migrator(&pool, 100);
@@ -233,7 +234,10 @@ async fn a_running_run_stops_at_its_next_batch_boundary(pool: PgPool) {
     assert_eq!((status, &again), (StatusCode::ACCEPTED, &requested));
     held.rollback().await.unwrap();
     // The batch in flight finishes; then the run ends, cancelled.
-    assert_eq!(working.await.unwrap().unwrap(), Worked::Ended(MigrationRunStatus::Cancelled));
+    assert_eq!(
+        working.await.unwrap().unwrap(),
+        Worked::Ended(MigrationRunStatus::Cancelled)
+    );
     let (_, runs) = fleet.get("/graphs/g/migrations").await;
     let last = &runs["items"][0];
     assert_eq!(

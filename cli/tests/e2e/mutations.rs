@@ -12,6 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use switchyard_bus::Event;
+use switchyard_domain::status::MutationStatus;
 use uuid::Uuid;
 
 #[sqlx::test(migrations = "../migrations")]
@@ -44,11 +45,12 @@ async fn a_thousand_mutations_on_three_mutators_apply_once_in_seq_order(pool: Pg
     assert_eq!(accepted.len(), 1000);
     fleet.settle(Duration::from_secs(60)).await;
 
-    let applied: i64 =
-        sqlx::query_scalar("select count(*) from mutations where status = 'applied'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let applied: i64 = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from mutations where status = 'applied'"#
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(applied, 1000);
     for topology in &topologies {
         harness::assert_applied_in_seq_order(&pool, *topology, 100).await;
@@ -78,11 +80,12 @@ async fn the_same_enqueued_event_delivered_again_changes_nothing(pool: PgPool) {
     fleet.settle(Duration::from_secs(10)).await;
     let before = snapshot(&pool, topology).await;
 
-    let row: sqlx::types::Json<Event> =
-        sqlx::query_scalar("select event from outbox where subject like '%.mutation.enqueued'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let row = sqlx::query_scalar!(
+        r#"select event as "event: sqlx::types::Json<Event>" from outbox where subject like '%.mutation.enqueued'"#
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     let event = row.0;
     let js = fleet.jetstream().await;
     let subject = format!("{}.{}", fleet.config.bus.subject_prefix, event.subject);
@@ -113,16 +116,17 @@ async fn the_same_enqueued_event_delivered_again_changes_nothing(pool: PgPool) {
 
 /// (version, document, audit rows, outbox rows) of a topology.
 async fn snapshot(pool: &PgPool, topology: Uuid) -> (i64, Value, i64, i64) {
-    sqlx::query_as(
-        "select version, document,
-                (select count(*) from mutation_audit where topology_id = $1),
-                (select count(*) from outbox)
-         from topologies where id = $1",
+    let row = sqlx::query!(
+        r#"select version, document,
+                (select count(*) from mutation_audit where topology_id = $1) as "audit!",
+                (select count(*) from outbox) as "outbox!"
+         from topologies where id = $1"#,
+        topology,
     )
-    .bind(topology)
     .fetch_one(pool)
     .await
-    .unwrap()
+    .unwrap();
+    (row.version, row.document, row.audit, row.outbox)
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -149,16 +153,20 @@ async fn a_failing_mutation_does_not_block_the_next(pool: PgPool) {
     let (_, doc) = fleet.get(&format!("/topologies/{topology}")).await;
     // The failing mutation's first op (replace) was not applied either: all or nothing.
     assert_eq!(doc["document"], json!({"a": 1, "b": 2, "c": 3}));
-    let outcomes: Vec<(String, Option<String>)> = sqlx::query_as(
-        "select outcome, error from mutation_audit where topology_id = $1 order by id",
+    let outcomes = sqlx::query!(
+        r#"select outcome as "outcome: MutationStatus", error from mutation_audit where topology_id = $1 order by id"#,
+        topology,
     )
-    .bind(topology)
     .fetch_all(&pool)
     .await
     .unwrap();
     assert_eq!(
-        outcomes.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(),
-        ["applied", "failed", "applied"]
+        outcomes.iter().map(|o| o.outcome).collect::<Vec<_>>(),
+        [
+            MutationStatus::Applied,
+            MutationStatus::Failed,
+            MutationStatus::Applied
+        ]
     );
     harness::eventually(Duration::from_secs(10), || async {
         fleet
@@ -226,13 +234,14 @@ async fn idempotency_key_replays_and_refuses_a_different_body(pool: PgPool) {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let counts: (i64, i64) = sqlx::query_as(
-        "select (select count(*) from mutations),
-                (select count(*) from outbox where subject like '%.mutation.enqueued')",
+    let row = sqlx::query!(
+        r#"select (select count(*) from mutations) as "mutations!",
+                (select count(*) from outbox where subject like '%.mutation.enqueued') as "enqueued!""#,
     )
     .fetch_one(&pool)
     .await
     .unwrap();
+    let counts = (row.mutations, row.enqueued);
     assert_eq!(counts, (1, 1));
     fleet.stop().await;
 }

@@ -99,11 +99,12 @@ async fn shutdown_during_a_nats_outage_does_not_hang(pool: PgPool) {
     let stopped = tokio::time::timeout(Duration::from_secs(20), fleet.stop()).await;
     assert!(stopped.is_ok(), "shutdown hung while NATS was down");
     // Nothing is lost: the work waits in Postgres for the next process.
-    let pending: i64 =
-        sqlx::query_scalar("select count(*) from mutations where status = 'pending'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let pending: i64 = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from mutations where status = 'pending'"#
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(pending, 5);
     assert!(harness::unpublished(&pool).await >= 5);
 }

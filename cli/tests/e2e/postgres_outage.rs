@@ -25,9 +25,9 @@ async fn keep_terminating(pool: PgPool, stop: Arc<AtomicBool>, every: Duration) 
     while !stop.load(Ordering::Relaxed) {
         // Its own connection is among the terminated ones on the next round, so the
         // pool hands it a new one; a failure here is that, and is simply retried.
-        if let Ok(n) = sqlx::query_scalar::<_, i64>(
-            "select count(pg_terminate_backend(pid)) from pg_stat_activity
-             where datname = current_database() and pid <> pg_backend_pid()",
+        if let Ok(n) = sqlx::query_scalar!(
+            r#"select count(pg_terminate_backend(pid)) as "terminated!" from pg_stat_activity
+             where datname = current_database() and pid <> pg_backend_pid()"#,
         )
         .fetch_one(&pool)
         .await
@@ -112,12 +112,13 @@ async fn lost_connections_are_503s_with_retry_after_and_nothing_is_lost(pool: Pg
 
     // Once connections stay up, every accepted mutation applies, each exactly once.
     fleet.settle(Duration::from_secs(120)).await;
-    let (mutations, applied): (i64, i64) = sqlx::query_as(
-        "select count(*), count(*) filter (where status = 'applied') from mutations",
+    let row = sqlx::query!(
+        r#"select count(*) as "mutations!", count(*) filter (where status = 'applied') as "applied!" from mutations"#,
     )
     .fetch_one(&pool)
     .await
     .unwrap();
+    let (mutations, applied) = (row.mutations, row.applied);
     assert_eq!((mutations, applied), (ENQUEUES as i64, ENQUEUES as i64));
     for topology in &topologies {
         let count = (ENQUEUES / topologies.len()) as i64;

@@ -15,6 +15,7 @@ use sqlx::PgPool;
 use switchyard::fleet::Roles;
 use switchyard_api::AppState;
 use switchyard_bus::Doorbell;
+use switchyard_domain::status::MutationStatus;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
@@ -79,7 +80,7 @@ async fn a_mutation_whose_outbox_row_was_never_published_is_applied_after_the_sw
     // A worker process comes up: its relay's sweep publishes the row, its mutator applies it.
     let fleet = TestFleet::start(&pool, config, WORKERS_ONLY).await;
     fleet.settle(Duration::from_secs(15)).await;
-    let document: Value = sqlx::query_scalar("select document from topologies")
+    let document: Value = sqlx::query_scalar!("select document from topologies")
         .fetch_one(&pool)
         .await
         .unwrap();
@@ -118,8 +119,8 @@ async fn a_lost_announcement_is_reannounced_by_the_reconciler(pool: PgPool) {
     fleet.settle(Duration::from_secs(15)).await;
     let (_, body) = fleet.get(&format!("/mutations/{mutation}")).await;
     assert_eq!(body["status"], "applied");
-    let reannounced: i64 = sqlx::query_scalar(
-        "select count(*) from outbox where (event->'data'->>'reannounced')::boolean",
+    let reannounced: i64 = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from outbox where (event->'data'->>'reannounced')::boolean"#,
     )
     .fetch_one(&pool)
     .await
@@ -245,11 +246,12 @@ async fn a_killed_worker_applies_nothing_twice(pool: PgPool) {
         }
     });
     harness::eventually(Duration::from_secs(30), || async {
-        let finished: i64 =
-            sqlx::query_scalar("select count(*) from mutations where status <> 'pending'")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+        let finished: i64 = sqlx::query_scalar!(
+            r#"select count(*) as "count!" from mutations where status <> 'pending'"#
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
         finished >= 60
     })
     .await;
@@ -267,24 +269,34 @@ async fn a_killed_worker_applies_nothing_twice(pool: PgPool) {
 }
 
 async fn assert_every_accepted_mutation_applied_once(pool: &PgPool, accepted: &[Uuid]) {
-    let stored: Vec<(Uuid, String)> = sqlx::query_as("select id, status from mutations")
-        .fetch_all(pool)
-        .await
-        .unwrap();
+    let stored: Vec<(Uuid, MutationStatus)> =
+        sqlx::query!(r#"select id, status as "status: MutationStatus" from mutations"#)
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| (row.id, row.status))
+            .collect();
     let stored_ids: HashSet<Uuid> = stored.iter().map(|(id, _)| *id).collect();
     assert!(
         accepted.iter().all(|id| stored_ids.contains(id)),
         "an accepted mutation is missing"
     );
     assert!(
-        stored.iter().all(|(_, status)| status == "applied"),
+        stored
+            .iter()
+            .all(|(_, status)| *status == MutationStatus::Applied),
         "a mutation did not apply"
     );
-    let per_topology: Vec<(Uuid, i64)> =
-        sqlx::query_as("select topology_id, count(*) from mutations group by topology_id")
-            .fetch_all(pool)
-            .await
-            .unwrap();
+    let per_topology: Vec<(Uuid, i64)> = sqlx::query!(
+        r#"select topology_id, count(*) as "count!" from mutations group by topology_id"#
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|row| (row.topology_id, row.count))
+    .collect();
     for (topology, count) in per_topology {
         harness::assert_applied_in_seq_order(pool, topology, count).await;
     }

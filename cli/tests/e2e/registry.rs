@@ -69,11 +69,11 @@ fn message(body: &Value) -> &str {
 
 /// Audit actions recorded for one entity, oldest first.
 async fn audit_actions(pool: &PgPool, entity: &str, key: &str) -> Vec<String> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select action from audit_log where entity = $1 and entity_key = $2 order by id",
+        entity,
+        key,
     )
-    .bind(entity)
-    .bind(key)
     .fetch_all(pool)
     .await
     .unwrap()
@@ -81,11 +81,13 @@ async fn audit_actions(pool: &PgPool, entity: &str, key: &str) -> Vec<String> {
 
 /// Outbox subjects staged under a subject pattern (SQL `like`), oldest first.
 async fn staged(pool: &PgPool, pattern: &str) -> Vec<String> {
-    sqlx::query_scalar("select subject from outbox where subject like $1 order by position")
-        .bind(pattern)
-        .fetch_all(pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar!(
+        "select subject from outbox where subject like $1 order by position",
+        pattern,
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -410,11 +412,13 @@ async fn publishing_notifies_each_affected_repo_once_however_often_the_event_arr
         harness::unpublished(&pool).await == 0
     })
     .await;
-    let envelope: Value = sqlx::query_scalar("select event from outbox where subject = $1")
-        .bind(format!("interface.{id}.published"))
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let envelope: Value = sqlx::query_scalar!(
+        "select event from outbox where subject = $1",
+        format!("interface.{id}.published"),
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     let js = fleet.jetstream().await;
     let wire = format!(
         "{}.interface.{id}.published",
@@ -611,14 +615,14 @@ async fn a_publish_whose_audit_write_fails_commits_nothing_and_leaks_nothing(poo
     let fleet = TestFleet::up(&pool).await;
     register(&fleet, "billing", json!({})).await;
     let id = draft(&fleet, "billing", &[], 0).await;
-    sqlx::query(
+    sqlx::query!(
         "create function refuse_audit() returns trigger language plpgsql as
          $$ begin raise exception 'secret internal detail: audit disk full'; end $$",
     )
     .execute(&pool)
     .await
     .unwrap();
-    sqlx::query(
+    sqlx::query!(
         "create trigger refuse before insert on audit_log
          for each row execute function refuse_audit()",
     )

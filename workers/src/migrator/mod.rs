@@ -186,7 +186,7 @@ impl Migrator {
     pub async fn run_until_idle(&self) -> Result<usize, WorkerError> {
         let mut ended = 0;
         loop {
-            let active: Vec<Uuid> = sqlx::query_scalar(
+            let active = sqlx::query_scalar!(
                 "select id from graph_migration_runs
                  where status in ('pending', 'running') order by created_at, id",
             )

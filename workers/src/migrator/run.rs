@@ -20,7 +20,7 @@ use switchyard_bus::{Payload, Source};
 const SOURCE: Source = Source::Migrator;
 
 /// A run this migrator holds.
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug)]
 pub struct Claim {
     pub run_id: Uuid,
     pub attempt: i32,
@@ -71,8 +71,9 @@ pub async fn claim(
 ) -> Result<(Result<Claim, Unclaimed>, Vec<Event>), WorkerError> {
     let mut tx = OutboxTx::begin(pool).await?;
     lock_graph(&mut tx, id).await?;
-    let claimed = sqlx::query_as::<_, Claim>(
-        "update graph_migration_runs r
+    let claimed = sqlx::query_as!(
+        Claim,
+        r#"update graph_migration_runs r
          set status = 'running', claimed_by = $2, attempt = attempt + 1,
              claim_expires_at = now() + make_interval(secs => $3),
              started_at = coalesce(started_at, now())
@@ -81,19 +82,21 @@ pub async fn claim(
            and (r.status = 'pending' or (r.status = 'running' and r.claim_expires_at < now()))
          returning r.id as run_id, r.attempt, r.graph_id, g.slug as graph_slug, g.plugin,
                    r.from_version, r.to_version, r.processed, r.total,
-                   r.cancel_requested_at is not null as cancel_requested",
+                   r.cancel_requested_at is not null as "cancel_requested!""#,
+        id,
+        holder,
+        lease.as_secs_f64(),
     )
-    .bind(id)
-    .bind(holder)
-    .bind(lease.as_secs_f64())
     .fetch_optional(&mut *tx)
     .await?;
     let Some(mut claim) = claimed else {
-        let status: Option<MigrationRunStatus> =
-            sqlx::query_scalar("select status from graph_migration_runs where id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let status = sqlx::query_scalar!(
+            r#"select status as "status: MigrationRunStatus" from graph_migration_runs
+             where id = $1"#,
+            id,
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
         let why = match status {
             Some(status) if status.is_open() => Unclaimed::Busy,
             _ => Unclaimed::Over,
@@ -115,20 +118,24 @@ async fn start(tx: &mut PgConnection, claim: &mut Claim) -> Result<(), WorkerErr
     // Nodes are often bulk-loaded just before a migration, before autovacuum has
     // looked at them: without statistics the batch update's join can degrade to
     // scanning the table once per node.
-    sqlx::query("analyze graph_nodes").execute(&mut *tx).await?;
-    // Writes already committed are counted; new ones are refused from here on.
-    sqlx::query("update graphs set status = 'migrating', updated_at = now() where id = $1")
-        .bind(claim.graph_id)
+    sqlx::query!("analyze graph_nodes")
         .execute(&mut *tx)
         .await?;
-    claim.total = sqlx::query_scalar(
+    // Writes already committed are counted; new ones are refused from here on.
+    sqlx::query!(
+        "update graphs set status = 'migrating', updated_at = now() where id = $1",
+        claim.graph_id,
+    )
+    .execute(&mut *tx)
+    .await?;
+    claim.total = sqlx::query_scalar!(
         "update graph_migration_runs set total = (
            select count(*) from graph_nodes where graph_id = $2 and schema_version < $3)
          where id = $1 returning total",
+        claim.run_id,
+        claim.graph_id,
+        claim.to_version,
     )
-    .bind(claim.run_id)
-    .bind(claim.graph_id)
-    .bind(claim.to_version)
     .fetch_one(&mut *tx)
     .await?;
     Ok(())
@@ -137,12 +144,13 @@ async fn start(tx: &mut PgConnection, claim: &mut Claim) -> Result<(), WorkerErr
 /// Locks the graph of run `id`. Whoever changes both a run and its graph (claim,
 /// finish, cancel) locks the graph first, so they queue instead of deadlocking.
 async fn lock_graph(tx: &mut PgConnection, run_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    // A row-returning macro has no `execute`: the row (at most one) is read and dropped.
+    sqlx::query_scalar!(
         "select 1 from graphs
          where id = (select graph_id from graph_migration_runs where id = $1) for update",
+        run_id,
     )
-    .bind(run_id)
-    .execute(tx)
+    .fetch_optional(tx)
     .await?;
     Ok(())
 }
@@ -152,17 +160,18 @@ pub async fn load_steps(
     pool: &PgPool,
     claim: &Claim,
 ) -> Result<BTreeMap<i32, Vec<Step>>, WorkerError> {
-    let rows: Vec<(i32, Value)> = sqlx::query_as(
+    let rows = sqlx::query!(
         "select version, steps from plugin_versions
          where plugin = $1 and version <= $2 order by version",
+        claim.plugin,
+        claim.to_version,
     )
-    .bind(&claim.plugin)
-    .bind(claim.to_version)
     .fetch_all(pool)
     .await?;
     let mut versions = BTreeMap::new();
-    for (version, raw) in rows {
-        let steps: Vec<Step> = serde_json::from_value(raw).map_err(|e| {
+    for row in rows {
+        let version = row.version;
+        let steps: Vec<Step> = serde_json::from_value(row.steps).map_err(|e| {
             WorkerError::Corrupt(format!(
                 "the stored steps of plugin {:?} version {version} cannot be read ({e})",
                 claim.plugin
@@ -204,22 +213,29 @@ pub async fn batch(
 ) -> Result<(Batch, Vec<Event>), WorkerError> {
     let mut tx = OutboxTx::begin(pool).await?;
     let (ids, migrated) = {
-        let mut nodes = sqlx::query_as::<_, (String, Value, i32)>(
+        let mut nodes = sqlx::query!(
             "select id, data, schema_version from graph_nodes
              where graph_id = $1 and schema_version < $2
              order by schema_version, id limit $3 for update",
+            claim.graph_id,
+            claim.to_version,
+            limits.size as i64,
         )
-        .bind(claim.graph_id)
-        .bind(claim.to_version)
-        .bind(limits.size as i64)
         .fetch(&mut *tx);
         // Read as a stream and stopped at BATCH_BYTES: memory never depends on how much
         // data clients stored. Nodes left unread stay behind for the next batch.
         let (mut ids, mut migrated, mut bytes) = (Vec::new(), Vec::new(), 0);
         while bytes < BATCH_BYTES
-            && let Some((id, data, version)) = nodes.try_next().await?
+            && let Some(node) = nodes.try_next().await?
         {
-            match migrate_node(versions, data, version, claim.to_version, &limits.data) {
+            let id = node.id;
+            match migrate_node(
+                versions,
+                node.data,
+                node.schema_version,
+                claim.to_version,
+                &limits.data,
+            ) {
                 Ok(data) => {
                     bytes += json::encoded_len(&data);
                     ids.push(id);
@@ -235,15 +251,15 @@ pub async fn batch(
     if ids.is_empty() {
         return Ok((Batch::Migrated(0), Vec::new()));
     }
-    sqlx::query(
+    sqlx::query!(
         "update graph_nodes n set data = u.data, schema_version = $2, updated_at = now()
          from unnest($3::text[], $4::jsonb[]) as u(id, data)
          where n.graph_id = $1 and n.id = u.id and n.schema_version < $2",
+        claim.graph_id,
+        claim.to_version,
+        &ids,
+        &migrated,
     )
-    .bind(claim.graph_id)
-    .bind(claim.to_version)
-    .bind(&ids)
-    .bind(&migrated)
     .execute(&mut *tx)
     .await?;
     (claim.processed, claim.cancel_requested) =
@@ -285,18 +301,19 @@ async fn fenced_progress(
     n: i64,
     lease: std::time::Duration,
 ) -> Result<(i64, bool), WorkerError> {
-    sqlx::query_as(
-        "update graph_migration_runs
+    sqlx::query!(
+        r#"update graph_migration_runs
          set processed = processed + $3, claim_expires_at = now() + make_interval(secs => $4)
          where id = $1 and attempt = $2 and status = 'running'
-         returning processed, cancel_requested_at is not null",
+         returning processed, cancel_requested_at is not null as "cancel_requested!""#,
+        claim.run_id,
+        claim.attempt,
+        n,
+        lease.as_secs_f64(),
     )
-    .bind(claim.run_id)
-    .bind(claim.attempt)
-    .bind(n)
-    .bind(lease.as_secs_f64())
     .fetch_optional(tx)
     .await?
+    .map(|row| (row.processed, row.cancel_requested))
     .ok_or_else(|| WorkerError::Fenced(format!("migration run {} was taken over", claim.run_id)))
 }
 
@@ -339,15 +356,15 @@ pub async fn finish(
         Ending::Failed(error) => Some(error.clone()),
         _ => None,
     };
-    let ended = sqlx::query(
+    let ended = sqlx::query!(
         "update graph_migration_runs
          set status = $3, error = $4, finished_at = now(), claimed_by = null, claim_expires_at = null
          where id = $1 and attempt = $2 and status = 'running'",
+        claim.run_id,
+        claim.attempt,
+        run_status as _,
+        error,
     )
-    .bind(claim.run_id)
-    .bind(claim.attempt)
-    .bind(run_status)
-    .bind(&error)
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -357,15 +374,15 @@ pub async fn finish(
             claim.run_id
         )));
     }
-    sqlx::query(
+    sqlx::query!(
         "update graphs set status = $2, updated_at = now(),
                 schema_version = case when $3 then $4 else schema_version end
          where id = $1",
+        claim.graph_id,
+        graph_status as _,
+        *ending == Ending::Succeeded,
+        claim.to_version,
     )
-    .bind(claim.graph_id)
-    .bind(graph_status)
-    .bind(*ending == Ending::Succeeded)
-    .bind(claim.to_version)
     .execute(&mut *tx)
     .await?;
     let phase = match ending {
@@ -381,12 +398,12 @@ pub async fn finish(
 
 /// Gives the lease up early (a graceful stop), so another migrator resumes at once.
 pub async fn release(pool: &PgPool, claim: &Claim) -> Result<(), WorkerError> {
-    sqlx::query(
+    sqlx::query!(
         "update graph_migration_runs set claim_expires_at = now(), claimed_by = null
          where id = $1 and attempt = $2 and status = 'running'",
+        claim.run_id,
+        claim.attempt,
     )
-    .bind(claim.run_id)
-    .bind(claim.attempt)
     .execute(pool)
     .await?;
     Ok(())

@@ -6,7 +6,7 @@ use switchyard_domain::patch::{self, PatchOperation};
 use uuid::Uuid;
 
 /// A pending mutation, as the mutator loads it.
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug)]
 pub struct PendingMutation {
     pub id: Uuid,
     pub seq: i64,

@@ -35,7 +35,6 @@ pub enum BatchResult {
     Committed { finished: usize, more: bool },
 }
 
-#[derive(sqlx::FromRow)]
 struct LockedTopology {
     /// As stored, parsed only when a batch needs it (see [`parse_document`]).
     document: String,
@@ -215,15 +214,15 @@ async fn save_topology(
     outcome: &Outcome,
     status: status::TopologyStatus,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "update topologies set document = coalesce($2, document), version = $3, status = $4,
                 updated_at = now()
          where id = $1",
+        outcome.topology_id,
+        outcome.document,
+        outcome.version,
+        status as _,
     )
-    .bind(outcome.topology_id)
-    .bind(&outcome.document)
-    .bind(outcome.version)
-    .bind(status)
     .execute(conn)
     .await?;
     Ok(())
@@ -235,15 +234,19 @@ async fn lock(
     topology_id: Uuid,
     timeout: std::time::Duration,
 ) -> Result<Option<LockedTopology>, sqlx::Error> {
-    sqlx::query("select set_config('lock_timeout', $1, true)")
-        .bind(format!("{}ms", timeout.as_millis().max(1)))
-        .execute(&mut *conn)
-        .await?;
-    let locked = sqlx::query_as(
-        "select document::text as document, version, status from topologies
-         where id = $1 for no key update",
+    sqlx::query_scalar!(
+        "select set_config('lock_timeout', $1, true)",
+        format!("{}ms", timeout.as_millis().max(1)),
     )
-    .bind(topology_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let locked = sqlx::query_as!(
+        LockedTopology,
+        r#"select document::text as "document!", version, status as "status: status::TopologyStatus"
+         from topologies
+         where id = $1 for no key update"#,
+        topology_id,
+    )
     .fetch_optional(conn)
     .await;
     match locked {
@@ -261,13 +264,14 @@ async fn load_pending(
     topology_id: Uuid,
     size: usize,
 ) -> Result<(Vec<PendingMutation>, bool), sqlx::Error> {
-    let mut rows = sqlx::query_as::<_, PendingMutation>(
+    let mut rows = sqlx::query_as!(
+        PendingMutation,
         "select id, seq, ops, if_version, actor from mutations
          where topology_id = $1 and status = 'pending'
          order by seq limit $2",
+        topology_id,
+        size as i64 + 1,
     )
-    .bind(topology_id)
-    .bind(size as i64 + 1)
     .fetch(conn);
     let (mut pending, mut bytes) = (Vec::new(), 0);
     while pending.len() < size && bytes < BATCH_BYTES {
@@ -296,20 +300,20 @@ async fn record_outcomes(
             Verdict::Applied { version } => (MutationStatus::Applied, None, Some(*version)),
             Verdict::Failed { error } => (MutationStatus::Failed, Some(error.clone()), None),
         };
-        statuses.push(status.as_str());
+        statuses.push(status);
         errors.push(error);
         versions.push(version);
     }
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         "update mutations m
          set status = u.status, error = u.error, applied_version = u.version, finished_at = now()
          from unnest($1::uuid[], $2::text[], $3::text[], $4::int8[]) as u(id, status, error, version)
          where m.id = u.id and m.status = 'pending'",
+        &ids,
+        &statuses as _,
+        &errors as _,
+        &versions as _,
     )
-    .bind(&ids)
-    .bind(&statuses)
-    .bind(&errors)
-    .bind(&versions)
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -346,7 +350,7 @@ async fn record_audit(
     });
     // jsonb_to_recordset keeps one bind for the whole batch; `with ordinality` keeps
     // audit ids in seq order.
-    sqlx::query(
+    sqlx::query!(
         "insert into mutation_audit
            (mutation_id, topology_id, seq, outcome, before_version, after_version, actor, ops, error)
          select r.mutation_id, $1, r.seq, r.outcome, r.before_version, r.after_version, r.actor, r.ops, r.error
@@ -354,9 +358,9 @@ async fn record_audit(
               jsonb_to_record(e.row) as r(mutation_id uuid, seq bigint, outcome text,
                 before_version bigint, after_version bigint, actor text, ops jsonb, error text)
          order by e.ord",
+        topology_id,
+        Value::Array(rows),
     )
-    .bind(topology_id)
-    .bind(Value::Array(rows))
     .execute(conn)
     .await?;
     Ok(())

@@ -166,7 +166,7 @@ impl Mutator {
     pub async fn run_until_idle(&self) -> Result<usize, WorkerError> {
         let mut finished = 0;
         loop {
-            let topologies: Vec<Uuid> = sqlx::query_scalar(
+            let topologies = sqlx::query_scalar!(
                 "select distinct topology_id from mutations where status = 'pending'",
             )
             .fetch_all(&self.pool)
@@ -186,11 +186,12 @@ impl Mutator {
     }
 
     async fn is_pending(&self, mutation_id: Uuid) -> Result<bool, sqlx::Error> {
-        let pending: Option<bool> =
-            sqlx::query_scalar("select status = 'pending' from mutations where id = $1")
-                .bind(mutation_id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let pending = sqlx::query_scalar!(
+            r#"select status = 'pending' as "pending!" from mutations where id = $1"#,
+            mutation_id,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(pending.unwrap_or(false))
     }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 pub const PATHS_SHOWN: usize = 5;
 
 /// The published change, as the notifier reads it.
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug)]
 pub struct PublishedChange {
     pub id: Uuid,
     pub repo_slug: String,
@@ -34,7 +34,11 @@ pub struct Recipients {
 
 /// `[BREAKING] <title>`: the change type in upper case, then the title.
 pub fn subject(change: &PublishedChange) -> String {
-    format!("[{}] {}", change.change_type.as_str().to_uppercase(), change.title)
+    format!(
+        "[{}] {}",
+        change.change_type.as_str().to_uppercase(),
+        change.title
+    )
 }
 
 /// The message body for `recipient`: the interface and change types, the first

@@ -25,6 +25,7 @@ use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
 use switchyard_bus::payloads::{InboxMessageCreated, ProgressRecorded};
 use switchyard_bus::{Doorbell, Event, audit};
+use switchyard_domain::status::{AuditEntity, ChangeType, InterfaceType, ProgressKind};
 use uuid::Uuid;
 
 use crate::WorkerError;
@@ -129,7 +130,7 @@ impl Notifier {
     /// Notifies every published change not yet handled, without the bus. Tests and
     /// one-off maintenance use it to reach a quiescent state deterministically.
     pub async fn run_until_idle(&self) -> Result<usize, WorkerError> {
-        let pending: Vec<Uuid> = sqlx::query_scalar(
+        let pending = sqlx::query_scalar!(
             "select c.id from interface_changes c
              where c.status <> 'draft' and not exists (
                select 1 from progress_events p
@@ -153,19 +154,19 @@ async fn recipients(
     tx: &mut PgConnection,
     change: &PublishedChange,
 ) -> Result<Recipients, sqlx::Error> {
-    let known: Vec<(String, bool)> =
-        // Shared locks: a recipient cannot be archived while its message is written.
-        sqlx::query_as(
-            "select slug, archived_at is not null from repos where slug = any($1) for share",
-        )
-            .bind(&change.affected_repo_slugs)
-            .fetch_all(&mut *tx)
-            .await?;
+    // Shared locks: a recipient cannot be archived while its message is written.
+    let known = sqlx::query!(
+        r#"select slug, archived_at is not null as "archived!" from repos
+         where slug = any($1) for share"#,
+        &change.affected_repo_slugs,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     let mut recipients = Recipients::default();
     for slug in &change.affected_repo_slugs {
-        match known.iter().find(|(known, _)| known == slug) {
-            Some((_, false)) => recipients.notified.push(slug.clone()),
-            Some((_, true)) => recipients.archived.push(slug.clone()),
+        match known.iter().find(|known| known.slug == *slug) {
+            Some(known) if !known.archived => recipients.notified.push(slug.clone()),
+            Some(_) => recipients.archived.push(slug.clone()),
             None => recipients.unregistered.push(slug.clone()),
         }
     }
@@ -177,12 +178,15 @@ async fn published(
     tx: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<PublishedChange>, sqlx::Error> {
-    sqlx::query_as::<_, PublishedChange>(
-        "select id, repo_slug, title, description, interface_type, change_type,
+    sqlx::query_as!(
+        PublishedChange,
+        r#"select id, repo_slug, title, description,
+                interface_type as "interface_type: InterfaceType",
+                change_type as "change_type: ChangeType",
                 affected_paths, affected_repo_slugs
-         from interface_changes where id = $1 and status <> 'draft'",
+         from interface_changes where id = $1 and status <> 'draft'"#,
+        id,
     )
-    .bind(id)
     .fetch_optional(tx)
     .await
 }
@@ -192,7 +196,7 @@ fn milestone(change: &PublishedChange, detail: serde_json::Value) -> ProgressRec
     ProgressRecorded {
         progress_id: Uuid::now_v7(),
         repo_slug: change.repo_slug.clone(),
-        kind: "milestone".to_owned(),
+        kind: ProgressKind::Milestone,
         summary: message::milestone_summary(change),
         detail,
     }
@@ -205,17 +209,17 @@ async fn claim(
     progress: ProgressRecorded,
 ) -> Result<Option<ProgressRecorded>, sqlx::Error> {
     // A concurrent notifier's uncommitted row makes this wait, then do nothing.
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "insert into progress_events (id, repo_slug, kind, summary, detail, interface_change_id)
          values ($1, $2, $3, $4, $5, $6)
          on conflict (interface_change_id, kind) do nothing",
+        progress.progress_id,
+        progress.repo_slug,
+        progress.kind as _,
+        progress.summary,
+        progress.detail,
+        change.id,
     )
-    .bind(progress.progress_id)
-    .bind(&progress.repo_slug)
-    .bind(&progress.kind)
-    .bind(&progress.summary)
-    .bind(&progress.detail)
-    .bind(change.id)
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -235,22 +239,22 @@ async fn deliver(
         interface_change_id: change.id,
         subject: message::subject(change),
     };
-    sqlx::query(
+    sqlx::query!(
         "insert into inbox_messages
            (id, repo_slug, from_repo_slug, interface_change_id, subject, body)
          values ($1, $2, $3, $4, $5, $6)",
+        created.message_id,
+        recipient,
+        change.repo_slug,
+        change.id,
+        created.subject,
+        message::body(change, recipient),
     )
-    .bind(created.message_id)
-    .bind(recipient)
-    .bind(&change.repo_slug)
-    .bind(change.id)
-    .bind(&created.subject)
-    .bind(message::body(change, recipient))
     .execute(&mut *tx)
     .await?;
     audit::record(
         tx,
-        "inbox_message",
+        AuditEntity::InboxMessage,
         &created.message_id.to_string(),
         "delivered",
         SOURCE.as_str(),

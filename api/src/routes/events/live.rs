@@ -29,6 +29,7 @@ use futures::{Stream, StreamExt, stream};
 use serde::Serialize;
 use serde_json::Value;
 use switchyard_bus::{Bus, Namespace};
+use switchyard_domain::status::StreamFrame;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -139,7 +140,7 @@ impl Live {
         if reset {
             opening.push(
                 Frame::default()
-                    .event("reset")
+                    .event(StreamFrame::Reset.as_str())
                     .data("your last event id is no longer retained; a fresh snapshot follows"),
             );
         }
@@ -150,7 +151,7 @@ impl Live {
         opening.push(
             Frame::default()
                 .id(position.to_string())
-                .event("snapshot")
+                .event(StreamFrame::Snapshot.as_str())
                 .data(serde_json::to_string(&state).expect("snapshots always serialize")),
         );
         Ok((opening, self.subscribe(filter, position + 1).await?))
@@ -241,7 +242,7 @@ async fn pump(
             continue;
         };
         if sender.capacity() <= 1 {
-            let lagged = Frame::default().event("lagged").data(
+            let lagged = Frame::default().event(StreamFrame::Lagged.as_str()).data(
                 "you fell too far behind and were disconnected; reconnect with Last-Event-ID to resume",
             );
             let _ = sender.try_send(lagged);

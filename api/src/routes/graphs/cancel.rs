@@ -8,7 +8,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 use switchyard_bus::Event;
 use switchyard_bus::payloads::{MigrationChanged, MigrationPhase};
-use switchyard_domain::status::{GraphStatus, MigrationRunStatus};
+use switchyard_domain::status::{AuditEntity, GraphStatus, MigrationRunStatus};
 use uuid::Uuid;
 
 use super::migrations::MigrationRunOut;
@@ -59,9 +59,12 @@ pub(super) async fn cancel(
 ) -> Result<(StatusCode, Json<MigrationRunOut>), ApiError> {
     let mut tx = OutboxTx::begin(&app.pool).await?;
     let graph = locked(&mut tx, &slug).await?;
-    let run = sqlx::query_as::<_, MigrationRunOut>("select id, graph_id, from_version, to_version, status, error, workflow_run_id, processed, total, created_at, started_at, cancel_requested_at, finished_at from graph_migration_runs where id = $1 and graph_id = $2 for update")
-    .bind(run_id)
-    .bind(graph.id)
+    let run = sqlx::query_as!(
+        MigrationRunOut,
+        r#"select id, graph_id, from_version, to_version, status as "status: MigrationRunStatus", error, workflow_run_id, processed, total, created_at, started_at, cancel_requested_at, finished_at from graph_migration_runs where id = $1 and graph_id = $2 for update"#,
+        run_id,
+        graph.id,
+    )
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("graph {slug:?} has no migration run {run_id}")))?;
@@ -103,11 +106,11 @@ async fn unresolved_failure(
             run.id, graph.slug, graph.status
         )));
     }
-    let latest: Uuid = sqlx::query_scalar(
+    let latest = sqlx::query_scalar!(
         "select id from graph_migration_runs where graph_id = $1
          order by created_at desc, id desc limit 1",
+        graph.id,
     )
-    .bind(graph.id)
     .fetch_one(&mut *tx)
     .await?;
     if latest != run.id {
@@ -129,37 +132,48 @@ async fn record_cancel(
     phase: MigrationPhase,
     caller: &Caller,
 ) -> Result<MigrationRunOut, ApiError> {
-    let (update, action): (&'static str, _) = match phase {
+    let (cancelled, action) = match phase {
         MigrationPhase::CancelRequested => (
-            "update graph_migration_runs
+            sqlx::query_as!(
+                MigrationRunOut,
+                r#"update graph_migration_runs
                  set cancel_requested_at = now()
-                 where id = $1 and status = $2 and cancel_requested_at is null returning id, graph_id, from_version, to_version, status, error, workflow_run_id, processed, total, created_at, started_at, cancel_requested_at, finished_at",
+                 where id = $1 and status = $2 and cancel_requested_at is null returning id, graph_id, from_version, to_version, status as "status: MigrationRunStatus", error, workflow_run_id, processed, total, created_at, started_at, cancel_requested_at, finished_at"#,
+                run.id,
+                run.status as MigrationRunStatus,
+            )
+            .fetch_optional(&mut *tx)
+            .await?,
             "migration_cancel_requested",
         ),
         _ => (
-            "update graph_migration_runs set status = 'cancelled', finished_at = now(),
+            sqlx::query_as!(
+                MigrationRunOut,
+                r#"update graph_migration_runs set status = 'cancelled', finished_at = now(),
                         claimed_by = null, claim_expires_at = null
-                 where id = $1 and status = $2 returning id, graph_id, from_version, to_version, status, error, workflow_run_id, processed, total, created_at, started_at, cancel_requested_at, finished_at",
+                 where id = $1 and status = $2 returning id, graph_id, from_version, to_version, status as "status: MigrationRunStatus", error, workflow_run_id, processed, total, created_at, started_at, cancel_requested_at, finished_at"#,
+                run.id,
+                run.status as MigrationRunStatus,
+            )
+            .fetch_optional(&mut *tx)
+            .await?,
             "migration_cancelled",
         ),
     };
-    let cancelled = sqlx::query_as::<_, MigrationRunOut>(update)
-        .bind(run.id)
-        .bind(run.status)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| {
-            ApiError::Conflict(format!("migration run {} changed meanwhile; retry", run.id))
-        })?;
+    let cancelled = cancelled.ok_or_else(|| {
+        ApiError::Conflict(format!("migration run {} changed meanwhile; retry", run.id))
+    })?;
     if phase == MigrationPhase::Cancelled {
-        sqlx::query("update graphs set status = 'ready', updated_at = now() where id = $1")
-            .bind(graph.id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "update graphs set status = 'ready', updated_at = now() where id = $1",
+            graph.id,
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     audit::record(
         tx,
-        "graph",
+        AuditEntity::Graph,
         &graph.slug,
         action,
         &caller.subject,

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use switchyard_bus::payloads::{MigrationChanged, MigrationPhase};
-use switchyard_domain::status::{GraphStatus, MigrationRunStatus};
+use switchyard_domain::status::{AuditEntity, GraphStatus, MigrationRunStatus};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -29,7 +29,7 @@ use switchyard_bus::OutboxTx;
 use switchyard_bus::{Payload, Source};
 
 /// A migration run as the API returns it.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct MigrationRunOut {
     pub id: Uuid,
     pub graph_id: Uuid,
@@ -99,10 +99,12 @@ pub(super) async fn re_migrate(
     };
     let mut tx = OutboxTx::begin(&app.pool).await?;
     let graph = locked(&mut tx, &slug).await?;
-    let current: i32 = sqlx::query_scalar("select current_version from plugins where name = $1")
-        .bind(&graph.plugin)
-        .fetch_one(&mut *tx)
-        .await?;
+    let current = sqlx::query_scalar!(
+        "select current_version from plugins where name = $1",
+        &graph.plugin,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     let target = input.target_version.unwrap_or(current);
     if target < 1 || target > current {
         return Err(ApiError::Unprocessable(format!(
@@ -127,17 +129,17 @@ async fn refuse_if_in_flight_or_there(
     graph: &GraphOut,
     target: i32,
 ) -> Result<(), ApiError> {
-    let active: Option<(Uuid, String)> = sqlx::query_as(
-        "select id, status from graph_migration_runs
-         where graph_id = $1 and status in ('pending', 'running')",
+    let active = sqlx::query!(
+        r#"select id, status as "status: MigrationRunStatus" from graph_migration_runs
+         where graph_id = $1 and status in ('pending', 'running')"#,
+        graph.id,
     )
-    .bind(graph.id)
     .fetch_optional(tx)
     .await?;
-    if let Some((id, status)) = active {
+    if let Some(run) = active {
         return Err(ApiError::Conflict(format!(
-            "graph {:?} already has a migration run in flight: {id} ({status})",
-            graph.slug
+            "graph {:?} already has a migration run in flight: {} ({})",
+            graph.slug, run.id, run.status
         )));
     }
     if target == graph.schema_version && graph.status == GraphStatus::Ready {
@@ -170,19 +172,22 @@ pub async fn request(
         error: None,
     }
     .event(Source::Api);
-    let run = sqlx::query_as::<_, MigrationRunOut>("insert into graph_migration_runs (id, graph_id, from_version, to_version, workflow_run_id)
+    let run = sqlx::query_as!(
+        MigrationRunOut,
+        r#"insert into graph_migration_runs (id, graph_id, from_version, to_version, workflow_run_id)
          values ($1, $2, $3, $4, $5)
-         returning id, graph_id, from_version, to_version, status, error, workflow_run_id, processed, total, created_at, started_at, cancel_requested_at, finished_at")
-    .bind(run_id)
-    .bind(graph.id)
-    .bind(graph.schema_version)
-    .bind(target)
-    .bind(event.id.to_string())
+         returning id, graph_id, from_version, to_version, status as "status: MigrationRunStatus", error, workflow_run_id, processed, total, created_at, started_at, cancel_requested_at, finished_at"#,
+        run_id,
+        graph.id,
+        graph.schema_version,
+        target,
+        event.id.to_string(),
+    )
     .fetch_one(&mut **tx)
     .await?;
     audit::record(
         tx,
-        "graph",
+        AuditEntity::Graph,
         &graph.slug,
         "migration_requested",
         &caller.subject,
@@ -216,13 +221,14 @@ pub(super) async fn history(
     let after: Option<(DateTime<Utc>, Uuid)> = match cursor {
         None => None,
         Some(id) => Some(
-            sqlx::query_as(
+            sqlx::query!(
                 "select created_at, id from graph_migration_runs where graph_id = $1 and id = $2",
+                graph.id,
+                id,
             )
-            .bind(graph.id)
-            .bind(id)
             .fetch_optional(&app.pool)
             .await?
+            .map(|row| (row.created_at, row.id))
             .ok_or_else(|| {
                 ApiError::Unprocessable(format!(
                     "cursor {id} is not a migration run of graph {slug:?}; pass `next_cursor` from the previous page"
@@ -230,13 +236,16 @@ pub(super) async fn history(
             })?,
         ),
     };
-    let runs = sqlx::query_as::<_, MigrationRunOut>("select id, graph_id, from_version, to_version, status, error, workflow_run_id, processed, total, created_at, started_at, cancel_requested_at, finished_at from graph_migration_runs
+    let runs = sqlx::query_as!(
+        MigrationRunOut,
+        r#"select id, graph_id, from_version, to_version, status as "status: MigrationRunStatus", error, workflow_run_id, processed, total, created_at, started_at, cancel_requested_at, finished_at from graph_migration_runs
           where graph_id = $1 and ($2::timestamptz is null or (created_at, id) < ($2, $3))
-          order by created_at desc, id desc limit $4")
-    .bind(graph.id)
-    .bind(after.map(|(at, _)| at))
-    .bind(after.map(|(_, id)| id))
-    .bind(limit + 1)
+          order by created_at desc, id desc limit $4"#,
+        graph.id,
+        after.map(|(at, _)| at),
+        after.map(|(_, id)| id),
+        limit + 1,
+    )
     .fetch_all(&app.pool)
     .await?;
     Ok(Json(Page::from_rows(runs, limit, |run| run.id.to_string())))
@@ -247,8 +256,11 @@ pub async fn active(
     pool: &sqlx::PgPool,
     graph_id: Uuid,
 ) -> Result<Option<MigrationRunOut>, ApiError> {
-    Ok(sqlx::query_as::<_, MigrationRunOut>("select id, graph_id, from_version, to_version, status, error, workflow_run_id, processed, total, created_at, started_at, cancel_requested_at, finished_at from graph_migration_runs where graph_id = $1 and status in ('pending', 'running')")
-    .bind(graph_id)
+    Ok(sqlx::query_as!(
+        MigrationRunOut,
+        r#"select id, graph_id, from_version, to_version, status as "status: MigrationRunStatus", error, workflow_run_id, processed, total, created_at, started_at, cancel_requested_at, finished_at from graph_migration_runs where graph_id = $1 and status in ('pending', 'running')"#,
+        graph_id,
+    )
     .fetch_optional(pool)
     .await?)
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::{PgConnection, PgExecutor};
 use switchyard_bus::payloads::{GraphAction, GraphChanged};
-use switchyard_domain::status::{GraphStatus, ReadOnlyReason};
+use switchyard_domain::status::{AuditEntity, GraphStatus, ReadOnlyReason};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -54,7 +54,7 @@ pub struct GraphIn {
 }
 
 /// A graph as the API returns it.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct GraphOut {
     pub id: Uuid,
     pub slug: String,
@@ -96,22 +96,21 @@ async fn create(
 ) -> Result<(StatusCode, Json<GraphOut>), ApiError> {
     validate::slug("slug", &input.slug)?;
     let mut tx = OutboxTx::begin(&app.pool).await?;
-    let version: i32 =
-        sqlx::query_scalar("select current_version from plugins where name = $1 for share")
-            .bind(&input.plugin)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| {
-                ApiError::NotFound(format!("plugin {:?} does not exist", input.plugin))
-            })?;
-    let inserted = sqlx::query(
+    let version: i32 = sqlx::query_scalar!(
+        "select current_version from plugins where name = $1 for share",
+        &input.plugin,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("plugin {:?} does not exist", input.plugin)))?;
+    let inserted = sqlx::query!(
         "insert into graphs (id, slug, plugin, schema_version) values ($1, $2, $3, $4)
          on conflict (slug) do nothing",
+        Uuid::now_v7(),
+        &input.slug,
+        &input.plugin,
+        version,
     )
-    .bind(Uuid::now_v7())
-    .bind(&input.slug)
-    .bind(&input.plugin)
-    .bind(version)
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -143,9 +142,12 @@ async fn list(
     let params = PageParams::from(params);
     let limit = params.limit()?;
     let after: Option<String> = params.cursor()?;
-    let rows = sqlx::query_as::<_, GraphOut>("select g.id, g.slug, g.plugin, g.schema_version, g.status, case when g.status = 'migrating' then 'migrating' end as read_only_reason, g.created_at, g.updated_at, (select count(*) from graph_nodes n where n.graph_id = g.id) as node_count from graphs g where $1::text is null or g.slug > $1 order by g.slug limit $2")
-    .bind(after)
-    .bind(limit + 1)
+    let rows = sqlx::query_as!(
+        GraphOut,
+        r#"select g.id, g.slug, g.plugin, g.schema_version, g.status as "status: GraphStatus", case when g.status = 'migrating' then 'migrating' end as "read_only_reason: ReadOnlyReason", g.created_at, g.updated_at, (select count(*) from graph_nodes n where n.graph_id = g.id) as "node_count!" from graphs g where $1::text is null or g.slug > $1 order by g.slug limit $2"#,
+        after,
+        limit + 1,
+    )
     .fetch_all(&app.pool)
     .await?;
     Ok(Json(Page::from_rows(rows, limit, |g| g.slug.clone())))
@@ -188,7 +190,7 @@ pub(crate) async fn changed(
     };
     audit::record(
         tx,
-        "graph",
+        AuditEntity::Graph,
         &graph.slug,
         action.as_str(),
         &caller.subject,
@@ -202,8 +204,11 @@ pub(crate) async fn changed(
 
 /// The graph, or 404 naming the slug.
 pub async fn find(db: impl PgExecutor<'_>, slug: &str) -> Result<GraphOut, ApiError> {
-    sqlx::query_as::<_, GraphOut>("select g.id, g.slug, g.plugin, g.schema_version, g.status, case when g.status = 'migrating' then 'migrating' end as read_only_reason, g.created_at, g.updated_at, (select count(*) from graph_nodes n where n.graph_id = g.id) as node_count from graphs g where g.slug = $1")
-    .bind(slug)
+    sqlx::query_as!(
+        GraphOut,
+        r#"select g.id, g.slug, g.plugin, g.schema_version, g.status as "status: GraphStatus", case when g.status = 'migrating' then 'migrating' end as "read_only_reason: ReadOnlyReason", g.created_at, g.updated_at, (select count(*) from graph_nodes n where n.graph_id = g.id) as "node_count!" from graphs g where g.slug = $1"#,
+        slug,
+    )
     .fetch_optional(db)
     .await?
     .ok_or_else(|| not_found(slug))
@@ -211,9 +216,8 @@ pub async fn find(db: impl PgExecutor<'_>, slug: &str) -> Result<GraphOut, ApiEr
 
 /// The graph, its row locked until the transaction ends; 404 if unknown.
 pub async fn locked(tx: &mut PgConnection, slug: &str) -> Result<GraphOut, ApiError> {
-    sqlx::query("select 1 from graphs where slug = $1 for update")
-        .bind(slug)
-        .execute(&mut *tx)
+    sqlx::query_scalar!("select 1 from graphs where slug = $1 for update", slug)
+        .fetch_optional(&mut *tx)
         .await?;
     find(&mut *tx, slug).await
 }

@@ -52,7 +52,7 @@ pub struct NodesWritten {
 }
 
 /// A node as the API returns it.
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct NodeOut {
     pub id: String,
     #[schema(value_type = Object)]
@@ -117,9 +117,8 @@ pub(super) async fn write(
     let mut tx = OutboxTx::begin(&app.pool).await?;
     // A shared lock: the migrator's claim (which sets `migrating`) waits for this
     // write to commit, and counts these nodes; or it went first, and this is refused.
-    sqlx::query("select 1 from graphs where slug = $1 for share")
-        .bind(&slug)
-        .execute(&mut *tx)
+    sqlx::query_scalar!("select 1 from graphs where slug = $1 for share", &slug)
+        .fetch_optional(&mut *tx)
         .await?;
     let graph = super::find(&mut *tx, &slug).await?;
     if let Some(reason) = &graph.read_only_reason {
@@ -127,16 +126,16 @@ pub(super) async fn write(
             "graph {slug:?} is read-only ({reason}): node writes are refused until the migration run ends (or is cancelled: POST /api/v1/graphs/{slug}/migrations/{{run_id}}/cancel)"
         )));
     }
-    sqlx::query(
+    sqlx::query!(
         "insert into graph_nodes (graph_id, id, data, schema_version)
          select $1, u.id, u.data, $2 from unnest($3::text[], $4::jsonb[]) as u(id, data)
          on conflict (graph_id, id) do update
          set data = excluded.data, schema_version = excluded.schema_version, updated_at = now()",
+        graph.id,
+        graph.schema_version,
+        &ids,
+        &data,
     )
-    .bind(graph.id)
-    .bind(graph.schema_version)
-    .bind(&ids)
-    .bind(&data)
     .execute(&mut *tx)
     .await?;
     super::changed(&mut tx, &graph, Some(ids.len()), &caller).await?;
@@ -165,14 +164,15 @@ pub(super) async fn list(
     let limit = params.limit()?;
     let after: Option<String> = params.cursor()?;
     let graph = super::find(&app.pool, &slug).await?;
-    let rows = sqlx::query_as::<_, NodeOut>(
+    let rows = sqlx::query_as!(
+        NodeOut,
         "select id, data, schema_version, updated_at from graph_nodes
          where graph_id = $1 and ($2::text is null or id > $2)
          order by id limit $3",
+        graph.id,
+        after,
+        limit + 1,
     )
-    .bind(graph.id)
-    .bind(after)
-    .bind(limit + 1)
     .fetch_all(&app.pool)
     .await?;
     Ok(Json(Page::from_rows(rows, limit, |n| n.id.clone())))

@@ -8,9 +8,10 @@ use axum::{Extension, Json};
 use serde_json::json;
 use sqlx::PgConnection;
 use switchyard_bus::payloads::InterfaceChanged;
+use switchyard_domain::status::AuditEntity;
 use uuid::Uuid;
 
-use super::{ChangeStatus, InterfaceChangeOut, SOURCE, not_found};
+use super::{ChangeStatus, ChangeType, InterfaceChangeOut, InterfaceType, SOURCE, not_found};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::Path;
@@ -29,7 +30,7 @@ pub(super) async fn transition(
     let key = change.id.to_string();
     audit::record(
         tx,
-        "interface_change",
+        AuditEntity::InterfaceChange,
         &key,
         action,
         &caller.subject,
@@ -117,15 +118,18 @@ async fn advance(
     let (verb, from, to) = step.edges();
     let mut tx = OutboxTx::begin(&app.pool).await?;
     let current = locked(&mut tx, id).await?;
-    let advanced = sqlx::query_as::<_, InterfaceChangeOut>("update interface_changes set status = $2, updated_at = now(),
+    let advanced = sqlx::query_as!(
+        InterfaceChangeOut,
+        r#"update interface_changes set status = $2, updated_at = now(),
            published_at = case when $2 = 'published' then now() else published_at end,
            announced_at = case when $2 = 'published' then now() else announced_at end,
            resolved_at = case when $2 = 'resolved' then now() else resolved_at end
          where id = $1 and status = $3
-         returning id, repo_slug, interface_type, change_type, title, description, affected_paths, affected_repo_slugs, planned_for, author, status, created_at, updated_at, published_at, resolved_at")
-    .bind(id)
-    .bind(to)
-    .bind(from)
+         returning id, repo_slug, interface_type as "interface_type: InterfaceType", change_type as "change_type: ChangeType", title, description, affected_paths, affected_repo_slugs, planned_for, author, status as "status: ChangeStatus", created_at, updated_at, published_at, resolved_at"#,
+        id,
+        to as ChangeStatus,
+        from as ChangeStatus,
+    )
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| {
@@ -144,8 +148,11 @@ pub(super) async fn locked(
     tx: &mut PgConnection,
     id: Uuid,
 ) -> Result<InterfaceChangeOut, ApiError> {
-    sqlx::query_as::<_, InterfaceChangeOut>("select id, repo_slug, interface_type, change_type, title, description, affected_paths, affected_repo_slugs, planned_for, author, status, created_at, updated_at, published_at, resolved_at from interface_changes where id = $1 for update")
-    .bind(id)
+    sqlx::query_as!(
+        InterfaceChangeOut,
+        r#"select id, repo_slug, interface_type as "interface_type: InterfaceType", change_type as "change_type: ChangeType", title, description, affected_paths, affected_repo_slugs, planned_for, author, status as "status: ChangeStatus", created_at, updated_at, published_at, resolved_at from interface_changes where id = $1 for update"#,
+        id,
+    )
     .fetch_optional(tx)
     .await?
     .ok_or_else(|| not_found(id))

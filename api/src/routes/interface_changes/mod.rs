@@ -107,7 +107,7 @@ pub struct InterfaceChangePatch {
 }
 
 /// An interface change as the API returns it.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct InterfaceChangeOut {
     pub id: Uuid,
     pub repo_slug: String,
@@ -229,7 +229,9 @@ async fn store(
     repo_slug: &str,
     content: &Content,
 ) -> Result<InterfaceChangeOut, ApiError> {
-    let change = sqlx::query_as::<_, InterfaceChangeOut>("insert into interface_changes
+    let change = sqlx::query_as!(
+        InterfaceChangeOut,
+        r#"insert into interface_changes
            (id, repo_slug, interface_type, change_type, title, description,
             affected_paths, affected_repo_slugs, planned_for, author)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
@@ -240,17 +242,18 @@ async fn store(
            affected_repo_slugs = excluded.affected_repo_slugs,
            planned_for = excluded.planned_for, author = excluded.author, updated_at = now()
          where interface_changes.status = 'draft'
-         returning id, repo_slug, interface_type, change_type, title, description, affected_paths, affected_repo_slugs, planned_for, author, status, created_at, updated_at, published_at, resolved_at")
-    .bind(id)
-    .bind(repo_slug)
-    .bind(content.interface_type)
-    .bind(content.change_type)
-    .bind(&content.title)
-    .bind(&content.description)
-    .bind(&content.affected_paths)
-    .bind(&content.affected_repo_slugs)
-    .bind(content.planned_for)
-    .bind(&content.author)
+         returning id, repo_slug, interface_type as "interface_type: InterfaceType", change_type as "change_type: ChangeType", title, description, affected_paths, affected_repo_slugs, planned_for, author, status as "status: ChangeStatus", created_at, updated_at, published_at, resolved_at"#,
+        id,
+        repo_slug,
+        content.interface_type as InterfaceType,
+        content.change_type as ChangeType,
+        &content.title,
+        &content.description,
+        &content.affected_paths,
+        &content.affected_repo_slugs,
+        content.planned_for,
+        &content.author,
+    )
     .fetch_one(tx)
     .await?;
     Ok(change)
@@ -294,20 +297,23 @@ async fn list(
     let limit = page.limit()?;
     let before: Option<Uuid> = page.cursor()?;
     // Ids are UUIDv7: id order is creation order, and a stable keyset cursor.
-    let rows = sqlx::query_as::<_, InterfaceChangeOut>("select id, repo_slug, interface_type, change_type, title, description, affected_paths, affected_repo_slugs, planned_for, author, status, created_at, updated_at, published_at, resolved_at from interface_changes
+    let rows = sqlx::query_as!(
+        InterfaceChangeOut,
+        r#"select id, repo_slug, interface_type as "interface_type: InterfaceType", change_type as "change_type: ChangeType", title, description, affected_paths, affected_repo_slugs, planned_for, author, status as "status: ChangeStatus", created_at, updated_at, published_at, resolved_at from interface_changes
          where ($1::text is null or repo_slug = $1)
            and ($2::text is null or status = $2)
            and ($3::text is null or change_type = $3)
            and ($4::text is null or affected_repo_slugs @> array[$4])
            and ($5::uuid is null or id < $5)
          order by id desc
-         limit $6")
-    .bind(params.repo_slug)
-    .bind(params.status)
-    .bind(params.change_type)
-    .bind(params.affected_repo)
-    .bind(before)
-    .bind(limit + 1)
+         limit $6"#,
+        params.repo_slug,
+        params.status as Option<ChangeStatus>,
+        params.change_type as Option<ChangeType>,
+        params.affected_repo,
+        before,
+        limit + 1,
+    )
     .fetch_all(&app.pool)
     .await?;
     Ok(Json(Page::from_rows(rows, limit, |c| c.id.to_string())))
@@ -378,8 +384,11 @@ async fn edit(
 
 /// The change, or 404 naming the id.
 pub async fn find(pool: &PgPool, id: Uuid) -> Result<InterfaceChangeOut, ApiError> {
-    sqlx::query_as::<_, InterfaceChangeOut>("select id, repo_slug, interface_type, change_type, title, description, affected_paths, affected_repo_slugs, planned_for, author, status, created_at, updated_at, published_at, resolved_at from interface_changes where id = $1")
-    .bind(id)
+    sqlx::query_as!(
+        InterfaceChangeOut,
+        r#"select id, repo_slug, interface_type as "interface_type: InterfaceType", change_type as "change_type: ChangeType", title, description, affected_paths, affected_repo_slugs, planned_for, author, status as "status: ChangeStatus", created_at, updated_at, published_at, resolved_at from interface_changes where id = $1"#,
+        id,
+    )
     .fetch_optional(pool)
     .await?
     .ok_or_else(|| not_found(id))

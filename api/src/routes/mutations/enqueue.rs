@@ -15,8 +15,8 @@ use switchyard_domain::json;
 use switchyard_domain::status;
 use uuid::Uuid;
 
-use super::MutationOut;
 use super::body::{JsonPatch, MutationIn};
+use super::{MutationOut, MutationStatus};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::Path;
@@ -29,9 +29,7 @@ const SOURCE: Source = Source::Api;
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// A stored mutation plus the fingerprint of the request that created it.
-#[derive(sqlx::FromRow)]
 struct KeyedMutation {
-    #[sqlx(flatten)]
     mutation: MutationOut,
     request_hash: Option<Vec<u8>>,
 }
@@ -75,11 +73,7 @@ pub(super) async fn enqueue(
     headers: HeaderMap,
     input: MutationIn,
 ) -> Result<Response, ApiError> {
-    patch::validate(
-        &input.ops,
-        app.config.max_ops_per_mutation,
-        &app.documents,
-    )?;
+    patch::validate(&input.ops, app.config.max_ops_per_mutation, &app.documents)?;
     if input.if_version.is_some_and(|v| v < 0) {
         return Err(ApiError::Unprocessable(
             "if_version must be 0 or greater".to_owned(),
@@ -199,23 +193,23 @@ struct Allocated {
 async fn next_seq(conn: &mut PgConnection, topology_id: Uuid) -> Result<Allocated, ApiError> {
     // One round trip: the CTE locks the row and, after any wait, sees its latest
     // version, so `status` is what this enqueue changes from.
-    let (seq, version, status): (i64, i64, status::TopologyStatus) = sqlx::query_as(
-        "with locked as (
+    let row = sqlx::query!(
+        r#"with locked as (
              select id, version, status from topologies where id = $1 for no key update
          )
          update topologies t
          set last_seq = t.last_seq + 1, status = 'pending', updated_at = now()
          from locked where t.id = locked.id
-         returning t.last_seq, locked.version, locked.status",
+         returning t.last_seq, locked.version, locked.status as "status: status::TopologyStatus""#,
+        topology_id,
     )
-    .bind(topology_id)
     .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| topologies::not_found(topology_id))?;
     Ok(Allocated {
-        seq,
-        version,
-        was_idle: status == status::TopologyStatus::Idle,
+        seq: row.last_seq,
+        version: row.version,
+        was_idle: row.status == status::TopologyStatus::Idle,
     })
 }
 
@@ -224,18 +218,21 @@ async fn insert_row(
     new: &NewMutation<'_>,
     seq: i64,
 ) -> Result<MutationOut, sqlx::Error> {
-    sqlx::query_as::<_, MutationOut>("insert into mutations
+    sqlx::query_as!(
+        MutationOut,
+        r#"insert into mutations
            (id, topology_id, seq, ops, if_version, actor, idempotency_key, request_hash)
          values ($1, $2, $3, $4, $5, $6, $7, $8)
-         returning id, topology_id, seq, status, ops, if_version, error, applied_version, actor, idempotency_key, created_at, finished_at")
-    .bind(Uuid::now_v7())
-    .bind(new.topology_id)
-    .bind(seq)
-    .bind(Value::Array(new.input.ops.clone()))
-    .bind(new.input.if_version)
-    .bind(new.actor)
-    .bind(new.key)
-    .bind(new.key.map(|_| new.hash.as_slice()))
+         returning id, topology_id, seq, status as "status: MutationStatus", ops, if_version, error, applied_version, actor, idempotency_key, created_at, finished_at"#,
+        Uuid::now_v7(),
+        new.topology_id,
+        seq,
+        Value::Array(new.input.ops.clone()),
+        new.input.if_version,
+        new.actor,
+        new.key,
+        new.key.map(|_| new.hash.as_slice()),
+    )
     .fetch_one(conn)
     .await
 }
@@ -257,11 +254,30 @@ async fn find_by_key(
     topology_id: Uuid,
     key: &str,
 ) -> Result<Option<KeyedMutation>, ApiError> {
-    let found = sqlx::query_as::<_, KeyedMutation>("select request_hash, id, topology_id, seq, status, ops, if_version, error, applied_version, actor, idempotency_key, created_at, finished_at from mutations where topology_id = $1 and idempotency_key = $2")
-    .bind(topology_id)
-    .bind(key)
+    let found = sqlx::query!(
+        r#"select request_hash, id, topology_id, seq, status as "status: MutationStatus", ops, if_version, error, applied_version, actor, idempotency_key, created_at, finished_at from mutations where topology_id = $1 and idempotency_key = $2"#,
+        topology_id,
+        key,
+    )
     .fetch_optional(pool)
-    .await?;
+    .await?
+    .map(|row| KeyedMutation {
+        mutation: MutationOut {
+            id: row.id,
+            topology_id: row.topology_id,
+            seq: row.seq,
+            status: row.status,
+            ops: row.ops,
+            if_version: row.if_version,
+            error: row.error,
+            applied_version: row.applied_version,
+            actor: row.actor,
+            idempotency_key: row.idempotency_key,
+            created_at: row.created_at,
+            finished_at: row.finished_at,
+        },
+        request_hash: row.request_hash,
+    });
     Ok(found)
 }
 

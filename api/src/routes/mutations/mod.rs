@@ -67,8 +67,11 @@ pub struct MutationOut {
 
 /// A topology's pending mutations in seq order (at most 1,000), for snapshots.
 pub async fn pending_of(pool: &PgPool, topology_id: Uuid) -> Result<Vec<MutationOut>, ApiError> {
-    let pending = sqlx::query_as::<_, MutationOut>("select id, topology_id, seq, status, ops, if_version, error, applied_version, actor, idempotency_key, created_at, finished_at from mutations where topology_id = $1 and status = 'pending' order by seq limit 1000")
-    .bind(topology_id)
+    let pending = sqlx::query_as!(
+        MutationOut,
+        r#"select id, topology_id, seq, status as "status: MutationStatus", ops, if_version, error, applied_version, actor, idempotency_key, created_at, finished_at from mutations where topology_id = $1 and status = 'pending' order by seq limit 1000"#,
+        topology_id,
+    )
     .fetch_all(pool)
     .await?;
     Ok(pending)
@@ -87,8 +90,11 @@ async fn show(
     State(app): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<MutationOut>, ApiError> {
-    sqlx::query_as::<_, MutationOut>("select id, topology_id, seq, status, ops, if_version, error, applied_version, actor, idempotency_key, created_at, finished_at from mutations where id = $1")
-    .bind(id)
+    sqlx::query_as!(
+        MutationOut,
+        r#"select id, topology_id, seq, status as "status: MutationStatus", ops, if_version, error, applied_version, actor, idempotency_key, created_at, finished_at from mutations where id = $1"#,
+        id,
+    )
     .fetch_optional(&app.pool)
     .await?
     .map(Json)

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use switchyard_bus::payloads::PluginVersioned;
+use switchyard_domain::status::AuditEntity;
 use switchyard_domain::steps::Step;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -75,7 +76,7 @@ pub struct PluginOut {
 }
 
 /// A plugin in a list: its versions and their steps are at `GET /plugins/{name}`.
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PluginSummaryOut {
     pub name: String,
     /// The version new graphs start at, and graphs are migrated to.
@@ -86,7 +87,7 @@ pub struct PluginSummaryOut {
 }
 
 /// A registered version.
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PluginVersionOut {
     pub version: i32,
     #[schema(value_type = Vec<Step>)]
@@ -102,7 +103,15 @@ async fn versioned(
     caller: &Caller,
 ) -> Result<(), ApiError> {
     let detail = json!({ "current_version": plugin.current_version });
-    audit::record(tx, "plugin", &plugin.name, action, &caller.subject, detail).await?;
+    audit::record(
+        tx,
+        AuditEntity::Plugin,
+        &plugin.name,
+        action,
+        &caller.subject,
+        detail,
+    )
+    .await?;
     let event = PluginVersioned {
         plugin: plugin.name.clone(),
         version: plugin.current_version,
@@ -140,11 +149,11 @@ async fn register(
         check_version(version, i as i32 + 1, &app.documents)?;
     }
     let mut tx = OutboxTx::begin(&app.pool).await?;
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "insert into plugins (name, current_version) values ($1, $2) on conflict (name) do nothing",
+        &input.name,
+        input.versions.len() as i32,
     )
-    .bind(&input.name)
-    .bind(input.versions.len() as i32)
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -179,14 +188,15 @@ async fn list(
     let params = PageParams::from(params);
     let limit = params.limit()?;
     let after: Option<String> = params.cursor()?;
-    let rows = sqlx::query_as::<_, PluginSummaryOut>(
+    let rows = sqlx::query_as!(
+        PluginSummaryOut,
         "select name, current_version, created_at, updated_at from plugins
          where $1::text is null or name > $1
          order by name
          limit $2",
+        after,
+        limit + 1,
     )
-    .bind(after)
-    .bind(limit + 1)
     .fetch_all(&app.pool)
     .await?;
     Ok(Json(Page::from_rows(rows, limit, |p| p.name.clone())))
@@ -210,23 +220,25 @@ async fn show(
 }
 
 async fn find(conn: &mut PgConnection, name: &str) -> Result<PluginOut, ApiError> {
-    let plugin: (String, i32, DateTime<Utc>) =
-        sqlx::query_as("select name, current_version, created_at from plugins where name = $1")
-            .bind(name)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| not_found(name))?;
-    let versions = sqlx::query_as::<_, PluginVersionOut>(
-        "select version, steps, created_at from plugin_versions where plugin = $1 order by version",
+    let plugin = sqlx::query!(
+        "select name, current_version, created_at from plugins where name = $1",
+        name,
     )
-    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| not_found(name))?;
+    let versions = sqlx::query_as!(
+        PluginVersionOut,
+        "select version, steps, created_at from plugin_versions where plugin = $1 order by version",
+        name,
+    )
     .fetch_all(&mut *conn)
     .await?;
     Ok(PluginOut {
-        name: plugin.0,
-        current_version: plugin.1,
+        name: plugin.name,
+        current_version: plugin.current_version,
         versions,
-        created_at: plugin.2,
+        created_at: plugin.created_at,
     })
 }
 

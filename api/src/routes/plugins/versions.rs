@@ -71,12 +71,14 @@ pub(super) async fn insert_version(
     plugin: &str,
     version: &PluginVersionIn,
 ) -> Result<(), ApiError> {
-    sqlx::query("insert into plugin_versions (plugin, version, steps) values ($1, $2, $3)")
-        .bind(plugin)
-        .bind(version.version)
-        .bind(serde_json::to_value(&version.steps).expect("steps serialize"))
-        .execute(tx)
-        .await?;
+    sqlx::query!(
+        "insert into plugin_versions (plugin, version, steps) values ($1, $2, $3)",
+        plugin,
+        version.version,
+        serde_json::to_value(&version.steps).expect("steps serialize"),
+    )
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
@@ -111,12 +113,13 @@ pub(super) async fn add_version(
     Body(version): Body<PluginVersionIn>,
 ) -> Result<(StatusCode, Json<VersionAdded>), ApiError> {
     let mut tx = OutboxTx::begin(&app.pool).await?;
-    let current: i32 =
-        sqlx::query_scalar("select current_version from plugins where name = $1 for update")
-            .bind(&name)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| not_found(&name))?;
+    let current: i32 = sqlx::query_scalar!(
+        "select current_version from plugins where name = $1 for update",
+        &name,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| not_found(&name))?;
     if version.version != current + 1 {
         return Err(ApiError::Conflict(format!(
             "plugin {name:?} is at version {current}: the next version must be {}, got {}",
@@ -126,18 +129,21 @@ pub(super) async fn add_version(
     }
     check_version(&version, current + 1, &app.documents)?;
     insert_version(&mut tx, &name, &version).await?;
-    sqlx::query("update plugins set current_version = $2, updated_at = now() where name = $1")
-        .bind(&name)
-        .bind(version.version)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "update plugins set current_version = $2, updated_at = now() where name = $1",
+        &name,
+        version.version,
+    )
+    .execute(&mut *tx)
+    .await?;
     let mut migration_runs = Vec::new();
     if params.migrate_graphs.unwrap_or(false) {
-        let slugs: Vec<String> =
-            sqlx::query_scalar("select slug from graphs where plugin = $1 order by slug")
-                .bind(&name)
-                .fetch_all(&mut *tx)
-                .await?;
+        let slugs: Vec<String> = sqlx::query_scalar!(
+            "select slug from graphs where plugin = $1 order by slug",
+            &name,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         for slug in slugs {
             let graph = graphs::locked(&mut tx, &slug).await?;
             match graphs::migrations::request(&mut tx, &graph, version.version, &caller).await {

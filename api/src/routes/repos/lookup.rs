@@ -41,11 +41,14 @@ pub(super) async fn by_fingerprint(
     Query(params): Query<FingerprintParams>,
 ) -> Result<Json<Vec<RepoOut>>, ApiError> {
     let remote = params.remote_url.as_deref().map(remote_key).transpose()?;
-    let rows = sqlx::query_as::<_, RepoOut>("select slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at from repos
+    let rows = sqlx::query_as!(
+        RepoOut,
+        "select slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at from repos
          where git_fingerprint = $1 and ($2::text is null or remote_key = $2)
-         order by slug limit 500")
-    .bind(&params.hash)
-    .bind(remote)
+         order by slug limit 500",
+        &params.hash,
+        remote,
+    )
     .fetch_all(&app.pool)
     .await?;
     Ok(Json(rows))
@@ -75,9 +78,12 @@ pub(super) async fn by_remote(
     Query(params): Query<RemoteParams>,
 ) -> Result<Json<RepoOut>, ApiError> {
     let key = remote_key(&params.url)?;
-    sqlx::query_as::<_, RepoOut>("select slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at from repos where remote_key = $1
-         order by archived_at desc nulls first limit 1")
-    .bind(&key)
+    sqlx::query_as!(
+        RepoOut,
+        "select slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at from repos where remote_key = $1
+         order by archived_at desc nulls first limit 1",
+        &key,
+    )
     .fetch_optional(&app.pool)
     .await?
     .map(Json)

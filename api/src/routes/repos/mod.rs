@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::{PgConnection, PgExecutor};
 use switchyard_bus::payloads::RepoUpdated;
+use switchyard_domain::status::AuditEntity;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -88,7 +89,7 @@ pub struct RepoPatch {
 }
 
 /// A repo as the API returns it.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct RepoOut {
     pub slug: String,
     pub name: String,
@@ -178,16 +179,19 @@ async fn register(
         input.description.as_deref(),
     )?;
     let mut tx = OutboxTx::begin(&app.pool).await?;
-    let repo = sqlx::query_as::<_, RepoOut>("insert into repos (slug, name, domain, remote_url, remote_key, git_fingerprint, description)
+    let repo = sqlx::query_as!(
+        RepoOut,
+        "insert into repos (slug, name, domain, remote_url, remote_key, git_fingerprint, description)
          values ($1, $2, $3, $4, $5, $6, $7)
-         returning slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at")
-    .bind(&input.slug)
-    .bind(&fields.name)
-    .bind(&fields.domain)
-    .bind(&fields.remote_url)
-    .bind(&fields.remote_key)
-    .bind(&fields.git_fingerprint)
-    .bind(&fields.description)
+         returning slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at",
+        &input.slug,
+        &fields.name,
+        fields.domain.as_deref(),
+        fields.remote_url.as_deref(),
+        fields.remote_key.as_deref(),
+        fields.git_fingerprint.as_deref(),
+        fields.description.as_deref(),
+    )
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| conflict(e, &input.slug))?;
@@ -203,7 +207,15 @@ async fn changed(
     action: &str,
     caller: &Caller,
 ) -> Result<(), ApiError> {
-    audit::record(tx, "repo", &repo.slug, action, &caller.subject, json!(repo)).await?;
+    audit::record(
+        tx,
+        AuditEntity::Repo,
+        &repo.slug,
+        action,
+        &caller.subject,
+        json!(repo),
+    )
+    .await?;
     let event = RepoUpdated {
         repo_slug: repo.slug.clone(),
         action: action.to_owned(),
@@ -263,16 +275,19 @@ async fn list(
     };
     let limit = page.limit()?;
     let after: Option<String> = page.cursor()?;
-    let rows = sqlx::query_as::<_, RepoOut>("select slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at from repos
+    let rows = sqlx::query_as!(
+        RepoOut,
+        "select slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at from repos
          where ($1::text is null or domain = $1)
            and ($2 or archived_at is null)
            and ($3::text is null or slug > $3)
          order by slug
-         limit $4")
-    .bind(&params.domain)
-    .bind(params.include_archived.unwrap_or(false))
-    .bind(after)
-    .bind(limit + 1)
+         limit $4",
+        params.domain.as_deref(),
+        params.include_archived.unwrap_or(false),
+        after,
+        limit + 1,
+    )
     .fetch_all(&app.pool)
     .await?;
     Ok(Json(Page::from_rows(rows, limit, |r| r.slug.clone())))
@@ -324,17 +339,20 @@ async fn edit(
         pick(patch.git_fingerprint, current.git_fingerprint).as_deref(),
         pick(patch.description, current.description).as_deref(),
     )?;
-    let repo = sqlx::query_as::<_, RepoOut>("update repos set name = $2, domain = $3, remote_url = $4, remote_key = $5,
+    let repo = sqlx::query_as!(
+        RepoOut,
+        "update repos set name = $2, domain = $3, remote_url = $4, remote_key = $5,
                 git_fingerprint = $6, description = $7, updated_at = now()
          where slug = $1
-         returning slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at")
-    .bind(&slug)
-    .bind(&fields.name)
-    .bind(&fields.domain)
-    .bind(&fields.remote_url)
-    .bind(&fields.remote_key)
-    .bind(&fields.git_fingerprint)
-    .bind(&fields.description)
+         returning slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at",
+        &slug,
+        &fields.name,
+        fields.domain.as_deref(),
+        fields.remote_url.as_deref(),
+        fields.remote_key.as_deref(),
+        fields.git_fingerprint.as_deref(),
+        fields.description.as_deref(),
+    )
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| conflict(e, &slug))?;
@@ -363,10 +381,13 @@ async fn archive(
 ) -> Result<Json<RepoOut>, ApiError> {
     let mut tx = OutboxTx::begin(&app.pool).await?;
     locked(&mut tx, &slug).await?;
-    let repo = sqlx::query_as::<_, RepoOut>("update repos set archived_at = now(), updated_at = now()
+    let repo = sqlx::query_as!(
+        RepoOut,
+        "update repos set archived_at = now(), updated_at = now()
          where slug = $1 and archived_at is null
-         returning slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at")
-    .bind(&slug)
+         returning slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at",
+        &slug,
+    )
     .fetch_one(&mut *tx)
     .await?;
     changed(&mut tx, &repo, "archived", &caller).await?;
@@ -376,8 +397,11 @@ async fn archive(
 
 /// The repo, locked for a change: 404 if unknown, 409 if archived.
 async fn locked(tx: &mut PgConnection, slug: &str) -> Result<RepoOut, ApiError> {
-    let repo = sqlx::query_as::<_, RepoOut>("select slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at from repos where slug = $1 for update")
-    .bind(slug)
+    let repo = sqlx::query_as!(
+        RepoOut,
+        "select slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at from repos where slug = $1 for update",
+        slug,
+    )
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| not_found(slug))?;
@@ -391,8 +415,11 @@ async fn locked(tx: &mut PgConnection, slug: &str) -> Result<RepoOut, ApiError> 
 
 /// The repo, locked against changes (archiving) until the transaction ends; 404 if unknown.
 pub async fn find_for_share(tx: &mut PgConnection, slug: &str) -> Result<RepoOut, ApiError> {
-    sqlx::query_as::<_, RepoOut>("select slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at from repos where slug = $1 for share")
-    .bind(slug)
+    sqlx::query_as!(
+        RepoOut,
+        "select slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at from repos where slug = $1 for share",
+        slug,
+    )
     .fetch_optional(tx)
     .await?
     .ok_or_else(|| not_found(slug))
@@ -400,8 +427,11 @@ pub async fn find_for_share(tx: &mut PgConnection, slug: &str) -> Result<RepoOut
 
 /// The repo, or 404 naming the slug.
 pub async fn find(db: impl PgExecutor<'_>, slug: &str) -> Result<RepoOut, ApiError> {
-    sqlx::query_as::<_, RepoOut>("select slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at from repos where slug = $1")
-    .bind(slug)
+    sqlx::query_as!(
+        RepoOut,
+        "select slug, name, domain, remote_url, git_fingerprint, description, archived_at, created_at, updated_at from repos where slug = $1",
+        slug,
+    )
     .fetch_optional(db)
     .await?
     .ok_or_else(|| not_found(slug))

@@ -221,11 +221,12 @@ impl TestFleet {
     /// Waits until no mutation is pending.
     pub async fn settle(&self, within: Duration) {
         eventually(within, || async {
-            let pending: i64 =
-                sqlx::query_scalar("select count(*) from mutations where status = 'pending'")
-                    .fetch_one(&self.pool)
-                    .await
-                    .unwrap();
+            let pending: i64 = sqlx::query_scalar!(
+                r#"select count(*) as "count!" from mutations where status = 'pending'"#
+            )
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
             pending == 0
         })
         .await;
@@ -255,7 +256,7 @@ pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {
 
 /// Outbox rows committed but not yet published.
 pub async fn unpublished(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("select count(*) from outbox where published_at is null")
+    sqlx::query_scalar!(r#"select count(*) as "count!" from outbox where published_at is null"#)
         .fetch_one(pool)
         .await
         .unwrap()
@@ -326,26 +327,31 @@ impl TestFleet {
 /// Audit rows in seq order, one per mutation; version = applied count; the document
 /// log lists the values in seq order.
 pub async fn assert_applied_in_seq_order(pool: &PgPool, topology: Uuid, count: i64) {
-    let audit: Vec<(i64, i64, i64)> = sqlx::query_as(
+    let audit: Vec<(i64, i64, i64)> = sqlx::query!(
         "select seq, before_version, after_version from mutation_audit where topology_id = $1 order by id",
+        topology,
     )
-    .bind(topology)
     .fetch_all(pool)
     .await
-    .unwrap();
+    .unwrap()
+    .into_iter()
+    .map(|row| (row.seq, row.before_version, row.after_version))
+    .collect();
     let expected: Vec<(i64, i64, i64)> = (1..=count).map(|seq| (seq, seq - 1, seq)).collect();
     assert_eq!(audit, expected, "audit of {topology} out of seq order");
-    let (version, document): (i64, Value) =
-        sqlx::query_as("select version, document from topologies where id = $1")
-            .bind(topology)
-            .fetch_one(pool)
-            .await
-            .unwrap();
-    assert_eq!(version, count);
-    let by_seq: Vec<Value> = sqlx::query_scalar(
-        "select ops->0->'value' from mutations where topology_id = $1 order by seq",
+    let topology_row = sqlx::query!(
+        "select version, document from topologies where id = $1",
+        topology,
     )
-    .bind(topology)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let (version, document) = (topology_row.version, topology_row.document);
+    assert_eq!(version, count);
+    let by_seq: Vec<Value> = sqlx::query_scalar!(
+        r#"select ops->0->'value' as "value!" from mutations where topology_id = $1 order by seq"#,
+        topology,
+    )
     .fetch_all(pool)
     .await
     .unwrap();
