@@ -25,6 +25,12 @@ use switchyard_workers::relay::RelayConfig;
 /// (`SWITCHYARD_CONFIG`) and the CLI client's API address and token.
 const NOT_CONFIGURATION: &[&str] = &["CONFIG", "URL", "TOKEN"];
 
+/// Keys that were renamed, and their new names; the old ones are refused with a hint.
+const MOVED_KEYS: &[(&str, &str)] = &[
+    ("http.max_document_bytes", "documents.max_bytes"),
+    ("http.max_document_depth", "documents.max_depth"),
+];
+
 /// Everything a switchyard process can be told.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -189,7 +195,14 @@ impl From<figment::Error> for ConfigError {
                 if path.last() != Some(field) {
                     path.push(field.clone());
                 }
-                "unknown key".to_owned()
+                let dotted = path.join(".");
+                match MOVED_KEYS
+                    .iter()
+                    .find(|(old, _)| dotted.eq_ignore_ascii_case(old))
+                {
+                    Some((_, new)) => format!("unknown key: it is now {new}"),
+                    None => "unknown key".to_owned(),
+                }
             }
             kind => kind.to_string(),
         };
@@ -589,6 +602,24 @@ mod tests {
             jail.create_file("switchyard.toml", "[mutator]\nconcurency = 7")?;
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("concurency"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_moved_key_names_its_new_name() {
+        Jail::expect_with(|jail| {
+            jail.create_file("switchyard.toml", "[http]\nmax_document_bytes = 7")?;
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("http.max_document_bytes")
+                    && err.contains("it is now documents.max_bytes"),
+                "{err}"
+            );
+            jail.create_file("switchyard.toml", "")?;
+            jail.set_env("SWITCHYARD_HTTP__MAX_DOCUMENT_DEPTH", "7");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("it is now documents.max_depth"), "{err}");
             Ok(())
         });
     }

@@ -65,7 +65,9 @@ struct Run {
     id: Uuid,
     from_version: i32,
     to_version: i32,
-    status: MigrationRunStatus,
+    /// As sent: a status this build does not know (from a newer server) is shown as
+    /// it is, not refused.
+    status: String,
     error: Option<String>,
     processed: i64,
     total: i64,
@@ -200,7 +202,7 @@ async fn follow(
             id: change.run_id,
             from_version: change.from_version,
             to_version: change.to_version,
-            status,
+            status: status.as_str().to_owned(),
             error: change.error,
             processed: change.processed,
             total: change.total,
@@ -230,24 +232,25 @@ async fn ended_run(api: &Api, slug: &str, id: Uuid) -> Result<Option<Run>, Clien
     Ok(runs
         .into_iter()
         .find(|run| run.id == id)
-        .filter(|run| !run.status.is_open()))
+        .filter(|run| MigrationRunStatus::parse(&run.status).is_some_and(|s| !s.is_open())))
 }
 
 /// Exit 0 for a run that succeeded; [`ClientError::WorkFailed`] otherwise.
 fn conclude(api: &Api, slug: &str, run: &Run) -> Result<(), ClientError> {
     let (id, from, to) = (run.id, run.from_version, run.to_version);
-    match run.status {
-        MigrationRunStatus::Succeeded if api.json => Ok(()),
-        MigrationRunStatus::Succeeded => output::line(format!(
+    let (status, known) = (&run.status, MigrationRunStatus::parse(&run.status));
+    match known {
+        Some(MigrationRunStatus::Succeeded) if api.json => Ok(()),
+        Some(MigrationRunStatus::Succeeded) => output::line(format!(
             "migration run {id} succeeded: graph {slug} is at version {to} ({} of {} nodes migrated)",
             run.processed, run.total
         )),
-        MigrationRunStatus::Failed => Err(ClientError::WorkFailed(format!(
+        Some(MigrationRunStatus::Failed) => Err(ClientError::WorkFailed(format!(
             "migration run {id} of graph {slug} (version {from} → {to}) failed: {}. \
              Repair the data and run `switchyard graph migrate {slug}` again, or cancel the run",
             run.error.as_deref().unwrap_or("no reason given")
         ))),
-        status => Err(ClientError::WorkFailed(format!(
+        _ => Err(ClientError::WorkFailed(format!(
             "migration run {id} of graph {slug} (version {from} → {to}) was {status} after {} of {} nodes",
             run.processed, run.total
         ))),

@@ -72,7 +72,9 @@ struct Mutation {
     id: Uuid,
     topology_id: Uuid,
     seq: i64,
-    status: MutationStatus,
+    /// As sent: a status this build does not know (from a newer server) is shown
+    /// as it is, not refused.
+    status: String,
     error: Option<String>,
     applied_version: Option<i64>,
 }
@@ -137,7 +139,7 @@ async fn enqueue(args: EnqueueArgs, api: &Api) -> Result<(), ClientError> {
 /// its error printed once, on stderr.
 fn report(api: &Api, answer: &Answer) -> Result<(), ClientError> {
     let mutation: Mutation = answer.parse()?;
-    let failed = mutation.status == MutationStatus::Failed;
+    let failed = MutationStatus::parse(&mutation.status) == Some(MutationStatus::Failed);
     if api.json {
         output::line(answer.text.trim_end())?;
     } else if !failed {
@@ -153,17 +155,23 @@ fn report(api: &Api, answer: &Answer) -> Result<(), ClientError> {
 /// One line: the outcome, and the error of a failed mutation.
 fn describe(mutation: &Mutation) -> String {
     let (id, seq, topology) = (mutation.id, mutation.seq, mutation.topology_id);
-    match (mutation.status, mutation.applied_version) {
-        (MutationStatus::Applied, Some(version)) => {
+    match (
+        MutationStatus::parse(&mutation.status),
+        mutation.applied_version,
+    ) {
+        (Some(MutationStatus::Applied), Some(version)) => {
             format!(
                 "mutation {id} applied: it made version {version} of topology {topology} (seq {seq})"
             )
         }
-        (MutationStatus::Failed, _) => format!(
+        (Some(MutationStatus::Failed), _) => format!(
             "mutation {id} failed (seq {seq} on topology {topology}): {}",
             mutation.error.as_deref().unwrap_or("no reason given")
         ),
-        (status, _) => format!("mutation {id} {status} (seq {seq} on topology {topology})"),
+        (_, _) => format!(
+            "mutation {id} {} (seq {seq} on topology {topology})",
+            mutation.status
+        ),
     }
 }
 
@@ -181,7 +189,10 @@ async fn wait_for(api: &Api, id: Uuid, timeout: Duration) -> Result<Answer, Clie
     let mut outage = None;
     loop {
         match timeout_at(deadline, api.get(url.clone())).await {
-            Ok(Ok(answer)) if answer.parse::<Mutation>()?.status != MutationStatus::Pending => {
+            Ok(Ok(answer))
+                if MutationStatus::parse(&answer.parse::<Mutation>()?.status)
+                    != Some(MutationStatus::Pending) =>
+            {
                 return Ok(answer);
             }
             Ok(Ok(_)) => outage = None,
