@@ -2,7 +2,7 @@
 //!
 //! ## Order of checks
 //! The [`authenticate`] middleware runs before any handler, on every `/api/v1` route
-//! and on the `/api/v1` fallback:
+//! and on the `/api/v1` fallback (a public operation skips steps 1 and 2; see below):
 //! 1. no valid credentials → 401 with a `WWW-Authenticate: Bearer` challenge
 //!    ([`TokenError::challenge`]), whether or not the resource exists;
 //! 2. valid credentials without the route's role → 403;
@@ -11,6 +11,16 @@
 //! A route's role is declared once, as the scope of its OpenAPI security requirement,
 //! and read from the generated spec into a [`RoutePolicy`]. A route without a declared
 //! role is refused (fail closed).
+//!
+//! ## Public operations
+//! An operation whose only security requirement is the empty one (`security(())` in
+//! its `#[utoipa::path]`, `security: [{}]` in the document) is [`Access::Public`]: its
+//! requests reach the handler without credentials being read, and without a
+//! [`Caller`]. The handler must prove the sender another way. Only
+//! `POST /webhooks/gitea` is public, and it checks Gitea's HMAC signature of the body.
+//! An operation that also names a bearer role needs that role; one with no security
+//! requirement at all stops start-up. Everything else (the fallback, another method of
+//! a public path) still needs credentials.
 //!
 //! ## Stream tokens
 //! Browsers cannot set headers on `EventSource`, so event streams accept `?token=`,
@@ -316,56 +326,113 @@ fn url_params(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
     form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned()))
 }
 
-/// The role each route requires, keyed by method and route template.
+/// Who may call an operation, as its OpenAPI security requirement declares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// `security(())`: anyone, without credentials; the handler proves the sender
+    /// itself (the Gitea webhook checks its signature).
+    Public,
+    /// `security(("bearer" = ["<role>"]))`: a token with at least this role.
+    Role(Role),
+}
+
+/// Who may call each route, keyed by method and route template.
 #[derive(Clone, Debug, Default)]
 pub struct RoutePolicy {
-    roles: HashMap<(Method, String), Role>,
+    access: HashMap<(Method, String), Access>,
 }
 
 impl RoutePolicy {
-    /// Reads every operation's `bearer` scope from the generated OpenAPI document.
+    /// Reads every operation's security requirement from the generated OpenAPI
+    /// document: its `bearer` scope, or the empty requirement of a public operation.
+    ///
+    /// # Panics
+    /// When an operation declares neither: a route without a declared role is a bug,
+    /// and the process refuses to start (fail closed).
     pub fn from_openapi(api: &utoipa::openapi::OpenApi) -> Self {
-        let mut roles = HashMap::new();
+        let mut access = HashMap::new();
         for (path, item) in &api.paths.paths {
             for (method, operation) in operations(item) {
-                let role = operation
-                    .security
-                    .iter()
-                    .flatten()
-                    .filter_map(|requirement| serde_json::to_value(requirement).ok())
-                    .filter_map(|value| value.get("bearer").cloned())
-                    .filter_map(|scopes| {
-                        scopes
-                            .get(0)
-                            .and_then(|s| s.as_str())
-                            .and_then(Role::from_scope)
-                    })
-                    .next();
-                // Fail closed at start-up: an operation without a role is a bug.
-                let role = role.unwrap_or_else(|| {
-                    panic!("{method} {path} declares no bearer role scope in its OpenAPI security")
+                let declared = access_of(operation).unwrap_or_else(|| {
+                    panic!(
+                        "{method} {path} declares no bearer role scope (nor `security(())` for a public operation) in its OpenAPI security"
+                    )
                 });
-                roles.insert((method, path.clone()), role);
+                access.insert((method, path.clone()), declared);
             }
         }
-        Self { roles }
+        Self { access }
     }
 
-    /// The role a route requires, if it declares one.
-    pub fn required(&self, method: &Method, template: &str) -> Option<Role> {
-        self.roles
+    /// Who may call a route, if it is declared.
+    pub fn access(&self, method: &Method, template: &str) -> Option<Access> {
+        self.access
             .get(&(method.clone(), template.to_owned()))
             .copied()
     }
 
-    /// Whether some method of `template` is declared (so another method is a 405).
-    pub fn knows_path(&self, template: &str) -> bool {
-        self.roles.keys().any(|(_, path)| path == template)
+    /// The role a route requires, if it declares one (a public route declares none).
+    pub fn required(&self, method: &Method, template: &str) -> Option<Role> {
+        match self.access(method, template)? {
+            Access::Role(role) => Some(role),
+            Access::Public => None,
+        }
     }
 
-    /// Every (method, template, role), for tests that walk the route table.
+    /// Whether some method of `template` is declared (so another method is a 405).
+    pub fn knows_path(&self, template: &str) -> bool {
+        self.access.keys().any(|(_, path)| path == template)
+    }
+
+    /// Every (method, template, role) of the routes that need a token, for tests that
+    /// walk the route table. Public routes are [`Self::public_routes`].
     pub fn routes(&self) -> impl Iterator<Item = (&Method, &str, Role)> {
-        self.roles.iter().map(|((m, p), r)| (m, p.as_str(), *r))
+        self.access
+            .iter()
+            .filter_map(|((m, p), access)| match access {
+                Access::Role(role) => Some((m, p.as_str(), *role)),
+                Access::Public => None,
+            })
+    }
+
+    /// Every (method, template) anyone may call without credentials.
+    pub fn public_routes(&self) -> impl Iterator<Item = (&Method, &str)> {
+        self.access
+            .iter()
+            .filter(|(_, access)| **access == Access::Public)
+            .map(|((m, p), _)| (m, p.as_str()))
+    }
+}
+
+/// What an operation's security requirements declare: the role of its first `bearer`
+/// scope; else public when every requirement is the empty one; else nothing.
+fn access_of(operation: &utoipa::openapi::path::Operation) -> Option<Access> {
+    let requirements: Vec<serde_json::Value> = operation
+        .security
+        .iter()
+        .flatten()
+        .filter_map(|requirement| serde_json::to_value(requirement).ok())
+        .collect();
+    let role = requirements
+        .iter()
+        .filter_map(|value| value.get("bearer"))
+        .filter_map(|scopes| {
+            scopes
+                .get(0)
+                .and_then(|s| s.as_str())
+                .and_then(Role::from_scope)
+        })
+        .next();
+    // An empty requirement beside a bearer one would make credentials optional, which
+    // no operation means: the role wins.
+    let public = !requirements.is_empty()
+        && requirements
+            .iter()
+            .all(|value| value.as_object().is_some_and(|o| o.is_empty()));
+    match (role, public) {
+        (Some(role), _) => Some(Access::Role(role)),
+        (None, true) => Some(Access::Public),
+        (None, false) => None,
     }
 }
 
@@ -391,6 +458,7 @@ pub struct AuthState {
     pub policy: Arc<RoutePolicy>,
 }
 
+/// A public route goes straight on to its handler, without a [`Caller`]. Any other:
 /// 401 without valid credentials, 403 without the route's role, else on to the handler
 /// with a [`Caller`] and the [`RoutePolicy`] in the request extensions.
 pub async fn authenticate(
@@ -399,6 +467,20 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    // HEAD runs the GET handler, so it needs GET's role.
+    let method = if request.method() == Method::HEAD {
+        Method::GET
+    } else {
+        request.method().clone()
+    };
+    let access = matched
+        .as_ref()
+        .and_then(|template| auth.policy.access(&method, template.as_str()));
+    if access == Some(Access::Public) {
+        // No credentials are read, so none can be refused: the handler proves the
+        // sender itself.
+        return Ok(next.run(request).await);
+    }
     // Inside the nested `/api/v1` router the URI has lost its prefix; stream tokens are
     // bound to the full path the client used.
     let uri = request
@@ -411,35 +493,37 @@ pub async fn authenticate(
         .map_err(ApiError::Unauthorized)?;
     // Unmatched paths (the fallback) need only authentication: the 404 says nothing.
     if let Some(template) = matched {
-        // HEAD runs the GET handler, so it needs GET's role.
-        let method = if request.method() == Method::HEAD {
-            &Method::GET
-        } else {
-            request.method()
-        };
-        let required = auth.policy.required(method, template.as_str());
-        match required {
-            Some(role) if caller.role >= role => {}
-            Some(role) => {
-                return Err(ApiError::Forbidden(format!(
-                    "this operation needs the {} role; your token has {}",
-                    role.as_str(),
-                    caller.role.as_str()
-                )));
-            }
-            // Another method of a declared path: the router answers 405.
-            None if auth.policy.knows_path(template.as_str()) => {}
-            None => {
-                return Err(ApiError::Forbidden(
-                    "this operation declares no role".to_owned(),
-                ));
-            }
-        }
+        authorize(&auth.policy, &caller, access, template.as_str())?;
     }
     request.extensions_mut().insert(caller);
     // Minting a stream token checks the role its stream needs against the same table.
     request.extensions_mut().insert(auth.policy.clone());
     Ok(next.run(request).await)
+}
+
+/// 403 unless `caller` has the role of the matched route (`access`, as declared for
+/// `template`).
+fn authorize(
+    policy: &RoutePolicy,
+    caller: &Caller,
+    access: Option<Access>,
+    template: &str,
+) -> Result<(), ApiError> {
+    match access {
+        Some(Access::Role(role)) if caller.role >= role => Ok(()),
+        Some(Access::Role(role)) => Err(ApiError::Forbidden(format!(
+            "this operation needs the {} role; your token has {}",
+            role.as_str(),
+            caller.role.as_str()
+        ))),
+        // Handled before credentials are read.
+        Some(Access::Public) => Ok(()),
+        // Another method of a declared path: the router answers 405.
+        None if policy.knows_path(template) => Ok(()),
+        None => Err(ApiError::Forbidden(
+            "this operation declares no role".to_owned(),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -522,5 +606,128 @@ mod tests {
             auth.caller(&Method::GET, path, &none, None).unwrap_err(),
             TokenError::Missing
         );
+    }
+
+    /// A document with a public `POST /hook`, a viewer's `GET /private`, and `extra`
+    /// operations of `/extra`.
+    fn spec(extra: serde_json::Value) -> utoipa::openapi::OpenApi {
+        let ok = serde_json::json!({ "200": { "description": "ok" } });
+        serde_json::from_value(serde_json::json!({
+            "openapi": "3.1.0",
+            "info": { "title": "t", "version": "1" },
+            "paths": {
+                "/hook": { "post": { "responses": ok, "security": [{}] } },
+                "/private": { "get": { "responses": ok, "security": [{ "bearer": ["viewer"] }] } },
+                "/extra": extra,
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_policy_reads_roles_and_public_operations() {
+        let both = serde_json::json!({ "get": {
+            "responses": { "200": { "description": "ok" } },
+            "security": [{}, { "bearer": ["admin"] }]
+        }});
+        let policy = RoutePolicy::from_openapi(&spec(both));
+        assert_eq!(policy.access(&Method::POST, "/hook"), Some(Access::Public));
+        assert_eq!(policy.required(&Method::POST, "/hook"), None);
+        assert_eq!(
+            policy.access(&Method::GET, "/private"),
+            Some(Access::Role(Role::Viewer))
+        );
+        // Credentials are never optional: a bearer requirement beside the empty one wins.
+        assert_eq!(
+            policy.access(&Method::GET, "/extra"),
+            Some(Access::Role(Role::Admin))
+        );
+        assert_eq!(policy.access(&Method::GET, "/hook"), None);
+        assert!(policy.knows_path("/hook"));
+        let public: Vec<_> = policy.public_routes().collect();
+        assert_eq!(public, [(&Method::POST, "/hook")]);
+        assert!(policy.routes().all(|(_, path, _)| path != "/hook"));
+    }
+
+    #[test]
+    #[should_panic(expected = "GET /extra declares no bearer role scope")]
+    fn an_operation_without_security_stops_start_up() {
+        let bare =
+            serde_json::json!({ "get": { "responses": { "200": { "description": "ok" } } } });
+        RoutePolicy::from_openapi(&spec(bare));
+    }
+
+    #[test]
+    fn the_gitea_webhook_is_the_only_public_operation() {
+        let policy = RoutePolicy::from_openapi(&crate::openapi());
+        let public: Vec<_> = policy.public_routes().collect();
+        assert_eq!(public, [(&Method::POST, "/api/v1/webhooks/gitea")]);
+    }
+
+    /// The status and body of `method path` through [`authenticate`], with the bearer
+    /// `token` if given; a handler answers with its caller's subject, or `anonymous`.
+    async fn through_authenticate(
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> (axum::http::StatusCode, String) {
+        use axum::routing::{get, post};
+        use tower::ServiceExt;
+        async fn who(caller: Option<axum::Extension<Caller>>) -> String {
+            caller.map_or_else(|| "anonymous".to_owned(), |c| c.0.subject)
+        }
+        let auth = AuthState {
+            authenticator: Arc::new(Authenticator::new(SECRET)),
+            policy: Arc::new(RoutePolicy::from_openapi(&spec(serde_json::json!({})))),
+        };
+        let app = axum::Router::new()
+            .route("/hook", post(who))
+            .route("/private", get(who))
+            .layer(axum::middleware::from_fn_with_state(auth, authenticate));
+        let mut request = axum::http::Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = app
+            .oneshot(request.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[tokio::test]
+    async fn public_routes_need_no_credentials_and_everything_else_does() {
+        use axum::http::StatusCode;
+        let token = Authenticator::new(SECRET).mint("ada", Role::Viewer, Duration::from_secs(60));
+        let anonymous = (StatusCode::OK, "anonymous".to_owned());
+        assert_eq!(
+            through_authenticate(Method::POST, "/hook", None).await,
+            anonymous
+        );
+        // Credentials sent to a public route are not even read.
+        assert_eq!(
+            through_authenticate(Method::POST, "/hook", Some("not-a-token")).await,
+            anonymous
+        );
+        for (method, path) in [
+            (Method::GET, "/hook"),
+            (Method::GET, "/private"),
+            (Method::GET, "/nowhere"),
+        ] {
+            let (status, _) = through_authenticate(method.clone(), path, None).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+        }
+        assert_eq!(
+            through_authenticate(Method::GET, "/private", Some(&token)).await,
+            (StatusCode::OK, "ada".to_owned())
+        );
+        let (status, _) = through_authenticate(Method::GET, "/hook", Some(&token)).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     }
 }

@@ -37,6 +37,10 @@ pub enum ApiError {
     /// 401 with a `WWW-Authenticate: Bearer` challenge: no valid credentials.
     #[error("{0}")]
     Unauthorized(crate::auth::TokenError),
+    /// 401 without a challenge: a webhook whose signature is missing or wrong (it
+    /// proves itself with an HMAC of its body, not with a bearer token).
+    #[error("{0}")]
+    BadSignature(String),
     /// 403: valid credentials without the role the operation needs.
     #[error("{0}")]
     Forbidden(String),
@@ -61,7 +65,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::BadSignature(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -78,7 +82,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Unprocessable(_) => "invalid_request",
             Self::Unavailable(_) => "unavailable",
-            Self::Unauthorized(_) => "unauthorized",
+            Self::Unauthorized(_) | Self::BadSignature(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Timeout(_) => "timeout",

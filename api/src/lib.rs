@@ -6,7 +6,8 @@
 //!
 //! ## Layout
 //! - [`routes`]: one module per resource (router, In/Out types, handlers).
-//! - [`auth`]: bearer JWTs, roles, stream tokens; checked before any handler.
+//! - [`auth`]: bearer JWTs, roles, stream tokens; checked before any handler (but
+//!   the one public operation, the Gitea webhook).
 //! - [`openapi`]: the generated OpenAPI 3.1 document, which is also the route table.
 //! - [`error`]: the single [`ApiError`] and its JSON shape.
 //! - [`extract`]: body/query/path extractors that answer with [`ApiError`].
@@ -136,15 +137,22 @@ pub struct AppState {
     pub documents: Limits,
     /// Event streams (SSE) replayed from JetStream.
     pub live: routes::events::live::Live,
+    /// The `forge.webhook_secret` shared with Gitea, which signs each webhook delivery
+    /// with it; `None`: webhooks are refused (401).
+    pub webhook_secret: Option<String>,
 }
 
-/// What an API process is told: its own sections (`http.*`, `auth.*`) and the
-/// document rules it shares with the workers (`documents.*`).
+/// What an API process is told: its own sections (`http.*`, `auth.*`), the document
+/// rules it shares with the workers (`documents.*`), and the Gitea webhook secret
+/// (`forge.webhook_secret`).
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
     pub http: ApiConfig,
     pub auth: AuthConfig,
     pub documents: Limits,
+    /// The `forge.webhook_secret` shared with Gitea; `None` (the default): webhooks
+    /// are refused.
+    pub webhook_secret: Option<String>,
 }
 
 impl AppState {
@@ -163,6 +171,7 @@ impl AppState {
             http,
             auth,
             documents,
+            webhook_secret,
         } = settings;
         Self {
             pool,
@@ -173,6 +182,7 @@ impl AppState {
             authenticator: Arc::new(Authenticator::new(secret)),
             auth,
             documents,
+            webhook_secret,
         }
     }
 }
@@ -195,6 +205,9 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::graphs::router())
         .merge(routes::events::router())
         .merge(routes::audit::router())
+        .merge(routes::rfcs::router())
+        .merge(routes::forge::router())
+        .merge(routes::webhooks::router())
 }
 
 /// The base document with the `/api/v1` operations nested in.
@@ -203,7 +216,8 @@ fn with_base(v1: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
 }
 
 /// The whole HTTP surface: `/healthz`, `/readyz`, `/openapi.json`, `/docs` and, behind
-/// authentication, everything under `/api/v1`.
+/// authentication, everything under `/api/v1` (but the public `POST
+/// /api/v1/webhooks/gitea`, which checks Gitea's signature instead).
 pub fn router(state: AppState) -> Router {
     let (v1, v1_spec) = v1_routes().split_for_parts();
     let spec = with_base(v1_spec);

@@ -3,7 +3,8 @@
 //! the error responses.
 //!
 //! The document is also the route table: [`crate::auth::RoutePolicy`] reads each
-//! operation's required role from its `bearer` scope.
+//! operation's required role from its `bearer` scope, or its empty security
+//! requirement (`security(())`) for the one public operation.
 
 use std::collections::BTreeMap;
 
@@ -33,6 +34,8 @@ use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
         (name = "repos", description = "The repo registry: repos, lookups by remote and fingerprint, inboxes and dispatch"),
         (name = "interface changes", description = "Interface changes, drafted, published to the affected repos' inboxes, and resolved"),
         (name = "graphs", description = "Plugins and their versions, graphs and their nodes, and schema migration runs"),
+        (name = "rfcs", description = "The forge cache's RFCs, their branches and pull requests, kept from Gitea"),
+        (name = "forge", description = "The Gitea webhook, and the forge cache's repos, parse errors, sweeps and actions log"),
     )
 )]
 pub struct ApiDoc;

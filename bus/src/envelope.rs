@@ -17,6 +17,7 @@ pub enum Source {
     Notifier,
     Migrator,
     Reconciler,
+    Forge,
 }
 
 impl Source {
@@ -28,6 +29,7 @@ impl Source {
             Self::Notifier => "switchyard/notifier",
             Self::Migrator => "switchyard/migrator",
             Self::Reconciler => "switchyard/reconciler",
+            Self::Forge => "switchyard/forge",
         }
     }
 }
@@ -56,6 +58,15 @@ pub enum EventType {
     GraphCreated,
     NodesWritten,
     PluginVersion,
+    ForgeChanged,
+    RfcUpdated,
+    RfcBranchCreated,
+    RfcBranchUpdated,
+    RfcBranchDeleted,
+    RfcPullOpened,
+    RfcPullUpdated,
+    RfcPullMerged,
+    RfcPullClosed,
 }
 
 impl EventType {
@@ -83,6 +94,15 @@ impl EventType {
             Self::GraphCreated => "graph.created",
             Self::NodesWritten => "nodes.written",
             Self::PluginVersion => "plugin.version",
+            Self::ForgeChanged => "forge.changed",
+            Self::RfcUpdated => "rfc.updated",
+            Self::RfcBranchCreated => "rfc.branch.created",
+            Self::RfcBranchUpdated => "rfc.branch.updated",
+            Self::RfcBranchDeleted => "rfc.branch.deleted",
+            Self::RfcPullOpened => "rfc.pull.opened",
+            Self::RfcPullUpdated => "rfc.pull.updated",
+            Self::RfcPullMerged => "rfc.pull.merged",
+            Self::RfcPullClosed => "rfc.pull.closed",
         }
     }
 }

@@ -103,6 +103,7 @@ pub enum ConsumerRole {
     Mutator,
     Notifier,
     Migrator,
+    Forge,
 }
 
 impl BusError {
@@ -130,6 +131,7 @@ impl ConsumerRole {
             Self::Mutator => "mutator",
             Self::Notifier => "notifier",
             Self::Migrator => "migrator",
+            Self::Forge => "forge",
         }
     }
 
@@ -138,6 +140,7 @@ impl ConsumerRole {
             Self::Mutator => subjects::ALL_MUTATIONS_ENQUEUED,
             Self::Notifier => subjects::ALL_INTERFACES_PUBLISHED,
             Self::Migrator => subjects::ALL_MIGRATIONS_REQUESTED,
+            Self::Forge => subjects::ALL_FORGE_CHANGED,
         }
     }
 }

@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 use switchyard_domain::status::{
-    self, ChangeStatus, ChangeType, InterfaceType, MutationStatus, ProgressKind,
+    self, BranchState, ChangeStatus, ChangeType, InterfaceType, MutationStatus, OpenedBySource,
+    ProgressKind, PullKind, PullState,
 };
 use uuid::Uuid;
 
@@ -304,6 +305,139 @@ impl Payload for PluginVersioned {
             EventType::PluginVersion,
             subjects::plugin_version(&self.plugin),
         )
+    }
+}
+
+/// Why a forge repo is to be read again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForgeTrigger {
+    /// A verified Gitea webhook delivery.
+    Webhook,
+    /// The meta repo named a repo for an RFC that was not read yet (it graduated).
+    Graduated,
+    /// An action was recorded in the actions log: `opened_by` may resolve anew.
+    Action,
+}
+
+/// `forge.changed`: repo `owner/name` must be read from Gitea again. The forge role's
+/// work; the repo is read only after its refresh claim is held.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgeChanged {
+    /// Repo owner, lower case.
+    pub owner: String,
+    /// Repo name, lower case.
+    pub name: String,
+    pub trigger: ForgeTrigger,
+    /// `X-Gitea-Event` (`push`, `pull_request`, `create`, `delete`, …); webhooks only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitea_event: Option<String>,
+    /// `X-Gitea-Delivery`; webhooks only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
+}
+
+impl Payload for ForgeChanged {
+    fn route(&self) -> (EventType, String) {
+        (
+            EventType::ForgeChanged,
+            subjects::forge_changed(&self.owner, &self.name),
+        )
+    }
+}
+
+/// `rfc.updated`: a cached RFC changed: its entry in the meta repo (created, edited,
+/// gone missing upstream, back) or its own repo's `RFC.md`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RfcUpdated {
+    pub slug: String,
+    pub title: String,
+    pub state: String,
+    /// The entry's path in the meta repo and its blob sha.
+    pub path: String,
+    pub blob_sha: String,
+    /// The entry is gone from `rfcs/`; the cached RFC is kept.
+    pub missing_upstream: bool,
+    /// The blob sha of the RFC repo's `RFC.md`, once read.
+    pub document_sha: Option<String>,
+}
+
+impl Payload for RfcUpdated {
+    fn route(&self) -> (EventType, String) {
+        (EventType::RfcUpdated, subjects::rfc_updated(&self.slug))
+    }
+}
+
+/// What happened to a cached branch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BranchAction {
+    Created,
+    /// A new head commit (or a deleted branch came back).
+    Updated,
+    Deleted,
+}
+
+/// `rfc.branch.*`: a branch of an RFC's repo changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RfcBranchChanged {
+    pub slug: String,
+    /// `owner/name`, lower case.
+    pub repo: String,
+    pub branch: String,
+    pub head_sha: String,
+    pub state: BranchState,
+    pub action: BranchAction,
+}
+
+impl Payload for RfcBranchChanged {
+    fn route(&self) -> (EventType, String) {
+        let (kind, action) = match self.action {
+            BranchAction::Created => (EventType::RfcBranchCreated, "created"),
+            BranchAction::Updated => (EventType::RfcBranchUpdated, "updated"),
+            BranchAction::Deleted => (EventType::RfcBranchDeleted, "deleted"),
+        };
+        (kind, subjects::rfc_branch(&self.slug, action))
+    }
+}
+
+/// What happened to a cached pull request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullAction {
+    /// First seen.
+    Opened,
+    /// Its title, head, state (reopened) or person behind it changed.
+    Updated,
+    Merged,
+    Closed,
+}
+
+/// `rfc.pull.*`: a pull request about an RFC changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RfcPullChanged {
+    pub slug: String,
+    /// `owner/name`, lower case.
+    pub repo: String,
+    pub number: i64,
+    pub kind: PullKind,
+    pub state: PullState,
+    pub title: String,
+    /// The person behind it, and how that was decided.
+    pub opened_by: String,
+    pub opened_by_source: OpenedBySource,
+    pub action: PullAction,
+}
+
+impl Payload for RfcPullChanged {
+    fn route(&self) -> (EventType, String) {
+        let (kind, action) = match self.action {
+            PullAction::Opened => (EventType::RfcPullOpened, "opened"),
+            PullAction::Updated => (EventType::RfcPullUpdated, "updated"),
+            PullAction::Merged => (EventType::RfcPullMerged, "merged"),
+            PullAction::Closed => (EventType::RfcPullClosed, "closed"),
+        };
+        (kind, subjects::rfc_pull(&self.slug, action))
     }
 }
 

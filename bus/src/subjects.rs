@@ -8,7 +8,15 @@
 use uuid::Uuid;
 
 /// Root tokens of every logical subject; the stream captures exactly these.
-pub const ROOTS: [&str; 5] = ["topology", "interface", "repo", "graph", "plugin"];
+pub const ROOTS: [&str; 7] = [
+    "topology",
+    "interface",
+    "repo",
+    "graph",
+    "plugin",
+    "forge",
+    "rfc",
+];
 
 /// `topology.{id}.mutation.enqueued`: the API accepted a mutation.
 pub fn mutation_enqueued(topology_id: Uuid) -> String {
@@ -113,6 +121,43 @@ pub fn graph_all(slug: &str) -> String {
     format!("graph.{slug}.>")
 }
 
+/// A Gitea owner or repo name as one subject token: lower case (Gitea compares names
+/// without case), with `.`, which Gitea allows in names but a subject cannot hold in a
+/// token, written `%2E`. Gitea names are letters, digits, `-`, `_` and `.`, so no name
+/// contains `%` and the encoding is unambiguous.
+pub fn forge_token(name: &str) -> String {
+    name.to_lowercase().replace('.', "%2E")
+}
+
+/// `forge.{owner}.{repo}.changed`: Gitea said (webhook), or switchyard decided
+/// (sweep, graduation, a recorded action), that repo `owner/repo` must be read again.
+/// The names are encoded by [`forge_token`].
+pub fn forge_changed(owner: &str, repo: &str) -> String {
+    format!("forge.{}.{}.changed", forge_token(owner), forge_token(repo))
+}
+
+/// `rfc.{slug}.updated`: a cached RFC (its entry or its `RFC.md`) changed.
+pub fn rfc_updated(slug: &str) -> String {
+    format!("rfc.{slug}.updated")
+}
+
+/// `rfc.{slug}.branch.{action}`: a branch of the RFC's repo was `created`, `updated`
+/// (new head) or `deleted`.
+pub fn rfc_branch(slug: &str, action: &str) -> String {
+    format!("rfc.{slug}.branch.{action}")
+}
+
+/// `rfc.{slug}.pull.{action}`: a pull request about the RFC was `opened`, `updated`,
+/// `merged` or `closed`.
+pub fn rfc_pull(slug: &str, action: &str) -> String {
+    format!("rfc.{slug}.pull.{action}")
+}
+
+/// `rfc.{slug}.>`: everything that happens to one RFC.
+pub fn rfc_all(slug: &str) -> String {
+    format!("rfc.{slug}.>")
+}
+
 /// Whether `filter` is a legal subject filter: dot-separated tokens of letters,
 /// digits, `-` and `_`, or the wildcards `*` and (last only) `>`.
 pub fn is_valid_filter(filter: &str) -> bool {
@@ -140,6 +185,9 @@ pub const ALL_MIGRATIONS_REQUESTED: &str = "graph.*.migration.requested";
 
 /// Filter matching every topology's `mutation.enqueued`: the mutator's work.
 pub const ALL_MUTATIONS_ENQUEUED: &str = "topology.*.mutation.enqueued";
+
+/// Filter matching every repo the forge must read again: the forge role's work.
+pub const ALL_FORGE_CHANGED: &str = "forge.*.*.changed";
 
 /// A deployment's subject prefix. Empty by default: subjects are then exactly the
 /// logical ones.
@@ -211,6 +259,15 @@ mod tests {
         );
         assert_eq!(ns.logical(&wire), Some(mutation_applied(id).as_str()));
         assert_eq!(ns.stream_subjects()[0], "tenant-a.topology.>");
+    }
+
+    #[test]
+    fn forge_names_become_single_tokens() {
+        assert_eq!(
+            forge_changed("Acme", "rfc.meta"),
+            "forge.acme.rfc%2Emeta.changed"
+        );
+        assert_eq!(forge_changed("a_b", "c-d"), "forge.a_b.c-d.changed");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use switchyard_api::ApiConfig;
 use switchyard_api::auth::{AuthConfig, MAX_STREAM_TOKEN_TTL};
 use switchyard_bus::BusConfig;
 use switchyard_domain::json::Limits;
+use switchyard_workers::forge::{ForgeConfig, RepoName};
 use switchyard_workers::migrator::MigratorConfig;
 use switchyard_workers::mutator::MutatorConfig;
 use switchyard_workers::notifier::NotifierConfig;
@@ -46,6 +47,8 @@ pub struct Config {
     pub migrator: MigratorConfig,
     pub relay: RelayConfig,
     pub reconciler: ReconcilerConfig,
+    /// The Gitea the forge metadata cache mirrors.
+    pub forge: ForgeConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
 }
@@ -257,12 +260,14 @@ impl Config {
         Ok(config)
     }
 
-    /// What the API is told: its `http` and `auth` sections and the `documents` rules.
+    /// What the API is told: its `http` and `auth` sections, the `documents` rules and
+    /// the forge's webhook secret.
     pub fn api_settings(&self) -> switchyard_api::Settings {
         switchyard_api::Settings {
             http: self.http.clone(),
             auth: self.auth.clone(),
             documents: self.documents,
+            webhook_secret: self.forge.webhook_secret.clone(),
         }
     }
 
@@ -276,7 +281,15 @@ impl Config {
 
     /// Counts that must be at least 1.
     fn check_counts(&self) -> Result<(), ConfigError> {
-        let counts: [(&'static str, u64); 17] = [
+        let counts: [(&'static str, u64); 22] = [
+            ("forge.page_limit", self.forge.page_limit as u64),
+            ("forge.read_concurrency", self.forge.read_concurrency as u64),
+            ("forge.max_entry_bytes", self.forge.max_entry_bytes),
+            ("forge.concurrency", self.forge.concurrency as u64),
+            (
+                "forge.max_ack_pending",
+                self.forge.max_ack_pending.max(0) as u64,
+            ),
             ("http.max_event_streams", self.http.max_event_streams as u64),
             ("http.event_buffer", self.http.event_buffer as u64),
             ("http.body_limit_bytes", self.http.body_limit_bytes as u64),
@@ -324,7 +337,12 @@ impl Config {
 
     /// Durations that must be longer than zero.
     fn check_durations(&self) -> Result<(), ConfigError> {
-        let durations: [(&'static str, Duration); 12] = [
+        let durations: [(&'static str, Duration); 17] = [
+            ("forge.reconcile_interval", self.forge.reconcile_interval),
+            ("forge.request_timeout", self.forge.request_timeout),
+            ("forge.max_retry_delay", self.forge.max_retry_delay),
+            ("forge.claim_ttl", self.forge.claim_ttl),
+            ("forge.delivery_retention", self.forge.delivery_retention),
             ("http.event_keepalive", self.http.event_keepalive),
             ("http.request_timeout", self.http.request_timeout),
             ("database.acquire_timeout", self.database.acquire_timeout),
@@ -398,6 +416,44 @@ impl Config {
                 "bus.stream",
                 "use letters, digits, '-' and '_' only",
             ));
+        }
+        self.check_forge()
+    }
+
+    /// The forge section: a URL and a meta repo together, each well-formed.
+    fn check_forge(&self) -> Result<(), ConfigError> {
+        let forge = &self.forge;
+        if let Some(url) = &forge.url {
+            let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+            if !scheme_ok || url.contains(['?', '#', ' ']) {
+                return Err(invalid(
+                    "forge.url",
+                    &format!("{url:?} is not Gitea's base URL (http(s)://host[:port][/path])"),
+                ));
+            }
+            if forge.meta_repo.is_none() {
+                return Err(invalid(
+                    "forge.meta_repo",
+                    "must be set (owner/name) when forge.url is",
+                ));
+            }
+        }
+        if let Some(meta) = &forge.meta_repo
+            && RepoName::parse(meta).is_none()
+        {
+            return Err(invalid(
+                "forge.meta_repo",
+                &format!("{meta:?} is not a Gitea repo (owner/name)"),
+            ));
+        }
+        if forge.webhook_secret.as_ref().is_some_and(|s| s.is_empty()) {
+            return Err(invalid(
+                "forge.webhook_secret",
+                "must not be empty when set",
+            ));
+        }
+        if forge.main_branch.is_empty() {
+            return Err(invalid("forge.main_branch", "must not be empty"));
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 //!
 //! ## Shutdown order
 //! When the token fires, the API stops accepting connections and finishes open
-//! requests (event streams end), every worker role (mutator, notifier, migrator)
+//! requests (event streams end), every worker role (mutator, notifier, migrator, forge)
 //! stops pulling and drains its in-flight messages within `shutdown.drain_timeout`,
 //! and the reconciler stops. Only then is the relay stopped, after publishing what
 //! they committed, so a clean shutdown leaves nothing for the next process's sweep.
@@ -19,6 +19,7 @@ use switchyard_api::AppState;
 use switchyard_bus::{Bus, BusError, ConsumerRole, Doorbell};
 use switchyard_workers::consumer::{self, PullSettings};
 use switchyard_workers::consumer::{Envelopes, EventHandler};
+use switchyard_workers::forge::Forge;
 use switchyard_workers::migrator::Migrator;
 use switchyard_workers::mutator::Mutator;
 use switchyard_workers::notifier::Notifier;
@@ -36,6 +37,9 @@ pub struct Roles {
     pub mutator: bool,
     pub notifier: bool,
     pub migrator: bool,
+    /// The forge role and its sweeps; skipped (with a log line) while `forge.url` is
+    /// not set.
+    pub forge: bool,
 }
 
 impl Roles {
@@ -45,6 +49,7 @@ impl Roles {
         mutator: false,
         notifier: false,
         migrator: false,
+        forge: false,
     };
     /// What `up` runs.
     pub const ALL: Roles = Roles {
@@ -52,6 +57,7 @@ impl Roles {
         mutator: true,
         notifier: true,
         migrator: true,
+        forge: true,
     };
     /// Every worker role, no API.
     pub const WORKERS: Roles = Roles {
@@ -77,6 +83,8 @@ pub enum FleetError {
         "auth.secret is not set; every API process needs the same secret (SWITCHYARD_AUTH__SECRET)"
     )]
     NoSecret,
+    #[error(transparent)]
+    Forge(#[from] switchyard_workers::forge::ForgeSetupError),
     #[error("{role} stopped unexpectedly: {reason}")]
     RoleDied { role: &'static str, reason: String },
 }
@@ -247,7 +255,35 @@ impl Fleet {
             self.start_worker(config, bus, ConsumerRole::Migrator, settings, migrator)
                 .await?;
         }
+        if roles.forge {
+            self.start_forge(config, bus, pool, doorbell).await?;
+        }
         Ok(())
+    }
+
+    /// The forge role on its durable consumer, and its sweeps; nothing while
+    /// `forge.url` is not set.
+    async fn start_forge(
+        &mut self,
+        config: &Config,
+        bus: &Bus,
+        pool: &PgPool,
+        doorbell: &Doorbell,
+    ) -> Result<(), FleetError> {
+        if config.forge.url.is_none() {
+            tracing::info!("forge role off: forge.url is not set");
+            return Ok(());
+        }
+        let forge = Forge::new(pool.clone(), doorbell.clone(), config.forge.clone())?;
+        let sweeps = forge.clone();
+        let shutdown = self.shutdown.clone();
+        self.spawn("forge sweeps", async move {
+            sweeps.run_sweeps(shutdown).await;
+            Ok(())
+        });
+        let settings = (config.forge.concurrency, config.forge.max_ack_pending);
+        self.start_worker(config, bus, ConsumerRole::Forge, settings, forge)
+            .await
     }
 
     /// Runs `handler` on the role's durable consumer: `settings` is its

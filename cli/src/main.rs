@@ -44,6 +44,12 @@ enum Command {
     },
     /// Create the database if missing and apply pending migrations, then exit.
     Migrate,
+    /// The forge metadata cache: read Gitea now (`sweep`), or drop the cache and read
+    /// everything again (`rebuild`). Prints the sweep's report as JSON.
+    Forge {
+        #[command(subcommand)]
+        action: ForgeAction,
+    },
     /// Mint an API token signed with auth.secret and print it.
     Token {
         /// viewer reads; operator also enqueues and edits; admin also manages.
@@ -77,8 +83,19 @@ enum WorkerRole {
     Notifier,
     /// Runs graph schema migrations (consumer `migrator`).
     Migrator,
+    /// Keeps the forge metadata cache from Gitea, and sweeps it (consumer `forge`).
+    Forge,
     /// Every worker role.
     All,
+}
+
+#[derive(Clone, Copy, Subcommand)]
+enum ForgeAction {
+    /// Read the meta repo and every active RFC repo now, as the periodic sweep does.
+    Sweep,
+    /// Drop the cache (RFCs, branches, pull requests, parse errors) and rebuild it from
+    /// Gitea. The actions log is kept.
+    Rebuild,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -100,6 +117,9 @@ impl From<TokenRole> for Role {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // reqwest is built with rustls but no default provider (see Cargo.toml): the API
+    // client and the forge's Gitea client both need this one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     // Client commands talk to an API over HTTP; they never read the server's config.
     if let Command::Client(command) = cli.command {
@@ -183,8 +203,21 @@ async fn run(command: Command, config: Config, secret: Option<SecretSource>) -> 
                 migrator: true,
                 ..Roles::NONE
             },
+            WorkerRole::Forge => {
+                // Asked for by name, the role must have something to do.
+                if config.forge.url.is_none() {
+                    anyhow::bail!(
+                        "worker --role forge needs forge.url and forge.meta_repo (SWITCHYARD_FORGE__URL, SWITCHYARD_FORGE__META_REPO)"
+                    );
+                }
+                Roles {
+                    forge: true,
+                    ..Roles::NONE
+                }
+            }
             WorkerRole::All => Roles::WORKERS,
         },
+        Command::Forge { action } => return forge(&config, action).await,
     };
     let pool = fleet::connect_pool(&config.database)
         .await
@@ -232,6 +265,28 @@ async fn migrate(config: &Config) -> anyhow::Result<sqlx::PgPool> {
         .context("applying migrations")?;
     tracing::info!("database migrated");
     Ok(pool)
+}
+
+/// `switchyard forge sweep|rebuild`: runs in this process against the database and
+/// Gitea; the events it commits are published by the fleet's relay.
+async fn forge(config: &Config, action: ForgeAction) -> anyhow::Result<()> {
+    let pool = migrate(config).await?;
+    // No relay here: the fleet's relay sweep publishes what this commits.
+    let (doorbell, _unused) = switchyard_bus::Doorbell::channel(1);
+    let forge = switchyard_workers::forge::Forge::new(pool, doorbell, config.forge.clone())?;
+    let report = match action {
+        ForgeAction::Sweep => {
+            forge
+                .sweep(switchyard_domain::status::SweepTrigger::Schedule)
+                .await?
+        }
+        ForgeAction::Rebuild => forge.rebuild().await?,
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if !report.unreachable.is_empty() {
+        anyhow::bail!("{} repo(s) could not be read", report.unreachable.len());
+    }
+    Ok(())
 }
 
 /// Fires `shutdown` on SIGINT or SIGTERM.

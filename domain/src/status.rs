@@ -142,6 +142,18 @@ text_enum! {
         InboxMessage => "inbox_message",
         Plugin => "plugin",
         Graph => "graph",
+        /// A cached RFC (`rfcs`), keyed by slug.
+        Rfc => "rfc",
+        /// A cached branch of an RFC repo, keyed `owner/repo:branch`.
+        RfcBranch => "rfc_branch",
+        /// A cached pull request, keyed `owner/repo#number`.
+        RfcPull => "rfc_pull",
+        /// A Gitea webhook delivery, keyed by its `X-Gitea-Delivery` id.
+        ForgeDelivery => "forge_delivery",
+        /// The forge cache as a whole (dropped for a rebuild), keyed by meta repo.
+        ForgeCache => "forge_cache",
+        /// An actions-log entry: who asked switchyard to open a pull request.
+        ForgeAction => "forge_action",
     }
 }
 
@@ -163,6 +175,74 @@ text_enum! {
         Reset => "reset",
         /// The client fell too far behind and is disconnected.
         Lagged => "lagged",
+    }
+}
+
+text_enum! {
+    /// What a pull request is for, read from its head branch (meta repo) or its repo
+    /// (an RFC's own repo).
+    pub enum PullKind {
+        /// `propose/<slug>` on the meta repo: a new RFC is proposed.
+        Idea => "idea",
+        /// `edit/<slug>/…` on the meta repo: an entry's body is edited.
+        MetaBodyEdit => "meta_body_edit",
+        /// `claim/<slug>` on the meta repo: someone claims the RFC.
+        MetaClaim => "meta_claim",
+        /// `metadata/<slug>` on the meta repo: an entry's front matter is edited.
+        MetaMetadata => "meta_metadata",
+        /// Any pull request of an RFC's own repo.
+        RfcBranch => "rfc_branch",
+    }
+}
+
+text_enum! {
+    /// A pull request's state: Gitea's `open`/`closed`, with `merged` told apart.
+    pub enum PullState {
+        Open => "open",
+        Closed => "closed",
+        Merged => "merged",
+    }
+}
+
+text_enum! {
+    /// A cached branch: `active`, or `deleted` once Gitea no longer has it.
+    pub enum BranchState {
+        Active => "active",
+        Deleted => "deleted",
+    }
+}
+
+text_enum! {
+    /// How a pull request's `opened_by` was decided, in the order tried.
+    pub enum OpenedBySource {
+        /// The Gitea account that opened it (not the bot).
+        Opener => "opener",
+        /// The actor switchyard recorded when its own action opened it.
+        ActionsLog => "actions_log",
+        /// The `On-behalf-of: Name <login>` trailer of its body.
+        Trailer => "trailer",
+        /// Nothing better: the opener's raw login (the bot's).
+        Login => "login",
+    }
+}
+
+text_enum! {
+    /// Which part a repo plays in the forge cache (`forge_repos.role`).
+    pub enum ForgeRepoRole {
+        /// The meta repo: one entry per RFC under `rfcs/`.
+        Meta => "meta",
+        /// An RFC's own repo: `RFC.md`, branches, pull requests.
+        Rfc => "rfc",
+    }
+}
+
+text_enum! {
+    /// What started a forge sweep (`forge_sweeps.trigger`).
+    pub enum SweepTrigger {
+        /// The reconciler's periodic sweep.
+        Schedule => "schedule",
+        /// `switchyard forge rebuild`: the cache was dropped first.
+        Rebuild => "rebuild",
     }
 }
 
@@ -205,6 +285,12 @@ mod tests {
         spelled_alike(StreamFrame::ALL, |v| v.as_str());
         spelled_alike(AuditEntity::ALL, |v| v.as_str());
         spelled_alike(ProgressKind::ALL, |v| v.as_str());
+        spelled_alike(PullKind::ALL, |v| v.as_str());
+        spelled_alike(PullState::ALL, |v| v.as_str());
+        spelled_alike(BranchState::ALL, |v| v.as_str());
+        spelled_alike(OpenedBySource::ALL, |v| v.as_str());
+        spelled_alike(ForgeRepoRole::ALL, |v| v.as_str());
+        spelled_alike(SweepTrigger::ALL, |v| v.as_str());
     }
 
     #[test]

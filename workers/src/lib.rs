@@ -11,6 +11,8 @@
 //!   affected repo plus a milestone on the origin repo, exactly once.
 //! - [`relay`]: publishes outbox rows to JetStream, right after commit (doorbell) and
 //!   by sweeping rows left behind.
+//! - [`forge`]: consumes `forge.*.*.changed` and keeps the forge metadata cache (RFCs,
+//!   branches, pull requests) as Gitea has them; its sweep catches missed webhooks.
 //! - [`reconciler`]: re-announces work that sat pending too long and trims the outbox.
 //!
 //! [`consumer`] is the pull loop every bus-driven role shares: bounded concurrency,
@@ -21,7 +23,7 @@
 //! Every outcome is staged in the outbox in the transaction that records it
 //! (`bus::OutboxTx`), and the relay publishes it: `topology.{id}.mutation.*` and
 //! `.status` (mutator), `repo.{slug}.inbox` and `.progress` (notifier),
-//! `graph.{slug}.migration.*` (migrator), and re-announcements (reconciler).
+//! `graph.{slug}.migration.*` (migrator), `rfc.{slug}.*` (forge), and re-announcements (reconciler).
 
 use switchyard_domain::faults;
 
@@ -32,6 +34,7 @@ use switchyard_domain::faults;
 pub const BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 pub mod consumer;
+pub mod forge;
 pub mod migrator;
 pub mod mutator;
 pub mod notifier;
@@ -54,6 +57,9 @@ pub enum WorkerError {
     Fenced(String),
     #[error("{0} events were not acknowledged by JetStream")]
     Unpublished(usize),
+    /// Gitea could not be read (the forge role).
+    #[error(transparent)]
+    Gitea(#[from] forge::GiteaError),
     /// Stored data the work needs cannot be used (it does not parse as what it must be).
     #[error("corrupt: {0}")]
     Corrupt(String),
@@ -69,6 +75,7 @@ impl WorkerError {
                 faults::is_transient(error) && !faults::is_statement_timeout(error)
             }
             Self::Bus(_) | Self::Fenced(_) | Self::Unpublished(_) => true,
+            Self::Gitea(error) => error.is_transient(),
             Self::Corrupt(_) => false,
         }
     }

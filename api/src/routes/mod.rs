@@ -15,6 +15,7 @@ use crate::error::ApiError;
 pub mod audit;
 pub mod dispatch;
 pub mod events;
+pub mod forge;
 pub mod graphs;
 pub mod health;
 pub mod inbox;
@@ -22,8 +23,10 @@ pub mod interface_changes;
 pub mod mutations;
 pub mod plugins;
 pub mod repos;
+pub mod rfcs;
 pub mod stream_tokens;
 pub mod topologies;
+pub mod webhooks;
 
 /// Smallest and largest `limit` a list endpoint accepts.
 pub const PAGE_LIMITS: std::ops::RangeInclusive<i64> = 1..=500;

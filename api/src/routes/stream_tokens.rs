@@ -33,7 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct StreamTokenIn {
     /// The event stream to open, e.g. `/api/v1/topologies/{id}/events`.
     #[schema(
-        pattern = "^/api/v1/(events|(topologies|graphs|repos)/[a-z0-9][a-z0-9-]{0,99}/events)$"
+        pattern = "^/api/v1/(events|(topologies|graphs|repos|rfcs)/[a-z0-9][a-z0-9-]{0,99}/events)$"
     )]
     pub path: String,
 }
@@ -66,7 +66,7 @@ async fn mint(
 ) -> Result<(StatusCode, Json<StreamTokenOut>), ApiError> {
     let Some(route) = stream_route(&input.path) else {
         return Err(ApiError::Unprocessable(format!(
-            "path {:?} is not an event stream; expected /api/v1/events or /api/v1/{{topologies|graphs|repos}}/{{id or slug}}/events",
+            "path {:?} is not an event stream; expected /api/v1/events or /api/v1/{{topologies|graphs|repos|rfcs}}/{{id or slug}}/events",
             input.path
         )));
     };
@@ -95,7 +95,8 @@ async fn mint(
 }
 
 /// The route template of an event-stream path: `/api/v1/events`, or
-/// `/api/v1/{topologies|graphs|repos}/{id or slug}/events`; `None` for anything else.
+/// `/api/v1/{topologies|graphs|repos|rfcs}/{id or slug}/events`; `None` for anything
+/// else.
 pub fn stream_route(path: &str) -> Option<&'static str> {
     if path == "/api/v1/events" {
         return Some("/api/v1/events");
@@ -113,6 +114,7 @@ pub fn stream_route(path: &str) -> Option<&'static str> {
             "topologies" => Some("/api/v1/topologies/{id}/events"),
             "graphs" => Some("/api/v1/graphs/{slug}/events"),
             "repos" => Some("/api/v1/repos/{slug}/events"),
+            "rfcs" => Some("/api/v1/rfcs/{slug}/events"),
             _ => None,
         },
         _ => None,
@@ -157,6 +159,7 @@ mod tests {
             "/api/v1/topologies/t/events",
             "/api/v1/graphs/g/events",
             "/api/v1/repos/r/events",
+            "/api/v1/rfcs/r/events",
         ] {
             let route = stream_route(path).unwrap();
             assert!(policy.required(&Method::GET, route).is_some(), "{route}");

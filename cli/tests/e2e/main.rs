@@ -10,6 +10,7 @@ mod browser;
 mod cli;
 mod credentials;
 mod events;
+mod forge;
 mod graphs;
 mod limits;
 mod migration_exits;

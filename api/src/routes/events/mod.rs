@@ -1,6 +1,6 @@
 //! Event streams (SSE): `GET /topologies/{id}/events`, `GET /repos/{slug}/events`,
-//! `GET /graphs/{slug}/events` and, for admins, any subject filter with
-//! `GET /events?subject=`. The mechanism (snapshot, resume by id, bounds)
+//! `GET /graphs/{slug}/events`, `GET /rfcs/{slug}/events` and, for admins, any subject
+//! filter with `GET /events?subject=`. The mechanism (snapshot, resume by id, bounds)
 //! is [`live`], beside them.
 
 use axum::extract::State;
@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 pub mod live;
 
-use super::{dispatch, graphs, mutations, repos, topologies};
+use super::{dispatch, graphs, mutations, repos, rfcs, topologies};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Path, Query};
@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(topology_events))
         .routes(routes!(repo_events))
         .routes(routes!(graph_events))
+        .routes(routes!(rfc_events))
         .routes(routes!(any_events))
 }
 
@@ -200,6 +201,36 @@ async fn graph_events(
         let graph = graphs::find(&pool, &graph.slug).await?;
         let run = graphs::migrations::active(&pool, graph.id).await?;
         Ok(json!({ "graph": graph, "migration_run": run }))
+    })
+    .await
+}
+
+/// Follow one cached RFC: a `snapshot` (the RFC as `GET /rfcs/{slug}` returns it), then
+/// every event on `rfc.{slug}.>` (updated, branch and pull request changes), resumable
+/// with `Last-Event-ID`.
+#[utoipa::path(
+    get,
+    path = "/rfcs/{slug}/events",
+    tag = "events",
+    params(("slug" = String, Path, description = "RFC slug", pattern = "^[a-z0-9][a-z0-9-]{0,62}$"), StreamParams),
+    responses(
+        (status = 200, description = "An SSE stream: snapshot, then live events", content_type = "text/event-stream", body = EventFrame),
+        Refusals
+    ),
+    security(("bearer" = ["viewer"]))
+)]
+async fn rfc_events(
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<StreamParams>,
+) -> Result<Response, ApiError> {
+    rfcs::ensure_cached(&app.pool, &slug).await?;
+    let pool = app.pool.clone();
+    let subject = subjects::rfc_all(&slug);
+    follow(&app, &headers, &params, &subject, || async move {
+        // Read after the stream position is taken, like every snapshot.
+        rfcs::rfc_of(&pool, &slug).await
     })
     .await
 }

@@ -1,0 +1,377 @@
+//! One refresh of one repo: take its claim, read Gitea, then in one transaction check
+//! the claim is still held, compare with the cache, write what changed (with audit
+//! rows and events) and release the claim.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use futures::{StreamExt, TryStreamExt};
+use switchyard_bus::payloads::{ForgeChanged, ForgeTrigger};
+use switchyard_bus::{Event, OutboxTx, Payload};
+use switchyard_domain::status::{BranchState, ForgeRepoRole, PullKind, PullState};
+
+use super::cache::{self, BranchRow, PullRow};
+use super::claim::{self, Claim};
+use super::entry::{self, Entry};
+use super::gitea::{self, DirEntry, Gitea};
+use super::{Forge, RepoName, SOURCE};
+use crate::WorkerError;
+
+/// Where the RFC entries live in the meta repo.
+const ENTRIES_DIR: &str = "rfcs";
+/// An RFC repo's document.
+const DOCUMENT: &str = "RFC.md";
+
+/// What a refresh did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Refreshed {
+    /// Cache rows changed (each with its audit row and event).
+    pub changes: usize,
+    /// Whether the repo is one the cache tracks (the meta repo or an active RFC's).
+    pub tracked: bool,
+}
+
+/// An entry of `rfcs/` after reading: its parsed RFC, or why it does not parse.
+type Read = Result<Entry, String>;
+
+/// What the meta repo holds now.
+struct MetaRead {
+    /// `rfcs/*.md` files by path: blob sha, and the entry when it was (re)read.
+    files: BTreeMap<String, (String, Option<Read>)>,
+    pulls: Vec<gitea::Pull>,
+}
+
+/// What an RFC repo holds now.
+struct RfcRead {
+    document: Option<gitea::File>,
+    branches: Vec<gitea::Branch>,
+    pulls: Vec<gitea::Pull>,
+}
+
+impl Forge {
+    /// Refreshes `repo` from Gitea with this role's client.
+    pub async fn refresh(&self, repo: &RepoName) -> Result<Refreshed, WorkerError> {
+        self.refresh_with(&self.gitea, repo).await
+    }
+
+    /// Refreshes `repo` reading through `gitea`: the meta repo or an active RFC's repo;
+    /// any other repo is left alone. Another refresh holding the claim is
+    /// [`WorkerError::Fenced`] (retry); a Gitea failure is recorded on the repo.
+    pub async fn refresh_with(
+        &self,
+        gitea: &Gitea,
+        repo: &RepoName,
+    ) -> Result<Refreshed, WorkerError> {
+        let role = if *repo == self.meta {
+            ForgeRepoRole::Meta
+        } else {
+            let mut conn = self.pool.acquire().await?;
+            if cache::rfc_of_repo(&mut conn, repo).await?.is_none() {
+                return Ok(Refreshed::default());
+            }
+            ForgeRepoRole::Rfc
+        };
+        let ttl = self.config.claim_ttl;
+        let Some(claim) = claim::take(&self.pool, repo, role, self.holder, ttl).await? else {
+            return Err(WorkerError::Fenced(format!("{repo} is being refreshed")));
+        };
+        let result = match role {
+            ForgeRepoRole::Meta => self.refresh_meta(gitea, claim).await,
+            ForgeRepoRole::Rfc => self.refresh_rfc(gitea, repo, claim).await,
+        };
+        if let Err(error) = &result
+            && !matches!(error, WorkerError::Fenced(_))
+        {
+            claim::release_failed(&self.pool, repo, claim, &error.to_string()).await?;
+        }
+        result.map(|changes| Refreshed {
+            changes,
+            tracked: true,
+        })
+    }
+
+    async fn refresh_meta(&self, gitea: &Gitea, claim: Claim) -> Result<usize, WorkerError> {
+        let read = self.read_meta(gitea).await?;
+        let mut tx = OutboxTx::begin(&self.pool).await?;
+        if !claim::hold(&mut tx, &self.meta, claim).await? {
+            return Err(WorkerError::Fenced(format!("{} was taken over", self.meta)));
+        }
+        let mut events = self.write_entries(&mut tx, read.files).await?;
+        let cached = cache::pulls(&mut tx, &self.meta).await?;
+        let logged = cache::logged_actors(&mut tx, &self.meta).await?;
+        let pulls = read.pulls.iter().filter_map(|pull| {
+            let (kind, slug) = entry::meta_pull_kind(&pull.head.name)?;
+            Some(self.pull_row(pull, kind, slug, &logged))
+        });
+        events.extend(write_pulls(&mut tx, &self.meta, pulls, &cached).await?);
+        let changes = events.len();
+        events.extend(self.announce_new_repos(&mut tx).await?);
+        claim::release(&mut tx, &self.meta, claim).await?;
+        tx.stage(&events).await?;
+        tx.commit(&self.doorbell).await?;
+        Ok(changes)
+    }
+
+    /// Lists `rfcs/` and reads every `.md` entry the cache does not hold at its
+    /// current blob sha (as an RFC or as a parse error).
+    async fn read_meta(&self, gitea: &Gitea) -> Result<MetaRead, WorkerError> {
+        let branch = &self.config.main_branch;
+        let listing = gitea.list_dir(&self.meta, ENTRIES_DIR, branch).await?;
+        let (known, errors) = {
+            let mut conn = self.pool.acquire().await?;
+            (
+                cache::live_entries(&mut conn).await?,
+                cache::parse_errors(&mut conn).await?,
+            )
+        };
+        let entries: Vec<DirEntry> = listing
+            .into_iter()
+            .filter(|e| e.kind == "file" && e.name.ends_with(".md"))
+            .collect();
+        let reads: Vec<_> = entries
+            .iter()
+            .filter(|e| {
+                let key = (e.path.clone(), e.sha.clone());
+                !known.contains_key(&key) && !errors.contains_key(&key)
+            })
+            .map(|e| self.read_entry(gitea, e.clone()))
+            .collect();
+        let fetched: HashMap<String, (String, Read)> = futures::stream::iter(reads)
+            .buffer_unordered(self.config.read_concurrency.max(1))
+            .try_collect()
+            .await?;
+        let mut files = BTreeMap::new();
+        for e in entries {
+            let file = match fetched.get(&e.path) {
+                Some((sha, read)) => (sha.clone(), Some(read.clone())),
+                None => (e.sha.clone(), None),
+            };
+            files.insert(e.path, file);
+        }
+        let pulls = gitea.pulls(&self.meta).await?;
+        Ok(MetaRead { files, pulls })
+    }
+
+    /// One entry: (path, (blob sha, parsed or why not)).
+    async fn read_entry(
+        &self,
+        gitea: &Gitea,
+        listed: DirEntry,
+    ) -> Result<(String, (String, Read)), WorkerError> {
+        let limit = self.config.max_entry_bytes;
+        if listed.size > limit {
+            let why = format!(
+                "entry is {} bytes; forge.max_entry_bytes is {limit}",
+                listed.size
+            );
+            return Ok((listed.path, (listed.sha, Err(why))));
+        }
+        let file = gitea
+            .file(&self.meta, &listed.path, &self.config.main_branch)
+            .await?;
+        let read = match file {
+            Some(file) => (file.sha, entry::parse(&file.text, &self.meta.owner)),
+            // Deleted between the listing and the read: the next refresh sees it gone.
+            None => (listed.sha, Err("gone while it was read".to_owned())),
+        };
+        Ok((listed.path, read))
+    }
+
+    /// Writes the entries of `rfcs/`: RFCs that changed, RFCs gone missing, and the
+    /// parse errors. Two entries with one slug: the first by path wins, the other is
+    /// a parse error.
+    async fn write_entries(
+        &self,
+        tx: &mut OutboxTx<'_>,
+        files: BTreeMap<String, (String, Option<Read>)>,
+    ) -> Result<Vec<Event>, WorkerError> {
+        let known = cache::live_entries(tx).await?;
+        let old_errors = cache::parse_errors(tx).await?;
+        let mut owners: HashMap<String, String> = HashMap::new();
+        let mut errors = Vec::new();
+        let mut events = Vec::new();
+        for (path, (sha, read)) in files {
+            let key = (path.clone(), sha.clone());
+            let slug = match &read {
+                Some(Ok(entry)) => entry.slug.clone(),
+                Some(Err(why)) => {
+                    errors.push((path, sha, why.clone()));
+                    continue;
+                }
+                None => match (known.get(&key), old_errors.get(&key)) {
+                    (Some(slug), _) => slug.clone(),
+                    (None, Some(why)) => {
+                        errors.push((path, sha, why.clone()));
+                        continue;
+                    }
+                    // Neither cached nor read (the cache changed under the read): the
+                    // next refresh reads it.
+                    (None, None) => continue,
+                },
+            };
+            if let Some(first) = owners.get(&slug) {
+                let why = format!("slug {slug:?} is already defined by {first}");
+                errors.push((path, sha, why));
+                continue;
+            }
+            owners.insert(slug, path.clone());
+            if let Some(Ok(entry)) = read {
+                events.extend(cache::upsert_rfc(tx, &path, &sha, &entry).await?);
+            }
+        }
+        let live: Vec<String> = owners.into_keys().collect();
+        events.extend(cache::flag_missing(tx, &live).await?);
+        // Parse errors have no RFC to announce on: their audit rows record them.
+        cache::set_parse_errors(tx, &errors).await?;
+        Ok(events)
+    }
+
+    /// `forge.changed` for each active RFC repo never read yet (just graduated).
+    async fn announce_new_repos(&self, tx: &mut OutboxTx<'_>) -> Result<Vec<Event>, WorkerError> {
+        let mut events = Vec::new();
+        for repo in cache::active_repos(tx).await? {
+            if claim::known(tx, &repo).await? {
+                continue;
+            }
+            let Some(name) = RepoName::parse(&repo) else {
+                continue;
+            };
+            let changed = ForgeChanged {
+                owner: name.owner,
+                name: name.name,
+                trigger: ForgeTrigger::Graduated,
+                gitea_event: None,
+                delivery_id: None,
+            };
+            events.push(changed.event(SOURCE));
+        }
+        Ok(events)
+    }
+
+    async fn refresh_rfc(
+        &self,
+        gitea: &Gitea,
+        repo: &RepoName,
+        claim: Claim,
+    ) -> Result<usize, WorkerError> {
+        let branch = &self.config.main_branch;
+        let read = RfcRead {
+            document: gitea.file(repo, DOCUMENT, branch).await?,
+            branches: gitea.branches(repo).await?,
+            pulls: gitea.pulls(repo).await?,
+        };
+        let mut tx = OutboxTx::begin(&self.pool).await?;
+        if !claim::hold(&mut tx, repo, claim).await? {
+            return Err(WorkerError::Fenced(format!("{repo} was taken over")));
+        }
+        let mut events = Vec::new();
+        if let Some(slug) = cache::rfc_of_repo(&mut tx, repo).await? {
+            let document = read
+                .document
+                .as_ref()
+                .map(|f| (f.sha.as_str(), f.text.as_str()));
+            events.extend(cache::set_document(&mut tx, &slug, document).await?);
+            events.extend(write_branches(&mut tx, repo, &slug, &read.branches).await?);
+            let cached = cache::pulls(&mut tx, repo).await?;
+            let logged = cache::logged_actors(&mut tx, repo).await?;
+            let pulls = read
+                .pulls
+                .iter()
+                .map(|pull| self.pull_row(pull, PullKind::RfcBranch, slug.clone(), &logged));
+            events.extend(write_pulls(&mut tx, repo, pulls, &cached).await?);
+        }
+        claim::release(&mut tx, repo, claim).await?;
+        let changes = events.len();
+        tx.stage(&events).await?;
+        tx.commit(&self.doorbell).await?;
+        Ok(changes)
+    }
+
+    /// A pull request as the cache keeps it, with the person behind it resolved.
+    fn pull_row(
+        &self,
+        pull: &gitea::Pull,
+        kind: PullKind,
+        slug: String,
+        logged: &HashMap<i64, String>,
+    ) -> PullRow {
+        let (opened_by, opened_by_source) = entry::opened_by(
+            &pull.user.login,
+            self.config.bot_user.as_deref(),
+            logged.get(&pull.number).map(String::as_str),
+            pull.body.as_deref().unwrap_or_default(),
+        );
+        let state = match (pull.state.as_str(), pull.merged) {
+            (_, true) => PullState::Merged,
+            ("open", _) => PullState::Open,
+            _ => PullState::Closed,
+        };
+        PullRow {
+            number: pull.number,
+            rfc_slug: slug,
+            kind,
+            state,
+            title: pull.title.clone(),
+            head_branch: pull.head.name.clone(),
+            head_sha: pull.head.sha.clone(),
+            opener: pull.user.login.clone(),
+            opened_by,
+            opened_by_source,
+            created_at: pull.created_at,
+            closed_at: pull.closed_at,
+            merged_at: pull.merged_at,
+        }
+    }
+}
+
+/// Writes each of `pulls` that differs from `cached`.
+async fn write_pulls(
+    tx: &mut OutboxTx<'_>,
+    repo: &RepoName,
+    pulls: impl Iterator<Item = PullRow>,
+    cached: &HashMap<i64, PullRow>,
+) -> Result<Vec<Event>, WorkerError> {
+    let mut events = Vec::new();
+    for pull in pulls {
+        let old = cached.get(&pull.number);
+        if old != Some(&pull) {
+            events.push(cache::write_pull(tx, repo, &pull, old).await?);
+        }
+    }
+    Ok(events)
+}
+
+/// Writes each branch that is new or moved, and marks each cached branch Gitea no
+/// longer has as deleted.
+async fn write_branches(
+    tx: &mut OutboxTx<'_>,
+    repo: &RepoName,
+    slug: &str,
+    branches: &[gitea::Branch],
+) -> Result<Vec<Event>, WorkerError> {
+    let cached = cache::branches(tx, repo).await?;
+    let mut events = Vec::new();
+    let mut seen = HashSet::new();
+    for branch in branches {
+        seen.insert(branch.name.as_str());
+        let row = BranchRow {
+            name: branch.name.clone(),
+            head_sha: branch.commit.id.clone(),
+            committed_at: branch.commit.timestamp,
+            state: BranchState::Active,
+        };
+        let old = cached.get(&branch.name);
+        if old != Some(&row) {
+            events.push(cache::write_branch(tx, repo, slug, &row, old).await?);
+        }
+    }
+    for old in cached.values() {
+        if old.state == BranchState::Active && !seen.contains(old.name.as_str()) {
+            let gone = BranchRow {
+                state: BranchState::Deleted,
+                ..old.clone()
+            };
+            events.push(cache::write_branch(tx, repo, slug, &gone, Some(old)).await?);
+        }
+    }
+    Ok(events)
+}

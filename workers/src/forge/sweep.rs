@@ -1,0 +1,243 @@
+//! The forge reconciler: a sweep reads the meta repo and every active RFC's repo
+//! again, catching whatever webhook was missed, and records what it found in
+//! `forge_sweeps` (every statement on that table is here). One process of the fleet
+//! sweeps each `forge.reconcile_interval`; a rebuild drops the cache and sweeps.
+//!
+//! A repo that stays unreachable (after the client's retries) is reported in the
+//! sweep's result and on the repo (`forge_repos.last_error`); the sweep goes on with
+//! the rest.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use futures::StreamExt;
+use serde::Serialize;
+use sqlx::PgPool;
+use switchyard_domain::status::SweepTrigger;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::refresh::Refreshed;
+use super::{Forge, RepoName, cache};
+use crate::WorkerError;
+
+/// Key of the advisory lock under which a process decides to sweep ("forge" in ASCII).
+const SWEEP_LOCK: i64 = 0x0066_6f72_6765;
+
+/// A repo a sweep could not read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Unreachable {
+    /// `owner/name`.
+    pub repo: String,
+    pub error: String,
+}
+
+/// What one sweep did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    pub id: Uuid,
+    pub trigger: SweepTrigger,
+    /// Repos read (the meta repo included).
+    pub repos: usize,
+    /// Cache rows changed.
+    pub changes: usize,
+    /// Requests sent to Gitea, retries included.
+    pub gitea_calls: u64,
+    /// Repos that could not be read, and why.
+    pub unreachable: Vec<Unreachable>,
+    /// Wall-clock time of the sweep, in milliseconds.
+    pub duration_ms: u64,
+}
+
+impl Forge {
+    /// Sweeps every `reconcile_interval` (when no other process swept more recently)
+    /// and trims old webhook delivery ids, until `shutdown`.
+    pub async fn run_sweeps(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.config.reconcile_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.sweep_if_due().await {
+                Ok(Some(report)) => tracing::info!(?report, "forge swept"),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "forge sweep failed; will retry"),
+            }
+            if let Err(error) = trim_deliveries(&self.pool, self.config.delivery_retention).await {
+                tracing::warn!(%error, "trimming webhook deliveries failed; will retry");
+            }
+        }
+    }
+
+    /// Sweeps if no sweep started within the last `reconcile_interval` anywhere in the
+    /// fleet; the decision and the sweep's row are taken under one advisory lock.
+    pub async fn sweep_if_due(&self) -> Result<Option<SweepReport>, WorkerError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!("select pg_advisory_xact_lock($1)", SWEEP_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        // A little slack, so the process whose tick is a hair early still sweeps.
+        let due_after = self.config.reconcile_interval.mul_f64(0.9).as_secs_f64();
+        let recent = sqlx::query_scalar!(
+            "select 1 from forge_sweeps where started_at > now() - make_interval(secs => $1) limit 1",
+            due_after,
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if recent.is_some() {
+            return Ok(None);
+        }
+        let id = Uuid::now_v7();
+        start(&mut tx, id, SweepTrigger::Schedule).await?;
+        tx.commit().await?;
+        self.sweep_as(id, SweepTrigger::Schedule).await.map(Some)
+    }
+
+    /// Sweeps now, whatever other processes did.
+    pub async fn sweep(&self, trigger: SweepTrigger) -> Result<SweepReport, WorkerError> {
+        let id = Uuid::now_v7();
+        let mut conn = self.pool.acquire().await?;
+        start(&mut conn, id, trigger).await?;
+        drop(conn);
+        self.sweep_as(id, trigger).await
+    }
+
+    /// Drops the cache and sweeps: the rebuilt cache is what Gitea holds now.
+    pub async fn rebuild(&self) -> Result<SweepReport, WorkerError> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = cache::drop_all(&mut tx, &self.meta).await?;
+        tx.commit().await?;
+        tracing::info!(deleted, "forge cache dropped; rebuilding from Gitea");
+        self.sweep(SweepTrigger::Rebuild).await
+    }
+
+    async fn sweep_as(&self, id: Uuid, trigger: SweepTrigger) -> Result<SweepReport, WorkerError> {
+        let started = std::time::Instant::now();
+        let gitea = self.gitea.counted();
+        let mut report = SweepReport {
+            id,
+            trigger,
+            repos: 0,
+            changes: 0,
+            gitea_calls: 0,
+            unreachable: Vec::new(),
+            duration_ms: 0,
+        };
+        let meta = self.meta.clone();
+        self.tally(
+            &mut report,
+            &meta,
+            self.refresh_waiting(&gitea, &meta).await,
+        );
+        let repos = {
+            let mut conn = self.pool.acquire().await?;
+            cache::active_repos(&mut conn).await?
+        };
+        let refreshes: Vec<_> = repos
+            .iter()
+            .filter_map(|r| RepoName::parse(r))
+            .map(|repo| self.refresh_named(&gitea, repo))
+            .collect();
+        let mut results =
+            futures::stream::iter(refreshes).buffer_unordered(self.config.read_concurrency.max(1));
+        while let Some((repo, result)) = results.next().await {
+            self.tally(&mut report, &repo, result);
+        }
+        report.gitea_calls = gitea.calls();
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        finish(&self.pool, &report).await?;
+        Ok(report)
+    }
+
+    async fn refresh_named(
+        &self,
+        gitea: &super::Gitea,
+        repo: RepoName,
+    ) -> (RepoName, Result<Refreshed, WorkerError>) {
+        let result = self.refresh_waiting(gitea, &repo).await;
+        (repo, result)
+    }
+
+    /// Refreshes `repo`, waiting for a refresh in flight elsewhere to finish first.
+    async fn refresh_waiting(
+        &self,
+        gitea: &super::Gitea,
+        repo: &RepoName,
+    ) -> Result<Refreshed, WorkerError> {
+        let wait = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(2))
+            .with_total_delay(Some(self.config.claim_ttl))
+            .without_max_times();
+        (|| self.refresh_with(gitea, repo))
+            .retry(wait)
+            .when(|error| matches!(error, WorkerError::Fenced(_)))
+            .await
+    }
+
+    fn tally(
+        &self,
+        report: &mut SweepReport,
+        repo: &RepoName,
+        result: Result<Refreshed, WorkerError>,
+    ) {
+        match result {
+            Ok(refreshed) => {
+                report.repos += usize::from(refreshed.tracked);
+                report.changes += refreshed.changes;
+            }
+            Err(error) => {
+                tracing::warn!(%repo, %error, "forge sweep could not read a repo; going on");
+                report.unreachable.push(Unreachable {
+                    repo: repo.to_string(),
+                    error: error.to_string(),
+                });
+            }
+        }
+    }
+}
+
+async fn start(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    trigger: SweepTrigger,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "insert into forge_sweeps (id, trigger) values ($1, $2)",
+        id,
+        trigger as _,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn finish(pool: &PgPool, report: &SweepReport) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update forge_sweeps
+         set finished_at = now(), repos = $2, changes = $3, gitea_calls = $4, unreachable = $5
+         where id = $1",
+        report.id,
+        report.repos as i32,
+        report.changes as i32,
+        report.gitea_calls as i32,
+        serde_json::to_value(&report.unreachable).expect("reports serialize"),
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Deletes webhook delivery ids older than `retention`.
+pub async fn trim_deliveries(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query!(
+        "delete from forge_deliveries where received_at < now() - make_interval(secs => $1)",
+        retention.as_secs_f64(),
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(deleted)
+}
