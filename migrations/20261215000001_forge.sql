@@ -129,12 +129,18 @@ create table forge_actions (
 
 create index forge_actions_slug on forge_actions (rfc_slug, pr_number);
 
--- Each sweep of the reconciler (or a rebuild) and what it found.
+-- Each sweep of the forge cache and what it found: the reconciler's scheduled ones,
+-- and those asked for (`POST /forge/reconcile`, `POST /forge/rebuild`, the CLI).
 create table forge_sweeps (
     id            uuid primary key,
-    -- 'schedule' or 'rebuild'.
-    trigger       text not null check (trigger in ('schedule', 'rebuild')),
-    started_at    timestamptz not null default now(),
+    -- 'schedule', 'request' or 'rebuild' (the cache is dropped first).
+    trigger       text not null check (trigger in ('schedule', 'request', 'rebuild')),
+    -- Who asked: the token's subject, or the part of switchyard that decided.
+    requested_by  text not null,
+    requested_at  timestamptz not null default now(),
+    -- The forge process running it (its claim); null while a requested sweep waits.
+    claimed_by    uuid,
+    started_at    timestamptz,
     finished_at   timestamptz,
     repos         integer not null default 0,
     changes       integer not null default 0,
@@ -143,4 +149,4 @@ create table forge_sweeps (
     unreachable   jsonb not null default '[]'
 );
 
-create index forge_sweeps_started on forge_sweeps (started_at desc);
+create index forge_sweeps_requested on forge_sweeps (requested_at desc);

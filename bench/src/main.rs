@@ -5,31 +5,42 @@
 //! per mutation from its HTTP 202 to the moment its outcome event reaches this
 //! subscriber; throughput from the first request to the last outcome.
 //! `scripts/bench` starts a fleet and runs this against it.
+//!
+//! `switchyard-bench forge-sweep` ([`forge`]) needs no fleet: it measures the forge
+//! role's sweep in this process, against the Gitea stand-in (`scripts/bench forge`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use futures::{StreamExt, stream};
 use serde_json::{Value, json};
 use switchyard_bus::{Namespace, subjects};
 use tokio::sync::Mutex;
 
 mod amplification;
+mod forge;
 mod migration;
 
 #[derive(Parser, Debug, Clone)]
-#[command(about = "Measure enqueue→applied throughput and latency of a running switchyard")]
+#[command(
+    about = "Measure enqueue→applied throughput and latency of a running switchyard",
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    /// A benchmark of its own instead of the throughput run against a fleet.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Base URL of the API.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     api: String,
     /// Bearer token: the operator role enqueues mutations; `--migrate-nodes` registers a
     /// plugin, which needs admin (`switchyard token --role admin`).
-    #[arg(long, env = "SWITCHYARD_TOKEN")]
-    token: String,
+    #[arg(long, env = "SWITCHYARD_TOKEN", required = true)]
+    token: Option<String>,
     /// NATS server the fleet publishes to.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats: String,
@@ -70,6 +81,14 @@ struct Args {
     server_pid: Option<u32>,
 }
 
+/// Benchmarks that need no running fleet.
+#[derive(Subcommand, Debug, Clone)]
+enum Command {
+    /// The forge role's sweep over a meta repo and RFC repos on the Gitea stand-in:
+    /// duration and Gitea calls, cold, warm and after a few changes.
+    ForgeSweep(forge::SweepArgs),
+}
+
 /// When each mutation's `enqueued` and outcome events reached this subscriber.
 #[derive(Default)]
 struct Sightings {
@@ -85,10 +104,14 @@ async fn main() -> anyhow::Result<()> {
     // Built with the `switchyard` crate (scripts/bench), reqwest has TLS without a
     // default crypto provider, and building a client without one panics.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Some(Command::ForgeSweep(sweep)) = args.command {
+        return forge::run(sweep).await;
+    }
+    let token = args.token.as_deref().context("--token is required")?;
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
-        format!("Bearer {}", args.token).parse()?,
+        format!("Bearer {token}").parse()?,
     );
     let http = reqwest::Client::builder()
         .default_headers(headers)

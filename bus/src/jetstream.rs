@@ -135,12 +135,13 @@ impl ConsumerRole {
         }
     }
 
-    fn filter(self) -> &'static str {
+    /// The logical subjects the role's consumer takes.
+    fn filters(self) -> &'static [&'static str] {
         match self {
-            Self::Mutator => subjects::ALL_MUTATIONS_ENQUEUED,
-            Self::Notifier => subjects::ALL_INTERFACES_PUBLISHED,
-            Self::Migrator => subjects::ALL_MIGRATIONS_REQUESTED,
-            Self::Forge => subjects::ALL_FORGE_CHANGED,
+            Self::Mutator => &[subjects::ALL_MUTATIONS_ENQUEUED],
+            Self::Notifier => &[subjects::ALL_INTERFACES_PUBLISHED],
+            Self::Migrator => &[subjects::ALL_MIGRATIONS_REQUESTED],
+            Self::Forge => &[subjects::ALL_FORGE_CHANGED, subjects::FORGE_SWEEP_REQUESTED],
         }
     }
 }
@@ -228,7 +229,15 @@ impl Bus {
             .create_consumer_on_stream(
                 consumer::pull::Config {
                     durable_name: Some(name.to_owned()),
-                    filter_subject: self.namespace.qualify(role.filter()),
+                    filter_subject: match role.filters() {
+                        [one] => self.namespace.qualify(one),
+                        _ => String::new(),
+                    },
+                    // More than one: JetStream's `filter_subjects` (server 2.10+).
+                    filter_subjects: match role.filters() {
+                        [_] => Vec::new(),
+                        many => many.iter().map(|f| self.namespace.qualify(f)).collect(),
+                    },
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait: self.config.ack_wait,
                     deliver_policy: consumer::DeliverPolicy::All,

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use switchyard_domain::status::{
     self, BranchState, ChangeStatus, ChangeType, InterfaceType, MutationStatus, OpenedBySource,
-    ProgressKind, PullKind, PullState,
+    ProgressKind, PullKind, PullState, SweepTrigger,
 };
 use uuid::Uuid;
 
@@ -343,6 +343,44 @@ impl Payload for ForgeChanged {
             EventType::ForgeChanged,
             subjects::forge_changed(&self.owner, &self.name),
         )
+    }
+}
+
+/// Where a sweep of the forge cache is, as its events say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepPhase {
+    /// Asked for (`POST /forge/reconcile`, `POST /forge/rebuild`): the forge role's work.
+    Requested,
+    /// One more repo read (the meta repo first).
+    Progress,
+    Finished,
+}
+
+/// `forge.sweep.*`: a sweep was requested, read one more repo, or finished.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgeSweep {
+    pub sweep_id: uuid::Uuid,
+    pub trigger: SweepTrigger,
+    pub phase: SweepPhase,
+    /// Repos read so far (the meta repo included), of `repos_total` (known once the
+    /// meta repo is read; 0 before).
+    pub repos_done: usize,
+    pub repos_total: usize,
+    /// Cache rows changed so far.
+    pub changes: usize,
+    /// Repos that could not be read so far.
+    pub unreachable: usize,
+}
+
+impl Payload for ForgeSweep {
+    fn route(&self) -> (EventType, String) {
+        let (kind, phase) = match self.phase {
+            SweepPhase::Requested => (EventType::ForgeSweepRequested, "requested"),
+            SweepPhase::Progress => (EventType::ForgeSweepProgress, "progress"),
+            SweepPhase::Finished => (EventType::ForgeSweepFinished, "finished"),
+        };
+        (kind, subjects::forge_sweep(phase))
     }
 }
 

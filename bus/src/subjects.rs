@@ -136,6 +136,12 @@ pub fn forge_changed(owner: &str, repo: &str) -> String {
     format!("forge.{}.{}.changed", forge_token(owner), forge_token(repo))
 }
 
+/// `forge.sweep.{phase}`: a sweep of the forge cache was `requested` (the forge role's
+/// work), made `progress` (after each repo) or `finished`.
+pub fn forge_sweep(phase: &str) -> String {
+    format!("forge.sweep.{phase}")
+}
+
 /// `rfc.{slug}.updated`: a cached RFC (its entry or its `RFC.md`) changed.
 pub fn rfc_updated(slug: &str) -> String {
     format!("rfc.{slug}.updated")
@@ -188,6 +194,9 @@ pub const ALL_MUTATIONS_ENQUEUED: &str = "topology.*.mutation.enqueued";
 
 /// Filter matching every repo the forge must read again: the forge role's work.
 pub const ALL_FORGE_CHANGED: &str = "forge.*.*.changed";
+
+/// Subject of a requested sweep: the forge role's other work.
+pub const FORGE_SWEEP_REQUESTED: &str = "forge.sweep.requested";
 
 /// A deployment's subject prefix. Empty by default: subjects are then exactly the
 /// logical ones.

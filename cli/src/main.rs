@@ -277,10 +277,10 @@ async fn forge(config: &Config, action: ForgeAction) -> anyhow::Result<()> {
     let report = match action {
         ForgeAction::Sweep => {
             forge
-                .sweep(switchyard_domain::status::SweepTrigger::Schedule)
+                .sweep(switchyard_domain::status::SweepTrigger::Request, "cli")
                 .await?
         }
-        ForgeAction::Rebuild => forge.rebuild().await?,
+        ForgeAction::Rebuild => forge.rebuild("cli").await?,
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
     if !report.unreachable.is_empty() {

@@ -239,9 +239,11 @@ text_enum! {
 text_enum! {
     /// What started a forge sweep (`forge_sweeps.trigger`).
     pub enum SweepTrigger {
-        /// The reconciler's periodic sweep.
+        /// The reconciler's periodic sweep (and the one at start-up).
         Schedule => "schedule",
-        /// `switchyard forge rebuild`: the cache was dropped first.
+        /// Asked for: `POST /forge/reconcile` or `switchyard forge sweep`.
+        Request => "request",
+        /// `POST /forge/rebuild` or `switchyard forge rebuild`: the cache is dropped first.
         Rebuild => "rebuild",
     }
 }

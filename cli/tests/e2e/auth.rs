@@ -84,6 +84,8 @@ fn the_readme_role_table_is_the_enforced_one() {
             Role::Viewer
         } else if (path.starts_with("/api/v1/repos") && !path.contains("/inbox/"))
             || path.starts_with("/api/v1/plugins")
+            || path == "/api/v1/forge/reconcile"
+            || path == "/api/v1/forge/rebuild"
         {
             Role::Admin
         } else {

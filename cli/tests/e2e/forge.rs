@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use switchyard::config::Config;
 use switchyard::fleet::Roles;
+use switchyard_api::auth::Role;
 use switchyard_domain::status::SweepTrigger;
 use switchyard_gitea_standin::{Delivery, GiteaStandin};
 use switchyard_workers::forge::Forge;
@@ -509,7 +510,7 @@ async fn a_rebuild_from_empty_equals_the_kept_cache(pool: PgPool) {
     assert_eq!(kept["rfcs"].as_array().unwrap().len(), 2, "{kept}");
     assert_eq!(kept["pulls"].as_array().unwrap().len(), 2, "{kept}");
 
-    let report = forge_of(&fleet).await.rebuild().await.unwrap();
+    let report = forge_of(&fleet).await.rebuild("test").await.unwrap();
     assert_eq!(report.trigger, SweepTrigger::Rebuild);
     assert!(report.unreachable.is_empty(), "{report:?}");
     assert_eq!(cache_snapshot(&pool).await, kept);
@@ -525,7 +526,7 @@ async fn a_refresh_that_read_earlier_never_overwrites_one_that_read_later(pool: 
     // A sweep reads the RFC repo's branches; its answer (the old head) is held back.
     let stall = gitea.stall_next("/repos/acme/rfc-a/branches");
     let forge = forge_of(&fleet).await;
-    let sweep = tokio::spawn(async move { forge.sweep(SweepTrigger::Schedule).await });
+    let sweep = tokio::spawn(async move { forge.sweep(SweepTrigger::Request, "test").await });
     eventually(Duration::from_secs(10), || async { gitea.stalled() == 1 }).await;
 
     // Meanwhile the branch moves and Gitea says so: the webhook's refresh reads later.
@@ -559,5 +560,61 @@ async fn a_refresh_that_read_earlier_never_overwrites_one_that_read_later(pool: 
         draft["head_sha"], second_head,
         "the newest read wins, not {first_head}"
     );
+    fleet.stop().await;
+}
+
+#[sqlx::test(migrator = "switchyard::MIGRATOR")]
+async fn a_sweep_and_a_rebuild_are_asked_for_through_the_api(pool: PgPool) {
+    let gitea = gitea().await;
+    let fleet = start(&pool, config(&gitea, |_| {})).await;
+    // A change Gitea never told us about.
+    gitea.put_file(META, "main", "rfcs/c.md", &entry("c", "Gamma", None));
+    let operator = harness::client_with(&harness::token(&fleet.config, Role::Operator));
+    let refused = operator
+        .post(fleet.url("/forge/reconcile"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN, "admins only");
+
+    for (path, trigger) in [
+        ("/forge/reconcile", "request"),
+        ("/forge/rebuild", "rebuild"),
+    ] {
+        let answer = fleet.http.post(fleet.url(path)).send().await.unwrap();
+        assert_eq!(answer.status(), StatusCode::ACCEPTED);
+        let answer: Value = answer.json().await.unwrap();
+        assert_eq!(answer["trigger"], trigger);
+        let id = answer["sweep_id"].as_str().unwrap().to_owned();
+        eventually(Duration::from_secs(10), || async {
+            let (_, page) = fleet.get("/forge/sweeps").await;
+            page["items"].as_array().unwrap().iter().any(|s| {
+                s["id"] == id.as_str()
+                    && s["requested_by"] == "tester"
+                    && !s["finished_at"].is_null()
+                    && s["repos"] == 2
+            })
+        })
+        .await;
+        rfc_becomes(&fleet, "c", Duration::from_secs(1), |c| {
+            c["title"] == "Gamma"
+        })
+        .await;
+    }
+    assert_eq!(
+        count(
+            &pool,
+            "select count(*) from audit_log where entity = 'forge_cache' and action = 'dropped'"
+        )
+        .await,
+        1
+    );
+    // Three sweeps (at start, asked for, rebuild), each announcing a step per repo.
+    eventually(Duration::from_secs(5), || async {
+        fleet.stream_count("forge.sweep.finished").await == 3
+            && fleet.stream_count("forge.sweep.progress").await == 6
+            && fleet.stream_count("forge.sweep.requested").await == 2
+    })
+    .await;
     fleet.stop().await;
 }

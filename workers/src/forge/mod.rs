@@ -6,8 +6,9 @@
 //! The cache has exactly two writers, both here, and both *read Gitea* and then write:
 //! - the **webhook path**: the API verifies a delivery and stages
 //!   `forge.{owner}.{repo}.changed`; this role consumes it ([`Forge::refresh`]);
-//! - the **sweep** ([`Forge::sweep`], run every `forge.reconcile_interval` by one
-//!   process of the fleet), which catches every missed webhook.
+//! - the **sweep** ([`Forge::sweep`], run at start-up and every
+//!   `forge.reconcile_interval` by one process of the fleet, or when asked for through
+//!   `forge.sweep.requested`), which catches every missed webhook.
 //!
 //! Refreshes of one repo are serialized fleet-wide by its claim (`forge_repos`, see
 //! [`claim`]): a refresh takes the claim *before* it reads Gitea and writes only while
@@ -30,8 +31,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sqlx::PgPool;
-use switchyard_bus::payloads::ForgeChanged;
-use switchyard_bus::{Doorbell, Event, Source};
+use switchyard_bus::payloads::{ForgeChanged, ForgeSweep};
+use switchyard_bus::{Doorbell, Event, EventType, Source};
 use uuid::Uuid;
 
 use crate::WorkerError;
@@ -223,6 +224,24 @@ impl Forge {
     }
 }
 
+impl Forge {
+    /// Runs the sweep a `forge.sweep.requested` event names, unless another process
+    /// took it. The sweep may outlast the ack wait: a redelivery finds it taken.
+    async fn handle_sweep_request(&self, event: &Event) -> Result<Outcome, WorkerError> {
+        let Ok(request) = serde_json::from_value::<ForgeSweep>(event.data.clone()) else {
+            return Ok(Outcome::Reject(format!(
+                "event {} is not a forge sweep",
+                event.id
+            )));
+        };
+        match self.run_requested(request.sweep_id).await? {
+            Some(report) => tracing::info!(?report, "requested forge sweep done"),
+            None => tracing::debug!(sweep = %request.sweep_id, "forge sweep taken elsewhere"),
+        }
+        Ok(Outcome::Ack)
+    }
+}
+
 impl EventHandler for Forge {
     fn max_retry_delay(&self) -> Duration {
         self.config.max_retry_delay.max(Duration::from_secs(1))
@@ -232,6 +251,9 @@ impl EventHandler for Forge {
     /// untouched; a held claim or an unreachable Gitea is retried; anything else is
     /// recorded on the repo (`forge_repos.last_error`) and acked.
     async fn handle_event(&self, event: &Event, _delivered: i64) -> Result<Outcome, WorkerError> {
+        if event.kind == EventType::ForgeSweepRequested.as_str() {
+            return self.handle_sweep_request(event).await;
+        }
         let Ok(changed) = serde_json::from_value::<ForgeChanged>(event.data.clone()) else {
             return Ok(Outcome::Reject(format!(
                 "event {} is not forge.changed",

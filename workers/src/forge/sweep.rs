@@ -1,7 +1,10 @@
 //! The forge reconciler: a sweep reads the meta repo and every active RFC's repo
 //! again, catching whatever webhook was missed, and records what it found in
-//! `forge_sweeps` (every statement on that table is here). One process of the fleet
-//! sweeps each `forge.reconcile_interval`; a rebuild drops the cache and sweeps.
+//! `forge_sweeps` (every statement on that table but the API's request is here). One
+//! process of the fleet sweeps at start-up and each `forge.reconcile_interval`; a
+//! sweep asked for through the API (`forge.sweep.requested`) runs in the forge process
+//! that takes it; a rebuild drops the cache first. Each sweep announces its progress:
+//! `forge.sweep.progress` after each repo, then `forge.sweep.finished`.
 //!
 //! A repo that stays unreachable (after the client's retries) is reported in the
 //! sweep's result and on the repo (`forge_repos.last_error`); the sweep goes on with
@@ -13,12 +16,14 @@ use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
 use serde::Serialize;
 use sqlx::PgPool;
+use switchyard_bus::payloads::{ForgeSweep, SweepPhase};
+use switchyard_bus::{OutboxTx, Payload};
 use switchyard_domain::status::SweepTrigger;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::refresh::Refreshed;
-use super::{Forge, RepoName, cache};
+use super::{Forge, RepoName, SOURCE, cache};
 use crate::WorkerError;
 
 /// Key of the advisory lock under which a process decides to sweep ("forge" in ASCII).
@@ -71,8 +76,9 @@ impl Forge {
         }
     }
 
-    /// Sweeps if no sweep started within the last `reconcile_interval` anywhere in the
-    /// fleet; the decision and the sweep's row are taken under one advisory lock.
+    /// Sweeps if no sweep was asked for or started within the last
+    /// `reconcile_interval` anywhere in the fleet; the decision and the sweep's row are
+    /// taken under one advisory lock.
     pub async fn sweep_if_due(&self) -> Result<Option<SweepReport>, WorkerError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query!("select pg_advisory_xact_lock($1)", SWEEP_LOCK)
@@ -81,7 +87,7 @@ impl Forge {
         // A little slack, so the process whose tick is a hair early still sweeps.
         let due_after = self.config.reconcile_interval.mul_f64(0.9).as_secs_f64();
         let recent = sqlx::query_scalar!(
-            "select 1 from forge_sweeps where started_at > now() - make_interval(secs => $1) limit 1",
+            "select 1 from forge_sweeps where requested_at > now() - make_interval(secs => $1) limit 1",
             due_after,
         )
         .fetch_optional(&mut *tx)
@@ -90,31 +96,81 @@ impl Forge {
             return Ok(None);
         }
         let id = Uuid::now_v7();
-        start(&mut tx, id, SweepTrigger::Schedule).await?;
+        self.start(&mut tx, id, SweepTrigger::Schedule, SOURCE.as_str())
+            .await?;
         tx.commit().await?;
         self.sweep_as(id, SweepTrigger::Schedule).await.map(Some)
     }
 
-    /// Sweeps now, whatever other processes did.
-    pub async fn sweep(&self, trigger: SweepTrigger) -> Result<SweepReport, WorkerError> {
+    /// Sweeps now, whatever other processes did (a rebuild drops the cache first);
+    /// `requested_by` is recorded with it.
+    pub async fn sweep(
+        &self,
+        trigger: SweepTrigger,
+        requested_by: &str,
+    ) -> Result<SweepReport, WorkerError> {
         let id = Uuid::now_v7();
         let mut conn = self.pool.acquire().await?;
-        start(&mut conn, id, trigger).await?;
+        self.start(&mut conn, id, trigger, requested_by).await?;
         drop(conn);
         self.sweep_as(id, trigger).await
     }
 
     /// Drops the cache and sweeps: the rebuilt cache is what Gitea holds now.
-    pub async fn rebuild(&self) -> Result<SweepReport, WorkerError> {
-        let mut tx = self.pool.begin().await?;
-        let deleted = cache::drop_all(&mut tx, &self.meta).await?;
-        tx.commit().await?;
-        tracing::info!(deleted, "forge cache dropped; rebuilding from Gitea");
-        self.sweep(SweepTrigger::Rebuild).await
+    pub async fn rebuild(&self, requested_by: &str) -> Result<SweepReport, WorkerError> {
+        self.sweep(SweepTrigger::Rebuild, requested_by).await
+    }
+
+    /// Runs sweep `id`, asked for through the API, unless another process took it
+    /// (`None`). A sweep whose process died is taken over after `claim_ttl`.
+    pub async fn run_requested(&self, id: Uuid) -> Result<Option<SweepReport>, WorkerError> {
+        let trigger = sqlx::query_scalar!(
+            r#"update forge_sweeps set claimed_by = $2, started_at = now()
+             where id = $1 and finished_at is null
+               and (claimed_by is null or claimed_by = $2
+                    or started_at < now() - make_interval(secs => $3))
+             returning trigger as "trigger: SweepTrigger""#,
+            id,
+            self.holder,
+            self.config.claim_ttl.as_secs_f64(),
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        match trigger {
+            Some(trigger) => self.sweep_as(id, trigger).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Records sweep `id` as started by this process.
+    async fn start(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        id: Uuid,
+        trigger: SweepTrigger,
+        requested_by: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query!(
+            "insert into forge_sweeps (id, trigger, requested_by, claimed_by, started_at)
+             values ($1, $2, $3, $4, now())",
+            id,
+            trigger as _,
+            requested_by,
+            self.holder,
+        )
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 
     async fn sweep_as(&self, id: Uuid, trigger: SweepTrigger) -> Result<SweepReport, WorkerError> {
         let started = std::time::Instant::now();
+        if trigger == SweepTrigger::Rebuild {
+            let mut tx = self.pool.begin().await?;
+            let deleted = cache::drop_all(&mut tx, &self.meta).await?;
+            tx.commit().await?;
+            tracing::info!(deleted, "forge cache dropped; rebuilding from Gitea");
+        }
         let gitea = self.gitea.counted();
         let mut report = SweepReport {
             id,
@@ -135,6 +191,8 @@ impl Forge {
             let mut conn = self.pool.acquire().await?;
             cache::active_repos(&mut conn).await?
         };
+        let total = repos.len() + 1;
+        self.announce(&report, SweepPhase::Progress, total).await?;
         let refreshes: Vec<_> = repos
             .iter()
             .filter_map(|r| RepoName::parse(r))
@@ -144,11 +202,47 @@ impl Forge {
             futures::stream::iter(refreshes).buffer_unordered(self.config.read_concurrency.max(1));
         while let Some((repo, result)) = results.next().await {
             self.tally(&mut report, &repo, result);
+            self.announce(&report, SweepPhase::Progress, total).await?;
         }
         report.gitea_calls = gitea.calls();
         report.duration_ms = started.elapsed().as_millis() as u64;
-        finish(&self.pool, &report).await?;
+        self.finish(&report, total).await?;
         Ok(report)
+    }
+
+    /// Stages `forge.sweep.{phase}` for where `report` is.
+    async fn announce(
+        &self,
+        report: &SweepReport,
+        phase: SweepPhase,
+        total: usize,
+    ) -> Result<(), WorkerError> {
+        let mut tx = OutboxTx::begin(&self.pool).await?;
+        tx.stage(&[progress(report, phase, total).event(SOURCE)])
+            .await?;
+        tx.commit(&self.doorbell).await?;
+        Ok(())
+    }
+
+    /// Records what the sweep found, with its `forge.sweep.finished` event.
+    async fn finish(&self, report: &SweepReport, total: usize) -> Result<(), WorkerError> {
+        let mut tx = OutboxTx::begin(&self.pool).await?;
+        sqlx::query!(
+            "update forge_sweeps
+             set finished_at = now(), repos = $2, changes = $3, gitea_calls = $4, unreachable = $5
+             where id = $1",
+            report.id,
+            report.repos as i32,
+            report.changes as i32,
+            report.gitea_calls as i32,
+            serde_json::to_value(&report.unreachable).expect("reports serialize"),
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.stage(&[progress(report, SweepPhase::Finished, total).event(SOURCE)])
+            .await?;
+        tx.commit(&self.doorbell).await?;
+        Ok(())
     }
 
     async fn refresh_named(
@@ -199,35 +293,17 @@ impl Forge {
     }
 }
 
-async fn start(
-    conn: &mut sqlx::PgConnection,
-    id: Uuid,
-    trigger: SweepTrigger,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "insert into forge_sweeps (id, trigger) values ($1, $2)",
-        id,
-        trigger as _,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-async fn finish(pool: &PgPool, report: &SweepReport) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "update forge_sweeps
-         set finished_at = now(), repos = $2, changes = $3, gitea_calls = $4, unreachable = $5
-         where id = $1",
-        report.id,
-        report.repos as i32,
-        report.changes as i32,
-        report.gitea_calls as i32,
-        serde_json::to_value(&report.unreachable).expect("reports serialize"),
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
+/// The event saying where `report`'s sweep is.
+fn progress(report: &SweepReport, phase: SweepPhase, total: usize) -> ForgeSweep {
+    ForgeSweep {
+        sweep_id: report.id,
+        trigger: report.trigger,
+        phase,
+        repos_done: report.repos + report.unreachable.len(),
+        repos_total: total,
+        changes: report.changes,
+        unreachable: report.unreachable.len(),
+    }
 }
 
 /// Deletes webhook delivery ids older than `retention`.

@@ -1,8 +1,8 @@
 //! The forge cache's bookkeeping, for operators: `GET /forge/repos` (each repo ever
 //! refreshed, its last error and whether a refresh holds its claim), `GET
-//! /forge/parse-errors` (meta-repo entries that are not RFCs), `GET /forge/sweeps` (the
-//! reconciler's sweeps, newest first), and `POST /forge/actions`, the actions log: who
-//! asked switchyard to open a pull request through the bot account.
+//! /forge/parse-errors` (meta-repo entries that are not RFCs), the sweeps ([`sweeps`]:
+//! listed, asked for, rebuilds), and `POST /forge/actions`, the actions log: who asked
+//! switchyard to open a pull request through the bot account.
 //!
 //! The forge worker role writes every table here but `forge_actions`; this module only
 //! reads them. Recording an action stages a `forge.{owner}.{repo}.changed` event, so
@@ -14,14 +14,13 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use switchyard_bus::payloads::{ForgeChanged, ForgeTrigger};
 use switchyard_bus::{OutboxTx, Payload, Source};
-use switchyard_domain::status::{AuditEntity, ForgeRepoRole, SweepTrigger};
+use switchyard_domain::status::{AuditEntity, ForgeRepoRole};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
 use super::{KeyPageParams, Page, PageParams};
 use crate::auth::Caller;
@@ -34,9 +33,11 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_repos))
         .routes(routes!(list_parse_errors))
-        .routes(routes!(list_sweeps))
         .routes(routes!(record_action))
+        .merge(sweeps::router())
 }
+
+pub mod sweeps;
 
 /// Longest Gitea owner or repo name.
 const MAX_NAME: usize = 100;
@@ -175,65 +176,6 @@ async fn list_parse_errors(
     .fetch_all(&app.pool)
     .await?;
     Ok(Json(Page::from_rows(rows, limit, |e| e.path.clone())))
-}
-
-/// A repo a sweep could not read, even after retries.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UnreachableRepo {
-    /// `owner/name`.
-    pub repo: String,
-    /// The last error.
-    pub error: String,
-}
-
-/// One sweep of the reconciler (or a rebuild) and what it found.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SweepOut {
-    pub id: Uuid,
-    pub trigger: SweepTrigger,
-    pub started_at: DateTime<Utc>,
-    /// Null while it runs.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// Repos it refreshed.
-    pub repos: i32,
-    /// Cache rows it changed.
-    pub changes: i32,
-    /// Requests it made to Gitea.
-    pub gitea_calls: i32,
-    /// The repos that stayed unreachable.
-    #[schema(value_type = Vec<UnreachableRepo>)]
-    pub unreachable: Value,
-}
-
-/// The reconciler's sweeps, newest first, a page at a time.
-#[utoipa::path(
-    get,
-    path = "/forge/sweeps",
-    tag = "forge",
-    params(PageParams),
-    responses((status = 200, description = "A page of sweeps, newest first", body = Page<SweepOut>), Refusals),
-    security(("bearer" = ["viewer"]))
-)]
-async fn list_sweeps(
-    State(app): State<AppState>,
-    Query(params): Query<PageParams>,
-) -> Result<Json<Page<SweepOut>>, ApiError> {
-    let limit = params.limit()?;
-    let before: Option<Uuid> = params.cursor()?;
-    // Ids are UUIDv7: descending id order is newest first, and a stable keyset cursor.
-    let rows = sqlx::query_as!(
-        SweepOut,
-        r#"select id, trigger as "trigger: SweepTrigger", started_at, finished_at, repos, changes, gitea_calls, unreachable
-         from forge_sweeps
-         where ($1::uuid is null or id < $1)
-         order by id desc
-         limit $2"#,
-        before,
-        limit + 1,
-    )
-    .fetch_all(&app.pool)
-    .await?;
-    Ok(Json(Page::from_rows(rows, limit, |s| s.id.to_string())))
 }
 
 /// Body of `POST /forge/actions`: switchyard opened pull request `pr_number` of
