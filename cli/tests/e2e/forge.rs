@@ -369,10 +369,24 @@ async fn an_unparsable_entry_is_reported_and_the_rest_load(pool: PgPool) {
         "rfcs/dup.md",
         &entry("a", "Alpha again", None),
     );
+    // Postgres text cannot hold U+0000: an entry with one is a parse error, and
+    // anything else Gitea names with one is stored with U+FFFD instead.
+    gitea.put_file(META, "main", "rfcs/nul.md", &entry("nul", "Nul\0", None));
+    gitea.push_branch(META, "edit/a/nul");
+    gitea.open_pull(META, "edit/a/nul", "A title\0with NUL", "", "ada");
     let fleet = start(&pool, config(&gitea, |_| {})).await;
     let (_, errors) = fleet.get("/forge/parse-errors").await;
     let errors = errors["items"].as_array().unwrap().clone();
-    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(
+        errors[2]["error"].as_str().unwrap().contains("NUL"),
+        "{errors:?}"
+    );
+    let (_, pulls) = fleet.get("/rfcs/a/pulls").await;
+    assert_eq!(
+        pulls["items"][0]["title"], "A title\u{FFFD}with NUL",
+        "{pulls}"
+    );
     assert_eq!(errors[0]["path"], "rfcs/broken.md");
     assert!(
         errors[0]["error"]
@@ -400,7 +414,7 @@ async fn an_unparsable_entry_is_reported_and_the_rest_load(pool: PgPool) {
     deliver(&fleet, &gitea.webhook("push", META, SECRET)).await;
     rfc_becomes(&fleet, "fixed", Duration::from_secs(5), |_| true).await;
     let (_, errors) = fleet.get("/forge/parse-errors").await;
-    assert_eq!(errors["items"].as_array().unwrap().len(), 1, "{errors}");
+    assert_eq!(errors["items"].as_array().unwrap().len(), 2, "{errors}");
     fleet.stop().await;
 }
 

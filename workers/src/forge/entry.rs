@@ -72,6 +72,10 @@ struct FrontMatter {
 /// `repo:` given without one (the meta repo's). The error says what is wrong, in words
 /// for the person who edits the file.
 pub fn parse(text: &str, default_owner: &str) -> Result<Entry, String> {
+    if text.contains('\0') {
+        // Postgres text cannot hold it: stored, it would fail the whole refresh.
+        return Err("the entry contains a NUL character (U+0000)".to_owned());
+    }
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text.split_inclusive('\n');
     if lines.next().map(str::trim_end) != Some("---") {
@@ -185,6 +189,12 @@ pub fn meta_pull_kind(head: &str) -> Option<(PullKind, String)> {
     is_valid_slug(slug).then(|| (kind, slug.to_owned()))
 }
 
+/// `text` as Postgres can store it: any NUL (U+0000), which `text` columns cannot
+/// hold, replaced by U+FFFD. Everything else Gitea names is stored as given.
+pub fn storable(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
+
 /// The login in the last `On-behalf-of: Name <login>` trailer of `body`, if any.
 pub fn on_behalf_of(body: &str) -> Option<String> {
     body.lines().rev().find_map(|line| {
@@ -256,6 +266,7 @@ mod tests {
                 "---\nslug: a\ntitle: t\nstate: s\nproposed_at: soon\n---\n",
             ),
             ("front matter:", "---\nslug: [unclosed\n---\n"),
+            ("NUL", "---\nslug: a\ntitle: t\u{0}\nstate: s\n---\n"),
         ];
         for (expected, text) in cases {
             let error = parse(text, "acme").unwrap_err();

@@ -37,6 +37,9 @@ pub enum GiteaError {
         status: u16,
         message: String,
     },
+    /// An answer larger than `GiteaSettings::max_response_bytes`; it is not read.
+    #[error("{what}: Gitea's answer is larger than {limit} bytes")]
+    TooLarge { what: String, limit: usize },
     /// A 2xx whose body is not what Gitea's API documents.
     #[error("{what}: unexpected answer from Gitea: {reason}")]
     Malformed { what: String, reason: String },
@@ -64,6 +67,8 @@ pub struct GiteaSettings {
     pub max_retry_delay: Duration,
     /// Items per page asked for (Gitea caps it at its `MAX_RESPONSE_ITEMS`, 50 by default).
     pub page_limit: usize,
+    /// The largest answer read, in bytes: memory never depends on what Gitea sends.
+    pub max_response_bytes: usize,
 }
 
 /// A Gitea client. Clones share the connection pool; [`Gitea::counted`] gives one
@@ -339,20 +344,17 @@ impl Gitea {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
         if status.is_success() {
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
+            let body = read_bounded(response, self.settings.max_response_bytes, what).await?;
             let value = serde_json::from_slice(&body).map_err(|e| GiteaError::Malformed {
                 what: what.to_owned(),
                 reason: e.to_string(),
             })?;
             return Ok((value, total));
         }
-        let message = response
-            .json::<ApiErrorBody>()
+        let message = read_bounded(response, ERROR_BODY_BYTES, what)
             .await
             .ok()
+            .and_then(|body| serde_json::from_slice::<ApiErrorBody>(&body).ok())
             .and_then(|body| body.message)
             .unwrap_or_default();
         Err(match status {
@@ -368,4 +370,37 @@ impl Gitea {
             },
         })
     }
+}
+
+/// The most of an error answer read for its message.
+const ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// Reads `response`'s body, refusing it once it passes `limit` bytes.
+async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+    what: &str,
+) -> Result<Vec<u8>, GiteaError> {
+    let too_large = || GiteaError::TooLarge {
+        what: what.to_owned(),
+        limit,
+    };
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| GiteaError::Unreachable {
+            what: what.to_owned(),
+            reason: e.to_string(),
+        })?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }

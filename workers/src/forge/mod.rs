@@ -89,7 +89,9 @@ pub struct ForgeConfig {
     /// Entries fetched at once while reading the meta repo, and repos refreshed at
     /// once by a sweep.
     pub read_concurrency: usize,
-    /// Entries larger than this (bytes) are reported as parse errors, not read.
+    /// Entries larger than this (bytes) are reported as parse errors, not read; an
+    /// RFC repo's `RFC.md` larger than this is not cached. Gitea's answers are read up
+    /// to twice this plus 4 MiB.
     pub max_entry_bytes: u64,
     /// How long webhook delivery ids are kept to recognise a repeated delivery.
     #[serde(with = "humantime_serde")]
@@ -134,6 +136,10 @@ impl ForgeConfig {
             retries: self.retries,
             max_retry_delay: self.max_retry_delay,
             page_limit: self.page_limit,
+            // A file's base64 (4/3 of it) in its JSON, with room for a page of a list.
+            max_response_bytes: (self.max_entry_bytes as usize)
+                .saturating_mul(2)
+                .saturating_add(4 * 1024 * 1024),
         })
     }
 }

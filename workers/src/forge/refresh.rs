@@ -254,8 +254,18 @@ impl Forge {
         claim: Claim,
     ) -> Result<usize, WorkerError> {
         let branch = &self.config.main_branch;
+        let document = match gitea.file(repo, DOCUMENT, branch).await {
+            Err(error @ gitea::GiteaError::TooLarge { .. }) => {
+                tracing::warn!(%error, "RFC.md not cached");
+                None
+            }
+            read => read?,
+        };
         let read = RfcRead {
-            document: gitea.file(repo, DOCUMENT, branch).await?,
+            document: document.map(|file| gitea::File {
+                text: entry::storable(&file.text),
+                ..file
+            }),
             branches: gitea.branches(repo).await?,
             pulls: gitea.pulls(repo).await?,
         };
@@ -300,6 +310,7 @@ impl Forge {
             logged.get(&pull.number).map(String::as_str),
             pull.body.as_deref().unwrap_or_default(),
         );
+        let opened_by = entry::storable(&opened_by);
         let state = match (pull.state.as_str(), pull.merged) {
             (_, true) => PullState::Merged,
             ("open", _) => PullState::Open,
@@ -310,10 +321,10 @@ impl Forge {
             rfc_slug: slug,
             kind,
             state,
-            title: pull.title.clone(),
-            head_branch: pull.head.name.clone(),
-            head_sha: pull.head.sha.clone(),
-            opener: pull.user.login.clone(),
+            title: entry::storable(&pull.title),
+            head_branch: entry::storable(&pull.head.name),
+            head_sha: pull.head.sha.as_deref().map(entry::storable),
+            opener: entry::storable(&pull.user.login),
             opened_by,
             opened_by_source,
             created_at: pull.created_at,
@@ -352,20 +363,20 @@ async fn write_branches(
     let mut events = Vec::new();
     let mut seen = HashSet::new();
     for branch in branches {
-        seen.insert(branch.name.as_str());
         let row = BranchRow {
-            name: branch.name.clone(),
-            head_sha: branch.commit.id.clone(),
+            name: entry::storable(&branch.name),
+            head_sha: entry::storable(&branch.commit.id),
             committed_at: branch.commit.timestamp,
             state: BranchState::Active,
         };
-        let old = cached.get(&branch.name);
+        let old = cached.get(&row.name);
         if old != Some(&row) {
             events.push(cache::write_branch(tx, repo, slug, &row, old).await?);
         }
+        seen.insert(row.name);
     }
     for old in cached.values() {
-        if old.state == BranchState::Active && !seen.contains(old.name.as_str()) {
+        if old.state == BranchState::Active && !seen.contains(&old.name) {
             let gone = BranchRow {
                 state: BranchState::Deleted,
                 ..old.clone()
