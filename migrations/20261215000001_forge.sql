@@ -28,7 +28,12 @@ create table forge_repos (
     claimed_by        uuid,
     claim_expires_at  timestamptz,
     claim_generation  bigint not null default 0,
+    -- When the claim was taken: its refresh reads Gitea after this.
+    claimed_at        timestamptz,
     refreshed_at      timestamptz,
+    -- When the last successful refresh took its claim: whatever Gitea said before then
+    -- is in the cache, so an older `forge.changed` needs no new read.
+    read_from         timestamptz,
     -- Why the last refresh failed; null once one succeeds.
     last_error        text,
     last_error_at     timestamptz
@@ -141,6 +146,9 @@ create table forge_sweeps (
     -- The forge process running it (its claim); null while a requested sweep waits.
     claimed_by    uuid,
     started_at    timestamptz,
+    -- Renewed as the sweep goes; a sweep whose heartbeat is older than
+    -- `forge.claim_ttl` was abandoned (its process died) and is taken over.
+    heartbeat_at  timestamptz,
     finished_at   timestamptz,
     repos         integer not null default 0,
     changes       integer not null default 0,

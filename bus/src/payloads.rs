@@ -384,6 +384,28 @@ impl Payload for ForgeSweep {
     }
 }
 
+/// `forge.parse_error`: an entry of the meta repo does not read as an RFC (`error`
+/// says why), or reads again (`error` null: the parse error cleared).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgeParseError {
+    /// Owner and name of the meta repo, lower case.
+    pub owner: String,
+    pub name: String,
+    /// The entry's path, e.g. `rfcs/graph-cache.md`.
+    pub path: String,
+    pub blob_sha: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Payload for ForgeParseError {
+    fn route(&self) -> (EventType, String) {
+        (
+            EventType::ForgeParseError,
+            subjects::forge_parse_error(&self.owner, &self.name),
+        )
+    }
+}
+
 /// `rfc.updated`: a cached RFC changed: its entry in the meta repo (created, edited,
 /// gone missing upstream, back) or its own repo's `RFC.md`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

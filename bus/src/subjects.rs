@@ -142,6 +142,16 @@ pub fn forge_sweep(phase: &str) -> String {
     format!("forge.sweep.{phase}")
 }
 
+/// `forge.{owner}.{repo}.parse_error`: an entry of the meta repo `owner/repo` does not
+/// read as an RFC, or (with no error) reads again.
+pub fn forge_parse_error(owner: &str, repo: &str) -> String {
+    format!(
+        "forge.{}.{}.parse_error",
+        forge_token(owner),
+        forge_token(repo)
+    )
+}
+
 /// `rfc.{slug}.updated`: a cached RFC (its entry or its `RFC.md`) changed.
 pub fn rfc_updated(slug: &str) -> String {
     format!("rfc.{slug}.updated")
@@ -165,7 +175,8 @@ pub fn rfc_all(slug: &str) -> String {
 }
 
 /// Whether `filter` is a legal subject filter: dot-separated tokens of letters,
-/// digits, `-` and `_`, or the wildcards `*` and (last only) `>`.
+/// digits, `-`, `_` and `%` (see [`forge_token`]), or the wildcards `*` and (last
+/// only) `>`.
 pub fn is_valid_filter(filter: &str) -> bool {
     let tokens: Vec<&str> = filter.split('.').collect();
     filter.len() <= 256
@@ -175,7 +186,7 @@ pub fn is_valid_filter(filter: &str) -> bool {
             t => {
                 !t.is_empty()
                     && t.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '%'))
             }
         })
 }

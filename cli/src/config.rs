@@ -281,8 +281,9 @@ impl Config {
 
     /// Counts that must be at least 1.
     fn check_counts(&self) -> Result<(), ConfigError> {
-        let counts: [(&'static str, u64); 22] = [
+        let counts: [(&'static str, u64); 23] = [
             ("forge.page_limit", self.forge.page_limit as u64),
+            ("forge.max_attempts", u64::from(self.forge.max_attempts)),
             ("forge.read_concurrency", self.forge.read_concurrency as u64),
             ("forge.max_entry_bytes", self.forge.max_entry_bytes),
             ("forge.concurrency", self.forge.concurrency as u64),

@@ -415,6 +415,34 @@ async fn an_unparsable_entry_is_reported_and_the_rest_load(pool: PgPool) {
     rfc_becomes(&fleet, "fixed", Duration::from_secs(5), |_| true).await;
     let (_, errors) = fleet.get("/forge/parse-errors").await;
     assert_eq!(errors["items"].as_array().unwrap().len(), 2, "{errors}");
+
+    // A cached entry that stops parsing keeps its RFC as last read, not "missing".
+    // (Five parse_error events in all: three errors, one cleared, this one.)
+    gitea.put_file(
+        META,
+        "main",
+        "rfcs/b.md",
+        "---\nslug: b\ntitle: [oops\n---\n",
+    );
+    deliver(&fleet, &gitea.webhook("push", META, SECRET)).await;
+    eventually(Duration::from_secs(5), || async {
+        let (_, errors) = fleet.get("/forge/parse-errors").await;
+        errors["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["path"] == "rfcs/b.md")
+    })
+    .await;
+    let (_, b) = rfc(&fleet, "b").await;
+    assert_eq!(
+        (b["title"].as_str(), b["missing_upstream"].as_bool()),
+        (Some("Beta"), Some(false))
+    );
+    eventually(Duration::from_secs(5), || async {
+        fleet.stream_count("forge.acme.meta.parse_error").await == 5
+    })
+    .await;
     fleet.stop().await;
 }
 

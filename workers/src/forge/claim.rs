@@ -18,7 +18,10 @@ use super::RepoName;
 /// A held claim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Claim {
+    /// The process holding it ([`super::Forge::holder`]).
     pub holder: Uuid,
+    /// Bumped each time the claim is taken: a write fenced on it fails once another
+    /// refresh took the claim over.
     pub generation: i64,
 }
 
@@ -31,11 +34,12 @@ pub async fn take(
     ttl: Duration,
 ) -> Result<Option<Claim>, sqlx::Error> {
     let generation = sqlx::query_scalar!(
-        "insert into forge_repos (repo, role, claimed_by, claim_expires_at, claim_generation)
-         values ($1, $2, $3, now() + make_interval(secs => $4), 1)
+        "insert into forge_repos (repo, role, claimed_by, claim_expires_at, claim_generation,
+                                  claimed_at)
+         values ($1, $2, $3, now() + make_interval(secs => $4), 1, now())
          on conflict (repo) do update
            set role = excluded.role, claimed_by = excluded.claimed_by,
-               claim_expires_at = excluded.claim_expires_at,
+               claim_expires_at = excluded.claim_expires_at, claimed_at = now(),
                claim_generation = forge_repos.claim_generation + 1
            where forge_repos.claimed_by is null or forge_repos.claim_expires_at < now()
          returning claim_generation",
@@ -78,7 +82,7 @@ pub async fn release(
     sqlx::query!(
         "update forge_repos
          set claimed_by = null, claim_expires_at = null, refreshed_at = now(),
-             last_error = null, last_error_at = null
+             read_from = claimed_at, last_error = null, last_error_at = null
          where repo = $1 and claimed_by = $2 and claim_generation = $3",
         repo.to_string(),
         claim.holder,
@@ -108,6 +112,21 @@ pub async fn release_failed(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// When the last successful refresh of `repo` began reading Gitea, if any: a change
+/// announced before then is already in the cache.
+pub async fn read_from(
+    pool: &PgPool,
+    repo: &RepoName,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, sqlx::Error> {
+    let read_from = sqlx::query_scalar!(
+        "select read_from from forge_repos where repo = $1",
+        repo.to_string(),
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(read_from.flatten())
 }
 
 /// Whether `repo` has ever been refreshed (or is being refreshed now).

@@ -103,6 +103,24 @@ pub fn parse(text: &str, default_owner: &str) -> Result<Entry, String> {
 }
 
 fn entry(front: FrontMatter, body: String, default_owner: &str) -> Result<Entry, String> {
+    let entry = fields(front, body, default_owner)?;
+    let texts = [&entry.slug, &entry.title, &entry.state]
+        .into_iter()
+        .chain(entry.rfc_id.iter())
+        .chain(entry.proposed_by.iter())
+        .chain(entry.graduated_by.iter())
+        .chain(entry.owners.iter())
+        .chain(entry.arbiters.iter())
+        .chain(entry.tags.iter());
+    // YAML escapes (`"\0"`, `"\x00"`, `"\u0000"`) decode to NUL, which Postgres text
+    // cannot hold.
+    if texts.into_iter().any(|text| text.contains('\0')) {
+        return Err("front matter holds a NUL character (U+0000)".to_owned());
+    }
+    Ok(entry)
+}
+
+fn fields(front: FrontMatter, body: String, default_owner: &str) -> Result<Entry, String> {
     let required = |value: Option<String>, key: &str| {
         value
             .map(|v| v.trim().to_owned())
@@ -204,7 +222,13 @@ pub fn on_behalf_of(body: &str) -> Option<String> {
         }
         let (_, login) = value.trim().rsplit_once('<')?;
         let login = login.strip_suffix('>')?.trim();
-        (!login.is_empty()).then(|| login.to_owned())
+        // A Gitea login: at most 100 of its letters, digits, `-`, `_` and `.`.
+        let legal = !login.is_empty()
+            && login.len() <= 100
+            && login
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        legal.then(|| login.to_owned())
     })
 }
 
@@ -267,6 +291,11 @@ mod tests {
             ),
             ("front matter:", "---\nslug: [unclosed\n---\n"),
             ("NUL", "---\nslug: a\ntitle: t\u{0}\nstate: s\n---\n"),
+            ("NUL", "---\nslug: a\ntitle: \"t\\0\"\nstate: s\n---\n"),
+            (
+                "NUL",
+                "---\nslug: a\ntitle: t\nstate: s\ntags: [\"\\u0000\"]\n---\n",
+            ),
         ];
         for (expected, text) in cases {
             let error = parse(text, "acme").unwrap_err();

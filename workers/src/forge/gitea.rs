@@ -207,7 +207,7 @@ impl Gitea {
         path: &str,
         branch: &str,
     ) -> Result<Vec<DirEntry>, GiteaError> {
-        let url = format!("{}/contents/{path}", self.repo_url(repo));
+        let url = self.contents_url(repo, path)?;
         let what = format!("{repo}:{path}");
         let (entries, _) = self
             .get::<Vec<DirEntry>>(&what, &url, &[("ref", branch)])
@@ -222,7 +222,7 @@ impl Gitea {
         path: &str,
         branch: &str,
     ) -> Result<Option<File>, GiteaError> {
-        let url = format!("{}/contents/{path}", self.repo_url(repo));
+        let url = self.contents_url(repo, path)?;
         let what = format!("{repo}:{path}");
         let response = match self
             .get::<FileResponse>(&what, &url, &[("ref", branch)])
@@ -253,38 +253,74 @@ impl Gitea {
         }))
     }
 
-    /// Every branch of `repo`.
-    pub async fn branches(&self, repo: &RepoName) -> Result<Vec<Branch>, GiteaError> {
+    /// Every branch of `repo`, each once, and whether the listing is complete: a
+    /// branch created or deleted while it was paged shifts the pages, so one may be
+    /// missing (the count of distinct names falls short of `X-Total-Count`).
+    pub async fn branches(&self, repo: &RepoName) -> Result<(Vec<Branch>, bool), GiteaError> {
         let url = format!("{}/branches", self.repo_url(repo));
-        self.all_pages(&format!("{repo} branches"), &url, &[]).await
+        let (branches, total) = self
+            .all_pages(&format!("{repo} branches"), &url, &[])
+            .await?;
+        let branches = distinct(branches, |b: &Branch| b.name.clone());
+        let complete = total.is_none_or(|total| branches.len() as u64 >= total);
+        Ok((branches, complete))
     }
 
-    /// Every pull request of `repo`, open and closed.
+    /// Every pull request of `repo`, open and closed, each once (oldest first, so a
+    /// pull request opened meanwhile lands on the last page).
     pub async fn pulls(&self, repo: &RepoName) -> Result<Vec<Pull>, GiteaError> {
         let url = format!("{}/pulls", self.repo_url(repo));
-        self.all_pages(&format!("{repo} pulls"), &url, &[("state", "all")])
-            .await
+        let query = [("state", "all"), ("sort", "oldest")];
+        let (pulls, _) = self
+            .all_pages(&format!("{repo} pulls"), &url, &query)
+            .await?;
+        Ok(distinct(pulls, |p: &Pull| p.number))
     }
 
     fn repo_url(&self, repo: &RepoName) -> String {
         format!("{}/repos/{}/{}", self.api, repo.owner, repo.name)
     }
 
-    /// Follows `page` from 1 until a page is empty, shorter than asked, or the
-    /// `X-Total-Count` Gitea reports is reached.
+    /// `…/contents/{path}` with each segment of `path` percent-encoded (a file may be
+    /// named `100% done?.md`).
+    fn contents_url(&self, repo: &RepoName, path: &str) -> Result<String, GiteaError> {
+        let base = format!("{}/contents", self.repo_url(repo));
+        let mut url = reqwest::Url::parse(&base).map_err(|e| GiteaError::Malformed {
+            what: base.clone(),
+            reason: e.to_string(),
+        })?;
+        url.path_segments_mut()
+            .map_err(|()| GiteaError::Malformed {
+                what: base.clone(),
+                reason: "not a base URL".to_owned(),
+            })?
+            .extend(path.split('/'));
+        Ok(url.into())
+    }
+
+    /// Follows `page` from 1 until a page is empty or the `X-Total-Count` Gitea
+    /// reports is reached (and returns that count), reading at most [`MAX_PAGES`].
     async fn all_pages<T: DeserializeOwned>(
         &self,
         what: &str,
         url: &str,
         query: &[(&str, &str)],
-    ) -> Result<Vec<T>, GiteaError> {
+    ) -> Result<(Vec<T>, Option<u64>), GiteaError> {
         let limit = self.settings.page_limit.to_string();
         let mut items = Vec::new();
-        for page in 1.. {
+        let mut reported = None;
+        for page in 1..=MAX_PAGES {
+            if page == MAX_PAGES {
+                return Err(GiteaError::TooLarge {
+                    what: format!("{what} (more than {MAX_PAGES} pages)"),
+                    limit: self.settings.max_response_bytes,
+                });
+            }
             let page_text = page.to_string();
             let mut params = query.to_vec();
             params.extend([("page", page_text.as_str()), ("limit", limit.as_str())]);
             let (batch, total) = self.get::<Vec<T>>(what, url, &params).await?;
+            reported = total;
             let got = batch.len();
             items.extend(batch);
             let done = got == 0 || total.is_some_and(|total| items.len() as u64 >= total);
@@ -294,7 +330,7 @@ impl Gitea {
                 break;
             }
         }
-        Ok(items)
+        Ok((items, reported))
     }
 
     /// GETs `url` as JSON with retries; also returns `X-Total-Count` when given.
@@ -370,6 +406,18 @@ impl Gitea {
             },
         })
     }
+}
+
+/// The most pages of one list read (100,000 items at Gitea's default cap of 50).
+const MAX_PAGES: usize = 2000;
+
+/// `items` with each key once, the first kept.
+fn distinct<T, K: std::hash::Hash + Eq>(items: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
+    let mut seen = std::collections::HashSet::new();
+    items
+        .into_iter()
+        .filter(|item| seen.insert(key(item)))
+        .collect()
 }
 
 /// The most of an error answer read for its message.

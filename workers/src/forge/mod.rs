@@ -50,6 +50,10 @@ pub use sweep::SweepReport;
 
 const SOURCE: Source = Source::Forge;
 
+/// How much later than a `forge.changed` event a refresh must have begun reading for
+/// the event to need no read of its own (clocks of the API and Postgres may differ).
+const READ_MARGIN: Duration = Duration::from_secs(5);
+
 /// RFC states whose repo is no longer read (their cached rows stay).
 pub const INACTIVE_STATES: &[&str] = &["withdrawn", "rejected", "archived"];
 
@@ -98,6 +102,9 @@ pub struct ForgeConfig {
     pub delivery_retention: Duration,
     /// Refreshes handled at once by one process.
     pub concurrency: usize,
+    /// Deliveries of one `forge.changed` event before a refresh that keeps failing
+    /// (Gitea down, the repo's claim held) is left to the next sweep.
+    pub max_attempts: u32,
     /// Unacked messages the shared consumer hands out across the fleet.
     pub max_ack_pending: i64,
 }
@@ -121,6 +128,7 @@ impl Default for ForgeConfig {
             max_entry_bytes: 1024 * 1024,
             delivery_retention: Duration::from_secs(30 * 24 * 3600),
             concurrency: 4,
+            max_attempts: 20,
             max_ack_pending: 1000,
         }
     }
@@ -147,7 +155,9 @@ impl ForgeConfig {
 /// A Gitea repo, `owner/name`, lower case (Gitea compares names without case).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RepoName {
+    /// The owning user or organization, lower case.
     pub owner: String,
+    /// The repo's name, lower case.
     pub name: String,
 }
 
@@ -181,10 +191,13 @@ impl fmt::Display for RepoName {
 /// The forge role: cheap to clone, safe to run in many processes.
 #[derive(Clone, Debug)]
 pub struct Forge {
+    /// Where the cache, the claims and the sweeps are.
     pub pool: PgPool,
     /// Rung with each committed change's events.
     pub doorbell: Doorbell,
+    /// The `forge` config section.
     pub config: ForgeConfig,
+    /// How Gitea is read (`forge.url`, `forge.token`).
     pub gitea: Gitea,
     /// The meta repo (`forge.meta_repo`).
     pub meta: RepoName,
@@ -231,8 +244,10 @@ impl Forge {
 }
 
 impl Forge {
-    /// Runs the sweep a `forge.sweep.requested` event names, unless another process
-    /// took it. The sweep may outlast the ack wait: a redelivery finds it taken.
+    /// Takes the sweep a `forge.sweep.requested` event names and runs it in a task of
+    /// its own, so a long sweep neither outlives the ack wait nor holds a slot of the
+    /// pull loop. Taken elsewhere, or finished: nothing to do. A run that dies is
+    /// resumed by the sweep loop once its heartbeat is stale.
     async fn handle_sweep_request(&self, event: &Event) -> Result<Outcome, WorkerError> {
         let Ok(request) = serde_json::from_value::<ForgeSweep>(event.data.clone()) else {
             return Ok(Outcome::Reject(format!(
@@ -240,10 +255,20 @@ impl Forge {
                 event.id
             )));
         };
-        match self.run_requested(request.sweep_id).await? {
-            Some(report) => tracing::info!(?report, "requested forge sweep done"),
-            None => tracing::debug!(sweep = %request.sweep_id, "forge sweep taken elsewhere"),
-        }
+        let id = request.sweep_id;
+        let Some(trigger) = self.take_requested(id).await? else {
+            tracing::debug!(sweep = %id, "forge sweep taken elsewhere or done");
+            return Ok(Outcome::Ack);
+        };
+        let forge = self.clone();
+        tokio::spawn(async move {
+            match forge.run_taken(id, trigger).await {
+                Ok(report) => tracing::info!(?report, "requested forge sweep done"),
+                Err(error) => {
+                    tracing::warn!(%error, sweep = %id, "requested forge sweep failed; it is resumed later");
+                }
+            }
+        });
         Ok(Outcome::Ack)
     }
 }
@@ -256,7 +281,7 @@ impl EventHandler for Forge {
     /// Refreshes the repo the event names. A repo the cache does not track is acked
     /// untouched; a held claim or an unreachable Gitea is retried; anything else is
     /// recorded on the repo (`forge_repos.last_error`) and acked.
-    async fn handle_event(&self, event: &Event, _delivered: i64) -> Result<Outcome, WorkerError> {
+    async fn handle_event(&self, event: &Event, delivered: i64) -> Result<Outcome, WorkerError> {
         if event.kind == EventType::ForgeSweepRequested.as_str() {
             return self.handle_sweep_request(event).await;
         }
@@ -270,9 +295,24 @@ impl EventHandler for Forge {
             owner: changed.owner.to_lowercase(),
             name: changed.name.to_lowercase(),
         };
+        // A refresh that began reading well after this was sent has seen it: a burst of
+        // webhooks (or a backlog after an outage) costs one read, not one each.
+        let margin = chrono::Duration::from_std(READ_MARGIN).expect("a small duration");
+        if claim::read_from(&self.pool, &repo)
+            .await?
+            .is_some_and(|from| from > event.time + margin)
+        {
+            return Ok(Outcome::Ack);
+        }
         match self.refresh(&repo).await {
             Ok(refreshed) => {
                 tracing::debug!(%repo, ?refreshed, trigger = ?changed.trigger, "forge repo refreshed");
+                Ok(Outcome::Ack)
+            }
+            Err(error)
+                if error.is_transient() && delivered >= i64::from(self.config.max_attempts) =>
+            {
+                tracing::warn!(%error, %repo, delivered, "forge refresh still failing; left to the next sweep");
                 Ok(Outcome::Ack)
             }
             Err(error) if error.is_transient() => Err(error),

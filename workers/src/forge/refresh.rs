@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use backon::{ExponentialBuilder, Retryable};
 use futures::{StreamExt, TryStreamExt};
 use switchyard_bus::payloads::{ForgeChanged, ForgeTrigger};
 use switchyard_bus::{Event, OutboxTx, Payload};
@@ -17,7 +18,7 @@ use super::{Forge, RepoName, SOURCE};
 use crate::WorkerError;
 
 /// Where the RFC entries live in the meta repo.
-const ENTRIES_DIR: &str = "rfcs";
+pub(super) const ENTRIES_DIR: &str = "rfcs";
 /// An RFC repo's document.
 const DOCUMENT: &str = "RFC.md";
 
@@ -33,9 +34,14 @@ pub struct Refreshed {
 /// An entry of `rfcs/` after reading: its parsed RFC, or why it does not parse.
 type Read = Result<Entry, String>;
 
+/// Why an entry is too large to read starts so; such an error is decided again on
+/// each refresh (the limit may have been raised), never kept by blob sha.
+const TOO_LARGE: &str = "entry is ";
+
 /// What the meta repo holds now.
 struct MetaRead {
-    /// `rfcs/*.md` files by path: blob sha, and the entry when it was (re)read.
+    /// `rfcs/*.md` files by path: blob sha, and the entry when it was (re)read this
+    /// time (`None`: unchanged since cached, or unreadable this time).
     files: BTreeMap<String, (String, Option<Read>)>,
     pulls: Vec<gitea::Pull>,
 }
@@ -44,6 +50,8 @@ struct MetaRead {
 struct RfcRead {
     document: Option<gitea::File>,
     branches: Vec<gitea::Branch>,
+    /// Whether `branches` is every branch (no page shifted while it was listed).
+    branches_complete: bool,
     pulls: Vec<gitea::Pull>,
 }
 
@@ -81,7 +89,15 @@ impl Forge {
         if let Err(error) = &result
             && !matches!(error, WorkerError::Fenced(_))
         {
-            claim::release_failed(&self.pool, repo, claim, &error.to_string()).await?;
+            // Best effort: with Postgres down the lease simply expires (`claim_ttl`).
+            let why = error.to_string();
+            let release = || claim::release_failed(&self.pool, repo, claim, &why);
+            let released = release
+                .retry(ExponentialBuilder::default().with_max_times(3))
+                .await;
+            if let Err(release_error) = released {
+                tracing::warn!(%release_error, %repo, "could not release the repo's claim; it expires");
+            }
         }
         result.map(|changes| Refreshed {
             changes,
@@ -131,18 +147,21 @@ impl Forge {
             .iter()
             .filter(|e| {
                 let key = (e.path.clone(), e.sha.clone());
-                !known.contains_key(&key) && !errors.contains_key(&key)
+                let kept_error = errors
+                    .get(&key)
+                    .is_some_and(|why| !why.starts_with(TOO_LARGE));
+                !known.contains_key(&key) && !kept_error
             })
             .map(|e| self.read_entry(gitea, e.clone()))
             .collect();
-        let fetched: HashMap<String, (String, Read)> = futures::stream::iter(reads)
+        let fetched: HashMap<String, (String, Option<Read>)> = futures::stream::iter(reads)
             .buffer_unordered(self.config.read_concurrency.max(1))
             .try_collect()
             .await?;
         let mut files = BTreeMap::new();
         for e in entries {
             let file = match fetched.get(&e.path) {
-                Some((sha, read)) => (sha.clone(), Some(read.clone())),
+                Some((sha, read)) => (sha.clone(), read.clone()),
                 None => (e.sha.clone(), None),
             };
             files.insert(e.path, file);
@@ -151,27 +170,35 @@ impl Forge {
         Ok(MetaRead { files, pulls })
     }
 
-    /// One entry: (path, (blob sha, parsed or why not)).
+    /// One entry: (path, (blob sha, parsed or why not)); `None` when it could not be
+    /// read this time (deleted since the listing). Gitea refusing this one file is a
+    /// parse error on its path, so one bad file never stops the others; only an
+    /// outage fails the refresh.
     async fn read_entry(
         &self,
         gitea: &Gitea,
         listed: DirEntry,
-    ) -> Result<(String, (String, Read)), WorkerError> {
+    ) -> Result<(String, (String, Option<Read>)), WorkerError> {
         let limit = self.config.max_entry_bytes;
         if listed.size > limit {
             let why = format!(
-                "entry is {} bytes; forge.max_entry_bytes is {limit}",
+                "{TOO_LARGE}{} bytes; forge.max_entry_bytes is {limit}",
                 listed.size
             );
-            return Ok((listed.path, (listed.sha, Err(why))));
+            return Ok((listed.path, (listed.sha, Some(Err(why)))));
         }
-        let file = gitea
+        let read = match gitea
             .file(&self.meta, &listed.path, &self.config.main_branch)
-            .await?;
-        let read = match file {
-            Some(file) => (file.sha, entry::parse(&file.text, &self.meta.owner)),
+            .await
+        {
+            Ok(Some(file)) => (file.sha, Some(entry::parse(&file.text, &self.meta.owner))),
             // Deleted between the listing and the read: the next refresh sees it gone.
-            None => (listed.sha, Err("gone while it was read".to_owned())),
+            Ok(None) => (listed.sha, None),
+            Err(error) if error.is_transient() => return Err(error.into()),
+            Err(error) => (
+                listed.sha,
+                Some(Err(format!("Gitea could not give it: {error}"))),
+            ),
         };
         Ok((listed.path, read))
     }
@@ -186,7 +213,14 @@ impl Forge {
     ) -> Result<Vec<Event>, WorkerError> {
         let known = cache::live_entries(tx).await?;
         let old_errors = cache::parse_errors(tx).await?;
+        // The RFC cached from each path: it stays as it was while its file does not
+        // read (a parse error, or gone between the listing and the read).
+        let at_path: HashMap<&str, &str> = known
+            .iter()
+            .map(|((path, _), slug)| (path.as_str(), slug.as_str()))
+            .collect();
         let mut owners: HashMap<String, String> = HashMap::new();
+        let mut kept = Vec::new();
         let mut errors = Vec::new();
         let mut events = Vec::new();
         for (path, (sha, read)) in files {
@@ -194,18 +228,22 @@ impl Forge {
             let slug = match &read {
                 Some(Ok(entry)) => entry.slug.clone(),
                 Some(Err(why)) => {
+                    kept.extend(at_path.get(path.as_str()).map(|s| (*s).to_owned()));
                     errors.push((path, sha, why.clone()));
                     continue;
                 }
                 None => match (known.get(&key), old_errors.get(&key)) {
                     (Some(slug), _) => slug.clone(),
                     (None, Some(why)) => {
+                        kept.extend(at_path.get(path.as_str()).map(|s| (*s).to_owned()));
                         errors.push((path, sha, why.clone()));
                         continue;
                     }
-                    // Neither cached nor read (the cache changed under the read): the
-                    // next refresh reads it.
-                    (None, None) => continue,
+                    // Not readable this time: the next refresh reads it.
+                    (None, None) => {
+                        kept.extend(at_path.get(path.as_str()).map(|s| (*s).to_owned()));
+                        continue;
+                    }
                 },
             };
             if let Some(first) = owners.get(&slug) {
@@ -218,10 +256,10 @@ impl Forge {
                 events.extend(cache::upsert_rfc(tx, &path, &sha, &entry).await?);
             }
         }
-        let live: Vec<String> = owners.into_keys().collect();
+        let mut live: Vec<String> = owners.into_keys().collect();
+        live.extend(kept);
         events.extend(cache::flag_missing(tx, &live).await?);
-        // Parse errors have no RFC to announce on: their audit rows record them.
-        cache::set_parse_errors(tx, &errors).await?;
+        events.extend(cache::set_parse_errors(tx, &self.meta, &errors).await?);
         Ok(events)
     }
 
@@ -261,12 +299,14 @@ impl Forge {
             }
             read => read?,
         };
+        let (branches, branches_complete) = gitea.branches(repo).await?;
         let read = RfcRead {
             document: document.map(|file| gitea::File {
                 text: entry::storable(&file.text),
                 ..file
             }),
-            branches: gitea.branches(repo).await?,
+            branches,
+            branches_complete,
             pulls: gitea.pulls(repo).await?,
         };
         let mut tx = OutboxTx::begin(&self.pool).await?;
@@ -280,7 +320,8 @@ impl Forge {
                 .as_ref()
                 .map(|f| (f.sha.as_str(), f.text.as_str()));
             events.extend(cache::set_document(&mut tx, &slug, document).await?);
-            events.extend(write_branches(&mut tx, repo, &slug, &read.branches).await?);
+            let branches = (read.branches.as_slice(), read.branches_complete);
+            events.extend(write_branches(&mut tx, repo, &slug, branches).await?);
             let cached = cache::pulls(&mut tx, repo).await?;
             let logged = cache::logged_actors(&mut tx, repo).await?;
             let pulls = read
@@ -352,12 +393,13 @@ async fn write_pulls(
 }
 
 /// Writes each branch that is new or moved, and marks each cached branch Gitea no
-/// longer has as deleted.
+/// longer has as deleted (only from a `complete` listing: a branch that a shifting
+/// page hid is not gone).
 async fn write_branches(
     tx: &mut OutboxTx<'_>,
     repo: &RepoName,
     slug: &str,
-    branches: &[gitea::Branch],
+    (branches, complete): (&[gitea::Branch], bool),
 ) -> Result<Vec<Event>, WorkerError> {
     let cached = cache::branches(tx, repo).await?;
     let mut events = Vec::new();
@@ -376,7 +418,7 @@ async fn write_branches(
         seen.insert(row.name);
     }
     for old in cached.values() {
-        if old.state == BranchState::Active && !seen.contains(&old.name) {
+        if complete && old.state == BranchState::Active && !seen.contains(&old.name) {
             let gone = BranchRow {
                 state: BranchState::Deleted,
                 ..old.clone()

@@ -70,6 +70,9 @@ impl Forge {
                 Ok(None) => {}
                 Err(error) => tracing::warn!(%error, "forge sweep failed; will retry"),
             }
+            if let Err(error) = self.resume_requested().await {
+                tracing::warn!(%error, "resuming requested forge sweeps failed; will retry");
+            }
             if let Err(error) = trim_deliveries(&self.pool, self.config.delivery_retention).await {
                 tracing::warn!(%error, "trimming webhook deliveries failed; will retry");
             }
@@ -86,9 +89,14 @@ impl Forge {
             .await?;
         // A little slack, so the process whose tick is a hair early still sweeps.
         let due_after = self.config.reconcile_interval.mul_f64(0.9).as_secs_f64();
+        // Nor while one runs (its heartbeat is fresh), however long it takes.
         let recent = sqlx::query_scalar!(
-            "select 1 from forge_sweeps where requested_at > now() - make_interval(secs => $1) limit 1",
+            "select 1 from forge_sweeps
+             where requested_at > now() - make_interval(secs => $1)
+                or (finished_at is null and heartbeat_at > now() - make_interval(secs => $2))
+             limit 1",
             due_after,
+            self.config.claim_ttl.as_secs_f64(),
         )
         .fetch_optional(&mut *tx)
         .await?;
@@ -121,25 +129,57 @@ impl Forge {
         self.sweep(SweepTrigger::Rebuild, requested_by).await
     }
 
-    /// Runs sweep `id`, asked for through the API, unless another process took it
-    /// (`None`). A sweep whose process died is taken over after `claim_ttl`.
-    pub async fn run_requested(&self, id: Uuid) -> Result<Option<SweepReport>, WorkerError> {
+    /// Takes sweep `id`, asked for through the API, for one run; `None` when it is
+    /// finished or another run holds it (its heartbeat is fresher than `claim_ttl`).
+    pub async fn take_requested(&self, id: Uuid) -> Result<Option<SweepTrigger>, WorkerError> {
+        // A token per run: a redelivery in this very process does not take it twice.
+        let run = Uuid::now_v7();
         let trigger = sqlx::query_scalar!(
-            r#"update forge_sweeps set claimed_by = $2, started_at = now()
+            r#"update forge_sweeps
+             set claimed_by = $2, started_at = coalesce(started_at, now()), heartbeat_at = now()
              where id = $1 and finished_at is null
-               and (claimed_by is null or claimed_by = $2
-                    or started_at < now() - make_interval(secs => $3))
+               and (claimed_by is null or heartbeat_at < now() - make_interval(secs => $3))
              returning trigger as "trigger: SweepTrigger""#,
             id,
-            self.holder,
+            run,
             self.config.claim_ttl.as_secs_f64(),
         )
         .fetch_optional(&self.pool)
         .await?;
-        match trigger {
-            Some(trigger) => self.sweep_as(id, trigger).await.map(Some),
-            None => Ok(None),
+        Ok(trigger)
+    }
+
+    /// Runs sweep `id` once taken ([`Forge::take_requested`]).
+    pub async fn run_taken(
+        &self,
+        id: Uuid,
+        trigger: SweepTrigger,
+    ) -> Result<SweepReport, WorkerError> {
+        self.sweep_as(id, trigger).await
+    }
+
+    /// Takes and runs every requested sweep no process runs: one whose event was lost
+    /// (waiting longer than a minute) or whose process died (a stale heartbeat).
+    pub async fn resume_requested(&self) -> Result<usize, WorkerError> {
+        let waiting = sqlx::query_scalar!(
+            "select id from forge_sweeps
+             where finished_at is null and trigger <> 'schedule'
+               and ((claimed_by is null and requested_at < now() - interval '1 minute')
+                    or heartbeat_at < now() - make_interval(secs => $1))
+             order by requested_at",
+            self.config.claim_ttl.as_secs_f64(),
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut resumed = 0;
+        for id in waiting {
+            if let Some(trigger) = self.take_requested(id).await? {
+                tracing::info!(sweep = %id, "resuming a requested forge sweep no process runs");
+                self.run_taken(id, trigger).await?;
+                resumed += 1;
+            }
         }
+        Ok(resumed)
     }
 
     /// Records sweep `id` as started by this process.
@@ -151,8 +191,9 @@ impl Forge {
         requested_by: &str,
     ) -> Result<(), sqlx::Error> {
         sqlx::query!(
-            "insert into forge_sweeps (id, trigger, requested_by, claimed_by, started_at)
-             values ($1, $2, $3, $4, now())",
+            "insert into forge_sweeps (id, trigger, requested_by, claimed_by, started_at,
+                                       heartbeat_at)
+             values ($1, $2, $3, $4, now(), now())",
             id,
             trigger as _,
             requested_by,
@@ -166,6 +207,11 @@ impl Forge {
     async fn sweep_as(&self, id: Uuid, trigger: SweepTrigger) -> Result<SweepReport, WorkerError> {
         let started = std::time::Instant::now();
         if trigger == SweepTrigger::Rebuild {
+            // Only with Gitea there to read from again.
+            let branch = &self.config.main_branch;
+            self.gitea
+                .list_dir(&self.meta, super::refresh::ENTRIES_DIR, branch)
+                .await?;
             let mut tx = self.pool.begin().await?;
             let deleted = cache::drop_all(&mut tx, &self.meta).await?;
             tx.commit().await?;
@@ -218,6 +264,12 @@ impl Forge {
         total: usize,
     ) -> Result<(), WorkerError> {
         let mut tx = OutboxTx::begin(&self.pool).await?;
+        sqlx::query!(
+            "update forge_sweeps set heartbeat_at = now() where id = $1",
+            report.id,
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.stage(&[progress(report, phase, total).event(SOURCE)])
             .await?;
         tx.commit(&self.doorbell).await?;

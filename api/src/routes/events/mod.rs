@@ -50,7 +50,7 @@ pub struct StreamParams {
 pub struct AnyParams {
     /// A subject filter such as `topology.*.mutation.failed` (no deployment prefix).
     #[param(
-        pattern = "^(>|([A-Za-z0-9_-]+|[*])([.]([A-Za-z0-9_-]+|[*]))*([.]>)?)$",
+        pattern = "^(>|([A-Za-z0-9_%-]+|[*])([.]([A-Za-z0-9_%-]+|[*]))*([.]>)?)$",
         max_length = 256
     )]
     pub subject: String,
