@@ -7,7 +7,8 @@
 
 /// Whether `error` means the database could not be reached or could not serve us now:
 /// a connection lost, refused or timed out, the pool exhausted or closed, the server
-/// shutting down or out of resources, a statement or lock wait cut short, or a
+/// shutting down or out of resources, a new connection refused (the database not
+/// accepting connections, gone, or the credentials no longer valid), a statement or lock wait cut short, or a
 /// transaction rolled back by a serialization conflict or deadlock. Retrying later may
 /// succeed. SQLSTATE classes are from the PostgreSQL manual, appendix A.
 pub fn is_transient(error: &sqlx::Error) -> bool {
@@ -36,8 +37,9 @@ fn is_transient_state(code: &str) -> bool {
     let class = code.get(..2).unwrap_or_default();
     // 08 connection exception, 53 insufficient resources, 57 operator intervention
     // (admin or crash shutdown, cannot connect now, query canceled by a timeout),
-    // 58 system error.
-    matches!(class, "08" | "53" | "57" | "58")
+    // 58 system error; and what only a new connection meets: 28 invalid authorization
+    // (credentials rotated under a running process).
+    matches!(class, "08" | "28" | "53" | "57" | "58")
         || matches!(
             code,
             // serialization failure, statement completion unknown, deadlock detected
@@ -46,6 +48,9 @@ fn is_transient_state(code: &str) -> bool {
             | "55P03"
             // idle-in-transaction or transaction timeout: the session was ended
             | "25P03" | "25P04"
+            // at connect: the database is not accepting connections (`allow_connections
+            // false`, being dropped or renamed), or is gone
+            | "55000" | "3D000"
         )
 }
 
@@ -59,7 +64,9 @@ mod tests {
         assert!(is_transient(&sqlx::Error::Io(std::io::Error::from(
             std::io::ErrorKind::ConnectionReset
         ))));
-        for code in ["08006", "57P01", "53300", "40001", "55P03", "57014"] {
+        for code in [
+            "08006", "57P01", "53300", "40001", "55P03", "57014", "55000", "3D000", "28P01",
+        ] {
             assert!(is_transient_state(code), "{code}");
         }
         for code in ["22P02", "23505", "54001", "42P01", "XX000", "40002"] {
