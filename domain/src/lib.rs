@@ -21,6 +21,7 @@
 //! No I/O: callers read and write Postgres and NATS, and call in here to decide.
 
 pub mod faults;
+pub mod forge;
 pub mod json;
 pub mod patch;
 pub mod status;

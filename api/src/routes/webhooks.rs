@@ -29,7 +29,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::forge::ForgeRepo;
+use super::forge::{RepoName, changed, parse_repo};
 use crate::error::ApiError;
 use crate::openapi::ErrorBody;
 use crate::{AppState, audit};
@@ -151,7 +151,7 @@ struct HookRepository {
 
 /// The repo a payload names: 400 for a body that is not JSON, 422 without a
 /// well-formed `repository.full_name`.
-pub fn repo_of(body: &[u8]) -> Result<ForgeRepo, ApiError> {
+pub fn repo_of(body: &[u8]) -> Result<RepoName, ApiError> {
     let hook: Hook = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
             ApiError::Unprocessable(format!(
@@ -166,7 +166,7 @@ pub fn repo_of(body: &[u8]) -> Result<ForgeRepo, ApiError> {
             "repository.full_name is missing: every Gitea payload names its repository".to_owned(),
         )
     })?;
-    ForgeRepo::parse("repository.full_name", &full_name)
+    parse_repo("repository.full_name", &full_name)
 }
 
 /// Take a Gitea webhook delivery: verify its signature, record it once, and have the
@@ -252,9 +252,9 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 async fn record(
     app: &AppState,
     delivery: DeliveryHeaders,
-    repo: ForgeRepo,
+    repo: RepoName,
 ) -> Result<(StatusCode, Json<DeliveryOut>), ApiError> {
-    let full_name = repo.full_name();
+    let full_name = repo.to_string();
     let mut tx = OutboxTx::begin(&app.pool).await?;
     let inserted = sqlx::query!(
         "insert into forge_deliveries (delivery_id, event, repo) values ($1, $2, $3)
@@ -292,7 +292,7 @@ async fn record(
         json!({ "event": delivery.event, "repo": full_name }),
     )
     .await?;
-    let mut changed = repo.changed(ForgeTrigger::Webhook);
+    let mut changed = changed(&repo, ForgeTrigger::Webhook);
     changed.gitea_event = Some(delivery.event);
     changed.delivery_id = Some(delivery.delivery_id.clone());
     let event = changed.event(Source::Api);
@@ -430,7 +430,7 @@ mod tests {
 
     #[test]
     fn the_payload_must_name_its_repository() {
-        assert_eq!(repo_of(BODY).unwrap().full_name(), "acme/rfc.meta");
+        assert_eq!(repo_of(BODY).unwrap().to_string(), "acme/rfc.meta");
         assert!(matches!(
             repo_of(b"{\"repository\":"),
             Err(ApiError::BadRequest(_))

@@ -365,6 +365,7 @@ impl Gitea {
         if let Some(token) = &self.settings.token {
             request = request.header("Authorization", format!("token {token}"));
         }
+        // Without the URL: errors are shown to viewers (`GET /forge/repos`).
         let unreachable = |reason: String| GiteaError::Unreachable {
             what: what.to_owned(),
             reason,
@@ -372,7 +373,7 @@ impl Gitea {
         let response = request
             .send()
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(e.without_url().to_string()))?;
         let status = response.status();
         let total = response
             .headers()
@@ -442,7 +443,7 @@ async fn read_bounded(
         .await
         .map_err(|e| GiteaError::Unreachable {
             what: what.to_owned(),
-            reason: e.to_string(),
+            reason: e.without_url().to_string(),
         })?
     {
         if body.len() + chunk.len() > limit {

@@ -26,7 +26,6 @@
 //! Every cache change commits with its audit row and an event (`rfc.{slug}.updated`,
 //! `rfc.{slug}.branch.*`, `rfc.{slug}.pull.*`), which the relay publishes.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -47,15 +46,13 @@ pub mod sweep;
 
 pub use gitea::{Gitea, GiteaError, GiteaSettings};
 pub use sweep::SweepReport;
+pub use switchyard_domain::forge::{INACTIVE_STATES, RepoName};
 
 const SOURCE: Source = Source::Forge;
 
 /// How much later than a `forge.changed` event a refresh must have begun reading for
 /// the event to need no read of its own (clocks of the API and Postgres may differ).
 const READ_MARGIN: Duration = Duration::from_secs(5);
-
-/// RFC states whose repo is no longer read (their cached rows stay).
-pub const INACTIVE_STATES: &[&str] = &["withdrawn", "rejected", "archived"];
 
 /// Forge settings (config section `forge`). The role runs only when `url` and
 /// `meta_repo` are set.
@@ -149,42 +146,6 @@ impl ForgeConfig {
                 .saturating_mul(2)
                 .saturating_add(4 * 1024 * 1024),
         })
-    }
-}
-
-/// A Gitea repo, `owner/name`, lower case (Gitea compares names without case).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RepoName {
-    /// The owning user or organization, lower case.
-    pub owner: String,
-    /// The repo's name, lower case.
-    pub name: String,
-}
-
-impl RepoName {
-    /// `owner/name` with Gitea-legal names (letters, digits, `-`, `_`, `.`; at most
-    /// 100 characters each; not `.` or `..`), lower-cased.
-    pub fn parse(text: &str) -> Option<Self> {
-        let (owner, name) = text.split_once('/')?;
-        let legal = |part: &str| {
-            !part.is_empty()
-                && part.len() <= 100
-                && part != "."
-                && part != ".."
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        };
-        (legal(owner) && legal(name)).then(|| Self {
-            owner: owner.to_lowercase(),
-            name: name.to_lowercase(),
-        })
-    }
-}
-
-impl fmt::Display for RepoName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.owner, self.name)
     }
 }
 

@@ -39,53 +39,27 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 pub mod sweeps;
 
-/// Longest Gitea owner or repo name.
-const MAX_NAME: usize = 100;
+pub use switchyard_domain::forge::RepoName;
 
-/// A Gitea repo, `owner/name`, lower case (Gitea compares names without case).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ForgeRepo {
-    pub owner: String,
-    pub name: String,
+/// Reads `owner/name` given as `field` ([`RepoName::parse`]); 422 naming the field
+/// otherwise.
+pub fn parse_repo(field: &str, text: &str) -> Result<RepoName, ApiError> {
+    RepoName::parse(text).ok_or_else(|| {
+        ApiError::Unprocessable(format!(
+            "{field} {text:?} is not a Gitea repo: expected owner/name, each 1 to {} letters, digits, '-', '_' or '.'",
+            switchyard_domain::forge::MAX_NAME
+        ))
+    })
 }
 
-impl ForgeRepo {
-    /// Reads `owner/name` given as `field`: each part 1 to 100 of Gitea's letters,
-    /// digits, `-`, `_` and `.` (not `.` or `..` alone). 422 naming the field otherwise.
-    pub fn parse(field: &str, text: &str) -> Result<Self, ApiError> {
-        let legal = |part: &str| {
-            (1..=MAX_NAME).contains(&part.len())
-                && part != "."
-                && part != ".."
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        };
-        match text.split_once('/') {
-            Some((owner, name)) if legal(owner) && legal(name) => Ok(Self {
-                owner: owner.to_ascii_lowercase(),
-                name: name.to_ascii_lowercase(),
-            }),
-            _ => Err(ApiError::Unprocessable(format!(
-                "{field} {text:?} is not a Gitea repo: expected owner/name, each 1 to {MAX_NAME} letters, digits, '-', '_' or '.'"
-            ))),
-        }
-    }
-
-    /// `owner/name`, as the cache stores it.
-    pub fn full_name(&self) -> String {
-        format!("{}/{}", self.owner, self.name)
-    }
-
-    /// The event asking the forge role to read this repo again.
-    pub fn changed(&self, trigger: ForgeTrigger) -> ForgeChanged {
-        ForgeChanged {
-            owner: self.owner.clone(),
-            name: self.name.clone(),
-            trigger,
-            gitea_event: None,
-            delivery_id: None,
-        }
+/// The event asking the forge role to read `repo` again.
+pub fn changed(repo: &RepoName, trigger: ForgeTrigger) -> ForgeChanged {
+    ForgeChanged {
+        owner: repo.owner.clone(),
+        name: repo.name.clone(),
+        trigger,
+        gitea_event: None,
+        delivery_id: None,
     }
 }
 
@@ -223,8 +197,8 @@ pub struct ForgeActionOut {
 }
 
 /// The action's fields, checked: 422 naming the first one that is wrong.
-fn check_action(input: &ForgeActionIn) -> Result<(ForgeRepo, String, String), ApiError> {
-    let repo = ForgeRepo::parse("repo", &input.repo)?;
+fn check_action(input: &ForgeActionIn) -> Result<(RepoName, String, String), ApiError> {
+    let repo = parse_repo("repo", &input.repo)?;
     if input.pr_number < 1 {
         return Err(ApiError::Unprocessable(format!(
             "pr_number must be a pull request number (1 or more), not {}",
@@ -274,7 +248,7 @@ async fn record_action(
          set rfc_slug = excluded.rfc_slug, actor = excluded.actor, action = excluded.action,
              recorded_at = now()
          returning repo, pr_number, rfc_slug, actor, action, recorded_at",
-        repo.full_name(),
+        repo.to_string(),
         input.pr_number,
         &input.rfc_slug,
         &actor,
@@ -291,7 +265,7 @@ async fn record_action(
         json!(recorded),
     )
     .await?;
-    let event = repo.changed(ForgeTrigger::Action).event(Source::Api);
+    let event = changed(&repo, ForgeTrigger::Action).event(Source::Api);
     tx.stage(std::slice::from_ref(&event)).await?;
     tx.commit(&app.doorbell).await?;
     Ok((StatusCode::CREATED, Json(recorded)))
@@ -303,8 +277,8 @@ mod tests {
 
     #[test]
     fn repos_are_gitea_names_in_lower_case() {
-        let repo = ForgeRepo::parse("repo", "Acme/RFC.meta").unwrap();
-        assert_eq!(repo.full_name(), "acme/rfc.meta");
+        let repo = parse_repo("repo", "Acme/RFC.meta").unwrap();
+        assert_eq!(repo.to_string(), "acme/rfc.meta");
         for bad in [
             "acme",
             "acme/",
@@ -316,10 +290,10 @@ mod tests {
             "acme/mé",
             &format!("acme/{}", "a".repeat(101)),
         ] {
-            let error = ForgeRepo::parse("repo", bad).unwrap_err().to_string();
+            let error = parse_repo("repo", bad).unwrap_err().to_string();
             assert!(error.starts_with("repo "), "{bad}: {error}");
         }
-        assert!(ForgeRepo::parse("repo", &format!("a/{}", "b".repeat(100))).is_ok());
+        assert!(parse_repo("repo", &format!("a/{}", "b".repeat(100))).is_ok());
     }
 
     #[test]
