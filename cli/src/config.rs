@@ -426,6 +426,14 @@ impl Config {
         let forge = &self.forge;
         if let Some(url) = &forge.url {
             let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+            if url.trim_end_matches('/').ends_with("/api/v1") {
+                return Err(invalid(
+                    "forge.url",
+                    &format!(
+                        "{url:?} ends with /api/v1: give Gitea's base URL; switchyard adds /api/v1"
+                    ),
+                ));
+            }
             if !scheme_ok || url.contains(['?', '#', ' ']) {
                 return Err(invalid(
                     "forge.url",
@@ -649,6 +657,50 @@ mod tests {
                 let err = Config::load(None).unwrap_err().to_string();
                 assert!(err.contains("http.listen"), "{bad}: {err}");
             }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_forge_section_is_checked_as_a_whole() {
+        let cases = [
+            (
+                "url = \"https://git.example.com/api/v1\"\nmeta_repo = \"a/b\"",
+                "forge.url",
+                "api/v1",
+            ),
+            (
+                "url = \"git.example.com\"\nmeta_repo = \"a/b\"",
+                "forge.url",
+                "base URL",
+            ),
+            (
+                "url = \"https://git.example.com\"",
+                "forge.meta_repo",
+                "must be set",
+            ),
+            (
+                "meta_repo = \"just-a-name\"",
+                "forge.meta_repo",
+                "owner/name",
+            ),
+            ("webhook_secret = \"\"", "forge.webhook_secret", "empty"),
+        ];
+        for (section, key, problem) in cases {
+            Jail::expect_with(|jail| {
+                jail.create_file("switchyard.toml", &format!("[forge]\n{section}"))?;
+                let err = Config::load(None).unwrap_err().to_string();
+                assert!(
+                    err.contains(key) && err.contains(problem),
+                    "{section}: {err}"
+                );
+                Ok(())
+            });
+        }
+        Jail::expect_with(|jail| {
+            let good = "[forge]\nurl = \"https://git.example.com/\"\nmeta_repo = \"Acme/RFCs\"";
+            jail.create_file("switchyard.toml", good)?;
+            assert!(Config::load(None).is_ok());
             Ok(())
         });
     }

@@ -141,6 +141,20 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    // Asked for by name, the forge role must have a Gitea to read: a configuration
+    // error, like any other (exit 2).
+    let forge_asked = matches!(
+        cli.command,
+        Command::Worker {
+            role: WorkerRole::Forge
+        } | Command::Forge { .. }
+    );
+    if forge_asked && config.forge.url.is_none() {
+        eprintln!(
+            "switchyard: forge.url is not set: the forge role needs Gitea's base URL and forge.meta_repo (SWITCHYARD_FORGE__URL, SWITCHYARD_FORGE__META_REPO)"
+        );
+        return std::process::ExitCode::from(2);
+    }
     if let Command::Token { role, ttl, sub } = &cli.command {
         return print_token(&config, (*role).into(), *ttl, sub);
     }
@@ -203,18 +217,10 @@ async fn run(command: Command, config: Config, secret: Option<SecretSource>) -> 
                 migrator: true,
                 ..Roles::NONE
             },
-            WorkerRole::Forge => {
-                // Asked for by name, the role must have something to do.
-                if config.forge.url.is_none() {
-                    anyhow::bail!(
-                        "worker --role forge needs forge.url and forge.meta_repo (SWITCHYARD_FORGE__URL, SWITCHYARD_FORGE__META_REPO)"
-                    );
-                }
-                Roles {
-                    forge: true,
-                    ..Roles::NONE
-                }
-            }
+            WorkerRole::Forge => Roles {
+                forge: true,
+                ..Roles::NONE
+            },
             WorkerRole::All => Roles::WORKERS,
         },
         Command::Forge { action } => return forge(&config, action).await,

@@ -66,7 +66,12 @@ pub async fn settled<H: EventHandler>(handler: &H, event: &Event, delivered: i64
         Ok(outcome) => outcome,
         Err(error) if error.is_transient() => {
             let delay = retry_delay(handler.max_retry_delay(), delivered);
-            tracing::warn!(%error, event = %event.id, kind = %event.kind, ?delay, "handling failed; will retry");
+            if let WorkerError::Fenced(_) = error {
+                // Another worker holds the work: routine, not a failure.
+                tracing::debug!(%error, event = %event.id, kind = %event.kind, ?delay, "work held elsewhere; will retry");
+            } else {
+                tracing::warn!(%error, event = %event.id, kind = %event.kind, ?delay, "handling failed; will retry");
+            }
             Outcome::Retry(delay)
         }
         Err(error) => {

@@ -658,6 +658,41 @@ async fn a_sweep_and_a_rebuild_are_asked_for_through_the_api(pool: PgPool) {
             && fleet.stream_count("forge.sweep.requested").await == 2
     })
     .await;
+
+    // A rebuild that cannot reach Gitea drops nothing, and finishes saying why.
+    gitea.set_down(true);
+    let answer = fleet
+        .http
+        .post(fleet.url("/forge/rebuild"))
+        .send()
+        .await
+        .unwrap();
+    let id = answer.json::<Value>().await.unwrap()["sweep_id"].clone();
+    eventually(Duration::from_secs(15), || async {
+        let (_, page) = fleet.get("/forge/sweeps").await;
+        page["items"].as_array().unwrap().iter().any(|s| {
+            s["id"] == id
+                && !s["finished_at"].is_null()
+                && s["unreachable"][0]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("nothing was dropped"))
+        })
+    })
+    .await;
+    gitea.set_down(false);
+    assert_eq!(
+        rfc(&fleet, "c").await.0,
+        StatusCode::OK,
+        "the cache is kept"
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "select count(*) from audit_log where action = 'dropped'"
+        )
+        .await,
+        1
+    );
     fleet.stop().await;
 }
 

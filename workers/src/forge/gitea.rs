@@ -25,7 +25,7 @@ use super::RepoName;
 #[derive(Debug, thiserror::Error)]
 pub enum GiteaError {
     /// 404: the repo, branch or path does not exist.
-    #[error("{0}: not found on Gitea")]
+    #[error("{0}: not found on Gitea (check forge.url, the repo's name and forge.main_branch)")]
     NotFound(String),
     /// Timeouts, connection errors, 5xx and 429, after every retry.
     #[error("{what}: Gitea unreachable: {reason}")]
@@ -208,7 +208,7 @@ impl Gitea {
         branch: &str,
     ) -> Result<Vec<DirEntry>, GiteaError> {
         let url = self.contents_url(repo, path)?;
-        let what = format!("{repo}:{path}");
+        let what = format!("{path} in {repo}");
         let (entries, _) = self
             .get::<Vec<DirEntry>>(&what, &url, &[("ref", branch)])
             .await?;
@@ -223,7 +223,7 @@ impl Gitea {
         branch: &str,
     ) -> Result<Option<File>, GiteaError> {
         let url = self.contents_url(repo, path)?;
-        let what = format!("{repo}:{path}");
+        let what = format!("{path} in {repo}");
         let response = match self
             .get::<FileResponse>(&what, &url, &[("ref", branch)])
             .await
@@ -365,15 +365,11 @@ impl Gitea {
         if let Some(token) = &self.settings.token {
             request = request.header("Authorization", format!("token {token}"));
         }
-        // Without the URL: errors are shown to viewers (`GET /forge/repos`).
         let unreachable = |reason: String| GiteaError::Unreachable {
             what: what.to_owned(),
             reason,
         };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| unreachable(e.without_url().to_string()))?;
+        let response = request.send().await.map_err(|e| unreachable(cause(e)))?;
         let status = response.status();
         let total = response
             .headers()
@@ -407,6 +403,20 @@ impl Gitea {
             },
         })
     }
+}
+
+/// What went wrong, with its causes (connection refused, a DNS failure, a TLS
+/// error…), but not the URL: errors are shown to viewers (`GET /forge/repos`).
+fn cause(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
 }
 
 /// The most pages of one list read (100,000 items at Gitea's default cap of 50).
@@ -443,7 +453,7 @@ async fn read_bounded(
         .await
         .map_err(|e| GiteaError::Unreachable {
             what: what.to_owned(),
-            reason: e.without_url().to_string(),
+            reason: cause(e),
         })?
     {
         if body.len() + chunk.len() > limit {

@@ -17,8 +17,8 @@ use futures::StreamExt;
 use serde::Serialize;
 use sqlx::PgPool;
 use switchyard_bus::payloads::{ForgeSweep, SweepPhase};
-use switchyard_bus::{OutboxTx, Payload};
-use switchyard_domain::status::SweepTrigger;
+use switchyard_bus::{OutboxTx, Payload, audit};
+use switchyard_domain::status::{AuditEntity, SweepTrigger};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -118,9 +118,20 @@ impl Forge {
         requested_by: &str,
     ) -> Result<SweepReport, WorkerError> {
         let id = Uuid::now_v7();
-        let mut conn = self.pool.acquire().await?;
-        self.start(&mut conn, id, trigger, requested_by).await?;
-        drop(conn);
+        let mut tx = self.pool.begin().await?;
+        self.start(&mut tx, id, trigger, requested_by).await?;
+        if trigger != SweepTrigger::Schedule {
+            // As the API records a request (`POST /forge/reconcile`, `/forge/rebuild`).
+            let action = match trigger {
+                SweepTrigger::Rebuild => "rebuild_requested",
+                _ => "sweep_requested",
+            };
+            let detail = serde_json::json!({ "sweep_id": id, "trigger": trigger });
+            let key = id.to_string();
+            let entity = AuditEntity::ForgeCache;
+            audit::record(&mut tx, entity, &key, action, requested_by, detail).await?;
+        }
+        tx.commit().await?;
         self.sweep_as(id, trigger).await
     }
 
@@ -206,17 +217,6 @@ impl Forge {
 
     async fn sweep_as(&self, id: Uuid, trigger: SweepTrigger) -> Result<SweepReport, WorkerError> {
         let started = std::time::Instant::now();
-        if trigger == SweepTrigger::Rebuild {
-            // Only with Gitea there to read from again.
-            let branch = &self.config.main_branch;
-            self.gitea
-                .list_dir(&self.meta, super::refresh::ENTRIES_DIR, branch)
-                .await?;
-            let mut tx = self.pool.begin().await?;
-            let deleted = cache::drop_all(&mut tx, &self.meta).await?;
-            tx.commit().await?;
-            tracing::info!(deleted, "forge cache dropped; rebuilding from Gitea");
-        }
         let gitea = self.gitea.counted();
         let mut report = SweepReport {
             id,
@@ -227,6 +227,26 @@ impl Forge {
             unreachable: Vec::new(),
             duration_ms: 0,
         };
+        if trigger == SweepTrigger::Rebuild {
+            // Only with Gitea there to read from again: else the rebuild ends here,
+            // reporting why, with nothing dropped.
+            let branch = &self.config.main_branch;
+            let entries = super::refresh::ENTRIES_DIR;
+            if let Err(error) = gitea.list_dir(&self.meta, entries, branch).await {
+                report.unreachable.push(Unreachable {
+                    repo: self.meta.to_string(),
+                    error: format!("{error}; nothing was dropped"),
+                });
+                report.gitea_calls = gitea.calls();
+                report.duration_ms = started.elapsed().as_millis() as u64;
+                self.finish(&report, 1).await?;
+                return Ok(report);
+            }
+            let mut tx = self.pool.begin().await?;
+            let deleted = cache::drop_all(&mut tx, &self.meta).await?;
+            tx.commit().await?;
+            tracing::info!(deleted, "forge cache dropped; rebuilding from Gitea");
+        }
         let meta = self.meta.clone();
         self.tally(
             &mut report,
