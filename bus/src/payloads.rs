@@ -450,14 +450,25 @@ pub struct RfcBranchChanged {
     pub action: BranchAction,
 }
 
+impl BranchAction {
+    /// The name the subject and the audit trail give it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
 impl Payload for RfcBranchChanged {
     fn route(&self) -> (EventType, String) {
-        let (kind, action) = match self.action {
-            BranchAction::Created => (EventType::RfcBranchCreated, "created"),
-            BranchAction::Updated => (EventType::RfcBranchUpdated, "updated"),
-            BranchAction::Deleted => (EventType::RfcBranchDeleted, "deleted"),
+        let kind = match self.action {
+            BranchAction::Created => EventType::RfcBranchCreated,
+            BranchAction::Updated => EventType::RfcBranchUpdated,
+            BranchAction::Deleted => EventType::RfcBranchDeleted,
         };
-        (kind, subjects::rfc_branch(&self.slug, action))
+        (kind, subjects::rfc_branch(&self.slug, self.action.as_str()))
     }
 }
 
@@ -489,15 +500,27 @@ pub struct RfcPullChanged {
     pub action: PullAction,
 }
 
+impl PullAction {
+    /// The name the subject and the audit trail give it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Opened => "opened",
+            Self::Updated => "updated",
+            Self::Merged => "merged",
+            Self::Closed => "closed",
+        }
+    }
+}
+
 impl Payload for RfcPullChanged {
     fn route(&self) -> (EventType, String) {
-        let (kind, action) = match self.action {
-            PullAction::Opened => (EventType::RfcPullOpened, "opened"),
-            PullAction::Updated => (EventType::RfcPullUpdated, "updated"),
-            PullAction::Merged => (EventType::RfcPullMerged, "merged"),
-            PullAction::Closed => (EventType::RfcPullClosed, "closed"),
+        let kind = match self.action {
+            PullAction::Opened => EventType::RfcPullOpened,
+            PullAction::Updated => EventType::RfcPullUpdated,
+            PullAction::Merged => EventType::RfcPullMerged,
+            PullAction::Closed => EventType::RfcPullClosed,
         };
-        (kind, subjects::rfc_pull(&self.slug, action))
+        (kind, subjects::rfc_pull(&self.slug, self.action.as_str()))
     }
 }
 

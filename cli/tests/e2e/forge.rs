@@ -575,6 +575,9 @@ async fn a_refresh_that_read_earlier_never_overwrites_one_that_read_later(pool: 
     let second_head = gitea.push_branch("acme/rfc-a", "draft-1");
     let (status, _) = deliver(&fleet, &gitea.webhook("create", "acme/rfc-a", SECRET)).await;
     assert_eq!(status, 202);
+    // Nothing to drive here: the point is to give the webhook's refresh time to run
+    // (and, were refreshes not serialized, to write the newer head) before the sweep's
+    // older answer arrives.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stall.release();
     let report = sweep.await.unwrap().unwrap();

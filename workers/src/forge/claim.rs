@@ -129,10 +129,16 @@ pub async fn read_from(
     Ok(read_from.flatten())
 }
 
-/// Whether `repo` has ever been refreshed (or is being refreshed now).
-pub async fn known(tx: &mut PgConnection, repo: &str) -> Result<bool, sqlx::Error> {
-    let known = sqlx::query_scalar!("select 1 from forge_repos where repo = $1", repo)
-        .fetch_optional(tx)
-        .await?;
-    Ok(known.is_some())
+/// Those of `repos` never refreshed (nor being refreshed now), in one query.
+pub async fn never_read(
+    tx: &mut PgConnection,
+    repos: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select r as "repo!" from unnest($1::text[]) r
+         where not exists (select 1 from forge_repos f where f.repo = r)"#,
+        repos,
+    )
+    .fetch_all(tx)
+    .await
 }

@@ -266,10 +266,8 @@ impl Forge {
     /// `forge.changed` for each active RFC repo never read yet (just graduated).
     async fn announce_new_repos(&self, tx: &mut OutboxTx<'_>) -> Result<Vec<Event>, WorkerError> {
         let mut events = Vec::new();
-        for repo in cache::active_repos(tx).await? {
-            if claim::known(tx, &repo).await? {
-                continue;
-            }
+        let active = cache::active_repos(tx).await?;
+        for repo in claim::never_read(tx, &active).await? {
             let Some(name) = RepoName::parse(&repo) else {
                 continue;
             };

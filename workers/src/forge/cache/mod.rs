@@ -95,8 +95,8 @@ pub async fn upsert_rfc(
         document_sha: row.document_sha,
     };
     let action = if row.created { "created" } else { "updated" };
-    audit_rfc(conn, &updated, action).await?;
-    Ok(Some(updated.event(SOURCE)))
+    let event = audited(conn, AuditEntity::Rfc, &updated.slug, action, &updated).await?;
+    Ok(Some(event))
 }
 
 /// Flags every cached RFC whose slug is not in `live` as missing upstream.
@@ -123,27 +123,26 @@ pub async fn flag_missing(
             missing_upstream: true,
             document_sha: row.document_sha,
         };
-        audit_rfc(conn, &updated, "missing_upstream").await?;
-        events.push(updated.event(SOURCE));
+        let slug = &updated.slug;
+        let entity = AuditEntity::Rfc;
+        events.push(audited(conn, entity, slug, "missing_upstream", &updated).await?);
     }
     Ok(events)
 }
 
-async fn audit_rfc(
+/// Records `payload`'s change as `action` on `entity` `key` (the payload is the audit
+/// row's detail) and returns the event announcing it, for the caller to stage in the
+/// same transaction.
+async fn audited<P: Payload>(
     conn: &mut PgConnection,
-    rfc: &RfcUpdated,
+    entity: AuditEntity,
+    key: &str,
     action: &str,
-) -> Result<(), sqlx::Error> {
-    let detail = serde_json::to_value(rfc).expect("payloads serialize");
-    audit::record(
-        conn,
-        AuditEntity::Rfc,
-        &rfc.slug,
-        action,
-        SOURCE.as_str(),
-        detail,
-    )
-    .await
+    payload: &P,
+) -> Result<Event, sqlx::Error> {
+    let detail = serde_json::to_value(payload).expect("payloads serialize");
+    audit::record(conn, entity, key, action, SOURCE.as_str(), detail).await?;
+    Ok(payload.event(SOURCE))
 }
 
 /// Makes the parse errors of `meta`'s entries exactly `errors` (path, blob sha, error),
@@ -274,8 +273,8 @@ pub async fn set_document(
         missing_upstream: row.missing_upstream,
         document_sha: sha.map(str::to_owned),
     };
-    audit_rfc(conn, &updated, "document_updated").await?;
-    Ok(Some(updated.event(SOURCE)))
+    let event = audited(conn, AuditEntity::Rfc, slug, "document_updated", &updated).await?;
+    Ok(Some(event))
 }
 
 /// Drops the whole cache (not the actions log, not the refresh bookkeeping), with one

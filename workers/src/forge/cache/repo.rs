@@ -7,11 +7,12 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
+use switchyard_bus::Event;
 use switchyard_bus::payloads::{BranchAction, PullAction, RfcBranchChanged, RfcPullChanged};
-use switchyard_bus::{Event, Payload, audit};
 use switchyard_domain::status::{AuditEntity, BranchState, OpenedBySource, PullKind, PullState};
 
-use super::super::{RepoName, SOURCE};
+use super::super::RepoName;
+use super::audited;
 
 /// A cached pull request, as compared with what Gitea says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,19 +127,8 @@ pub async fn write_pull(
         opened_by_source: pull.opened_by_source,
         action,
     };
-    let detail = serde_json::to_value(&changed).expect("payloads serialize");
     let key = format!("{repo}#{}", pull.number);
-    let verb = serde_json::to_value(action).expect("actions serialize");
-    audit::record(
-        conn,
-        AuditEntity::RfcPull,
-        &key,
-        verb.as_str().unwrap_or("updated"),
-        SOURCE.as_str(),
-        detail,
-    )
-    .await?;
-    Ok(changed.event(SOURCE))
+    audited(conn, AuditEntity::RfcPull, &key, action.as_str(), &changed).await
 }
 
 /// The cached branches of `repo`, by name.
@@ -198,17 +188,13 @@ pub async fn write_branch(
         state: branch.state,
         action,
     };
-    let detail = serde_json::to_value(&changed).expect("payloads serialize");
     let key = format!("{repo}:{}", branch.name);
-    let verb = serde_json::to_value(action).expect("actions serialize");
-    audit::record(
+    audited(
         conn,
         AuditEntity::RfcBranch,
         &key,
-        verb.as_str().unwrap_or("updated"),
-        SOURCE.as_str(),
-        detail,
+        action.as_str(),
+        &changed,
     )
-    .await?;
-    Ok(changed.event(SOURCE))
+    .await
 }
