@@ -100,6 +100,16 @@ pub struct ApiConfig {
     /// Longest silence on an event stream before a keepalive comment.
     #[serde(with = "humantime_serde")]
     pub event_keepalive: Duration,
+    /// Most mutations in one `POST /mutations/batch`.
+    pub max_batch_mutations: usize,
+    /// Most enqueue requests committed together in one transaction (group commit).
+    pub group_commit_size: usize,
+    /// Longest wait for more enqueue requests to join a group, and only while others
+    /// are arriving; a request alone never waits.
+    #[serde(with = "humantime_serde")]
+    pub group_commit_wait: Duration,
+    /// Group-commit transactions in flight at once per process.
+    pub group_commit_concurrency: usize,
     /// Browser origins (`https://editor.example.com`, or `*`) whose pages may call the
     /// API and open event streams (CORS). Empty: none but the API's own.
     pub cors_origins: Vec<String>,
@@ -115,6 +125,10 @@ impl Default for ApiConfig {
             max_event_streams: 1000,
             event_buffer: 256,
             event_keepalive: Duration::from_secs(15),
+            max_batch_mutations: 1000,
+            group_commit_size: 256,
+            group_commit_wait: Duration::from_millis(1),
+            group_commit_concurrency: 2,
             cors_origins: Vec::new(),
         }
     }
@@ -129,6 +143,8 @@ pub struct AppState {
     pub nats: async_nats::Client,
     /// Rung after each commit so the relay publishes the staged events at once.
     pub doorbell: Doorbell,
+    /// Commits single enqueues together (group commit).
+    pub enqueue: routes::mutations::GroupCommit,
     pub config: ApiConfig,
     /// Signs and verifies tokens.
     pub authenticator: Arc<Authenticator>,
@@ -158,7 +174,8 @@ pub struct Settings {
 impl AppState {
     /// The state of one API process: its pool, its bus connection (readiness and event
     /// streams), the doorbell of its relay, its settings, and the token secret.
-    /// Streams end when `shutdown` fires.
+    /// Streams end when `shutdown` fires. Starts the group-commit task, so it must be
+    /// called on a Tokio runtime.
     pub fn new(
         pool: PgPool,
         bus: &switchyard_bus::Bus,
@@ -173,9 +190,19 @@ impl AppState {
             documents,
             webhook_secret,
         } = settings;
+        let enqueue = routes::mutations::GroupCommit::start(
+            pool.clone(),
+            doorbell.clone(),
+            routes::mutations::GroupCommitConfig {
+                size: http.group_commit_size,
+                wait: http.group_commit_wait,
+                concurrency: http.group_commit_concurrency,
+            },
+        );
         Self {
             pool,
             nats: bus.client.clone(),
+            enqueue,
             doorbell,
             live: routes::events::live::Live::new(bus, &http, shutdown),
             config: http,

@@ -66,8 +66,23 @@ fn validate_one(op: &Value, limits: &Limits) -> Result<(), String> {
     {
         return Err(format!("unknown member `{extra}` for op {name:?}"));
     }
+    if has_nul(op) {
+        // Postgres text and jsonb cannot hold it: refused on arrival, so a group commit
+        // or a bulk enqueue never meets it in the database.
+        return Err("strings must not contain the NUL character (\\u0000)".to_owned());
+    }
     let op = serde_json::from_value::<PatchOperation>(op.clone()).map_err(|e| e.to_string())?;
     patch::check_operation(&op, limits)
+}
+
+/// Whether any string or member name in `value` holds U+0000.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(members) => members.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 fn invalid(message: String) -> ApiError {
@@ -102,6 +117,17 @@ mod tests {
             {"op": "test", "path": "/d", "value": null}
         ]);
         validate(ops.as_array().unwrap(), 10, &LIMITS).unwrap();
+    }
+
+    #[test]
+    fn refuses_nul_anywhere_in_an_operation() {
+        assert!(
+            message(json!([{"op": "add", "path": "/a", "value": {"k": ["x\u{0}"]}}]))
+                .starts_with("ops[0]: strings must not contain the NUL")
+        );
+        assert!(
+            message(json!([{"op": "add", "path": "/a", "value": {"k\u{0}": 1}}])).contains("NUL")
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! - [`envelope`]: the one JSON [`envelope::Event`] with CloudEvents 1.0 attributes.
 //! - [`outbox`]: staging events in the caller's Postgres transaction, and the
 //!   [`outbox::Doorbell`] a committer rings so the relay publishes right away; every
-//!   statement on the `outbox` table.
+//!   statement on the outbox (`outbox_commits`, one row per committed transaction).
 //! - [`audit`]: the one writer of `audit_log`, called in the same transactions.
 //! - [`jetstream`]: connecting, the stream, and the durable consumers, created
 //!   idempotently at start-up.
@@ -27,6 +27,6 @@ pub mod subjects;
 
 pub use envelope::{Event, EventType, Source};
 pub use jetstream::{Bus, BusConfig, BusError, ConsumerRole};
-pub use outbox::{Doorbell, DoorbellReceiver, OutboxTx};
+pub use outbox::{Commit, Doorbell, DoorbellReceiver, OutboxTx};
 pub use payloads::Payload;
 pub use subjects::Namespace;

@@ -1,27 +1,44 @@
 //! The transactional outbox: events are written in the same Postgres transaction as
 //! the state change they announce, then published by the relay.
 //!
+//! ## One row per commit
+//! A transaction's staged events are written as **one** `outbox_commits` row (a JSON
+//! array, in staging order) just before it commits. Marking that row published, and
+//! later trimming it, are one row write each, however many events the transaction
+//! announced: a batch of 100 mutations costs the outbox three row writes, not 300.
+//! The `outbox` view shows one row per event for inspection.
+//!
 //! ## Flow
 //! 1. A committer opens an [`OutboxTx`] and calls [`OutboxTx::stage`] inside it.
-//! 2. [`OutboxTx::commit`] commits, then rings the [`Doorbell`] with the events it
-//!    staged: the relay in this process publishes them at once (the fast path). One
-//!    call, so nobody commits and forgets to ring, or rings before committing.
+//! 2. [`OutboxTx::commit`] writes the commit's row, commits, then rings the
+//!    [`Doorbell`] with it: the relay in this process publishes its events at once (the
+//!    fast path). One call, so nobody commits and forgets to ring, or rings before
+//!    committing.
 //! 3. Anything the fast path missed (a crash between commit and publish, NATS down,
 //!    a full doorbell) is found by the relay's sweep of unpublished rows
 //!    ([`claim_unpublished`], then [`mark_published`]).
 //! 4. The reconciler deletes published rows past their retention ([`trim_published`]).
 //!
-//! Every statement on the `outbox` table is in this module.
-
-use std::time::Duration;
+//! Every statement on the outbox is in this module.
 
 use std::ops::{Deref, DerefMut};
+use std::time::Duration;
 
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Transaction};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::Event;
+
+/// The events one transaction committed: one `outbox_commits` row.
+#[derive(Clone, Debug)]
+pub struct Commit {
+    /// The row's id; [`mark_published`] takes it once every event is on the bus.
+    pub id: Uuid,
+    /// In the order they were staged, which is the order they are published in.
+    pub events: Vec<Event>,
+}
 
 /// A transaction that stages events in the outbox and hands them to the relay when,
 /// and only when, it commits. It derefs to its connection, so queries run on it as on
@@ -29,7 +46,7 @@ use crate::Event;
 /// is announced.
 pub struct OutboxTx<'c> {
     tx: Transaction<'c, Postgres>,
-    /// What [`OutboxTx::stage`] wrote, rung after commit.
+    /// What [`OutboxTx::stage`] collected, written and rung at commit.
     staged: Vec<Event>,
 }
 
@@ -44,11 +61,10 @@ impl OutboxTx<'static> {
 }
 
 impl OutboxTx<'_> {
-    /// Writes `events` to the outbox in this transaction, in order.
-    pub async fn stage(&mut self, events: &[Event]) -> Result<(), sqlx::Error> {
-        stage(&mut self.tx, events).await?;
+    /// Adds `events` to what this transaction announces, in order. They are written
+    /// with the transaction's other rows by [`OutboxTx::commit`].
+    pub fn stage(&mut self, events: &[Event]) {
         self.staged.extend_from_slice(events);
-        Ok(())
     }
 
     /// Rolls back: nothing staged is written or announced.
@@ -56,10 +72,19 @@ impl OutboxTx<'_> {
         self.tx.rollback().await
     }
 
-    /// Commits, then hands every staged event to the relay through `doorbell`.
-    pub async fn commit(self, doorbell: &Doorbell) -> Result<(), sqlx::Error> {
+    /// Writes the staged events as one outbox row, commits, then hands them to the
+    /// relay through `doorbell`.
+    pub async fn commit(mut self, doorbell: &Doorbell) -> Result<(), sqlx::Error> {
+        if self.staged.is_empty() {
+            return self.tx.commit().await;
+        }
+        let commit = Commit {
+            id: Uuid::now_v7(),
+            events: self.staged,
+        };
+        write(&mut self.tx, &commit).await?;
         self.tx.commit().await?;
-        doorbell.ring(self.staged);
+        doorbell.ring(commit);
         Ok(())
     }
 }
@@ -78,45 +103,28 @@ impl DerefMut for OutboxTx<'_> {
     }
 }
 
-/// Writes `events` to the outbox as part of the caller's transaction. Only through
-/// [`OutboxTx::stage`], which also rings them after the commit.
-async fn stage(conn: &mut PgConnection, events: &[Event]) -> Result<(), sqlx::Error> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let mut ids = Vec::with_capacity(events.len());
-    let mut subjects = Vec::with_capacity(events.len());
-    let mut bodies = Vec::with_capacity(events.len());
-    for event in events {
-        ids.push(event.id);
-        subjects.push(event.subject.clone());
-        bodies.push(serde_json::to_value(event).expect("an Event always serializes"));
-    }
-    // `with ordinality` keeps `position` in the order the caller staged the events.
+/// Writes `commit` as part of the caller's transaction. Only through
+/// [`OutboxTx::commit`], which also rings it after the commit.
+async fn write(conn: &mut PgConnection, commit: &Commit) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "insert into outbox (id, subject, event)
-         select id, subject, event
-         from unnest($1::uuid[], $2::text[], $3::jsonb[]) with ordinality
-              as staged(id, subject, event, ord)
-         order by ord",
-        &ids,
-        &subjects,
-        &bodies,
+        "insert into outbox_commits (id, events) values ($1, $2)",
+        commit.id,
+        Json(&commit.events) as _,
     )
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// Locks and returns up to `limit` unpublished events older than `min_age`, in outbox
+/// Locks and returns up to `limit` unpublished commits older than `min_age`, in outbox
 /// order, for the caller's transaction; rows another sweep holds are skipped.
 pub async fn claim_unpublished(
     conn: &mut PgConnection,
     min_age: Duration,
     limit: usize,
-) -> Result<Vec<Event>, sqlx::Error> {
-    let rows = sqlx::query_scalar!(
-        r#"select event as "event: sqlx::types::Json<Event>" from outbox
+) -> Result<Vec<Commit>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"select id, events as "events: Json<Vec<Event>>" from outbox_commits
          where published_at is null and created_at < now() - make_interval(secs => $1)
          order by position
          limit $2
@@ -126,16 +134,23 @@ pub async fn claim_unpublished(
     )
     .fetch_all(conn)
     .await?;
-    Ok(rows.into_iter().map(|row| row.0).collect())
+    Ok(rows
+        .into_iter()
+        .map(|row| Commit {
+            id: row.id,
+            events: row.events.0,
+        })
+        .collect())
 }
 
-/// Marks the rows of `ids` published (JetStream acknowledged them).
+/// Marks the commits of `ids` published (JetStream acknowledged every event of each):
+/// one statement, one row write per commit.
 pub async fn mark_published(conn: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());
     }
     sqlx::query!(
-        "update outbox set published_at = now() where id = any($1) and published_at is null",
+        "update outbox_commits set published_at = now() where id = any($1) and published_at is null",
         ids,
     )
     .execute(conn)
@@ -143,13 +158,13 @@ pub async fn mark_published(conn: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<(
     Ok(())
 }
 
-/// Deletes published rows older than `retention`; returns how many.
+/// Deletes published commits older than `retention`; returns how many.
 pub async fn trim_published(
     conn: impl PgExecutor<'_>,
     retention: Duration,
 ) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query!(
-        "delete from outbox where published_at < now() - make_interval(secs => $1)",
+        "delete from outbox_commits where published_at < now() - make_interval(secs => $1)",
         retention.as_secs_f64(),
     )
     .execute(conn)
@@ -160,26 +175,23 @@ pub async fn trim_published(
 /// Rung by a committer after `COMMIT` so the relay publishes without waiting for a sweep.
 #[derive(Clone, Debug)]
 pub struct Doorbell {
-    sender: mpsc::Sender<Vec<Event>>,
+    sender: mpsc::Sender<Commit>,
 }
 
 /// The relay's end of the doorbell.
-pub type DoorbellReceiver = mpsc::Receiver<Vec<Event>>;
+pub type DoorbellReceiver = mpsc::Receiver<Commit>;
 
 impl Doorbell {
-    /// A doorbell holding at most `capacity` unpublished batches in memory.
+    /// A doorbell holding at most `capacity` unpublished commits in memory.
     pub fn channel(capacity: usize) -> (Self, DoorbellReceiver) {
         let (sender, receiver) = mpsc::channel(capacity);
         (Self { sender }, receiver)
     }
 
-    /// Hands committed events to the relay. Never blocks: when the relay is behind or
-    /// gone, the events stay in the outbox and the sweep publishes them.
-    pub(crate) fn ring(&self, events: Vec<Event>) {
-        if events.is_empty() {
-            return;
-        }
-        if self.sender.try_send(events).is_err() {
+    /// Hands a committed transaction's events to the relay. Never blocks: when the
+    /// relay is behind or gone, the row stays unpublished and the sweep publishes it.
+    pub(crate) fn ring(&self, commit: Commit) {
+        if self.sender.try_send(commit).is_err() {
             tracing::debug!("doorbell full or relay stopped; the sweep will publish");
         }
     }

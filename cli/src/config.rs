@@ -281,7 +281,7 @@ impl Config {
 
     /// Counts that must be at least 1.
     fn check_counts(&self) -> Result<(), ConfigError> {
-        let counts: [(&'static str, u64); 23] = [
+        let counts: [(&'static str, u64); 26] = [
             ("forge.page_limit", self.forge.page_limit as u64),
             ("forge.max_attempts", u64::from(self.forge.max_attempts)),
             ("forge.read_concurrency", self.forge.read_concurrency as u64),
@@ -293,6 +293,15 @@ impl Config {
             ),
             ("http.max_event_streams", self.http.max_event_streams as u64),
             ("http.event_buffer", self.http.event_buffer as u64),
+            (
+                "http.max_batch_mutations",
+                self.http.max_batch_mutations as u64,
+            ),
+            ("http.group_commit_size", self.http.group_commit_size as u64),
+            (
+                "http.group_commit_concurrency",
+                self.http.group_commit_concurrency as u64,
+            ),
             ("http.body_limit_bytes", self.http.body_limit_bytes as u64),
             ("documents.max_bytes", self.documents.max_bytes as u64),
             (

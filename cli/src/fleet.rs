@@ -227,6 +227,7 @@ impl Fleet {
                 doorbell: doorbell.clone(),
                 config: config.mutator.clone(),
                 limits: config.documents,
+                finished: Default::default(),
             };
             let settings = (config.mutator.concurrency, config.mutator.max_ack_pending);
             self.start_worker(config, bus, ConsumerRole::Mutator, settings, mutator)

@@ -4,6 +4,11 @@
 //! handled with bounded concurrency, and settled by the handler's [`Outcome`]. On
 //! shutdown the loop stops pulling and gives in-flight work a bounded time to finish;
 //! anything unfinished is simply not acked, and JetStream redelivers it.
+//!
+//! A role whose handler sets [`Handler::BATCHES`] (the mutator) is handed every
+//! message already pulled, up to its concurrency, in one call, and the acks of the
+//! whole batch are sent together; other roles get one message per task, settled as
+//! soon as it is handled (a long migration never holds another message's ack).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,7 +19,7 @@ use async_nats::jetstream::{AckKind, Message};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
 use switchyard_bus::Event;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +38,16 @@ pub enum Outcome {
 
 /// A role's message handler.
 pub trait Handler: Send + Sync + 'static {
+    /// Whether ready messages are handed over together ([`Handler::handle_batch`]).
+    const BATCHES: bool = false;
+
     fn handle(&self, message: &Message) -> impl Future<Output = Outcome> + Send;
+
+    /// Handles several messages at once: one outcome per message, in order. By
+    /// default each is handled on its own, concurrently.
+    fn handle_batch(&self, messages: &[Message]) -> impl Future<Output = Vec<Outcome>> + Send {
+        futures::future::join_all(messages.iter().map(|message| self.handle(message)))
+    }
 }
 
 /// A role that handles switchyard events: [`Envelopes`] parses the message for it,
@@ -51,6 +65,19 @@ pub trait EventHandler: Send + Sync + 'static {
         event: &Event,
         delivered: i64,
     ) -> impl Future<Output = Result<Outcome, WorkerError>> + Send;
+
+    /// Whether the role handles many events in one call ([`EventHandler::handle_events`]).
+    const BATCHES: bool = false;
+
+    /// Handles `events` (each with its delivery count) together: one outcome per
+    /// event, in order. By default each is [`settled`] on its own, concurrently.
+    fn handle_events(&self, events: &[(Event, i64)]) -> impl Future<Output = Vec<Outcome>> + Send {
+        futures::future::join_all(
+            events
+                .iter()
+                .map(|(event, delivered)| settled(self, event, *delivered)),
+        )
+    }
 }
 
 /// How `handler`'s answer to `event` is settled. A retryable error (an outage, a
@@ -61,11 +88,26 @@ pub trait EventHandler: Send + Sync + 'static {
 /// so that work is not pending for the reconciler. When even that cannot be written,
 /// the work stays pending, and the reconciler announces it again after
 /// `reconciler.reannounce_after`: a slow retry, visible in the log each time.
-pub async fn settled<H: EventHandler>(handler: &H, event: &Event, delivered: i64) -> Outcome {
-    match handler.handle_event(event, delivered).await {
+pub async fn settled<H: EventHandler + ?Sized>(
+    handler: &H,
+    event: &Event,
+    delivered: i64,
+) -> Outcome {
+    let result = handler.handle_event(event, delivered).await;
+    outcome_of(result, handler.max_retry_delay(), event, delivered)
+}
+
+/// How a handler's `result` for `event` is settled (see [`settled`]).
+pub fn outcome_of(
+    result: Result<Outcome, WorkerError>,
+    max_retry_delay: Duration,
+    event: &Event,
+    delivered: i64,
+) -> Outcome {
+    match result {
         Ok(outcome) => outcome,
         Err(error) if error.is_transient() => {
-            let delay = retry_delay(handler.max_retry_delay(), delivered);
+            let delay = retry_delay(max_retry_delay, delivered);
             if let WorkerError::Fenced(_) = error {
                 // Another worker holds the work: routine, not a failure.
                 tracing::debug!(%error, event = %event.id, kind = %event.kind, ?delay, "work held elsewhere; will retry");
@@ -87,13 +129,38 @@ pub async fn settled<H: EventHandler>(handler: &H, event: &Event, delivered: i64
 pub struct Envelopes<H>(pub Arc<H>);
 
 impl<H: EventHandler> Handler for Envelopes<H> {
+    const BATCHES: bool = H::BATCHES;
+
     async fn handle(&self, message: &Message) -> Outcome {
-        let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
-            return Outcome::Reject("payload is not a switchyard event envelope".to_owned());
-        };
-        let delivered = message.info().map_or(1, |info| info.delivered);
-        settled(self.0.as_ref(), &event, delivered).await
+        match envelope(message) {
+            Ok((event, delivered)) => settled(self.0.as_ref(), &event, delivered).await,
+            Err(rejected) => rejected,
+        }
     }
+
+    async fn handle_batch(&self, messages: &[Message]) -> Vec<Outcome> {
+        let parsed: Vec<Result<(Event, i64), Outcome>> = messages.iter().map(envelope).collect();
+        let events: Vec<(Event, i64)> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().cloned())
+            .collect();
+        let mut handled = self.0.handle_events(&events).await.into_iter();
+        parsed
+            .into_iter()
+            .map(|p| match p {
+                Ok(_) => handled.next().expect("one outcome per event"),
+                Err(rejected) => rejected,
+            })
+            .collect()
+    }
+}
+
+/// A message's event and delivery count, or the rejection of a payload that is not
+/// an event envelope (it can never be handled).
+fn envelope(message: &Message) -> Result<(Event, i64), Outcome> {
+    let event = serde_json::from_slice::<Event>(&message.payload)
+        .map_err(|_| Outcome::Reject("payload is not a switchyard event envelope".to_owned()))?;
+    Ok((event, message.info().map_or(1, |info| info.delivered)))
 }
 
 /// The retry delay after an error: exponential from 100 ms to `max`, with jitter, by
@@ -130,13 +197,13 @@ pub async fn run<H: Handler>(
         .max_messages_per_batch(settings.concurrency)
         .messages()
         .await?;
-    let permits = Arc::new(Semaphore::new(settings.concurrency));
+    let semaphore = Arc::new(Semaphore::new(settings.concurrency));
     let mut in_flight = JoinSet::new();
     loop {
         let permit = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            permit = semaphore.clone().acquire_owned() => permit.expect("semaphore is never closed"),
         };
         let next = tokio::select! {
             biased;
@@ -145,11 +212,18 @@ pub async fn run<H: Handler>(
         };
         match next {
             Some(Ok(message)) => {
+                let mut batch = vec![message];
+                let mut permits = permit;
+                if H::BATCHES {
+                    gather(&mut messages, &mut batch, &mut permits, &semaphore);
+                }
                 let handler = handler.clone();
                 in_flight.spawn(async move {
-                    let outcome = handler.handle(&message).await;
-                    settle(&message, outcome).await;
-                    drop(permit);
+                    let outcomes = handler.handle_batch(&batch).await;
+                    for (message, outcome) in batch.iter().zip(outcomes) {
+                        settle(message, outcome).await;
+                    }
+                    drop(permits);
                 });
             }
             Some(Err(error)) => {
@@ -167,6 +241,26 @@ pub async fn run<H: Handler>(
     drop(messages);
     drain(in_flight, settings.drain_timeout).await;
     Ok(())
+}
+
+/// Adds to `batch` every message already pulled, while permits are free (one each).
+fn gather(
+    messages: &mut async_nats::jetstream::consumer::pull::Stream,
+    batch: &mut Vec<Message>,
+    permits: &mut OwnedSemaphorePermit,
+    semaphore: &Arc<Semaphore>,
+) {
+    use futures::FutureExt;
+    while let Ok(more) = semaphore.clone().try_acquire_owned() {
+        match messages.next().now_or_never() {
+            Some(Some(Ok(message))) => {
+                permits.merge(more);
+                batch.push(message);
+            }
+            // Nothing ready (or an error the loop will meet again): hand over what we have.
+            _ => return,
+        }
+    }
 }
 
 async fn settle(message: &Message, outcome: Outcome) {

@@ -155,7 +155,7 @@ impl Reconciler {
         .execute(&mut *tx)
         .await?;
         let events: Vec<Event> = stuck.iter().map(reannouncement).collect();
-        tx.stage(&events).await?;
+        tx.stage(&events);
         tx.commit(&self.doorbell).await?;
         tracing::info!(count = events.len(), "re-announced stuck mutations");
         Ok(ids.len())
@@ -241,7 +241,7 @@ impl Reconciler {
         if events.is_empty() {
             return Ok(0);
         }
-        tx.stage(&events).await?;
+        tx.stage(&events);
         tx.commit(&self.doorbell).await?;
         tracing::info!(count = events.len(), "re-announced stuck work");
         let count = events.len();

@@ -3,7 +3,7 @@
 //! ## Two paths
 //! - **Fast**: committers ring the [`Doorbell`] with the events they just committed;
 //!   the relay sends them at once, in order, and a background task awaits JetStream's
-//!   acks and marks the rows published. Marking is off the critical path, so an event
+//!   acks in bulk and marks each commit's row published (one row per transaction). Marking is off the critical path, so an event
 //!   reaches subscribers about one NATS round trip after its commit.
 //! - **Sweep**: every `sweep_interval`, rows still unpublished after `sweep_min_age`
 //!   (a crash between commit and publish, NATS down, a full doorbell) are claimed with
@@ -21,7 +21,7 @@ use async_nats::jetstream;
 use futures::future::join_all;
 use serde::Deserialize;
 use sqlx::PgPool;
-use switchyard_bus::{Bus, DoorbellReceiver, Event, outbox};
+use switchyard_bus::{Bus, Commit, DoorbellReceiver, outbox};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +33,7 @@ use crate::WorkerError;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RelayConfig {
-    /// Most events published per round trip.
+    /// Most committed transactions (outbox rows) published per round.
     pub batch_size: usize,
     /// How often to look for rows the fast path missed.
     #[serde(with = "humantime_serde")]
@@ -66,7 +66,8 @@ pub struct Relay {
 /// Fast-path batches sent but not yet confirmed; bounds memory when NATS is slow.
 const UNCONFIRMED_BATCHES: usize = 16;
 
-type PendingAck = (Uuid, jetstream::context::PublishAckFuture);
+/// A commit sent to JetStream and the acks of its events, in order.
+type PendingCommit = (Uuid, Vec<jetstream::context::PublishAckFuture>);
 
 impl Relay {
     /// Serves the doorbell and sweeps until `shutdown`, then publishes what the
@@ -88,9 +89,9 @@ impl Relay {
                 received = doorbell.recv_many(&mut rung, self.config.batch_size), if doorbell_open => {
                     // 0: every committer is gone; the sweep carries on alone.
                     doorbell_open = received > 0;
-                    let events: Vec<Event> = rung.drain(..).flatten().collect();
-                    if !degraded && !events.is_empty() {
-                        degraded = !self.send_fast(events, &slots, &mut confirming).await;
+                    let commits: Vec<Commit> = std::mem::take(&mut rung);
+                    if !degraded && !commits.is_empty() {
+                        degraded = !self.send_fast(commits, &slots, &mut confirming).await;
                     }
                 }
                 _ = sweep.tick() => {
@@ -105,35 +106,24 @@ impl Relay {
         }
         doorbell.close();
         while !degraded && doorbell.recv_many(&mut rung, self.config.batch_size).await > 0 {
-            let events: Vec<Event> = rung.drain(..).flatten().collect();
-            degraded = !self.send_fast(events, &slots, &mut confirming).await;
+            let commits: Vec<Commit> = std::mem::take(&mut rung);
+            degraded = !self.send_fast(commits, &slots, &mut confirming).await;
         }
         confirming.join_all().await;
     }
 
-    /// Sends `events` in order without waiting for JetStream; a background task awaits
-    /// the acks and marks the rows. Returns false if a send failed: the unsent rest
-    /// stays in the outbox for the sweep.
+    /// Sends every event of `commits` in order without waiting for JetStream; a
+    /// background task awaits the acks in bulk and marks the commits whose events were
+    /// all acknowledged. Returns false if a send failed: the unsent rest stays in the
+    /// outbox for the sweep.
     async fn send_fast(
         &self,
-        events: Vec<Event>,
+        commits: Vec<Commit>,
         slots: &Arc<Semaphore>,
         confirming: &mut JoinSet<()>,
     ) -> bool {
         let permit = slots.clone().acquire_owned().await.expect("never closed");
-        let mut pending = Vec::with_capacity(events.len());
-        let mut all_sent = true;
-        for event in &events {
-            match self.bus.send(event).await {
-                Ok(ack) => pending.push((event.id, ack)),
-                Err(error) => {
-                    // Keep order: stop here and let the sweep publish the rest in order.
-                    tracing::warn!(%error, "fast-path publish failed; sweeping until caught up");
-                    all_sent = false;
-                    break;
-                }
-            }
-        }
+        let (pending, all_sent) = self.send_all(&commits).await;
         let pool = self.pool.clone();
         confirming.spawn(async move {
             let published = confirm(pending).await;
@@ -145,13 +135,25 @@ impl Relay {
         all_sent
     }
 
-    /// Publishes in order and returns the ids JetStream acknowledged.
-    async fn publish(&self, events: &[Event]) -> Result<Vec<Uuid>, WorkerError> {
-        let mut pending = Vec::with_capacity(events.len());
-        for event in events {
-            pending.push((event.id, self.bus.send(event).await?));
+    /// Sends the events of `commits` in order, stopping at the first failure (to keep
+    /// order, the sweep publishes the rest). Returns each sent commit's pending acks,
+    /// and whether everything was sent.
+    async fn send_all(&self, commits: &[Commit]) -> (Vec<PendingCommit>, bool) {
+        let mut pending = Vec::with_capacity(commits.len());
+        for commit in commits {
+            let mut acks = Vec::with_capacity(commit.events.len());
+            for event in &commit.events {
+                match self.bus.send(event).await {
+                    Ok(ack) => acks.push(ack),
+                    Err(error) => {
+                        tracing::warn!(%error, "publish failed; sweeping until caught up");
+                        return (pending, false);
+                    }
+                }
+            }
+            pending.push((commit.id, acks));
         }
-        Ok(confirm(pending).await)
+        (pending, true)
     }
 
     /// Publishes unpublished rows older than `min_age`, in outbox order. An error (or a
@@ -170,31 +172,41 @@ impl Relay {
         }
     }
 
+    /// One sweep batch: claimed commits, and how many were published whole.
     async fn sweep_batch(&self, min_age: Duration) -> Result<(usize, usize), WorkerError> {
         let mut tx = self.pool.begin().await?;
-        let events = outbox::claim_unpublished(&mut tx, min_age, self.config.batch_size).await?;
-        if events.is_empty() {
+        let commits = outbox::claim_unpublished(&mut tx, min_age, self.config.batch_size).await?;
+        if commits.is_empty() {
             return Ok((0, 0));
         }
-        let published = self.publish(&events).await?;
+        let (pending, _) = self.send_all(&commits).await;
+        let published = confirm(pending).await;
         outbox::mark_published(&mut *tx, &published).await?;
         tx.commit().await?;
         tracing::debug!(count = published.len(), "sweep published stragglers");
-        Ok((events.len(), published.len()))
+        Ok((commits.len(), published.len()))
     }
 }
 
-/// Waits for every ack; returns the ids JetStream stored (or already had).
-async fn confirm(pending: Vec<PendingAck>) -> Vec<Uuid> {
+/// Waits for every ack, all at once; returns the commits whose every event JetStream
+/// stored (or already had).
+async fn confirm(pending: Vec<PendingCommit>) -> Vec<Uuid> {
     let (ids, acks): (Vec<Uuid>, Vec<_>) = pending.into_iter().unzip();
-    let acks = join_all(acks.into_iter().map(IntoFuture::into_future)).await;
+    let acked = join_all(
+        acks.into_iter()
+            .map(|acks| join_all(acks.into_iter().map(IntoFuture::into_future))),
+    )
+    .await;
     ids.into_iter()
-        .zip(acks)
-        .filter_map(|(id, ack)| match ack {
-            Ok(_) => Some(id),
-            Err(error) => {
-                tracing::warn!(%error, %id, "publish not acknowledged");
-                None
+        .zip(acked)
+        .filter_map(|(id, acks)| {
+            let failed = acks.into_iter().filter_map(Result::err).next();
+            match failed {
+                None => Some(id),
+                Some(error) => {
+                    tracing::warn!(%error, commit = %id, "publish not acknowledged");
+                    None
+                }
             }
         })
         .collect()

@@ -21,6 +21,7 @@ fn mutator(pool: &PgPool, batch_size: usize) -> Mutator {
             max_bytes: 64 * 1024,
             max_depth: 64,
         },
+        finished: Default::default(),
     }
 }
 

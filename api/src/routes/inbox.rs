@@ -149,7 +149,7 @@ async fn mark_read(
         repo_slug: slug,
     }
     .event(SOURCE);
-    tx.stage(std::slice::from_ref(&event)).await?;
+    tx.stage(std::slice::from_ref(&event));
     tx.commit(&app.doorbell).await?;
     Ok(Json(message))
 }

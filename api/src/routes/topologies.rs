@@ -111,7 +111,7 @@ async fn create(
         last_seq: None,
     }
     .event(Source::Api);
-    tx.stage(std::slice::from_ref(&created)).await?;
+    tx.stage(std::slice::from_ref(&created));
     tx.commit(&app.doorbell).await?;
     Ok((StatusCode::CREATED, Json(topology)))
 }

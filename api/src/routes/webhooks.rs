@@ -296,7 +296,7 @@ async fn record(
     changed.gitea_event = Some(delivery.event);
     changed.delivery_id = Some(delivery.delivery_id.clone());
     let event = changed.event(Source::Api);
-    tx.stage(std::slice::from_ref(&event)).await?;
+    tx.stage(std::slice::from_ref(&event));
     tx.commit(&app.doorbell).await?;
     let out = DeliveryOut {
         delivery_id: delivery.delivery_id,

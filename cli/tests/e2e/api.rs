@@ -348,7 +348,7 @@ async fn an_enqueue_whose_outbox_write_fails_commits_nothing_and_leaks_nothing(p
     .execute(&pool)
     .await
     .unwrap();
-    sqlx::query!("create trigger refuse before insert on outbox for each row execute function refuse_outbox()")
+    sqlx::query!("create trigger refuse before insert on outbox_commits for each row execute function refuse_outbox()")
         .execute(&pool)
         .await
         .unwrap();

@@ -239,7 +239,7 @@ async fn plugins_and_graphs_register_and_refuse_bad_input(pool: PgPool) {
         ["created", "nodes_written", "migration_requested"]
     );
     let subjects: Vec<String> = sqlx::query_scalar!(
-        "select subject from outbox where subject like 'graph.edge.%' or subject like 'plugin.%'
+        "select subject as \"subject!\" from outbox where subject like 'graph.edge.%' or subject like 'plugin.%'
          order by position",
     )
     .fetch_all(&pool)

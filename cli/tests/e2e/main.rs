@@ -6,6 +6,7 @@ mod harness;
 
 mod api;
 mod auth;
+mod batching;
 mod browser;
 mod cli;
 mod credentials;

@@ -81,7 +81,7 @@ async fn the_same_enqueued_event_delivered_again_changes_nothing(pool: PgPool) {
     let before = snapshot(&pool, topology).await;
 
     let row = sqlx::query_scalar!(
-        r#"select event as "event: sqlx::types::Json<Event>" from outbox where subject like '%.mutation.enqueued'"#
+        r#"select event as "event!: sqlx::types::Json<Event>" from outbox where subject like '%.mutation.enqueued'"#
     )
     .fetch_one(&pool)
     .await

@@ -82,7 +82,7 @@ async fn audit_actions(pool: &PgPool, entity: &str, key: &str) -> Vec<String> {
 /// Outbox subjects staged under a subject pattern (SQL `like`), oldest first.
 async fn staged(pool: &PgPool, pattern: &str) -> Vec<String> {
     sqlx::query_scalar!(
-        "select subject from outbox where subject like $1 order by position",
+        r#"select subject as "subject!" from outbox where subject like $1 order by position"#,
         pattern,
     )
     .fetch_all(pool)
@@ -413,7 +413,7 @@ async fn publishing_notifies_each_affected_repo_once_however_often_the_event_arr
     })
     .await;
     let envelope: Value = sqlx::query_scalar!(
-        "select event from outbox where subject = $1",
+        r#"select event as "event!" from outbox where subject = $1"#,
         format!("interface.{id}.published"),
     )
     .fetch_one(&pool)

@@ -122,7 +122,7 @@ impl Forge {
         let changes = events.len();
         events.extend(self.announce_new_repos(&mut tx).await?);
         claim::release(&mut tx, &self.meta, claim).await?;
-        tx.stage(&events).await?;
+        tx.stage(&events);
         tx.commit(&self.doorbell).await?;
         Ok(changes)
     }
@@ -330,7 +330,7 @@ impl Forge {
         }
         claim::release(&mut tx, repo, claim).await?;
         let changes = events.len();
-        tx.stage(&events).await?;
+        tx.stage(&events);
         tx.commit(&self.doorbell).await?;
         Ok(changes)
     }

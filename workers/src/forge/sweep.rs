@@ -290,8 +290,7 @@ impl Forge {
         )
         .execute(&mut *tx)
         .await?;
-        tx.stage(&[progress(report, phase, total).event(SOURCE)])
-            .await?;
+        tx.stage(&[progress(report, phase, total).event(SOURCE)]);
         tx.commit(&self.doorbell).await?;
         Ok(())
     }
@@ -311,8 +310,7 @@ impl Forge {
         )
         .execute(&mut *tx)
         .await?;
-        tx.stage(&[progress(report, SweepPhase::Finished, total).event(SOURCE)])
-            .await?;
+        tx.stage(&[progress(report, SweepPhase::Finished, total).event(SOURCE)]);
         tx.commit(&self.doorbell).await?;
         Ok(())
     }

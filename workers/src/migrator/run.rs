@@ -107,7 +107,7 @@ pub async fn claim(
         start(&mut tx, &mut claim).await?;
     }
     let events = vec![claim.event(MigrationPhase::Running, None)];
-    tx.stage(&events).await?;
+    tx.stage(&events);
     tx.commit(doorbell).await?;
     Ok((Ok(claim), events))
 }
@@ -265,7 +265,7 @@ pub async fn batch(
     (claim.processed, claim.cancel_requested) =
         fenced_progress(&mut tx, claim, ids.len() as i64, limits.lease).await?;
     let events = vec![claim.event(MigrationPhase::Progress, None)];
-    tx.stage(&events).await?;
+    tx.stage(&events);
     tx.commit(doorbell).await?;
     Ok((Batch::Migrated(ids.len()), events))
 }
@@ -391,7 +391,7 @@ pub async fn finish(
         Ending::Cancelled => MigrationPhase::Cancelled,
     };
     let events = vec![claim.event(phase, error)];
-    tx.stage(&events).await?;
+    tx.stage(&events);
     tx.commit(doorbell).await?;
     Ok(events)
 }

@@ -35,15 +35,15 @@ pub enum BatchResult {
     Committed { finished: usize, more: bool },
 }
 
-struct LockedTopology {
+pub(super) struct LockedTopology {
     /// As stored, parsed only when a batch needs it (see [`parse_document`]).
-    document: String,
-    version: i64,
-    status: status::TopologyStatus,
+    pub(super) document: String,
+    pub(super) version: i64,
+    pub(super) status: status::TopologyStatus,
 }
 
 /// The outcome of one mutation inside a batch.
-struct Finished {
+pub(super) struct Finished {
     mutation: PendingMutation,
     before_version: i64,
     verdict: Verdict,
@@ -82,23 +82,22 @@ pub async fn run(
             Vec::new(),
         ));
     }
-    let mut version = topology.version;
-    let (finished, document) = match parse_document(&topology.document) {
-        Ok(mut document) => {
-            let finished = apply_in_order(&mut document, &mut version, pending, &limits.document);
-            let changed = version != topology.version;
-            (finished, changed.then_some(document))
-        }
-        Err(reason) => (fail_all(pending, version, &reason), None),
+    let outcome = Outcome::apply(topology_id, &topology, pending, more, &limits.document);
+    finish(tx, doorbell, outcome).await
+}
+
+/// Commits one topology's outcome and says what the batch did.
+async fn finish(
+    tx: OutboxTx<'static>,
+    doorbell: &Doorbell,
+    outcome: Outcome,
+) -> Result<(BatchResult, Vec<Event>), WorkerError> {
+    let events = commit_all(tx, doorbell, std::slice::from_ref(&outcome)).await?;
+    let result = BatchResult::Committed {
+        finished: outcome.finished.len(),
+        more: outcome.more,
     };
-    let outcome = Outcome {
-        topology_id,
-        finished,
-        document,
-        version,
-        more,
-    };
-    outcome.commit(tx, doorbell).await
+    Ok((result, events))
 }
 
 /// Marks the topology's pending head failed with `reason`, without applying it: the
@@ -123,7 +122,7 @@ pub async fn fail_head(
         version: topology.version,
         more,
     };
-    outcome.commit(tx, doorbell).await
+    finish(tx, doorbell, outcome).await
 }
 
 /// The stored document as a value. A document stored before depth limits existed may
@@ -172,56 +171,100 @@ fn apply_in_order(
         .collect()
 }
 
-/// A batch's results, ready to commit.
-struct Outcome {
-    topology_id: Uuid,
-    finished: Vec<Finished>,
+/// One topology's results in a batch, ready to commit.
+pub(super) struct Outcome {
+    pub(super) topology_id: Uuid,
+    pub(super) finished: Vec<Finished>,
     /// The new document, when a mutation applied.
-    document: Option<Value>,
-    version: i64,
+    pub(super) document: Option<Value>,
+    pub(super) version: i64,
     /// Pending mutations remain after this batch.
-    more: bool,
+    pub(super) more: bool,
 }
 
 impl Outcome {
-    /// Commits every outcome with its audit row, the topology and the events together.
-    async fn commit(
-        self,
-        mut tx: OutboxTx<'static>,
-        doorbell: &Doorbell,
-    ) -> Result<(BatchResult, Vec<Event>), WorkerError> {
-        let status = if self.more {
+    /// Applies `pending` to the locked topology's document, in seq order; if the
+    /// stored document cannot be read, every mutation fails with the reason.
+    pub(super) fn apply(
+        topology_id: Uuid,
+        topology: &LockedTopology,
+        pending: Vec<PendingMutation>,
+        more: bool,
+        limits: &Limits,
+    ) -> Self {
+        let mut version = topology.version;
+        let (finished, document) = match parse_document(&topology.document) {
+            Ok(mut document) => {
+                let finished = apply_in_order(&mut document, &mut version, pending, limits);
+                let changed = version != topology.version;
+                (finished, changed.then_some(document))
+            }
+            Err(reason) => (fail_all(pending, version, &reason), None),
+        };
+        Self {
+            topology_id,
+            finished,
+            document,
+            version,
+            more,
+        }
+    }
+
+    fn status(&self) -> status::TopologyStatus {
+        if self.more {
             status::TopologyStatus::Pending
         } else {
             status::TopologyStatus::Idle
-        };
-        let events = events(self.topology_id, &self.finished, self.version, status);
-        record_outcomes(&mut tx, &self.finished).await?;
-        record_audit(&mut tx, self.topology_id, &self.finished).await?;
-        save_topology(&mut tx, &self, status).await?;
-        tx.stage(&events).await?;
-        tx.commit(doorbell).await?;
-        let result = BatchResult::Committed {
-            finished: self.finished.len(),
-            more: self.more,
-        };
-        Ok((result, events))
+        }
+    }
+
+    /// The highest seq this outcome finished.
+    pub(super) fn last_seq(&self) -> Option<i64> {
+        self.finished.last().map(|f| f.mutation.seq)
     }
 }
 
-async fn save_topology(
-    conn: &mut PgConnection,
-    outcome: &Outcome,
-    status: status::TopologyStatus,
-) -> Result<(), sqlx::Error> {
+/// Commits every outcome with its audit rows, the topologies and the events together,
+/// in one transaction, and returns the events.
+pub(super) async fn commit_all(
+    mut tx: OutboxTx<'static>,
+    doorbell: &Doorbell,
+    outcomes: &[Outcome],
+) -> Result<Vec<Event>, WorkerError> {
+    let finished: Vec<(Uuid, &Finished)> = outcomes
+        .iter()
+        .flat_map(|o| o.finished.iter().map(move |f| (o.topology_id, f)))
+        .collect();
+    let events: Vec<Event> = outcomes
+        .iter()
+        .flat_map(|o| events(o.topology_id, &o.finished, o.version, o.status()))
+        .collect();
+    if !finished.is_empty() {
+        record_outcomes(&mut tx, &finished).await?;
+        record_audit(&mut tx, &finished).await?;
+    }
+    save_topologies(&mut tx, outcomes).await?;
+    tx.stage(&events);
+    tx.commit(doorbell).await?;
+    Ok(events)
+}
+
+async fn save_topologies(conn: &mut PgConnection, outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
+    let ids: Vec<Uuid> = outcomes.iter().map(|o| o.topology_id).collect();
+    let documents: Vec<Option<Value>> = outcomes.iter().map(|o| o.document.clone()).collect();
+    let versions: Vec<i64> = outcomes.iter().map(|o| o.version).collect();
+    let statuses: Vec<status::TopologyStatus> = outcomes.iter().map(Outcome::status).collect();
     sqlx::query!(
-        "update topologies set document = coalesce($2, document), version = $3, status = $4,
-                updated_at = now()
-         where id = $1",
-        outcome.topology_id,
-        outcome.document,
-        outcome.version,
-        status as _,
+        "update topologies t
+         set document = coalesce(u.document, t.document), version = u.version,
+             status = u.status, updated_at = now()
+         from unnest($1::uuid[], $2::jsonb[], $3::int8[], $4::text[])
+              as u(id, document, version, status)
+         where t.id = u.id",
+        &ids,
+        &documents as _,
+        &versions,
+        &statuses as _,
     )
     .execute(conn)
     .await?;
@@ -288,13 +331,13 @@ async fn load_pending(
 /// Marks each mutation applied or failed, fenced on it still being pending.
 async fn record_outcomes(
     conn: &mut PgConnection,
-    finished: &[Finished],
+    finished: &[(Uuid, &Finished)],
 ) -> Result<(), WorkerError> {
     let mut ids = Vec::new();
     let mut statuses = Vec::new();
     let mut errors: Vec<Option<String>> = Vec::new();
     let mut versions: Vec<Option<i64>> = Vec::new();
-    for f in finished {
+    for (_, f) in finished {
         ids.push(f.mutation.id);
         let (status, error, version) = match &f.verdict {
             Verdict::Applied { version } => (MutationStatus::Applied, None, Some(*version)),
@@ -329,36 +372,36 @@ async fn record_outcomes(
 
 async fn record_audit(
     conn: &mut PgConnection,
-    topology_id: Uuid,
-    finished: &[Finished],
+    finished: &[(Uuid, &Finished)],
 ) -> Result<(), sqlx::Error> {
-    let column = |f: fn(&Finished) -> Value| finished.iter().map(f).collect::<Vec<_>>();
-    let rows = column(|f| {
-        let (outcome, after, error) = match &f.verdict {
-            Verdict::Applied { version } => (MutationStatus::Applied, *version, None),
-            Verdict::Failed { error } => (
-                MutationStatus::Failed,
-                f.before_version,
-                Some(error.as_str()),
-            ),
-        };
-        json!({
-            "mutation_id": f.mutation.id, "seq": f.mutation.seq, "outcome": outcome,
-            "before_version": f.before_version, "after_version": after,
-            "actor": f.mutation.actor, "ops": f.mutation.ops, "error": error,
+    let rows: Vec<Value> = finished
+        .iter()
+        .map(|(topology_id, f)| {
+            let (outcome, after, error) = match &f.verdict {
+                Verdict::Applied { version } => (MutationStatus::Applied, *version, None),
+                Verdict::Failed { error } => (
+                    MutationStatus::Failed,
+                    f.before_version,
+                    Some(error.as_str()),
+                ),
+            };
+            json!({
+                "mutation_id": f.mutation.id, "topology_id": topology_id, "seq": f.mutation.seq,
+                "outcome": outcome, "before_version": f.before_version, "after_version": after,
+                "actor": f.mutation.actor, "ops": f.mutation.ops, "error": error,
+            })
         })
-    });
+        .collect();
     // jsonb_to_recordset keeps one bind for the whole batch; `with ordinality` keeps
-    // audit ids in seq order.
+    // audit ids in seq order within each topology.
     sqlx::query!(
         "insert into mutation_audit
            (mutation_id, topology_id, seq, outcome, before_version, after_version, actor, ops, error)
-         select r.mutation_id, $1, r.seq, r.outcome, r.before_version, r.after_version, r.actor, r.ops, r.error
-         from jsonb_array_elements($2::jsonb) with ordinality as e(row, ord),
-              jsonb_to_record(e.row) as r(mutation_id uuid, seq bigint, outcome text,
+         select r.mutation_id, r.topology_id, r.seq, r.outcome, r.before_version, r.after_version, r.actor, r.ops, r.error
+         from jsonb_array_elements($1::jsonb) with ordinality as e(row, ord),
+              jsonb_to_record(e.row) as r(mutation_id uuid, topology_id uuid, seq bigint, outcome text,
                 before_version bigint, after_version bigint, actor text, ops jsonb, error text)
          order by e.ord",
-        topology_id,
         Value::Array(rows),
     )
     .execute(conn)

@@ -1,8 +1,13 @@
 //! The mutator role: applies topology mutations strictly in `seq` order, each exactly
 //! once, all operations or none.
 //!
-//! ## How a message is handled
-//! A `topology.{id}.mutation.enqueued` message is a doorbell, not the work itself:
+//! ## How messages are handled
+//! A `topology.{id}.mutation.enqueued` message is a doorbell, not the work itself.
+//! The messages pulled together are handled together (`messages.rs`): their
+//! topologies drain in transactions across topologies ([`across::run`]), and a
+//! message is acked once its mutation is finished; a message for a mutation this
+//! process already saw finish costs no query. A topology another transaction holds
+//! is drained alone:
 //! 1. If its mutation is no longer pending (a duplicate, a redelivery, or a batch
 //!    already took it), ack.
 //! 2. Otherwise drain the topology: [`batch::run`] repeatedly, each batch one
@@ -32,8 +37,12 @@ use uuid::Uuid;
 use crate::WorkerError;
 use crate::consumer::{EventHandler, Outcome};
 
+pub mod across;
 pub mod apply;
 pub mod batch;
+mod messages;
+
+pub use messages::FinishedSeqs;
 
 pub use batch::{BatchLimits, BatchResult};
 
@@ -41,7 +50,8 @@ pub use batch::{BatchLimits, BatchResult};
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MutatorConfig {
-    /// Messages handled at once by one process.
+    /// Messages handled at once by one process; the messages already pulled, up to
+    /// this many, are handled together (one transaction across their topologies).
     pub concurrency: usize,
     /// Mutations applied per transaction (fewer once they hold [`crate::BATCH_BYTES`]).
     pub batch_size: usize,
@@ -63,7 +73,7 @@ pub struct MutatorConfig {
 impl Default for MutatorConfig {
     fn default() -> Self {
         Self {
-            concurrency: 16,
+            concurrency: 512,
             batch_size: 100,
             max_batches_per_message: 20,
             busy_retry_delay: Duration::from_millis(20),
@@ -95,6 +105,8 @@ pub struct Mutator {
     /// What a document must stay within after every operation
     /// (`documents.max_bytes`, `documents.max_depth`).
     pub limits: Limits,
+    /// Topologies' finished seqs this process saw: messages for them need no query.
+    pub finished: FinishedSeqs,
 }
 
 /// The reason a mutation is given up with when the database refuses to store its
@@ -213,8 +225,15 @@ impl Mutator {
 }
 
 impl EventHandler for Mutator {
+    const BATCHES: bool = true;
+
     fn max_retry_delay(&self) -> Duration {
         self.config.max_retry_delay
+    }
+
+    /// Drains the topologies of every pulled message together ([`messages`]).
+    async fn handle_events(&self, events: &[(Event, i64)]) -> Vec<Outcome> {
+        self.handle_all(events).await
     }
 
     /// Drains the event's topology, unless its mutation is no longer pending.

@@ -104,7 +104,7 @@ impl Notifier {
         for recipient in &recipients.notified {
             events.push(deliver(&mut tx, &change, recipient).await?.event(SOURCE));
         }
-        tx.stage(&events).await?;
+        tx.stage(&events);
         tx.commit(&self.doorbell).await?;
         Ok(Notified::Sent(recipients))
     }
@@ -122,7 +122,7 @@ impl Notifier {
             return Ok(Notified::AlreadyDone);
         };
         let events = vec![progress.event(SOURCE)];
-        tx.stage(&events).await?;
+        tx.stage(&events);
         tx.commit(&self.doorbell).await?;
         Ok(Notified::GaveUp)
     }

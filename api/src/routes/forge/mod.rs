@@ -266,7 +266,7 @@ async fn record_action(
     )
     .await?;
     let event = changed(&repo, ForgeTrigger::Action).event(Source::Api);
-    tx.stage(std::slice::from_ref(&event)).await?;
+    tx.stage(std::slice::from_ref(&event));
     tx.commit(&app.doorbell).await?;
     Ok((StatusCode::CREATED, Json(recorded)))
 }

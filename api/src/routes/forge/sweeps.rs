@@ -176,7 +176,7 @@ async fn request(
         changes: 0,
         unreachable: 0,
     };
-    tx.stage(&[requested.event(Source::Api)]).await?;
+    tx.stage(&[requested.event(Source::Api)]);
     tx.commit(&app.doorbell).await?;
     let answer = SweepRequested {
         sweep_id: id,

@@ -87,7 +87,7 @@ pub(super) async fn cancel(
     };
     let run = record_cancel(&mut tx, &graph, run, phase, &caller).await?;
     let events = cancel_events(&graph, &run, phase);
-    tx.stage(&events).await?;
+    tx.stage(&events);
     tx.commit(&app.doorbell).await?;
     Ok((status, Json(run)))
 }

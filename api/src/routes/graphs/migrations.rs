@@ -194,7 +194,7 @@ pub async fn request(
         json!({ "run_id": run.id, "from_version": run.from_version, "to_version": target }),
     )
     .await?;
-    tx.stage(std::slice::from_ref(&event)).await?;
+    tx.stage(std::slice::from_ref(&event));
     Ok(run)
 }
 

@@ -198,7 +198,7 @@ pub(crate) async fn changed(
     )
     .await?;
     let event = change.event(Source::Api);
-    tx.stage(std::slice::from_ref(&event)).await?;
+    tx.stage(std::slice::from_ref(&event));
     Ok(())
 }
 

@@ -47,7 +47,7 @@ pub(super) async fn transition(
         affected_repo_slugs: change.affected_repo_slugs.clone(),
     }
     .event(SOURCE);
-    tx.stage(std::slice::from_ref(&event)).await?;
+    tx.stage(std::slice::from_ref(&event));
     Ok(())
 }
 

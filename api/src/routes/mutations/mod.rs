@@ -3,15 +3,18 @@
 //! `POST /topologies/{id}/mutations` (`enqueue.rs`) commits the mutation row and its
 //! `topology.{id}.mutation.enqueued` outbox event in one transaction and answers 202
 //! without waiting for a worker; its body arrives in either media type (`body.rs`).
+//! Requests that arrive together share that transaction (`group.rs`, group commit).
+//! `POST /mutations/batch` (`batch.rs`) enqueues many at once, all or nothing. Both
+//! write through `write.rs`.
 //! Reads (`list.rs`): `GET /topologies/{id}/mutations` (seq order), `GET /mutations`
 //! (every topology's, newest first: failed work, for example), and here
 //! `GET /mutations/{id}`.
 //!
 //! ## Ordering
-//! The enqueue transaction takes the next `seq` with an `UPDATE … RETURNING` on the
-//! topology row. The row lock is held until commit, so seqs are gapless and commit in
+//! The enqueue transaction locks each topology row it writes to and hands out the
+//! next seqs under that lock, held until commit, so seqs are gapless and commit in
 //! seq order: the mutator, reading pending mutations under the same lock, never sees
-//! seq n+1 without seq n.
+//! seq n+1 without seq n (`write.rs`).
 
 use axum::Json;
 use axum::extract::State;
@@ -30,9 +33,14 @@ use crate::error::ApiError;
 use crate::extract::Path;
 use crate::openapi::Refusals;
 
+mod batch;
 mod body;
 mod enqueue;
+mod group;
 mod list;
+mod write;
+
+pub use group::{GroupCommit, GroupCommitConfig};
 
 /// The routes of mutations, with their OpenAPI operations.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -40,10 +48,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list::list, enqueue::enqueue))
         .routes(routes!(show))
         .routes(routes!(list::list_all))
+        .routes(routes!(batch::enqueue_batch))
 }
 
 /// A mutation as the API returns it.
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct MutationOut {
     pub id: Uuid,
     pub topology_id: Uuid,

@@ -117,7 +117,7 @@ async fn versioned(
         version: plugin.current_version,
     }
     .event(Source::Api);
-    tx.stage(std::slice::from_ref(&event)).await?;
+    tx.stage(std::slice::from_ref(&event));
     Ok(())
 }
 

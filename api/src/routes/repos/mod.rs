@@ -221,7 +221,7 @@ async fn changed(
         action: action.to_owned(),
     }
     .event(SOURCE);
-    tx.stage(std::slice::from_ref(&event)).await?;
+    tx.stage(std::slice::from_ref(&event));
     Ok(())
 }
 
