@@ -474,3 +474,318 @@ async fn until_cut_off(fleet: &TestFleet, topology: Uuid, path: &str) -> bool {
     }
     false
 }
+
+/// An event as a client sees it: its id, its event name and its data.
+type Seen = (String, String, String);
+
+fn seen(frames: &[Event]) -> Vec<Seen> {
+    frames
+        .iter()
+        .map(|f| (f.id.clone(), f.event.clone(), f.data.clone()))
+        .collect()
+}
+
+/// Every event on the logical `filter` after stream sequence `after`, as a client
+/// should see it, read from JetStream directly.
+async fn events_on_stream(fleet: &TestFleet, filter: &str, after: u64) -> Vec<Seen> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+    let js = fleet.jetstream().await;
+    let stream = js.get_stream(&fleet.config.bus.stream).await.unwrap();
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: format!("{}.{filter}", fleet.config.bus.subject_prefix),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let pending = consumer.cached_info().num_pending as usize;
+    if pending == 0 {
+        return Vec::new();
+    }
+    let messages = consumer.messages().await.unwrap();
+    messages
+        .take(pending)
+        .map(|message| {
+            let message = message.unwrap();
+            let envelope: Value = serde_json::from_slice(&message.payload).unwrap();
+            (
+                message.info().unwrap().stream_sequence.to_string(),
+                envelope["type"].as_str().unwrap().to_owned(),
+                String::from_utf8(message.payload.to_vec()).unwrap(),
+            )
+        })
+        .collect()
+        .await
+}
+
+/// Waits until every mutation is applied and every event published.
+async fn quiesce(fleet: &TestFleet) {
+    fleet.settle(Duration::from_secs(30)).await;
+    harness::eventually(Duration::from_secs(15), || async {
+        harness::unpublished(&fleet.pool).await == 0
+    })
+    .await;
+}
+
+/// Appends each of `values` to the topology's `/log`, one mutation each.
+async fn append(fleet: &TestFleet, topology: Uuid, values: std::ops::Range<i64>) {
+    for value in values {
+        fleet
+            .enqueue(
+                topology,
+                json!([{"op": "add", "path": "/log/-", "value": value}]),
+            )
+            .await;
+    }
+}
+
+/// Fails if a frame arrives within a short while: the stream sent nothing extra.
+async fn assert_quiet(frames: &mut Frames, client: &str) {
+    if let Ok(extra) = tokio::time::timeout(Duration::from_millis(500), frames.next()).await {
+        panic!("{client} got a frame too many: {extra:?}");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn many_clients_each_receive_exactly_their_events_in_order(pool: PgPool) {
+    let fleet = TestFleet::up(&pool).await;
+    let mut topologies = Vec::new();
+    for name in ["a", "b", "c"] {
+        topologies.push(fleet.create_topology(name, json!({"log": []})).await);
+    }
+    // Five clients on the first topology, two on each other one, and admins on a
+    // wildcard filter and on every topology.
+    let mut clients: Vec<(String, Frames)> = Vec::new();
+    for (i, topology) in topologies.iter().enumerate() {
+        for _ in 0..if i == 0 { 5 } else { 2 } {
+            let path = format!("/topologies/{topology}/events");
+            let frames = open(&fleet, &path, None).await;
+            clients.push((format!("topology.{topology}.>"), frames));
+        }
+    }
+    for filter in ["topology.*.mutation.applied", "topology.>"] {
+        let path = format!("/events?subject={}", filter.replace('>', "%3E"));
+        clients.push((filter.to_owned(), open(&fleet, &path, None).await));
+    }
+    let mut starts = Vec::new();
+    for (filter, frames) in &mut clients {
+        let snapshot = take(frames, 1).await.remove(0);
+        assert_eq!(snapshot.event, "snapshot", "client on {filter}");
+        starts.push(snapshot.id.parse::<u64>().unwrap());
+    }
+
+    // Work on every topology, interleaved.
+    for i in 0..8 {
+        for topology in &topologies {
+            append(&fleet, *topology, i..i + 1).await;
+        }
+    }
+    quiesce(&fleet).await;
+    for ((filter, frames), start) in clients.iter_mut().zip(starts) {
+        let expected = events_on_stream(&fleet, filter, start).await;
+        assert!(expected.len() >= 8, "client on {filter}: {expected:?}");
+        let got = seen(&take(frames, expected.len()).await);
+        assert_eq!(got, expected, "client on {filter}");
+        assert_quiet(frames, filter).await;
+    }
+    fleet.stop().await;
+}
+
+/// A client that stops reading is cut off with `lagged`, and meanwhile a second
+/// client of the same topology receives every event, each within seconds.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_stalled_client_is_cut_off_without_slowing_another_on_the_same_topology(pool: PgPool) {
+    let mut config = harness::isolated_config();
+    config.http.event_buffer = 128;
+    // The stalled client and the follower: a third stream opens once one is let go.
+    config.http.max_event_streams = 2;
+    let fleet = TestFleet::start(&pool, config, Roles::ALL).await;
+    let topology = fleet.create_topology("t", json!({})).await;
+    let path = format!("/topologies/{topology}/events");
+    let mut stalled: Frames = Box::pin(
+        open_stalled(&fleet, &path)
+            .await
+            .eventsource()
+            .map(|frame| frame.expect("a well-formed SSE frame")),
+    );
+    let mut follower = open(&fleet, &path, None).await;
+    let start: u64 = take(&mut follower, 1).await[0].id.parse().unwrap();
+    // The follower reads every frame as it comes and notes when.
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        while let Some(frame) = follower.next().await {
+            if arrived.send((frame, chrono::Utc::now())).is_err() {
+                break;
+            }
+        }
+    });
+
+    assert!(
+        until_cut_off(&fleet, topology, &path).await,
+        "the stalled client was never cut off"
+    );
+    fleet
+        .enqueue(
+            topology,
+            json!([{"op": "add", "path": "/after", "value": 1}]),
+        )
+        .await;
+    quiesce(&fleet).await;
+    let expected = events_on_stream(&fleet, &format!("topology.{topology}.>"), start).await;
+    let mut received = Vec::new();
+    while received.len() < expected.len() {
+        let next = tokio::time::timeout(Duration::from_secs(15), arrivals.recv()).await;
+        received.push(
+            next.expect("the follower stopped receiving")
+                .expect("the follower's stream ended"),
+        );
+    }
+    let frames: Vec<Event> = received.iter().map(|(frame, _)| frame.clone()).collect();
+    assert_eq!(seen(&frames), expected, "the follower missed events");
+    for (frame, at) in &received {
+        let time = data(frame)["time"].as_str().unwrap().to_owned();
+        let published = chrono::DateTime::parse_from_rfc3339(&time).unwrap();
+        let delay = *at - published.with_timezone(&chrono::Utc);
+        assert!(
+            delay < chrono::TimeDelta::seconds(5),
+            "event {} reached the follower {delay} after it happened",
+            frame.id
+        );
+    }
+    assert!(!reader.is_finished(), "the follower's stream ended");
+
+    // The stalled client's frames: a snapshot, events in order, then `lagged`.
+    let mut cut = Vec::new();
+    let read_to_end = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(frame) = stalled.next().await {
+            cut.push(frame);
+        }
+    });
+    assert!(read_to_end.await.is_ok(), "the lagged stream did not end");
+    assert_eq!(cut.first().unwrap().event, "snapshot");
+    assert_eq!(cut.last().unwrap().event, "lagged", "{cut:?}");
+    let stalled_start: u64 = cut[0].id.parse().unwrap();
+    let events = seen(&cut[1..cut.len() - 1]);
+    let due = events_on_stream(&fleet, &format!("topology.{topology}.>"), stalled_start).await;
+    assert!(
+        events.len() < due.len(),
+        "the stalled client got everything"
+    );
+    assert_eq!(events, due[..events.len()], "the stalled client's frames");
+    reader.abort();
+    fleet.stop().await;
+}
+
+/// Resuming from an id older than the process's subscription (started after it, by
+/// another client) replays exactly what came after it, then follows live.
+#[sqlx::test(migrations = "../migrations")]
+async fn resuming_from_before_the_subscription_started_is_exact(pool: PgPool) {
+    let fleet = TestFleet::up(&pool).await;
+    let topology = fleet.create_topology("t", json!({"log": []})).await;
+    let other = fleet.create_topology("o", json!({"log": []})).await;
+    let path = format!("/topologies/{topology}/events");
+    let filter = format!("topology.{topology}.>");
+    // Events before any stream: this process has no subscription yet.
+    append(&fleet, topology, 0..5).await;
+    quiesce(&fleet).await;
+    let early = events_on_stream(&fleet, &filter, 0).await;
+    assert!(early.len() >= 10, "{early:?}");
+
+    // A first client starts the subscription at the stream's end.
+    let mut first = open(&fleet, &path, None).await;
+    let start: u64 = take(&mut first, 1).await[0].id.parse().unwrap();
+    assert!(start >= early.last().unwrap().0.parse().unwrap());
+    append(&fleet, topology, 5..10).await;
+    append(&fleet, other, 0..3).await;
+    quiesce(&fleet).await;
+    let live = events_on_stream(&fleet, &filter, start).await;
+    assert_eq!(seen(&take(&mut first, live.len()).await), live);
+
+    // Resume from the second event ever: before the subscription's start.
+    let resume_at: u64 = early[1].0.parse().unwrap();
+    assert!(resume_at < start);
+    let mut resumed = open(&fleet, &path, Some(&early[1].0)).await;
+    append(&fleet, topology, 10..13).await;
+    quiesce(&fleet).await;
+    let expected = events_on_stream(&fleet, &filter, resume_at).await;
+    assert_eq!(
+        seen(&take(&mut resumed, expected.len()).await),
+        expected,
+        "the resumed stream"
+    );
+    assert_quiet(&mut resumed, "the resumed stream").await;
+
+    // Resume from the topology's last event when only another topology's followed:
+    // nothing to replay, and the next event comes live.
+    let latest = expected.last().unwrap().0.clone();
+    append(&fleet, other, 3..6).await;
+    quiesce(&fleet).await;
+    let mut caught_up = open(&fleet, &path, Some(&latest)).await;
+    append(&fleet, topology, 13..14).await;
+    quiesce(&fleet).await;
+    let next = events_on_stream(&fleet, &filter, latest.parse().unwrap()).await;
+    assert!(!next.is_empty());
+    assert_eq!(seen(&take(&mut caught_up, next.len()).await), next);
+    fleet.stop().await;
+}
+
+/// When the process loses NATS, its open streams end (so clients reconnect) instead
+/// of hanging silently; new ones are refused with 503 until NATS is back, and then a
+/// client resumes by id.
+#[sqlx::test(migrations = "../migrations")]
+async fn streams_end_when_nats_is_lost_and_resume_when_it_is_back(pool: PgPool) {
+    let mut nats = harness::PrivateNats::start().await;
+    let mut config = harness::isolated_config();
+    config.bus.url = nats.url();
+    config.bus.publish_timeout = Duration::from_millis(500);
+    let fleet = TestFleet::start(&pool, config, Roles::ALL).await;
+    let topology = fleet.create_topology("t", json!({})).await;
+    let path = format!("/topologies/{topology}/events");
+    let mut frames = open(&fleet, &path, None).await;
+    let snapshot = take(&mut frames, 1).await.remove(0);
+
+    nats.kill();
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        while frames.next().await.is_some() {}
+    });
+    assert!(ended.await.is_ok(), "the stream hung after NATS was lost");
+    let (status, _) = harness::read(fleet.http.get(fleet.url(&path)).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    fleet
+        .enqueue(topology, json!([{"op": "add", "path": "/a", "value": 1}]))
+        .await;
+    nats.restart().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let response = loop {
+        let response = fleet
+            .http
+            .get(fleet.url(&path))
+            .header("Last-Event-ID", &snapshot.id)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::OK {
+            break response;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {} after NATS came back",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut resumed: Frames = Box::pin(
+        response
+            .bytes_stream()
+            .eventsource()
+            .map(|frame| frame.expect("a well-formed SSE frame")),
+    );
+    let missed = until(&mut resumed, |f| count(f, "mutation.applied") == 1).await;
+    assert_eq!(count(&missed, "mutation.enqueued"), 1, "{missed:?}");
+    assert_eq!(count(&missed, "snapshot") + count(&missed, "reset"), 0);
+    fleet.stop().await;
+}

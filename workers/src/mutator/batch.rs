@@ -243,7 +243,9 @@ pub(super) async fn commit_all(
         record_outcomes(&mut tx, &finished).await?;
         record_audit(&mut tx, &finished).await?;
     }
-    save_topologies(&mut tx, outcomes).await?;
+    if !outcomes.is_empty() {
+        save_topologies(&mut tx, outcomes).await?;
+    }
     tx.stage(&events);
     tx.commit(doorbell).await?;
     Ok(events)

@@ -1,7 +1,9 @@
 //! Event streams (SSE): `GET /topologies/{id}/events`, `GET /repos/{slug}/events`,
 //! `GET /graphs/{slug}/events`, `GET /rfcs/{slug}/events` and, for admins, any subject
-//! filter with `GET /events?subject=`. The mechanism (snapshot, resume by id, bounds)
-//! is [`live`], beside them.
+//! filter with `GET /events?subject=`. The mechanism is beside them: [`live`] opens a
+//! client's stream (snapshot, resume by id, bounds), `hub` is the process's one shared
+//! JetStream subscription that fans events out to every stream, and `filter` finds the
+//! clients an event's subject goes to.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -14,6 +16,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+mod filter;
+mod hub;
 pub mod live;
 
 use super::{dispatch, graphs, mutations, repos, rfcs, topologies};
