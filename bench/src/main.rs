@@ -1,28 +1,47 @@
 //! `switchyard-bench`: end-to-end throughput and latency of a running fleet.
 //!
-//! It creates topologies, subscribes to `topology.*.mutation.applied|failed` on NATS,
-//! then enqueues mutations over HTTP with bounded concurrency. Latency is measured
-//! per mutation from its HTTP 202 to the moment its outcome event reaches this
-//! subscriber; throughput from the first request to the last outcome.
-//! `scripts/bench` starts a fleet and runs this against it.
+//! Every mode creates its own topologies on the fleet, enqueues mutations over HTTP and
+//! watches their outcome events: on NATS (`topology.*.mutation.applied|failed`, one
+//! subscription) or on each topology's SSE stream. `scripts/bench` starts a fleet and
+//! runs this against it; `scripts/bench compare` runs the modes one after another next
+//! to graphile-worker and pgbench, and ends with `compare-table`.
 //!
-//! `switchyard-bench forge-sweep` ([`forge`]) needs no fleet: it measures the forge
-//! role's sweep in this process, against the Gitea stand-in (`scripts/bench forge`).
+//! ## Modes against a fleet
+//! - the throughput run ([`throughput`], the default): single-mutation requests from
+//!   `--concurrency` producers; with `--row-writes`, Postgres rows written per mutation
+//!   ([`row_writes`]);
+//! - `--bulk-size N` ([`bulk`]): the same mutations in `POST /mutations/batch` requests;
+//! - `--rate R --duration D` ([`paced`]): latency at a fixed load, to NATS and to SSE;
+//! - `--idle-streams N` ([`idle`]): resident memory at rest and with N idle streams;
+//! - `--migrate-nodes N` ([`migration`]) and `--self-copies N` ([`amplification`]).
+//!
+//! With `--json` each mode also prints one JSON line per measure on stdout ([`output`]).
+//!
+//! ## Subcommands that need no fleet
+//! `forge-sweep` ([`forge`]) measures the forge role's sweep against the Gitea stand-in
+//! (`scripts/bench forge`); `compare-table` ([`table`]) turns the JSON lines of a
+//! comparison into its table; `drop-stream` deletes a JetStream stream, so each fleet
+//! of a comparison starts on an empty one.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use futures::{StreamExt, stream};
 use serde_json::{Value, json};
-use switchyard_bus::{Namespace, subjects};
-use tokio::sync::Mutex;
 
 mod amplification;
+mod bulk;
 mod forge;
+mod idle;
 mod migration;
+mod outcomes;
+mod output;
+mod paced;
+mod row_writes;
+mod table;
+mod throughput;
+
+use output::Output;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -53,7 +72,8 @@ struct Args {
     /// Topologies they are spread over.
     #[arg(long, default_value_t = 50)]
     topologies: usize,
-    /// Concurrent HTTP requests.
+    /// Concurrent HTTP requests (producers, each awaiting its own 202; with
+    /// --bulk-size, batch requests in flight).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
     /// Give up waiting for outcomes after this many seconds.
@@ -63,8 +83,34 @@ struct Args {
     /// is measured to the frame a browser would see.
     #[arg(long)]
     sse: bool,
-    /// Instead of the throughput run: open this many idle SSE streams and report the
-    /// server's resident memory before and after (needs --server-pid).
+    /// Also print one JSON line per measure on stdout (the words then go to stderr).
+    #[arg(long)]
+    json: bool,
+    /// With --row-writes, list the rows written per table.
+    #[arg(long)]
+    verbose: bool,
+    /// Read the Postgres rows written per mutation (pg_stat_user_tables of
+    /// --database-url) before and after the throughput run; each reading waits 11 s
+    /// for Postgres to publish its counters.
+    #[arg(long, requires = "database_url")]
+    row_writes: bool,
+    /// The fleet's database, for --row-writes.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Instead of single-mutation requests: bulk enqueue, this many mutations per
+    /// `POST /mutations/batch` (at most the fleet's http.max_batch_mutations).
+    #[arg(long)]
+    bulk_size: Option<usize>,
+    /// Instead of the throughput run: start this many single-mutation requests per
+    /// second (open loop) for --duration, and report 202 → applied latency on NATS and
+    /// on SSE.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How long --rate runs: `10s`, `500ms`, or seconds.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    duration: Duration,
+    /// Instead of the throughput run: report the server's resident memory at rest, then
+    /// open this many idle SSE streams and report it again (needs --server-pid).
     #[arg(long)]
     idle_streams: Option<usize>,
     /// Instead of the throughput run: fill a graph with this many nodes, migrate it to
@@ -81,22 +127,23 @@ struct Args {
     server_pid: Option<u32>,
 }
 
-/// Benchmarks that need no running fleet.
+/// Benchmarks and tools that need no running fleet.
 #[derive(Subcommand, Debug, Clone)]
 enum Command {
     /// The forge role's sweep over a meta repo and RFC repos on the Gitea stand-in:
     /// duration and Gitea calls, cold, warm and after a few changes.
     ForgeSweep(forge::SweepArgs),
+    /// The comparison table from the JSON lines of `scripts/bench compare`.
+    CompareTable(table::TableArgs),
+    /// Delete a JetStream stream (nothing to do when it does not exist).
+    DropStream {
+        /// NATS server holding the stream.
+        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+        /// The stream's name (the fleet's `bus.stream`).
+        stream: String,
+    },
 }
-
-/// When each mutation's `enqueued` and outcome events reached this subscriber.
-#[derive(Default)]
-struct Sightings {
-    enqueued: HashMap<String, Instant>,
-    outcome: HashMap<String, Instant>,
-}
-
-type Seen = Arc<Mutex<Sightings>>;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -104,87 +151,65 @@ async fn main() -> anyhow::Result<()> {
     // Built with the `switchyard` crate (scripts/bench), reqwest has TLS without a
     // default crypto provider, and building a client without one panics.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    if let Some(Command::ForgeSweep(sweep)) = args.command {
-        return forge::run(sweep).await;
+    match args.command.clone() {
+        Some(Command::ForgeSweep(sweep)) => return forge::run(sweep).await,
+        Some(Command::CompareTable(table)) => return table::run(table),
+        Some(Command::DropStream { nats, stream }) => return drop_stream(&nats, &stream).await,
+        None => {}
     }
+    let http = client(&args)?;
+    let out = Output { json: args.json };
+    if let Some(nodes) = args.migrate_nodes {
+        return migration::run(&http, &args.api, nodes).await;
+    }
+    if let Some(copies) = args.self_copies {
+        let pid = server_pid(&args, "--self-copies")?;
+        return amplification::run(&http, &args.api, pid, copies).await;
+    }
+    if let Some(streams) = args.idle_streams {
+        let pid = server_pid(&args, "--idle-streams")?;
+        return idle::run(&http, &args.api, pid, streams, out).await;
+    }
+    if let Some(rate) = args.rate {
+        return paced::run(&http, &args, rate, args.duration, out).await;
+    }
+    if let Some(size) = args.bulk_size {
+        return bulk::run(&http, &args, size, out).await;
+    }
+    throughput::run(&http, &args, out).await
+}
+
+/// An HTTP client that sends the bearer token with every request.
+fn client(args: &Args) -> anyhow::Result<reqwest::Client> {
     let token = args.token.as_deref().context("--token is required")?;
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
         format!("Bearer {token}").parse()?,
     );
-    let http = reqwest::Client::builder()
+    Ok(reqwest::Client::builder()
         .default_headers(headers)
-        .build()?;
-    if let Some(nodes) = args.migrate_nodes {
-        return migration::run(&http, &args.api, nodes).await;
-    }
-    if let Some(copies) = args.self_copies {
-        let pid = args
-            .server_pid
-            .context("--self-copies needs --server-pid")?;
-        return amplification::run(&http, &args.api, pid, copies).await;
-    }
-    if let Some(streams) = args.idle_streams {
-        return idle_streams(&http, &args, streams).await;
-    }
-    let topologies = create_topologies(&http, &args).await?;
-    let seen: Seen = Arc::default();
-    let listener = if args.sse {
-        let watchers: Vec<_> = topologies
-            .iter()
-            .map(|t| {
-                tokio::spawn(watch_sse(
-                    http.clone(),
-                    args.api.clone(),
-                    t.clone(),
-                    seen.clone(),
-                ))
-            })
-            .collect();
-        tokio::spawn(async move {
-            futures::future::join_all(watchers).await;
-            Ok(())
-        })
-    } else {
-        tokio::spawn(collect_outcomes(
-            args.nats.clone(),
-            args.prefix.clone(),
-            seen.clone(),
-        ))
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    let started = Instant::now();
-    let accepted = enqueue_all(&http, &args, &topologies).await?;
-    let enqueue_elapsed = started.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    while seen.lock().await.outcome.len() < accepted.len() {
-        if Instant::now() > deadline {
-            bail!(
-                "only {} of {} outcomes arrived in time",
-                seen.lock().await.outcome.len(),
-                accepted.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    listener.abort();
-    report(
-        &args,
-        &accepted,
-        &*seen.lock().await,
-        started,
-        enqueue_elapsed,
-    );
-    Ok(())
+        .build()?)
 }
 
-async fn create_topologies(http: &reqwest::Client, args: &Args) -> anyhow::Result<Vec<String>> {
-    let mut ids = Vec::with_capacity(args.topologies);
-    for i in 0..args.topologies {
+fn server_pid(args: &Args, mode: &str) -> anyhow::Result<u32> {
+    args.server_pid
+        .with_context(|| format!("{mode} needs --server-pid"))
+}
+
+/// Creates `count` topologies of `{"log": []}`; returns their ids.
+async fn create_topologies(
+    http: &reqwest::Client,
+    api: &str,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
+    if count == 0 {
+        bail!("--topologies must be at least 1");
+    }
+    let mut ids = Vec::with_capacity(count);
+    for i in 0..count {
         let body: Value = http
-            .post(format!("{}/api/v1/topologies", args.api))
+            .post(format!("{api}/api/v1/topologies"))
             .json(&json!({"name": format!("bench-{i}"), "document": {"log": []}}))
             .send()
             .await
@@ -197,189 +222,76 @@ async fn create_topologies(http: &reqwest::Client, args: &Args) -> anyhow::Resul
     Ok(ids)
 }
 
-/// Enqueues every mutation; returns (mutation id, instant of its 202).
-async fn enqueue_all(
-    http: &reqwest::Client,
-    args: &Args,
-    topologies: &[String],
-) -> anyhow::Result<Vec<(String, Instant)>> {
-    let requests = (0..args.mutations).map(|i| {
-        let url = format!(
-            "{}/api/v1/topologies/{}/mutations",
-            args.api,
-            topologies[i % topologies.len()]
-        );
-        let body = json!({"ops": [{"op": "add", "path": "/log/-", "value": i}]});
-        let http = http.clone();
-        async move {
-            let response = http
-                .post(url)
-                .json(&body)
-                .send()
-                .await?
-                .error_for_status()?;
-            let accepted_at = Instant::now();
-            let body: Value = response.json().await?;
-            let id = body["id"].as_str().context("mutation id")?.to_owned();
-            anyhow::Ok((id, accepted_at))
-        }
-    });
-    stream::iter(requests)
-        .buffer_unordered(args.concurrency)
-        .collect::<Vec<_>>()
+/// Deletes the stream `name`, if there is one.
+async fn drop_stream(nats: &str, name: &str) -> anyhow::Result<()> {
+    let client = async_nats::connect(nats)
         .await
-        .into_iter()
-        .collect()
-}
-
-async fn collect_outcomes(nats: String, prefix: String, seen: Seen) -> anyhow::Result<()> {
-    let client = async_nats::connect(&nats).await?;
-    let filter = Namespace::new(&prefix)?.qualify(subjects::ALL_MUTATION_EVENTS);
-    let mut outcomes = client.subscribe(filter).await?;
-    while let Some(message) = outcomes.next().await {
-        let arrived = Instant::now();
-        let event: Value = serde_json::from_slice(&message.payload)?;
-        let Some(id) = event["data"]["mutation_id"].as_str() else {
-            continue;
-        };
-        let mut seen = seen.lock().await;
-        let sightings = if message.subject.ends_with(".enqueued") {
-            &mut seen.enqueued
-        } else {
-            &mut seen.outcome
-        };
-        sightings.entry(id.to_owned()).or_insert(arrived);
+        .with_context(|| format!("connecting to NATS at {nats}"))?;
+    let jetstream = async_nats::jetstream::new(client);
+    use async_nats::jetstream::{ErrorCode, context::DeleteStreamErrorKind};
+    match jetstream.delete_stream(name).await {
+        Ok(_) => Ok(()),
+        Err(error) => match error.kind() {
+            DeleteStreamErrorKind::JetStream(e)
+                if e.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Ok(())
+            }
+            _ => Err(error).with_context(|| format!("deleting stream {name}")),
+        },
     }
-    Ok(())
 }
 
-/// Records when each mutation's enqueued and outcome frames arrive on a topology's stream.
-async fn watch_sse(http: reqwest::Client, api: String, topology: String, seen: Seen) {
-    use eventsource_stream::Eventsource;
-    let url = format!("{api}/api/v1/topologies/{topology}/events");
-    let Ok(response) = http.get(url).send().await else {
-        return;
+/// `10s`, `500ms`, `2m` or a number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
     };
-    let mut frames = response.bytes_stream().eventsource();
-    while let Some(Ok(frame)) = frames.next().await {
-        let arrived = Instant::now();
-        let Ok(event) = serde_json::from_str::<Value>(&frame.data) else {
-            continue;
-        };
-        let Some(id) = event["data"]["mutation_id"].as_str() else {
-            continue;
-        };
-        let mut seen = seen.lock().await;
-        let sightings = match frame.event.as_str() {
-            "mutation.enqueued" => &mut seen.enqueued,
-            "mutation.applied" | "mutation.failed" => &mut seen.outcome,
-            _ => continue,
-        };
-        sightings.entry(id.to_owned()).or_insert(arrived);
-    }
-}
-
-/// Opens `count` SSE streams on one topology and reports the server's memory growth.
-async fn idle_streams(http: &reqwest::Client, args: &Args, count: usize) -> anyhow::Result<()> {
-    let pid = args
-        .server_pid
-        .context("--idle-streams needs --server-pid")?;
-    let one = Args {
-        topologies: 1,
-        ..args.clone()
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?} (try 10s or 500ms)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit in {text:?} (ms, s or m)")),
     };
-    let topology = create_topologies(http, &one).await?.remove(0);
-    let before = resident_kib(pid)?;
-    let url = format!("{}/api/v1/topologies/{topology}/events", args.api);
-    let mut open = Vec::with_capacity(count);
-    for _ in 0..count {
-        let response = http.get(&url).send().await?.error_for_status()?;
-        open.push(response.bytes_stream());
-    }
-    // Every stream has sent its snapshot; then let the server settle.
-    for stream in &mut open {
-        stream.next().await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = resident_kib(pid)?;
-    let per_stream = after.saturating_sub(before) as f64 / count as f64;
-    println!("idle SSE streams: {count} open");
-    println!(
-        "server RSS:       {:.1} MiB before, {:.1} MiB with them open ({per_stream:.1} KiB per stream)",
-        before as f64 / 1024.0,
-        after as f64 / 1024.0
-    );
-    Ok(())
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
-fn resident_kib(pid: u32) -> anyhow::Result<u64> {
-    amplification::kib(pid, "VmRSS:")
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn report(
-    args: &Args,
-    accepted: &[(String, Instant)],
-    seen: &Sightings,
-    started: Instant,
-    enqueue_elapsed: Duration,
-) {
-    let latencies = |from: &dyn Fn(&str, Instant) -> Option<Instant>,
-                     to: &HashMap<String, Instant>| {
-        let mut all: Vec<Duration> = accepted
-            .iter()
-            .filter_map(|(id, at)| Some(to.get(id)?.saturating_duration_since(from(id, *at)?)))
-            .collect();
-        all.sort();
-        all
-    };
-    let end_to_end = latencies(&|_, at| Some(at), &seen.outcome);
-    let relay = latencies(&|_, at| Some(at), &seen.enqueued);
-    let apply = latencies(&|id, _| seen.enqueued.get(id).copied(), &seen.outcome);
-    let last = accepted
-        .iter()
-        .map(|(id, _)| seen.outcome[id])
-        .max()
-        .unwrap_or(started);
-    let total = last - started;
-    let n = accepted.len() as f64;
-    println!(
-        "mutations:        {} over {} topologies, {} concurrent requests",
-        accepted.len(),
-        args.topologies,
-        args.concurrency
-    );
-    println!(
-        "enqueue:          {:.0} req/s ({:.2?})",
-        n / enqueue_elapsed.as_secs_f64(),
-        enqueue_elapsed
-    );
-    println!(
-        "end-to-end:       {:.0} mutations/s (first request to last applied event, {:.2?})",
-        n / total.as_secs_f64(),
-        total
-    );
-    let watched = if args.sse { "SSE frame" } else { "NATS event" };
-    println!("202 → applied ({watched}): {}", percentiles(&end_to_end));
-    println!(
-        "  202 → enqueued: {}   (commit to announcement: relay)",
-        percentiles(&relay)
-    );
-    println!(
-        "  enqueued → applied: {}   (delivery, apply, announcement: mutator + relay)",
-        percentiles(&apply)
-    );
-}
-
-fn percentiles(sorted: &[Duration]) -> String {
-    if sorted.is_empty() {
-        return "no samples".to_owned();
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("3h").is_err());
+        assert!(parse_duration("-1s").is_err());
     }
-    let at = |p: f64| sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)];
-    format!(
-        "p50 {:.1?}  p90 {:.1?}  p99 {:.1?}  max {:.1?}",
-        at(0.5),
-        at(0.9),
-        at(0.99),
-        at(1.0)
-    )
+
+    #[test]
+    fn modes_parse_next_to_the_old_ones() {
+        let args = Args::try_parse_from([
+            "switchyard-bench",
+            "--token",
+            "t",
+            "--rate",
+            "1000",
+            "--duration",
+            "5s",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!(args.rate, Some(1000.0));
+        assert_eq!(args.duration, Duration::from_secs(5));
+        let table = Args::try_parse_from(["switchyard-bench", "compare-table", "x.jsonl"]).unwrap();
+        assert!(matches!(table.command, Some(Command::CompareTable(_))));
+    }
 }
