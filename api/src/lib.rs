@@ -127,7 +127,7 @@ impl Default for ApiConfig {
             event_keepalive: Duration::from_secs(15),
             max_batch_mutations: 1000,
             group_commit_size: 256,
-            group_commit_wait: Duration::from_millis(1),
+            group_commit_wait: Duration::ZERO,
             group_commit_concurrency: 2,
             cors_origins: Vec::new(),
         }

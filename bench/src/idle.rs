@@ -18,12 +18,25 @@ use crate::{amplification, create_topologies};
 /// Streams being opened at once.
 const OPENING: usize = 16;
 
+/// Streams per HTTP/2 connection (below the server's limit of concurrent streams).
+const PER_CONNECTION: usize = 100;
+
+/// How the streams are opened.
+pub enum Opener {
+    /// One HTTP/1.1 connection per stream, on the run's client.
+    Http1,
+    /// HTTP/2, [`PER_CONNECTION`] streams on each connection; makes a new client (its
+    /// own connection) each time it is called.
+    Http2(Box<dyn Fn() -> anyhow::Result<reqwest::Client> + Send>),
+}
+
 /// Measures idle RSS, then RSS with `count` idle event streams.
 pub async fn run(
     http: &reqwest::Client,
     api: &str,
     pid: u32,
     count: usize,
+    opener: Opener,
     out: Output,
 ) -> anyhow::Result<()> {
     let idle = resident_kib(pid)?;
@@ -32,8 +45,19 @@ pub async fn run(
     let topology = create_topologies(http, api, 1).await?.remove(0);
     let before = resident_kib(pid)?;
     let url = format!("{api}/api/v1/topologies/{topology}/events");
+    let clients: Vec<reqwest::Client> = match &opener {
+        Opener::Http1 => vec![http.clone()],
+        Opener::Http2(new_client) => (0..count.div_ceil(PER_CONNECTION))
+            .map(|_| new_client())
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let transport = match opener {
+        Opener::Http1 => "HTTP/1.1",
+        Opener::Http2(_) => "HTTP/2",
+    };
+    let (clients, url) = (&clients, &url);
     let opened: Vec<_> = stream::iter(0..count)
-        .map(|_| open(http, &url))
+        .map(|i| open(&clients[(i / PER_CONNECTION) % clients.len()], url))
         .buffer_unordered(OPENING)
         .collect::<Vec<_>>()
         .await
@@ -42,7 +66,10 @@ pub async fn run(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = resident_kib(pid)?;
     let per_stream = after.saturating_sub(before) as f64 / count.max(1) as f64;
-    out.say(format_args!("idle SSE streams: {} open", opened.len()));
+    out.say(format_args!(
+        "idle SSE streams: {} open over {transport}",
+        opened.len()
+    ));
     out.say(format_args!(
         "server RSS:       {:.1} MiB before, {:.1} MiB with them open ({per_stream:.1} KiB per stream)",
         mib(before),
@@ -52,6 +79,7 @@ pub async fn run(
         "idle_streams",
         json!({
             "streams": count,
+            "transport": transport,
             "rss_before_kib": before,
             "rss_kib": after,
             "per_stream_kib": (per_stream * 10.0).round() / 10.0,

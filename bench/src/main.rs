@@ -113,6 +113,10 @@ struct Args {
     /// open this many idle SSE streams and report it again (needs --server-pid).
     #[arg(long)]
     idle_streams: Option<usize>,
+    /// With --idle-streams: open the streams over HTTP/2 (cleartext, prior knowledge),
+    /// many per connection, instead of one HTTP/1.1 connection each.
+    #[arg(long)]
+    http2: bool,
     /// Instead of the throughput run: fill a graph with this many nodes, migrate it to
     /// a new plugin version, and report nodes migrated per second.
     #[arg(long)]
@@ -168,7 +172,13 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(streams) = args.idle_streams {
         let pid = server_pid(&args, "--idle-streams")?;
-        return idle::run(&http, &args.api, pid, streams, out).await;
+        let opener = if args.http2 {
+            let args = args.clone();
+            idle::Opener::Http2(Box::new(move || client_with(&args, true)))
+        } else {
+            idle::Opener::Http1
+        };
+        return idle::run(&http, &args.api, pid, streams, opener, out).await;
     }
     if let Some(rate) = args.rate {
         return paced::run(&http, &args, rate, args.duration, out).await;
@@ -181,15 +191,24 @@ async fn main() -> anyhow::Result<()> {
 
 /// An HTTP client that sends the bearer token with every request.
 fn client(args: &Args) -> anyhow::Result<reqwest::Client> {
+    client_with(args, false)
+}
+
+/// A client carrying the bearer token; `http2`: HTTP/2 without TLS (prior knowledge).
+fn client_with(args: &Args, http2: bool) -> anyhow::Result<reqwest::Client> {
     let token = args.token.as_deref().context("--token is required")?;
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
         format!("Bearer {token}").parse()?,
     );
-    Ok(reqwest::Client::builder()
-        .default_headers(headers)
-        .build()?)
+    let builder = reqwest::Client::builder().default_headers(headers);
+    let builder = if http2 {
+        builder.http2_prior_knowledge()
+    } else {
+        builder
+    };
+    Ok(builder.build()?)
 }
 
 fn server_pid(args: &Args, mode: &str) -> anyhow::Result<u32> {

@@ -245,16 +245,39 @@ fn machine_rows(records: &Records) -> Vec<Row> {
 
 fn memory_rows(records: &Records) -> Vec<Row> {
     let idle = records.switchyard("idle_rss", "/rss_kib").map(megabytes);
-    let streams = records.switchyard("idle_streams", "/streams");
-    let with_streams = records
-        .switchyard("idle_streams", "/rss_kib")
-        .map(megabytes);
-    let per_stream = records.switchyard("idle_streams", "/per_stream_kib");
-    let n = streams.map_or("?".into(), |s| count(s as u64));
-    let at_scale = streams.is_some_and(|s| s >= 10_000.0);
+    let mut rows = vec![Row::new("idle RSS", mb(idle)).target("< 50 MB", idle.map(|m| m < 50.0))];
+    for transport in ["HTTP/1.1", "HTTP/2"] {
+        rows.extend(stream_rows(records, transport));
+    }
+    rows
+}
+
+/// RSS with the idle SSE streams opened over `transport` (lines without a transport
+/// are HTTP/1.1, as every run was before HTTP/2 was measured).
+fn stream_rows(records: &Records, transport: &str) -> Vec<Row> {
+    let key = [("system", "switchyard"), ("measure", "idle_streams")];
+    let over = |pointer: &str| {
+        let values = records
+            .select(&key)
+            .into_iter()
+            .filter(|r| r["transport"].as_str().unwrap_or("HTTP/1.1") == transport)
+            .filter_map(|r| r.pointer(pointer).and_then(Value::as_f64))
+            .collect();
+        median(values)
+    };
+    let Some(streams) = over("/streams") else {
+        return Vec::new();
+    };
+    let with_streams = over("/rss_kib").map(megabytes);
+    let per_stream = over("/per_stream_kib");
+    let n = count(streams as u64);
+    let at_scale = streams >= 10_000.0;
     vec![
-        Row::new("idle RSS", mb(idle)).target("< 50 MB", idle.map(|m| m < 50.0)),
-        Row::new(format!("RSS with {n} idle SSE streams"), mb(with_streams)).target(
+        Row::new(
+            format!("RSS with {n} idle SSE streams, {transport}"),
+            mb(with_streams),
+        )
+        .target(
             if at_scale {
                 "< 100 MB"
             } else {
@@ -263,7 +286,7 @@ fn memory_rows(records: &Records) -> Vec<Row> {
             with_streams.filter(|_| at_scale).map(|m| m < 100.0),
         ),
         Row::new(
-            "  memory per idle SSE stream",
+            format!("  memory per idle SSE stream, {transport}"),
             per_stream.map_or("—".into(), |k| format!("{k:.1} KiB")),
         )
         .target("< 8 KiB", per_stream.map(|k| k < 8.0)),

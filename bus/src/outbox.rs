@@ -106,10 +106,12 @@ impl DerefMut for OutboxTx<'_> {
 /// Writes `commit` as part of the caller's transaction. Only through
 /// [`OutboxTx::commit`], which also rings it after the commit.
 async fn write(conn: &mut PgConnection, commit: &Commit) -> Result<(), sqlx::Error> {
+    // Sent as text: Postgres checks it is JSON and stores it as it is.
+    let events = serde_json::to_string(&commit.events).expect("events always serialize");
     sqlx::query!(
-        "insert into outbox_commits (id, events) values ($1, $2)",
+        "insert into outbox_commits (id, events) values ($1, $2::text::json)",
         commit.id,
-        Json(&commit.events) as _,
+        events,
     )
     .execute(conn)
     .await?;

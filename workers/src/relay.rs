@@ -12,17 +12,15 @@
 //! Every publish carries `Nats-Msg-Id` = event id, so when both paths (or two
 //! processes) publish the same row, JetStream keeps one copy.
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
 
-use futures::future::join_all;
 use serde::Deserialize;
 use sqlx::PgPool;
 use switchyard_bus::{Bus, Commit, DoorbellReceiver, outbox};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -66,8 +64,16 @@ pub struct Relay {
 /// Fast-path batches sent but not yet confirmed; bounds memory when NATS is slow.
 const UNCONFIRMED_BATCHES: usize = 16;
 
-/// A commit sent to JetStream and the acks of its events, in order.
-type PendingCommit = (Uuid, Vec<jetstream::context::PublishAckFuture>);
+/// Acks the confirming task awaits ahead of the sender.
+const ACKS_AHEAD: usize = 1024;
+
+/// What the sender hands the confirming task, in order.
+enum Sent {
+    /// One event's pending ack.
+    Ack(jetstream::context::PublishAckFuture),
+    /// Every event of this commit was sent.
+    End(Uuid),
+}
 
 impl Relay {
     /// Serves the doorbell and sweeps until `shutdown`, then publishes what the
@@ -113,9 +119,9 @@ impl Relay {
     }
 
     /// Sends every event of `commits` in order without waiting for JetStream; a
-    /// background task awaits the acks in bulk and marks the commits whose events were
-    /// all acknowledged. Returns false if a send failed: the unsent rest stays in the
-    /// outbox for the sweep.
+    /// background task awaits the acks as they come and marks the commits whose events
+    /// were all acknowledged. Returns false if a send failed: the unsent rest stays in
+    /// the outbox for the sweep.
     async fn send_fast(
         &self,
         commits: Vec<Commit>,
@@ -123,37 +129,37 @@ impl Relay {
         confirming: &mut JoinSet<()>,
     ) -> bool {
         let permit = slots.clone().acquire_owned().await.expect("never closed");
-        let (pending, all_sent) = self.send_all(&commits).await;
+        let (sent, acks) = mpsc::channel(ACKS_AHEAD);
         let pool = self.pool.clone();
         confirming.spawn(async move {
-            let published = confirm(pending).await;
+            let published = confirm(acks).await;
             if let Err(error) = outbox::mark_published(&pool, &published).await {
                 tracing::warn!(%error, "could not mark published rows; the sweep re-publishes them");
             }
             drop(permit);
         });
-        all_sent
+        self.send_all(&commits, &sent).await
     }
 
-    /// Sends the events of `commits` in order, stopping at the first failure (to keep
-    /// order, the sweep publishes the rest). Returns each sent commit's pending acks,
-    /// and whether everything was sent.
-    async fn send_all(&self, commits: &[Commit]) -> (Vec<PendingCommit>, bool) {
-        let mut pending = Vec::with_capacity(commits.len());
+    /// Sends the events of `commits` in order, handing each ack (and each commit's
+    /// end) to `sent`, and stops at the first failure (to keep order, the sweep
+    /// publishes the rest). Returns whether everything was sent.
+    async fn send_all(&self, commits: &[Commit], sent: &mpsc::Sender<Sent>) -> bool {
         for commit in commits {
-            let mut acks = Vec::with_capacity(commit.events.len());
             for event in &commit.events {
                 match self.bus.send(event).await {
-                    Ok(ack) => acks.push(ack),
+                    Ok(ack) => {
+                        let _ = sent.send(Sent::Ack(ack)).await;
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "publish failed; sweeping until caught up");
-                        return (pending, false);
+                        return false;
                     }
                 }
             }
-            pending.push((commit.id, acks));
+            let _ = sent.send(Sent::End(commit.id)).await;
         }
-        (pending, true)
+        true
     }
 
     /// Publishes unpublished rows older than `min_age`, in outbox order. An error (or a
@@ -179,8 +185,11 @@ impl Relay {
         if commits.is_empty() {
             return Ok((0, 0));
         }
-        let (pending, _) = self.send_all(&commits).await;
-        let published = confirm(pending).await;
+        let (sent, acks) = mpsc::channel(ACKS_AHEAD);
+        let confirmed = tokio::spawn(confirm(acks));
+        self.send_all(&commits, &sent).await;
+        drop(sent);
+        let published = confirmed.await.unwrap_or_default();
         outbox::mark_published(&mut *tx, &published).await?;
         tx.commit().await?;
         tracing::debug!(count = published.len(), "sweep published stragglers");
@@ -188,26 +197,24 @@ impl Relay {
     }
 }
 
-/// Waits for every ack, all at once; returns the commits whose every event JetStream
-/// stored (or already had).
-async fn confirm(pending: Vec<PendingCommit>) -> Vec<Uuid> {
-    let (ids, acks): (Vec<Uuid>, Vec<_>) = pending.into_iter().unzip();
-    let acked = join_all(
-        acks.into_iter()
-            .map(|acks| join_all(acks.into_iter().map(IntoFuture::into_future))),
-    )
-    .await;
-    ids.into_iter()
-        .zip(acked)
-        .filter_map(|(id, acks)| {
-            let failed = acks.into_iter().filter_map(Result::err).next();
-            match failed {
-                None => Some(id),
-                Some(error) => {
-                    tracing::warn!(%error, commit = %id, "publish not acknowledged");
-                    None
+/// Awaits each ack as it comes, so the sender never waits on acks nobody awaits
+/// (JetStream's client allows 5,000 unacknowledged publishes); returns the commits
+/// whose every event JetStream stored (or already had).
+async fn confirm(mut acks: mpsc::Receiver<Sent>) -> Vec<Uuid> {
+    let (mut published, mut whole) = (Vec::new(), true);
+    while let Some(sent) = acks.recv().await {
+        match sent {
+            Sent::Ack(ack) => {
+                if let Err(error) = ack.await {
+                    if whole {
+                        tracing::warn!(%error, "publish not acknowledged");
+                    }
+                    whole = false;
                 }
             }
-        })
-        .collect()
+            Sent::End(id) if whole => published.push(id),
+            Sent::End(_) => whole = true,
+        }
+    }
+    published
 }

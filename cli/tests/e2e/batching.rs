@@ -4,6 +4,7 @@
 
 use crate::harness;
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
@@ -305,4 +306,62 @@ async fn three_mutator_processes_apply_across_topologies_once_in_seq_order(pool:
     .await;
     drop(mutators);
     fleet.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn commits_holding_more_events_than_jetstream_acks_in_flight_are_all_published(pool: PgPool) {
+    // An API whose relay is gone: its commits stay unpublished for a sweep to find.
+    let config = harness::isolated_config();
+    let (doorbell, receiver) = switchyard_bus::Doorbell::channel(1);
+    drop(receiver);
+    let bus = switchyard_bus::Bus::connect(&config.bus, "test")
+        .await
+        .unwrap();
+    let state = switchyard_api::AppState::new(
+        harness::own_pool(&pool).await,
+        &bus,
+        doorbell,
+        config.api_settings(),
+        config.auth.secret.as_deref().unwrap().as_bytes(),
+        Default::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/api/v1", listener.local_addr().unwrap());
+    let api = tokio::spawn(axum::serve(listener, switchyard_api::router(state)).into_future());
+    let http = harness::client_with(&harness::token(&config, switchyard_api::auth::Role::Admin));
+    let created = http
+        .post(format!("{base}/topologies"))
+        .json(&json!({"name": "t"}));
+    let (_, topology) = harness::read(created.send().await.unwrap()).await;
+    // Eight bulk commits of 1,000 events each: more than the 5,000 publishes JetStream's
+    // client lets wait for their acks, so a relay that sent a whole sweep before
+    // awaiting any ack would stall on its own backlog.
+    for batch in 0..8 {
+        let items: Vec<Value> = (0..1000)
+            .map(|i| json!({"topology_id": topology["id"], "ops": [{"op": "add", "path": format!("/k{batch}_{i}"), "value": i}]}))
+            .collect();
+        let request = http
+            .post(format!("{base}/mutations/batch"))
+            .json(&json!({"mutations": items}));
+        let (status, answer) = harness::read(request.send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    }
+    assert!(harness::unpublished(&pool).await >= 8000);
+
+    // A relay that held every pending ack of a sweep would wait on itself until its
+    // publish timeout; make that longer than the wait below.
+    let mut config = config;
+    config.bus.publish_timeout = Duration::from_secs(120);
+    let fleet = TestFleet::start(&pool, config, Roles::WORKERS).await;
+    harness::eventually(Duration::from_secs(30), || async {
+        harness::unpublished(&pool).await == 0
+    })
+    .await;
+    fleet.settle(Duration::from_secs(60)).await;
+    assert_eq!(
+        fleet.stream_count("topology.*.mutation.enqueued").await,
+        8000
+    );
+    fleet.stop().await;
+    api.abort();
 }

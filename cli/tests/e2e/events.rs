@@ -789,3 +789,41 @@ async fn streams_end_when_nats_is_lost_and_resume_when_it_is_back(pool: PgPool) 
     assert_eq!(count(&missed, "snapshot") + count(&missed, "reset"), 0);
     fleet.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn many_streams_share_one_http2_connection(pool: PgPool) {
+    // Cleartext HTTP/2 (prior knowledge): each stream is an HTTP/2 stream, not a
+    // connection of its own, which is what keeps 10,000 idle streams small.
+    let fleet = TestFleet::up(&pool).await;
+    let topology = fleet.create_topology("t", json!({"n": 0})).await;
+    let bearer = format!("Bearer {}", token(&fleet.config, Role::Admin));
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    let url = fleet.url(&format!("/topologies/{topology}/events"));
+    let mut streams: Vec<Frames> = Vec::new();
+    for _ in 0..20 {
+        let response = h2.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        streams.push(Box::pin(
+            response.bytes_stream().eventsource().map(Result::unwrap),
+        ));
+    }
+    fleet
+        .enqueue(
+            topology,
+            json!([{"op": "replace", "path": "/n", "value": 1}]),
+        )
+        .await;
+    for frames in &mut streams {
+        let seen = until(frames, |f| count(f, "mutation.applied") == 1).await;
+        assert_eq!(seen[0].event, "snapshot");
+    }
+    drop(streams);
+    fleet.stop().await;
+}

@@ -12,7 +12,7 @@
 //! batch report [`BatchResult::Busy`].
 
 use futures::TryStreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use switchyard_bus::payloads::{MutationApplied, MutationFailed, TopologyStatus};
 use switchyard_bus::{Doorbell, Event, OutboxTx};
@@ -376,39 +376,69 @@ async fn record_audit(
     conn: &mut PgConnection,
     finished: &[(Uuid, &Finished)],
 ) -> Result<(), sqlx::Error> {
-    let rows: Vec<Value> = finished
-        .iter()
-        .map(|(topology_id, f)| {
-            let (outcome, after, error) = match &f.verdict {
-                Verdict::Applied { version } => (MutationStatus::Applied, *version, None),
-                Verdict::Failed { error } => (
-                    MutationStatus::Failed,
-                    f.before_version,
-                    Some(error.as_str()),
-                ),
-            };
-            json!({
-                "mutation_id": f.mutation.id, "topology_id": topology_id, "seq": f.mutation.seq,
-                "outcome": outcome, "before_version": f.before_version, "after_version": after,
-                "actor": f.mutation.actor, "ops": f.mutation.ops, "error": error,
-            })
-        })
-        .collect();
-    // jsonb_to_recordset keeps one bind for the whole batch; `with ordinality` keeps
+    let mut rows = AuditRows::default();
+    for (topology_id, f) in finished {
+        rows.push(*topology_id, f);
+    }
+    // One statement for the batch, one array per column; `with ordinality` keeps
     // audit ids in seq order within each topology.
     sqlx::query!(
         "insert into mutation_audit
            (mutation_id, topology_id, seq, outcome, before_version, after_version, actor, ops, error)
-         select r.mutation_id, r.topology_id, r.seq, r.outcome, r.before_version, r.after_version, r.actor, r.ops, r.error
-         from jsonb_array_elements($1::jsonb) with ordinality as e(row, ord),
-              jsonb_to_record(e.row) as r(mutation_id uuid, topology_id uuid, seq bigint, outcome text,
-                before_version bigint, after_version bigint, actor text, ops jsonb, error text)
-         order by e.ord",
-        Value::Array(rows),
+         select mutation_id, topology_id, seq, outcome, before_version, after_version, actor, ops, error
+         from unnest($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::int8[], $6::int8[],
+                     $7::text[], $8::jsonb[], $9::text[]) with ordinality
+              as r(mutation_id, topology_id, seq, outcome, before_version, after_version, actor, ops, error, ord)
+         order by ord",
+        &rows.mutation_ids,
+        &rows.topology_ids,
+        &rows.seqs,
+        &rows.outcomes as _,
+        &rows.before_versions,
+        &rows.after_versions,
+        &rows.actors,
+        &rows.ops,
+        &rows.errors as _,
     )
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The columns of a batch's audit rows.
+#[derive(Default)]
+struct AuditRows {
+    mutation_ids: Vec<Uuid>,
+    topology_ids: Vec<Uuid>,
+    seqs: Vec<i64>,
+    outcomes: Vec<MutationStatus>,
+    before_versions: Vec<i64>,
+    after_versions: Vec<i64>,
+    actors: Vec<String>,
+    ops: Vec<Value>,
+    errors: Vec<Option<String>>,
+}
+
+impl AuditRows {
+    fn push(&mut self, topology_id: Uuid, f: &Finished) {
+        let (outcome, after, error) = match &f.verdict {
+            Verdict::Applied { version } => (MutationStatus::Applied, *version, None),
+            Verdict::Failed { error } => (
+                MutationStatus::Failed,
+                f.before_version,
+                Some(error.clone()),
+            ),
+        };
+        self.mutation_ids.push(f.mutation.id);
+        self.topology_ids.push(topology_id);
+        self.seqs.push(f.mutation.seq);
+        self.outcomes.push(outcome);
+        self.before_versions.push(f.before_version);
+        self.after_versions.push(after);
+        self.actors.push(f.mutation.actor.clone());
+        self.ops.push(f.mutation.ops.clone());
+        self.errors.push(error);
+    }
 }
 
 /// One `mutation.applied|failed` per mutation, then one `status` for the batch.
