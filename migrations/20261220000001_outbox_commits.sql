@@ -11,6 +11,8 @@ create table outbox_commits (
     -- Postgres only checks the text and stores it, and the relay reads it back as
     -- written; building jsonb would cost the database more than the rest of a commit.
     events        json not null check (json_typeof(events) = 'array'),
+    -- How many events `events` holds: the relay's sweep claims commits by event count.
+    event_count   integer not null check (event_count > 0),
     created_at    timestamptz not null default now(),
     published_at  timestamptz
 );
@@ -22,8 +24,8 @@ alter table outbox_commits alter column events set storage external;
 create index outbox_commits_unpublished on outbox_commits (position) where published_at is null;
 create index outbox_commits_published on outbox_commits (published_at) where published_at is not null;
 
-insert into outbox_commits (id, events, created_at, published_at)
-select id, json_build_array(event), created_at, published_at from outbox order by position;
+insert into outbox_commits (id, events, event_count, created_at, published_at)
+select id, json_build_array(event), 1, created_at, published_at from outbox order by position;
 
 drop table outbox;
 

@@ -109,30 +109,43 @@ async fn write(conn: &mut PgConnection, commit: &Commit) -> Result<(), sqlx::Err
     // Sent as text: Postgres checks it is JSON and stores it as it is.
     let events = serde_json::to_string(&commit.events).expect("events always serialize");
     sqlx::query!(
-        "insert into outbox_commits (id, events) values ($1, $2::text::json)",
+        "insert into outbox_commits (id, events, event_count) values ($1, $2::text::json, $3)",
         commit.id,
         events,
+        i32::try_from(commit.events.len()).unwrap_or(i32::MAX),
     )
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// Locks and returns up to `limit` unpublished commits older than `min_age`, in outbox
-/// order, for the caller's transaction; rows another sweep holds are skipped.
+/// Locks and returns unpublished commits older than `min_age`, in outbox order, for the
+/// caller's transaction: as many as hold at most `max_events` events together (and
+/// always the first, however many it holds); rows another sweep holds are skipped.
 pub async fn claim_unpublished(
     conn: &mut PgConnection,
     min_age: Duration,
-    limit: usize,
+    max_events: usize,
 ) -> Result<Vec<Commit>, sqlx::Error> {
+    let max_events = i64::try_from(max_events).unwrap_or(i64::MAX);
+    // The budget is applied to the candidates first (a window cannot share a query
+    // level with `for update`); at most `max_events` commits can be candidates.
     let rows = sqlx::query!(
         r#"select id, events as "events: Json<Vec<Event>>" from outbox_commits
-         where published_at is null and created_at < now() - make_interval(secs => $1)
+         where id in (
+             select id from (
+                 select id, sum(event_count) over (order by position) - event_count as before
+                 from outbox_commits
+                 where published_at is null and created_at < now() - make_interval(secs => $1)
+                 order by position
+                 limit $2
+             ) candidates
+             where before < $2
+         )
          order by position
-         limit $2
          for update skip locked"#,
         min_age.as_secs_f64(),
-        i64::try_from(limit).unwrap_or(i64::MAX),
+        max_events,
     )
     .fetch_all(conn)
     .await?;

@@ -257,7 +257,11 @@ fn gather(
                 permits.merge(more);
                 batch.push(message);
             }
-            // Nothing ready (or an error the loop will meet again): hand over what we have.
+            Some(Some(Err(error))) => {
+                tracing::warn!(%error, "pulling messages failed; handling what was pulled");
+                return;
+            }
+            // Nothing ready yet, or the stream ended (the loop meets that next).
             _ => return,
         }
     }

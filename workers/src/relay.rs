@@ -31,7 +31,8 @@ use crate::WorkerError;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RelayConfig {
-    /// Most committed transactions (outbox rows) published per round.
+    /// Most events published per sweep round (a commit holding more goes alone); also
+    /// the most commits the fast path takes from the doorbell at once.
     pub batch_size: usize,
     /// How often to look for rows the fast path missed.
     #[serde(with = "humantime_serde")]
@@ -167,24 +168,27 @@ impl Relay {
     async fn sweep_older_than(&self, min_age: Duration) -> Result<usize, WorkerError> {
         let mut total = 0;
         loop {
-            let (claimed, published) = self.sweep_batch(min_age).await?;
+            let (claimed, published, events) = self.sweep_batch(min_age).await?;
             total += published;
             if published < claimed {
                 return Err(WorkerError::Unpublished(claimed - published));
             }
-            if claimed < self.config.batch_size {
+            // Less than a full round: caught up.
+            if events < self.config.batch_size {
                 return Ok(total);
             }
         }
     }
 
-    /// One sweep batch: claimed commits, and how many were published whole.
-    async fn sweep_batch(&self, min_age: Duration) -> Result<(usize, usize), WorkerError> {
+    /// One sweep batch: the commits claimed, how many were published whole, and the
+    /// events they held.
+    async fn sweep_batch(&self, min_age: Duration) -> Result<(usize, usize, usize), WorkerError> {
         let mut tx = self.pool.begin().await?;
         let commits = outbox::claim_unpublished(&mut tx, min_age, self.config.batch_size).await?;
         if commits.is_empty() {
-            return Ok((0, 0));
+            return Ok((0, 0, 0));
         }
+        let events = commits.iter().map(|c| c.events.len()).sum();
         let (sent, acks) = mpsc::channel(ACKS_AHEAD);
         let confirmed = tokio::spawn(confirm(acks));
         self.send_all(&commits, &sent).await;
@@ -193,7 +197,7 @@ impl Relay {
         outbox::mark_published(&mut *tx, &published).await?;
         tx.commit().await?;
         tracing::debug!(count = published.len(), "sweep published stragglers");
-        Ok((commits.len(), published.len()))
+        Ok((commits.len(), published.len(), events))
     }
 }
 

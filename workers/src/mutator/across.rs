@@ -26,6 +26,13 @@ use super::apply::PendingMutation;
 use super::batch::{self, BatchLimits, LockedTopology, Outcome};
 use crate::{BATCH_BYTES, WorkerError};
 
+/// Most mutations one transaction across topologies applies: it holds its
+/// topologies' locks (which enqueues wait for) and its outbox row grows with it.
+pub const MAX_MUTATIONS: usize = 2048;
+
+/// Most topologies one transaction across topologies locks.
+pub const MAX_TOPOLOGIES: usize = 256;
+
 /// What one transaction across topologies did.
 #[derive(Debug, Default)]
 pub struct Across {
@@ -160,7 +167,8 @@ async fn lock(
 
 /// Each topology's pending head in seq order, up to `size` mutations, and whether
 /// more are pending; read as a stream, and cut short once the operations read hold
-/// [`BATCH_BYTES`] (a topology cut short, and any not reached, report more pending).
+/// [`BATCH_BYTES`] or number [`MAX_MUTATIONS`] (a topology cut short, and any not
+/// reached, report more pending).
 async fn load_pending(
     conn: &mut PgConnection,
     ids: &[Uuid],
@@ -181,14 +189,15 @@ async fn load_pending(
         size as i64 + 1,
     )
     .fetch(conn);
-    let mut bytes = 0;
+    let (mut bytes, mut taken) = (0, 0);
     while let Some(row) = rows.try_next().await? {
         let head = heads.entry(row.topology_id).or_default();
-        if head.0.len() == size || bytes >= BATCH_BYTES {
+        if head.0.len() == size || bytes >= BATCH_BYTES || taken == MAX_MUTATIONS {
             head.1 = true;
             continue;
         }
         bytes += json::encoded_len(&row.ops);
+        taken += 1;
         head.0.push(PendingMutation {
             id: row.id,
             seq: row.seq,

@@ -74,7 +74,8 @@ impl Mutator {
                 )));
                 continue;
             };
-            if self.finished.finished(enqueued.topology_id, enqueued.seq) {
+            // A re-announcement means Postgres still says pending: always ask it.
+            if !enqueued.reannounced && self.finished.finished(enqueued.topology_id, enqueued.seq) {
                 outcomes[index] = Some(Outcome::Ack);
                 continue;
             }
@@ -107,7 +108,12 @@ impl Mutator {
         waiting: &mut HashMap<Uuid, Vec<Waiting>>,
         outcomes: &mut [Option<Outcome>],
     ) {
-        let topologies: Vec<Uuid> = waiting.keys().copied().collect();
+        // The rest wait for the next round.
+        let topologies: Vec<Uuid> = waiting
+            .keys()
+            .take(across::MAX_TOPOLOGIES)
+            .copied()
+            .collect();
         let limits = BatchLimits {
             size: self.config.batch_size,
             document: self.limits,

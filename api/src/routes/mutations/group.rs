@@ -174,10 +174,18 @@ impl Committer {
         true
     }
 
-    /// Commits `group` and answers each member.
+    /// Commits `group` and answers each member. A member whose handler is gone (its
+    /// client hung up, or `http.request_timeout` answered it) is not committed: nobody
+    /// was told it was accepted.
     async fn commit(&self, group: Vec<Queued>) {
-        let (mutations, answers): (Vec<NewMutation>, Vec<_>) =
-            group.into_iter().map(|q| (q.mutation, q.answer)).unzip();
+        let (mutations, answers): (Vec<NewMutation>, Vec<_>) = group
+            .into_iter()
+            .filter(|q| !q.answer.is_closed())
+            .map(|q| (q.mutation, q.answer))
+            .unzip();
+        if mutations.is_empty() {
+            return;
+        }
         let results = match self.try_commit(&mutations).await {
             Ok(results) => results,
             // An outage: every request of the group would meet it alone too.
