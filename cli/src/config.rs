@@ -378,6 +378,8 @@ impl Config {
     /// Values with bounds of their own: the document depth, stream tokens' lifetime,
     /// the secret's length.
     fn check_ranges(&self) -> Result<(), ConfigError> {
+        /// Most enqueues in one group commit or one bulk request.
+        const MAX_GROUP: usize = 10_000;
         let max_depth = switchyard_domain::json::MAX_CONFIGURABLE_DEPTH;
         if !(1..=max_depth).contains(&self.documents.max_depth) {
             return Err(invalid(
@@ -386,6 +388,16 @@ impl Config {
                     "must be between 1 and {max_depth} (serde_json reads no deeper than 128 levels, and events wrap documents)"
                 ),
             ));
+        }
+        // Sizes of what one transaction or one queue holds; past these, memory (and a
+        // transaction's length) would follow a typo.
+        for (key, value) in [
+            ("http.group_commit_size", self.http.group_commit_size),
+            ("http.max_batch_mutations", self.http.max_batch_mutations),
+        ] {
+            if value > MAX_GROUP {
+                return Err(invalid(key, &format!("must be at most {MAX_GROUP}")));
+            }
         }
         let ttl = self.auth.stream_token_ttl;
         if ttl.is_zero() || ttl > MAX_STREAM_TOKEN_TTL {
@@ -610,6 +622,13 @@ mod tests {
             assert!(
                 err.starts_with("configuration key mutator.concurrency (")
                     && err.contains("switchyard.toml): must be at least 1"),
+                "{err}"
+            );
+            jail.create_file("switchyard.toml", "[http]\ngroup_commit_size = 1000000000")?;
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.starts_with("configuration key http.group_commit_size (")
+                    && err.ends_with("must be at most 10000"),
                 "{err}"
             );
             jail.create_file("switchyard.toml", "[http]\nlisten = \"nowhere\"")?;

@@ -137,7 +137,7 @@ impl Committer {
     async fn run(self, mut receiver: mpsc::Receiver<Queued>) {
         let this = Arc::new(self);
         let slots = Arc::new(Semaphore::new(this.config.concurrency.max(1)));
-        let mut group = Vec::with_capacity(this.config.size);
+        let mut group = Vec::new();
         loop {
             let slot = slots.clone().acquire_owned().await.expect("never closed");
             if !this.gather(&mut receiver, &mut group).await {
