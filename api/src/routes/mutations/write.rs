@@ -151,10 +151,14 @@ pub(super) async fn insert(
         rows.push(new, topology.last_seq);
     }
     let stored = rows.insert(tx).await?;
-    advance_topologies(tx, locked, mutations).await?;
+    let mut touched: Vec<Uuid> = mutations.iter().map(|m| m.topology_id).collect();
+    touched.sort_unstable();
+    touched.dedup();
+    advance_topologies(tx, locked, &touched).await?;
     let mut events: Vec<Event> = stored.iter().map(enqueued_event).collect();
-    for (id, topology) in locked.iter_mut() {
-        if topology.was_idle && mutations.iter().any(|m| m.topology_id == *id) {
+    for id in &touched {
+        let topology = locked.get_mut(id).expect("locked by the caller");
+        if topology.was_idle {
             topology.was_idle = false;
             let pending = TopologyStatus {
                 topology_id: *id,
@@ -230,18 +234,15 @@ impl Rows {
 async fn advance_topologies(
     conn: &mut PgConnection,
     locked: &HashMap<Uuid, Locked>,
-    mutations: &[&NewMutation],
+    touched: &[Uuid],
 ) -> Result<(), sqlx::Error> {
-    let mut touched: Vec<Uuid> = mutations.iter().map(|m| m.topology_id).collect();
-    touched.sort_unstable();
-    touched.dedup();
     let last_seqs: Vec<i64> = touched.iter().map(|id| locked[id].last_seq).collect();
     sqlx::query!(
         "update topologies t
          set last_seq = u.last_seq, status = 'pending', updated_at = now()
          from unnest($1::uuid[], $2::int8[]) as u(id, last_seq)
          where t.id = u.id",
-        &touched,
+        touched,
         &last_seqs,
     )
     .execute(conn)
