@@ -40,6 +40,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod listener;
+pub mod loopback;
 pub mod openapi;
 pub mod patch;
 pub mod routes;
@@ -156,6 +157,8 @@ pub struct AppState {
     /// The `forge.webhook_secret` shared with Gitea, which signs each webhook delivery
     /// with it; `None`: webhooks are refused (401).
     pub webhook_secret: Option<String>,
+    /// Fires on shutdown: event streams and MCP sessions end.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// What an API process is told: its own sections (`http.*`, `auth.*`), the document
@@ -204,12 +207,13 @@ impl AppState {
             nats: bus.client.clone(),
             enqueue,
             doorbell,
-            live: routes::events::live::Live::new(bus, &http, shutdown),
+            live: routes::events::live::Live::new(bus, &http, shutdown.clone()),
             config: http,
             authenticator: Arc::new(Authenticator::new(secret)),
             auth,
             documents,
             webhook_secret,
+            shutdown,
         }
     }
 }
@@ -242,10 +246,19 @@ fn with_base(v1: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     ApiDoc::openapi().nest("/api/v1", v1)
 }
 
-/// The whole HTTP surface: `/healthz`, `/readyz`, `/openapi.json`, `/docs` and, behind
+/// The whole HTTP surface: `/healthz`, `/readyz`, `/openapi.json`, `/docs`; behind
 /// authentication, everything under `/api/v1` (but the public `POST
-/// /api/v1/webhooks/gitea`, which checks Gitea's signature instead).
+/// /api/v1/webhooks/gitea`, which checks Gitea's signature instead); the dashboard
+/// under `/ui/` (session cookies) and the MCP server at `/mcp` (bearer tokens), both of
+/// which act only through the `/api/v1` routes ([`loopback`]).
 pub fn router(state: AppState) -> Router {
+    let api = api_router(state.clone());
+    let _loopback = loopback::Loopback::new(api.clone());
+    Router::new().fallback_service(api)
+}
+
+/// `/healthz`, `/readyz`, `/openapi.json`, `/docs` and `/api/v1`.
+fn api_router(state: AppState) -> Router {
     let (v1, v1_spec) = v1_routes().split_for_parts();
     let spec = with_base(v1_spec);
     let auth = AuthState {
