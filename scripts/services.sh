@@ -96,18 +96,23 @@ ensure_nats() {
     return 1
 }
 
-# Debian's Chromium, for the browser (EventSource) test; exports CHROMIUM_BIN.
+# Debian's Chromium and ChromeDriver, for the browser tests (EventSource, the dashboard);
+# exports CHROMIUM_BIN and CHROMEDRIVER_BIN.
 ensure_chromium() {
     if [ -z "${CHROMIUM_BIN:-}" ]; then
         CHROMIUM_BIN="$(command -v chromium || true)"
     fi
-    if [ -z "$CHROMIUM_BIN" ]; then
-        say "installing Chromium from Debian's packages (browser tests)"
-        as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-        CHROMIUM_BIN="$(command -v chromium)"
+    if [ -z "${CHROMEDRIVER_BIN:-}" ]; then
+        CHROMEDRIVER_BIN="$(command -v chromedriver || true)"
     fi
-    export CHROMIUM_BIN
+    if [ -z "$CHROMIUM_BIN" ] || [ -z "$CHROMEDRIVER_BIN" ]; then
+        say "installing Chromium and ChromeDriver from Debian's packages (browser tests)"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+        CHROMIUM_BIN="$(command -v chromium)"
+        CHROMEDRIVER_BIN="$(command -v chromedriver)"
+    fi
+    export CHROMIUM_BIN CHROMEDRIVER_BIN
 }
 
 # The openssl command, which one CLI test uses to make a throwaway certificate

@@ -44,6 +44,7 @@ pub mod loopback;
 pub mod openapi;
 pub mod patch;
 pub mod routes;
+pub mod ui;
 pub mod validate;
 
 pub use error::ApiError;
@@ -253,8 +254,10 @@ fn with_base(v1: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
 /// which act only through the `/api/v1` routes ([`loopback`]).
 pub fn router(state: AppState) -> Router {
     let api = api_router(state.clone());
-    let _loopback = loopback::Loopback::new(api.clone());
-    Router::new().fallback_service(api)
+    let loopback = loopback::Loopback::new(api.clone());
+    Router::new()
+        .merge(ui::router(state, loopback))
+        .fallback_service(api)
 }
 
 /// `/healthz`, `/readyz`, `/openapi.json`, `/docs` and `/api/v1`.

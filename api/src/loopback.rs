@@ -80,11 +80,9 @@ impl Reply {
             status: self.status,
             code: text("code"),
             message: match text("message") {
-                message if message.is_empty() => self
-                    .status
-                    .canonical_reason()
-                    .unwrap_or("error")
-                    .to_owned(),
+                message if message.is_empty() => {
+                    self.status.canonical_reason().unwrap_or("error").to_owned()
+                }
                 message => message,
             },
         })

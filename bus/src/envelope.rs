@@ -74,6 +74,45 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// Every kind, in declaration order (a browser's `EventSource` needs each name
+    /// it listens for).
+    pub const ALL: [Self; 34] = [
+        Self::MutationEnqueued,
+        Self::MutationApplied,
+        Self::MutationFailed,
+        Self::TopologyStatus,
+        Self::InterfaceDraft,
+        Self::InterfacePublished,
+        Self::InterfaceResolved,
+        Self::InboxMessage,
+        Self::InboxRead,
+        Self::Progress,
+        Self::RepoUpdated,
+        Self::MigrationRequested,
+        Self::MigrationRunning,
+        Self::MigrationProgress,
+        Self::MigrationSucceeded,
+        Self::MigrationFailed,
+        Self::MigrationCancelRequested,
+        Self::MigrationCancelled,
+        Self::GraphCreated,
+        Self::NodesWritten,
+        Self::PluginVersion,
+        Self::ForgeChanged,
+        Self::ForgeSweepRequested,
+        Self::ForgeSweepProgress,
+        Self::ForgeSweepFinished,
+        Self::ForgeParseError,
+        Self::RfcUpdated,
+        Self::RfcBranchCreated,
+        Self::RfcBranchUpdated,
+        Self::RfcBranchDeleted,
+        Self::RfcPullOpened,
+        Self::RfcPullUpdated,
+        Self::RfcPullMerged,
+        Self::RfcPullClosed,
+    ];
+
     /// The CloudEvents `type`, also the SSE `event:` name.
     pub fn as_str(self) -> &'static str {
         match self {

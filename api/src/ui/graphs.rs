@@ -1,0 +1,300 @@
+//! Graphs and migrations (`/ui/graphs`): the list, and one graph's page with its
+//! version, its read-only banner (`migrating`, or `migration_failed` with the failed
+//! run's reason), a live progress bar for the run in progress, the history (newest
+//! first), and the re-migrate and cancel buttons.
+
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::Method;
+use axum::response::{IntoResponse, Redirect};
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::session::{button_form, ok};
+use super::{
+    Failure, Page, Session, Ui, badge, csrf_field, encode, error_banner, event_names, page,
+    page_query, pager, text, when,
+};
+use crate::loopback::Refusal;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CursorQuery {
+    cursor: Option<String>,
+}
+
+/// `GET /ui/graphs`.
+pub async fn list(
+    State(ui): State<Ui>,
+    session: Session,
+    Query(query): Query<CursorQuery>,
+) -> Page {
+    let list = ui
+        .get(
+            &session,
+            &format!("/graphs?{}", page_query(query.cursor.as_deref())),
+        )
+        .await?;
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    ok(page(
+        Some(&session),
+        "Graphs",
+        html! {
+            h1 { "Graphs" }
+            table #graphs {
+                thead { tr { th { "Slug" } th { "Plugin" } th { "Version" } th { "Status" } th { "Nodes" } th { "Updated" } } }
+                tbody {
+                    @for g in &items {
+                        tr {
+                            td { a href={"/ui/graphs/" (encode(&text(&g["slug"])))} { (text(&g["slug"])) } }
+                            td { (text(&g["plugin"])) }
+                            td { (text(&g["schema_version"])) }
+                            td { (badge(&text(&g["status"]))) }
+                            td { (text(&g["node_count"])) }
+                            td { (when(&g["updated_at"])) }
+                        }
+                    }
+                }
+            }
+            @if items.is_empty() { p.muted { "No graphs yet." } }
+            (pager("/ui/graphs", "cursor", query.cursor.as_deref(), &list))
+        },
+    ))
+}
+
+/// `GET /ui/graphs/{slug}`.
+pub async fn show(
+    State(ui): State<Ui>,
+    session: Session,
+    Path(slug): Path<String>,
+    Query(query): Query<CursorQuery>,
+) -> Page {
+    ok(render(&ui, &session, &slug, &query, None).await?)
+}
+
+async fn render(
+    ui: &Ui,
+    session: &Session,
+    slug: &str,
+    query: &CursorQuery,
+    error: Option<&Refusal>,
+) -> Result<Markup, Failure> {
+    let live = render_live(ui, session, slug, query).await?;
+    let stream = format!("/api/v1/graphs/{}/events", encode(slug));
+    let refresh = format!(
+        "/ui/graphs/{}/live{}",
+        encode(slug),
+        query
+            .cursor
+            .as_deref()
+            .map(|c| format!("?cursor={}", encode(c)))
+            .unwrap_or_default()
+    );
+    let body = html! {
+        p { a href="/ui/graphs" { "← Graphs" } }
+        h1 { (slug) }
+        (error_banner(error))
+        section.live #live data-stream=(stream) data-events=(event_names()) data-refresh=(refresh) {
+            div data-fragment { (live) }
+            @if ui.may(session, Method::POST, "/graphs/{slug}/re-migrate") {
+                h2 { "Migrate" }
+                form.stack #re-migrate method="post" action={"/ui/graphs/" (encode(slug)) "/re-migrate"} {
+                    (csrf_field(session))
+                    label { "Target version (empty: the plugin's current version)" input name="target_version" inputmode="numeric"; }
+                    button type="submit" { "Re-migrate" }
+                }
+            }
+            h3 { "Event log " span.stream-state.muted { "connecting" } }
+            ol.log {}
+        }
+    };
+    Ok(page(Some(session), "Graphs", body))
+}
+
+/// `GET /ui/graphs/{slug}/live`: the banner, progress and history alone.
+pub async fn fragment(
+    State(ui): State<Ui>,
+    session: Session,
+    Path(slug): Path<String>,
+    Query(query): Query<CursorQuery>,
+) -> Page {
+    ok(render_live(&ui, &session, &slug, &query).await?)
+}
+
+async fn render_live(
+    ui: &Ui,
+    session: &Session,
+    slug: &str,
+    query: &CursorQuery,
+) -> Result<Markup, Failure> {
+    let graph = ui
+        .get(session, &format!("/graphs/{}", encode(slug)))
+        .await?;
+    let runs = ui
+        .get(
+            session,
+            &format!(
+                "/graphs/{}/migrations?{}",
+                encode(slug),
+                page_query(query.cursor.as_deref())
+            ),
+        )
+        .await?;
+    let items = runs["items"].as_array().cloned().unwrap_or_default();
+    let status = text(&graph["status"]);
+    let active = items
+        .iter()
+        .find(|r| matches!(r["status"].as_str(), Some("pending" | "running")));
+    // The run a `migration_failed` graph is failed by: the newest failed run.
+    let failed = items.iter().find(|r| r["status"] == "failed");
+    let may_cancel = ui.may(
+        session,
+        Method::POST,
+        "/graphs/{slug}/migrations/{run_id}/cancel",
+    );
+    Ok(html! {
+        p #graph-state {
+            "Plugin " b { (text(&graph["plugin"])) } " · schema version " b #schema-version { (text(&graph["schema_version"])) }
+            " · " (text(&graph["node_count"])) " nodes · " (badge(&status))
+        }
+        @match status.as_str() {
+            "migrating" => div.banner.migrating #banner role="status" {
+                b { "Read-only: migrating." } " Node writes are refused until the run ends."
+            },
+            "migration_failed" => div.banner.migration_failed #banner role="alert" {
+                b { "Migration failed." } " "
+                (failed.map(|r| text(&r["error"])).unwrap_or_default())
+                " The graph is writable: repair the nodes and re-migrate, or cancel the failed run."
+            },
+            _ => {},
+        }
+        @if let Some(run) = active {
+            div #progress {
+                p { "Migrating " (text(&run["from_version"])) " → " (text(&run["to_version"])) ": "
+                    span #progress-text { (text(&run["processed"])) " / " (text(&run["total"])) } }
+                progress.migration max=(run["total"].as_i64().unwrap_or(0).max(1)) value=(run["processed"].as_i64().unwrap_or(0)) {}
+            }
+        }
+        h2 { "History" }
+        @if items.is_empty() {
+            p.muted { "Never migrated." }
+        } @else {
+            table #history {
+                thead { tr { th { "Versions" } th { "Status" } th { "Processed" } th { "Error" } th { "Requested" } th { "Started" } th { "Finished" } th {} } }
+                tbody {
+                    @for run in &items {
+                        @let run_status = text(&run["status"]);
+                        tr data-run=(text(&run["id"])) {
+                            td { (text(&run["from_version"])) " → " (text(&run["to_version"])) }
+                            td { (badge(&run_status)) }
+                            td { (text(&run["processed"])) " / " (text(&run["total"])) }
+                            td { (text(&run["error"])) }
+                            td { (when(&run["created_at"])) }
+                            td { (when(&run["started_at"])) }
+                            td { (when(&run["finished_at"])) }
+                            td {
+                                @if may_cancel && matches!(run_status.as_str(), "pending" | "running" | "failed") && run["cancel_requested_at"].is_null() {
+                                    (button_form(session, &format!("/ui/graphs/{}/migrations/{}/cancel", encode(slug), text(&run["id"])), "Cancel", Some("Cancel this run?")))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (pager(&format!("/ui/graphs/{}", encode(slug)), "cursor", query.cursor.as_deref(), &runs))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReMigrateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    target_version: String,
+}
+
+/// `POST /ui/graphs/{slug}/re-migrate`.
+pub async fn re_migrate(
+    State(ui): State<Ui>,
+    session: Session,
+    Path(slug): Path<String>,
+    Form(form): Form<ReMigrateForm>,
+) -> Page {
+    session.check(&form.csrf)?;
+    let target = form.target_version.trim();
+    let body = if target.is_empty() {
+        Ok(json!({}))
+    } else {
+        target
+            .parse::<i32>()
+            .map(|v| json!({"target_version": v}))
+            .map_err(|_| Refusal {
+                status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                code: "invalid_request".to_owned(),
+                message: format!("target_version must be a whole number, got {target:?}"),
+            })
+    };
+    let result = match body {
+        Ok(body) => {
+            ui.send(
+                &session,
+                Method::POST,
+                &format!("/graphs/{}/re-migrate", encode(&slug)),
+                Some(&body),
+                &[],
+            )
+            .await
+        }
+        Err(refusal) => Err(refusal),
+    };
+    after(ui, session, slug, result).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /ui/graphs/{slug}/migrations/{run_id}/cancel`.
+pub async fn cancel(
+    State(ui): State<Ui>,
+    session: Session,
+    Path((slug, run_id)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Page {
+    session.check(&form.csrf)?;
+    let result = ui
+        .send(
+            &session,
+            Method::POST,
+            &format!(
+                "/graphs/{}/migrations/{}/cancel",
+                encode(&slug),
+                encode(&run_id)
+            ),
+            None,
+            &[],
+        )
+        .await;
+    after(ui, session, slug, result).await
+}
+
+/// Back to the graph's page, or the page again with the API's refusal.
+async fn after(ui: Ui, session: Session, slug: String, result: Result<Value, Refusal>) -> Page {
+    match result {
+        Ok(_) => Ok(Redirect::to(&format!("/ui/graphs/{}", encode(&slug))).into_response()),
+        Err(refusal) => {
+            let markup = render(
+                &ui,
+                &session,
+                &slug,
+                &CursorQuery::default(),
+                Some(&refusal),
+            )
+            .await?;
+            Ok((refusal.status, markup).into_response())
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! # The operator dashboard (`/ui/`)
+//!
+//! Server-rendered HTML ([maud]) with one small script of our own
+//! (`assets/ui.js`) and one stylesheet, both compiled into the binary: nothing is
+//! fetched at build or run time, and there is no Node build step.
+//!
+//! ## Acting as the signed-in user
+//! Every read and every change a page makes goes through the API's own `/api/v1`
+//! routes in process ([`Loopback`]), with a short-lived token minted for the session's
+//! subject and role. So roles, validation, transactions, audit rows and events are
+//! exactly the API's, and a refusal is shown inline with the API's own message. The
+//! one exception is the overview's counts, which no API route serves yet: they are
+//! read-only aggregate queries ([`overview`]).
+//!
+//! ## Sessions and CSRF
+//! [`session`]: `/ui/sign-in` exchanges an API token for a session cookie (HttpOnly,
+//! `SameSite=Strict`, `Secure` behind TLS, expiring with the token); every
+//! state-changing form carries the session's CSRF token, and a post without it is
+//! refused (403) before anything is done. A button the role may not use is not shown
+//! (the role table is the API's, read from its OpenAPI document).
+//!
+//! ## Live pages
+//! A topology, a graph and a repo page follow their resource's event stream (a stream
+//! token minted through `/ui/stream-token`) and re-render their live part from the
+//! server on each event; after a dropped connection they resume by event id, without
+//! losing or repeating a line.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::{DOCTYPE, Markup, html};
+use serde_json::Value;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::AppState;
+use crate::auth::RoutePolicy;
+use crate::loopback::{Credentials, Loopback, Refusal};
+
+mod graphs;
+mod interface_changes;
+mod overview;
+mod repos;
+pub mod session;
+mod topologies;
+
+pub use session::Session;
+
+/// Rows per page on every list (the API allows up to 500).
+const PAGE_SIZE: u32 = 50;
+
+/// What every dashboard handler shares (cheap to clone).
+#[derive(Clone)]
+pub struct Ui(Arc<Inner>);
+
+struct Inner {
+    state: AppState,
+    api: Loopback,
+    /// The API's role table, to hide what a role may not use.
+    policy: RoutePolicy,
+}
+
+impl std::ops::Deref for Ui {
+    type Target = AppState;
+    fn deref(&self) -> &AppState {
+        &self.0.state
+    }
+}
+
+/// The dashboard's routes, all under `/ui`.
+pub fn router(state: AppState, api: Loopback) -> Router {
+    let policy = RoutePolicy::from_openapi(&crate::openapi());
+    let ui = Ui(Arc::new(Inner { state, api, policy }));
+    Router::new()
+        .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
+        .route("/ui/", get(overview::page))
+        .route("/ui/overview", get(overview::fragment))
+        .route("/ui/assets/ui.js", get(script))
+        .route("/ui/assets/ui.css", get(stylesheet))
+        .route(
+            "/ui/sign-in",
+            get(session::sign_in_page).post(session::sign_in),
+        )
+        .route("/ui/sign-out", post(session::sign_out))
+        .route("/ui/stream-token", post(session::stream_token))
+        .route(
+            "/ui/interface-changes",
+            get(interface_changes::list).post(interface_changes::create),
+        )
+        .route(
+            "/ui/interface-changes/{id}",
+            get(interface_changes::edit_page).post(interface_changes::update),
+        )
+        .route(
+            "/ui/interface-changes/{id}/publish",
+            post(interface_changes::publish),
+        )
+        .route(
+            "/ui/interface-changes/{id}/resolve",
+            post(interface_changes::resolve),
+        )
+        .route(
+            "/ui/topologies",
+            get(topologies::list).post(topologies::create),
+        )
+        .route("/ui/topologies/{id}", get(topologies::show))
+        .route("/ui/topologies/{id}/live", get(topologies::fragment))
+        .route("/ui/topologies/{id}/mutations", post(topologies::enqueue))
+        .route("/ui/graphs", get(graphs::list))
+        .route("/ui/graphs/{slug}", get(graphs::show))
+        .route("/ui/graphs/{slug}/live", get(graphs::fragment))
+        .route("/ui/graphs/{slug}/re-migrate", post(graphs::re_migrate))
+        .route(
+            "/ui/graphs/{slug}/migrations/{run_id}/cancel",
+            post(graphs::cancel),
+        )
+        .route("/ui/repos", get(repos::list))
+        .route("/ui/repos/{slug}", get(repos::show))
+        .route("/ui/repos/{slug}/live", get(repos::fragment))
+        .route(
+            "/ui/repos/{slug}/inbox/{message_id}/read",
+            post(repos::mark_read),
+        )
+        .route("/ui/{*rest}", get(not_found))
+        .with_state(ui)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+            ),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(CatchPanicLayer::custom(crate::routes::panic_response))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(crate::routes::request_span)
+                .on_response(crate::routes::log_response),
+        )
+}
+
+async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("assets/ui.js"),
+    )
+        .into_response()
+}
+
+async fn stylesheet() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("assets/ui.css"),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Failure {
+    Failure::new(StatusCode::NOT_FOUND, "there is no such dashboard page")
+}
+
+impl Ui {
+    /// `GET /api/v1{path}` as the session's user.
+    async fn get(&self, session: &Session, path: &str) -> Result<Value, Refusal> {
+        self.send(session, Method::GET, path, None, &[]).await
+    }
+
+    /// One API call as the session's user: its body, or its refusal.
+    async fn send(
+        &self,
+        session: &Session,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&'static str, String)],
+    ) -> Result<Value, Refusal> {
+        self.0
+            .api
+            .call(
+                Credentials::Caller(&self.authenticator, &session.caller),
+                method,
+                path,
+                body,
+                headers,
+            )
+            .await
+            .into_result()
+    }
+
+    /// Whether the session's role may call `method template` (a path under `/api/v1`
+    /// as written in the OpenAPI document, for example `/graphs/{slug}/re-migrate`).
+    fn may(&self, session: &Session, method: Method, template: &str) -> bool {
+        self.0
+            .policy
+            .required(&method, &format!("/api/v1{template}"))
+            .is_some_and(|role| session.caller.role >= role)
+    }
+}
+
+/// A page that could not be shown: the status and the reason, rendered as a page.
+#[derive(Debug)]
+pub struct Failure {
+    status: StatusCode,
+    message: String,
+}
+
+impl Failure {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Refusal> for Failure {
+    fn from(refusal: Refusal) -> Self {
+        Self::new(refusal.status, refusal.message)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            page(
+                None,
+                "Error",
+                html! {
+                    h1 { (self.status.as_u16()) " " (self.status.canonical_reason().unwrap_or("")) }
+                    div.banner.error { (self.message) }
+                    p { a href="/ui/" { "Back to the overview" } }
+                },
+            ),
+        )
+            .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// What a page handler returns.
+type Page = Result<Response, Failure>;
+
+/// The page frame: navigation, the signed-in user and sign-out, the CSRF token for
+/// the script, and `body`.
+fn page(session: Option<&Session>, title: &str, body: Markup) -> Markup {
+    const NAV: [(&str, &str); 5] = [
+        ("/ui/", "Overview"),
+        ("/ui/interface-changes", "Interface changes"),
+        ("/ui/topologies", "Topologies"),
+        ("/ui/graphs", "Graphs"),
+        ("/ui/repos", "Repos"),
+    ];
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(session) = session {
+                    meta name="csrf-token" content=(session.csrf);
+                }
+                title { (title) " · switchyard" }
+                link rel="stylesheet" href="/ui/assets/ui.css";
+                script src="/ui/assets/ui.js" defer {}
+            }
+            body {
+                header {
+                    b { "switchyard" }
+                    @if session.is_some() {
+                        @for (href, label) in NAV {
+                            a href=(href) class=[(label == title).then_some("here")] { (label) }
+                        }
+                    }
+                    @if let Some(session) = session {
+                        span.who {
+                            span #who { (session.caller.subject) " (" (session.caller.role.as_str()) ")" }
+                            form.inline method="post" action="/ui/sign-out" {
+                                (csrf_field(session))
+                                button.secondary type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// The hidden CSRF field every state-changing form carries.
+fn csrf_field(session: &Session) -> Markup {
+    html! { input type="hidden" name="csrf" value=(session.csrf); }
+}
+
+/// An inline error banner (the API's message), if any.
+fn error_banner(error: Option<&Refusal>) -> Markup {
+    html! {
+        @if let Some(error) = error {
+            div.banner.error role="alert" {
+                b { (error.status.as_u16()) " " } (error.message)
+            }
+        }
+    }
+}
+
+/// A status badge, styled by its value.
+fn badge(value: &str) -> Markup {
+    html! { span class={"badge status-" (value)} { (value) } }
+}
+
+/// A JSON value as text (strings without quotes, null as an empty string).
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A timestamp shown to the second (`2026-12-01 11:25:31`), or nothing.
+fn when(value: &Value) -> String {
+    let text = text(value);
+    match chrono::DateTime::parse_from_rfc3339(&text) {
+        Ok(time) => time.format("%Y-%m-%d %H:%M:%S").to_string(),
+        Err(_) => text,
+    }
+}
+
+/// `?limit=…&cursor=…` for a list page, the cursor taken from the page's own query.
+fn page_query(cursor: Option<&str>) -> String {
+    let mut query = format!("limit={PAGE_SIZE}");
+    if let Some(cursor) = cursor.filter(|c| !c.is_empty()) {
+        query.push_str("&cursor=");
+        query.push_str(&encode(cursor));
+    }
+    query
+}
+
+/// "Next page" when the API says there is one (`next_cursor`), and "First page" when
+/// this is not the first. `base` is the page's path with its other query parameters;
+/// `param` names this list's cursor parameter, and `current` is its value now.
+fn pager(base: &str, param: &str, current: Option<&str>, list: &Value) -> Markup {
+    let join = if base.contains('?') { "&" } else { "?" };
+    html! {
+        div.pager {
+            @if let Some(next) = list["next_cursor"].as_str() {
+                a.next href={(base) (join) (param) "=" (encode(next))} { "Next page →" }
+            }
+            @if current.is_some_and(|c| !c.is_empty()) {
+                a href=(base) { "First page" }
+            }
+        }
+    }
+}
+
+/// Percent-encodes a query or path component.
+fn encode(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// The event names a live section listens for: every event type and stream frame.
+fn event_names() -> String {
+    let mut names: Vec<&str> = switchyard_bus::EventType::ALL
+        .iter()
+        .map(|kind| kind.as_str())
+        .collect();
+    names.extend(["snapshot", "reset", "lagged"]);
+    names.join(" ")
+}
+
+/// Rendered JSON, pretty-printed.
+fn pretty(value: &Value) -> Markup {
+    html! { pre { (serde_json::to_string_pretty(value).unwrap_or_default()) } }
+}
+
+/// Marks `markup` as a page response.
+fn respond(markup: Markup) -> Response {
+    markup.into_response()
+}
+
+/// Lets handlers take `State<Ui>`.
+impl axum::extract::FromRef<Ui> for AppState {
+    fn from_ref(ui: &Ui) -> AppState {
+        ui.0.state.clone()
+    }
+}

@@ -1,0 +1,192 @@
+//! Repos (`/ui/repos`): the registry, and one repo's dispatch (its pending interface
+//! changes, unread inbox and recent progress), re-rendered live from the repo's
+//! event stream.
+
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::Method;
+use axum::response::{IntoResponse, Redirect};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::session::{button_form, ok};
+use super::{
+    Failure, Page, Session, Ui, badge, encode, error_banner, event_names, page, page_query, pager,
+    text, when,
+};
+use crate::loopback::Refusal;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CursorQuery {
+    cursor: Option<String>,
+}
+
+/// `GET /ui/repos`.
+pub async fn list(
+    State(ui): State<Ui>,
+    session: Session,
+    Query(query): Query<CursorQuery>,
+) -> Page {
+    let list = ui
+        .get(
+            &session,
+            &format!("/repos?{}", page_query(query.cursor.as_deref())),
+        )
+        .await?;
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    ok(page(
+        Some(&session),
+        "Repos",
+        html! {
+            h1 { "Repos" }
+            table #repos {
+                thead { tr { th { "Slug" } th { "Name" } th { "Domain" } th { "Archived" } } }
+                tbody {
+                    @for r in &items {
+                        tr {
+                            td { a href={"/ui/repos/" (encode(&text(&r["slug"])))} { (text(&r["slug"])) } }
+                            td { (text(&r["name"])) }
+                            td { (text(&r["domain"])) }
+                            td { (when(&r["archived_at"])) }
+                        }
+                    }
+                }
+            }
+            @if items.is_empty() { p.muted { "No repos registered." } }
+            (pager("/ui/repos", "cursor", query.cursor.as_deref(), &list))
+        },
+    ))
+}
+
+/// `GET /ui/repos/{slug}`.
+pub async fn show(State(ui): State<Ui>, session: Session, Path(slug): Path<String>) -> Page {
+    ok(render(&ui, &session, &slug, None).await?)
+}
+
+async fn render(
+    ui: &Ui,
+    session: &Session,
+    slug: &str,
+    error: Option<&Refusal>,
+) -> Result<Markup, Failure> {
+    let live = render_live(ui, session, slug).await?;
+    let body = html! {
+        p { a href="/ui/repos" { "← Repos" } }
+        h1 { (slug) }
+        (error_banner(error))
+        section.live #live data-stream={"/api/v1/repos/" (encode(slug)) "/events"}
+            data-events=(event_names()) data-refresh={"/ui/repos/" (encode(slug)) "/live"} {
+            div data-fragment { (live) }
+            h3 { "Event log " span.stream-state.muted { "connecting" } }
+            ol.log {}
+        }
+    };
+    Ok(page(Some(session), "Repos", body))
+}
+
+/// `GET /ui/repos/{slug}/live`: the dispatch alone.
+pub async fn fragment(State(ui): State<Ui>, session: Session, Path(slug): Path<String>) -> Page {
+    ok(render_live(&ui, &session, &slug).await?)
+}
+
+async fn render_live(ui: &Ui, session: &Session, slug: &str) -> Result<Markup, Failure> {
+    let dispatch = ui
+        .get(session, &format!("/repos/{}/dispatch", encode(slug)))
+        .await?;
+    let changes = dispatch["pending_interface_changes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let inbox = dispatch["unread_inbox"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let progress = dispatch["recent_progress"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let may_read = ui.may(
+        session,
+        Method::POST,
+        "/repos/{slug}/inbox/{message_id}/read",
+    );
+    Ok(html! {
+        p.muted { (text(&dispatch["repo"]["name"])) " · dispatch generated " (when(&dispatch["generated_at"])) }
+        h2 { "Pending interface changes (" (changes.len()) ")" }
+        @if changes.is_empty() { p.muted { "None." } } @else {
+            table #pending-changes {
+                thead { tr { th { "Title" } th { "Types" } th { "From" } th { "Planned for" } th { "Published" } } }
+                tbody {
+                    @for c in &changes {
+                        tr {
+                            td { a href={"/ui/interface-changes/" (text(&c["id"]))} { (text(&c["title"])) } }
+                            td { span class={"badge " (text(&c["change_type"]))} { (text(&c["change_type"])) } " " span.badge { (text(&c["interface_type"])) } }
+                            td { (text(&c["origin_repo_slug"])) }
+                            td { (text(&c["planned_for"])) }
+                            td { (when(&c["published_at"])) }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Unread inbox (" span #unread-count { (text(&dispatch["unread_inbox_count"])) } ")" }
+        @if inbox.is_empty() { p.muted { "Nothing unread." } } @else {
+            table #inbox {
+                thead { tr { th { "Subject" } th { "From" } th { "Received" } th {} } }
+                tbody {
+                    @for m in &inbox {
+                        tr {
+                            td { (text(&m["subject"])) }
+                            td { (text(&m["from_repo_slug"])) }
+                            td { (when(&m["created_at"])) }
+                            td {
+                                @if may_read {
+                                    (button_form(session, &format!("/ui/repos/{}/inbox/{}/read", encode(slug), text(&m["id"])), "Mark read", None))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Recent progress" }
+        @if progress.is_empty() { p.muted { "None." } } @else {
+            table #progress {
+                thead { tr { th { "Kind" } th { "Summary" } th { "When" } } }
+                tbody {
+                    @for p in &progress {
+                        tr {
+                            td { (badge(&text(&p["kind"]))) }
+                            td { (text(&p["summary"])) }
+                            td { (when(&p["created_at"])) }
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /ui/repos/{slug}/inbox/{message_id}/read`.
+pub async fn mark_read(
+    State(ui): State<Ui>,
+    session: Session,
+    Path((slug, message)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Page {
+    session.check(&form.csrf)?;
+    let path = format!("/repos/{}/inbox/{}/read", encode(&slug), encode(&message));
+    match ui.send(&session, Method::POST, &path, None, &[]).await {
+        Ok(_) => Ok(Redirect::to(&format!("/ui/repos/{}", encode(&slug))).into_response()),
+        Err(refusal) => {
+            let markup = render(&ui, &session, &slug, Some(&refusal)).await?;
+            Ok((refusal.status, markup).into_response())
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Topologies (`/ui/topologies`): the list, and one topology's page with its document,
+//! its mutations and a live log that follows its event stream. A mutation enqueued
+//! anywhere appears in the live table as pending, then applied or failed.
+
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::Method;
+use axum::response::{IntoResponse, Redirect};
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::session::ok;
+use super::{
+    Failure, Page, Session, Ui, badge, csrf_field, encode, error_banner, event_names, page,
+    page_query, pager, pretty, text, when,
+};
+use crate::loopback::Refusal;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CursorQuery {
+    cursor: Option<String>,
+}
+
+/// `GET /ui/topologies`.
+pub async fn list(
+    State(ui): State<Ui>,
+    session: Session,
+    Query(query): Query<CursorQuery>,
+) -> Page {
+    ok(render_list(&ui, &session, &query, None, None).await?)
+}
+
+async fn render_list(
+    ui: &Ui,
+    session: &Session,
+    query: &CursorQuery,
+    error: Option<&Refusal>,
+    typed: Option<&CreateForm>,
+) -> Result<Markup, Failure> {
+    let list = ui
+        .get(
+            session,
+            &format!("/topologies?{}", page_query(query.cursor.as_deref())),
+        )
+        .await?;
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let body = html! {
+        h1 { "Topologies" }
+        (error_banner(error))
+        table #topologies {
+            thead { tr { th { "Name" } th { "Version" } th { "Status" } th { "Updated" } } }
+            tbody {
+                @for t in &items {
+                    tr {
+                        td { a href={"/ui/topologies/" (text(&t["id"]))} { (text(&t["name"])) } }
+                        td { (text(&t["version"])) }
+                        td { (badge(&text(&t["status"]))) }
+                        td { (when(&t["updated_at"])) }
+                    }
+                }
+            }
+        }
+        @if items.is_empty() { p.muted { "No topologies yet." } }
+        (pager("/ui/topologies", "cursor", query.cursor.as_deref(), &list))
+        @if ui.may(session, Method::POST, "/topologies") {
+            h2 { "New topology" }
+            form.stack method="post" action="/ui/topologies" {
+                (csrf_field(session))
+                label { "Name" input name="name" required value=[typed.map(|t| t.name.as_str())]; }
+                label { "Document (JSON)" textarea name="document" { (typed.map_or("{}", |t| t.document.as_str())) } }
+                button type="submit" { "Create" }
+            }
+        }
+    };
+    Ok(page(Some(session), "Topologies", body))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    document: String,
+}
+
+/// `POST /ui/topologies`.
+pub async fn create(State(ui): State<Ui>, session: Session, Form(form): Form<CreateForm>) -> Page {
+    session.check(&form.csrf)?;
+    let result = match parse_json("document", &form.document) {
+        Ok(document) => {
+            ui.send(
+                &session,
+                Method::POST,
+                "/topologies",
+                Some(&json!({"name": form.name, "document": document})),
+                &[],
+            )
+            .await
+        }
+        Err(refusal) => Err(refusal),
+    };
+    match result {
+        Ok(created) => {
+            Ok(Redirect::to(&format!("/ui/topologies/{}", text(&created["id"]))).into_response())
+        }
+        Err(refusal) => {
+            let markup = render_list(
+                &ui,
+                &session,
+                &CursorQuery::default(),
+                Some(&refusal),
+                Some(&form),
+            )
+            .await?;
+            Ok((refusal.status, markup).into_response())
+        }
+    }
+}
+
+/// A form field that must hold JSON: its value, or a 422 naming the field.
+fn parse_json(field: &str, typed: &str) -> Result<Value, Refusal> {
+    serde_json::from_str(typed).map_err(|e| Refusal {
+        status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+        code: "invalid_request".to_owned(),
+        message: format!("{field} is not valid JSON: {e}"),
+    })
+}
+
+/// `GET /ui/topologies/{id}`.
+pub async fn show(
+    State(ui): State<Ui>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(query): Query<CursorQuery>,
+) -> Page {
+    ok(render(&ui, &session, &id, &query, None, None).await?)
+}
+
+async fn render(
+    ui: &Ui,
+    session: &Session,
+    id: &str,
+    query: &CursorQuery,
+    error: Option<&Refusal>,
+    typed_ops: Option<&str>,
+) -> Result<Markup, Failure> {
+    let live = render_live(ui, session, id, query).await?;
+    let topology = ui
+        .get(session, &format!("/topologies/{}", encode(id)))
+        .await?;
+    let stream = format!("/api/v1/topologies/{}/events", encode(id));
+    let body = html! {
+        p { a href="/ui/topologies" { "← Topologies" } }
+        h1 { (text(&topology["name"])) }
+        (error_banner(error))
+        div.two {
+            div {
+                section.live #live data-stream=(stream) data-events=(event_names())
+                    data-refresh={"/ui/topologies/" (encode(id)) "/live" (query.cursor.as_deref().map(|c| format!("?cursor={}", encode(c))).unwrap_or_default())} {
+                    h2 { "Live " span.stream-state.muted { "connecting" } }
+                    table.live-mutations {
+                        thead { tr { th { "Seq" } th { "Mutation" } th { "Status" } th { "Outcome" } } }
+                        tbody {}
+                    }
+                    h3 { "Event log" }
+                    ol.log {}
+                    div data-fragment { (live) }
+                }
+            }
+            div {
+                @if ui.may(session, Method::POST, "/topologies/{id}/mutations") {
+                    h2 { "Enqueue a mutation" }
+                    form.stack #enqueue method="post" action={"/ui/topologies/" (encode(id)) "/mutations"} {
+                        (csrf_field(session))
+                        label { "RFC 6902 operations (a JSON array)"
+                            textarea name="ops" required { (typed_ops.unwrap_or("[{\"op\": \"add\", \"path\": \"/key\", \"value\": 1}]")) }
+                        }
+                        label { "If version (optional)" input name="if_version" inputmode="numeric"; }
+                        button type="submit" { "Enqueue" }
+                    }
+                }
+            }
+        }
+    };
+    Ok(page(Some(session), "Topologies", body))
+}
+
+/// `GET /ui/topologies/{id}/live`: the document and the mutations table alone.
+pub async fn fragment(
+    State(ui): State<Ui>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(query): Query<CursorQuery>,
+) -> Page {
+    ok(render_live(&ui, &session, &id, &query).await?)
+}
+
+async fn render_live(
+    ui: &Ui,
+    session: &Session,
+    id: &str,
+    query: &CursorQuery,
+) -> Result<Markup, Failure> {
+    let topology = ui
+        .get(session, &format!("/topologies/{}", encode(id)))
+        .await?;
+    let mutations = ui
+        .get(
+            session,
+            &format!(
+                "/topologies/{}/mutations?{}",
+                encode(id),
+                page_query(query.cursor.as_deref())
+            ),
+        )
+        .await?;
+    let items = mutations["items"].as_array().cloned().unwrap_or_default();
+    Ok(html! {
+        p #topology-state {
+            "Version " b #version { (text(&topology["version"])) } " · " (badge(&text(&topology["status"])))
+            " · updated " (when(&topology["updated_at"]))
+        }
+        h3 { "Document" }
+        (pretty(&topology["document"]))
+        h3 { "Mutations (in seq order)" }
+        table #mutations {
+            thead { tr { th { "Seq" } th { "Status" } th { "Error" } th { "Applied version" } th { "Enqueued" } th { "Finished" } } }
+            tbody {
+                @for m in &items {
+                    tr data-mutation=(text(&m["id"])) {
+                        td { (text(&m["seq"])) }
+                        td { (badge(&text(&m["status"]))) }
+                        td { (text(&m["error"])) }
+                        td { (text(&m["applied_version"])) }
+                        td { (when(&m["created_at"])) }
+                        td { (when(&m["finished_at"])) }
+                    }
+                }
+            }
+        }
+        (pager(&format!("/ui/topologies/{}", encode(id)), "cursor", query.cursor.as_deref(), &mutations))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EnqueueForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    ops: String,
+    #[serde(default)]
+    if_version: String,
+}
+
+/// `POST /ui/topologies/{id}/mutations`.
+pub async fn enqueue(
+    State(ui): State<Ui>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(form): Form<EnqueueForm>,
+) -> Page {
+    session.check(&form.csrf)?;
+    let result = async {
+        let ops = parse_json("ops", &form.ops)?;
+        let mut body = json!({"ops": ops});
+        let if_version = form.if_version.trim();
+        if !if_version.is_empty() {
+            body["if_version"] = json!(if_version.parse::<i64>().map_err(|_| Refusal {
+                status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                code: "invalid_request".to_owned(),
+                message: format!("if_version must be a whole number, got {if_version:?}"),
+            })?);
+        }
+        ui.send(
+            &session,
+            Method::POST,
+            &format!("/topologies/{}/mutations", encode(&id)),
+            Some(&body),
+            &[],
+        )
+        .await
+    }
+    .await;
+    match result {
+        Ok(_) => Ok(Redirect::to(&format!("/ui/topologies/{}", encode(&id))).into_response()),
+        Err(refusal) => {
+            let markup = render(
+                &ui,
+                &session,
+                &id,
+                &CursorQuery::default(),
+                Some(&refusal),
+                Some(&form.ops),
+            )
+            .await?;
+            Ok((refusal.status, markup).into_response())
+        }
+    }
+}
