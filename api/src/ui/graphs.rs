@@ -1,6 +1,6 @@
 //! Graphs and migrations (`/ui/graphs`): the list, and one graph's page with its
 //! version, its read-only banner (`migrating`, or `migration_failed` with the failed
-//! run's reason), a live progress bar for the run in progress, the history (newest
+//! run's reason), a live progress bar for the newest run, the history (newest
 //! first), and the re-migrate and cancel buttons.
 
 use axum::Form;
@@ -142,11 +142,15 @@ async fn render_live(
         .await?;
     let items = runs["items"].as_array().cloned().unwrap_or_default();
     let status = text(&graph["status"]);
-    let active = items
-        .iter()
-        .find(|r| matches!(r["status"].as_str(), Some("pending" | "running")));
-    // The run a `migration_failed` graph is failed by: the newest failed run.
-    let failed = items.iter().find(|r| r["status"] == "failed");
+    let newest = ui
+        .get(
+            session,
+            &format!("/graphs/{}/migrations?limit=1", encode(slug)),
+        )
+        .await?;
+    let newest = &newest["items"][0];
+    // The run a `migration_failed` graph is failed by: its newest run.
+    let failed = (newest["status"] == "failed").then_some(newest);
     let may_cancel = ui.may(
         session,
         Method::POST,
@@ -156,6 +160,16 @@ async fn render_live(
         p #graph-state {
             "Plugin " b { (text(&graph["plugin"])) } " · schema version " b #schema-version { (text(&graph["schema_version"])) }
             " · " (text(&graph["node_count"])) " nodes · " (badge(&status))
+        }
+        // Migration events move it as they arrive; each re-render sets it from the server.
+        div #progress {
+            p { "Newest migration run: "
+                span #progress-text {
+                    @if newest.is_null() { "none yet" }
+                    @else { (text(&newest["processed"])) " / " (text(&newest["total"])) " nodes" }
+                }
+            }
+            progress.migration max=(newest["total"].as_i64().unwrap_or(0).max(1)) value=(newest["processed"].as_i64().unwrap_or(0)) {}
         }
         @match status.as_str() {
             "migrating" => div.banner.migrating #banner role="status" {
@@ -167,13 +181,6 @@ async fn render_live(
                 " The graph is writable: repair the nodes and re-migrate, or cancel the failed run."
             },
             _ => {},
-        }
-        @if let Some(run) = active {
-            div #progress {
-                p { "Migrating " (text(&run["from_version"])) " → " (text(&run["to_version"])) ": "
-                    span #progress-text { (text(&run["processed"])) " / " (text(&run["total"])) } }
-                progress.migration max=(run["total"].as_i64().unwrap_or(0).max(1)) value=(run["processed"].as_i64().unwrap_or(0)) {}
-            }
         }
         h2 { "History" }
         @if items.is_empty() {
@@ -193,7 +200,7 @@ async fn render_live(
                             td { (when(&run["started_at"])) }
                             td { (when(&run["finished_at"])) }
                             td {
-                                @if may_cancel && matches!(run_status.as_str(), "pending" | "running" | "failed") && run["cancel_requested_at"].is_null() {
+                                @if may_cancel && run["cancel_requested_at"].is_null() && (matches!(run_status.as_str(), "pending" | "running") || (status == "migration_failed" && run["id"] == newest["id"])) {
                                     (button_form(session, &format!("/ui/graphs/{}/migrations/{}/cancel", encode(slug), text(&run["id"])), "Cancel", Some("Cancel this run?")))
                                 }
                             }

@@ -10,6 +10,7 @@ mod batching;
 mod browser;
 mod cli;
 mod credentials;
+mod dashboard;
 mod events;
 mod forge;
 mod graphs;

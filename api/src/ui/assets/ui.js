@@ -141,9 +141,9 @@
       const d = (data && data.data) || {};
       if (!name.startsWith("migration.") || !d.total) return;
       const bar = section.querySelector("progress.migration");
-      if (!bar) return;
-      bar.max = d.total;
-      bar.value = d.processed;
+      const label = section.querySelector("#progress-text");
+      if (bar) { bar.max = d.total; bar.value = d.processed; }
+      if (label) label.textContent = d.processed + " / " + d.total + " nodes";
     });
   }
 

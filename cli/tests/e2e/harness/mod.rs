@@ -150,20 +150,25 @@ impl TestFleet {
     /// Starts `n` more mutator-only fleets, each with its own pool and NATS connection.
     pub async fn add_mutators(&mut self, n: usize) {
         for _ in 0..n {
-            let roles = Roles {
+            self.add_workers(Roles {
                 mutator: true,
                 ..Roles::NONE
-            };
-            let fleet = Fleet::start(
-                &self.config,
-                own_pool(&self.pool).await,
-                roles,
-                self.shutdown.clone(),
-            )
-            .await
-            .expect("starting a mutator");
-            self.fleets.push(fleet);
+            })
+            .await;
         }
+    }
+
+    /// Starts one more fleet of `roles`, with its own pool and NATS connection.
+    pub async fn add_workers(&mut self, roles: Roles) {
+        let fleet = Fleet::start(
+            &self.config,
+            own_pool(&self.pool).await,
+            roles,
+            self.shutdown.clone(),
+        )
+        .await
+        .expect("starting more workers");
+        self.fleets.push(fleet);
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,869 @@
+//! The dashboard (`/ui/`) in a real browser: headless Chromium driven over WebDriver
+//! (Debian's `chromium` and `chromium-driver`, which `scripts/test` installs;
+//! `CHROMIUM_BIN` and `CHROMEDRIVER_BIN` override the paths).
+//!
+//! Each test saves a screenshot of every page it visits under
+//! `target/tmp/dashboard/` for a reviewer to look at.
+
+use crate::harness;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use harness::{TestFleet, token};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use switchyard::fleet::Roles;
+use switchyard_api::auth::Role;
+
+/// How long a page may take to show what a test waits for.
+const PATIENCE: Duration = Duration::from_secs(45);
+
+/// A headless Chromium session on the fleet's dashboard.
+struct Browser {
+    client: Client,
+    base: String,
+    shots: PathBuf,
+    _driver: tokio::process::Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start(base: &str, test: &str) -> Self {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let driver_bin =
+            std::env::var("CHROMEDRIVER_BIN").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+        let driver = tokio::process::Command::new(&driver_bin)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("starting {driver_bin} ({e}): install chromium-driver (scripts/test does)")
+            });
+        let profile = tempfile::tempdir().unwrap();
+        let chromium = std::env::var("CHROMIUM_BIN").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let capabilities = json!({
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--no-first-run", "--disable-background-networking", "--disable-sync",
+                    "--disable-component-update", "--window-size=1280,1100",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            },
+            // The pages ask before publishing, resolving and cancelling; say yes.
+            "unhandledPromptBehavior": "accept",
+        });
+        let capabilities = match capabilities {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        let mut last = None;
+        let mut client = None;
+        for _ in 0..100 {
+            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(capabilities.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(c) => {
+                    client = Some(c);
+                    break;
+                }
+                Err(e) => {
+                    last = Some(e.to_string());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        let client = client.unwrap_or_else(|| panic!("no WebDriver session: {last:?}"));
+        let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("dashboard")
+            .join(test);
+        std::fs::create_dir_all(&shots).unwrap();
+        Self {
+            client,
+            base: base.to_owned(),
+            shots,
+            _driver: driver,
+            _profile: profile,
+        }
+    }
+
+    async fn goto(&self, path: &str) {
+        self.client
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .unwrap();
+    }
+
+    /// Signs in with `token` through the sign-in page.
+    async fn sign_in(&self, token: &str) {
+        self.goto("/ui/").await;
+        // Not signed in: the dashboard sends the browser to the sign-in page.
+        let url = self.client.current_url().await.unwrap();
+        assert_eq!(url.path(), "/ui/sign-in", "{url}");
+        self.set("textarea[name=token]", token).await;
+        self.click("form[action='/ui/sign-in'] button").await;
+        self.until_js("return document.querySelector('h1')?.textContent", |v| {
+            v == "Overview"
+        })
+        .await;
+    }
+
+    /// Sets a form field's value (as typing it would).
+    async fn set(&self, css: &str, value: &str) {
+        self.client
+            .execute(
+                "const e = document.querySelector(arguments[0]); if (!e) throw new Error('no ' + arguments[0]); e.value = arguments[1];",
+                vec![json!(css), json!(value)],
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// Runs `script` until `ok` accepts its result (as text), or fails after
+    /// [`PATIENCE`] with the last result and a screenshot.
+    async fn until_js(&self, script: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let value = match self.client.execute(script, vec![]).await {
+                Ok(Value::String(s)) => s,
+                Ok(Value::Null) => String::new(),
+                Ok(other) => other.to_string(),
+                Err(e) => format!("error: {e}"),
+            };
+            if ok(&value) {
+                return value;
+            }
+            if tokio::time::Instant::now() > deadline {
+                self.shot("timed-out").await;
+                panic!("waited {PATIENCE:?} for `{script}`; it last gave {value:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The text of `css`, or an empty string when the page has none.
+    async fn text_of(&self, css: &str) -> String {
+        self.client
+            .execute(
+                "return document.querySelector(arguments[0])?.textContent ?? ''",
+                vec![json!(css)],
+            )
+            .await
+            .unwrap()
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    async fn exists(&self, css: &str) -> bool {
+        self.client
+            .execute(
+                "return document.querySelector(arguments[0]) !== null",
+                vec![json!(css)],
+            )
+            .await
+            .unwrap()
+            == json!(true)
+    }
+
+    /// Saves a screenshot as `<name>.png`.
+    async fn shot(&self, name: &str) {
+        if let Ok(png) = self.client.screenshot().await {
+            let _ = std::fs::write(self.shots.join(format!("{name}.png")), png);
+        }
+    }
+
+    async fn close(self) {
+        let _ = self.client.close().await;
+    }
+}
+
+/// Registers repos `billing` and `web` as admin.
+async fn register_repos(fleet: &TestFleet) {
+    for slug in ["billing", "web"] {
+        let (status, body) = fleet
+            .post("/repos", json!({"slug": slug, "name": slug}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_operator_drafts_publishes_and_resolves_an_interface_change_from_the_page(pool: PgPool) {
+    let fleet = TestFleet::up(&pool).await;
+    register_repos(&fleet).await;
+    let browser = Browser::start(&fleet.base, "interface-changes").await;
+    browser.sign_in(&token(&fleet.config, Role::Operator)).await;
+    assert!(browser.text_of("#who").await.contains("(operator)"));
+    browser.shot("overview").await;
+
+    // A draft the API refuses: the message is shown inline and the form kept as typed.
+    browser.goto("/ui/interface-changes").await;
+    browser
+        .set("#change-form [name=repo_slug]", "billing")
+        .await;
+    browser
+        .set("#change-form [name=title]", "Invoices move to /v2")
+        .await;
+    browser
+        .set(
+            "#change-form [name=description]",
+            "v1 invoice endpoints go away.",
+        )
+        .await;
+    browser
+        .set("#change-form [name=affected_repo_slugs]", "web, Not A Slug")
+        .await;
+    browser.click("#change-form button").await;
+    let error = browser
+        .until_js(
+            "return document.querySelector('.banner.error')?.textContent",
+            |t| !t.is_empty(),
+        )
+        .await;
+    assert!(error.starts_with("422"), "{error}");
+    assert!(error.contains("\"Not\" is not a slug"), "{error}");
+    assert_eq!(
+        browser
+            .client
+            .execute(
+                "return document.querySelector('#change-form [name=title]').value",
+                vec![]
+            )
+            .await
+            .unwrap(),
+        json!("Invoices move to /v2"),
+        "the form keeps what was typed"
+    );
+    browser.shot("draft-refused").await;
+
+    // The corrected draft, with a date on the calendar.
+    browser
+        .set("#change-form [name=affected_repo_slugs]", "web")
+        .await;
+    browser
+        .set(
+            "#change-form [name=affected_paths]",
+            "GET /v1/invoices\nPOST /v1/invoices",
+        )
+        .await;
+    let planned = chrono::Utc::now().date_naive() + chrono::Days::new(3);
+    browser
+        .set("#change-form [name=planned_for]", &planned.to_string())
+        .await;
+    browser.click("#change-form button").await;
+    browser
+        .until_js("return location.pathname", |p| {
+            p.starts_with("/ui/interface-changes/")
+        })
+        .await;
+    let id = browser
+        .until_js("return location.pathname.split('/').pop()", |p| {
+            p.len() == 36
+        })
+        .await;
+    let (_, change) = fleet.get(&format!("/interface-changes/{id}")).await;
+    assert_eq!(change["status"], "draft");
+    assert_eq!(
+        change["affected_paths"],
+        json!(["GET /v1/invoices", "POST /v1/invoices"])
+    );
+    assert_eq!(change["author"], "tester");
+
+    // Edit it from its page.
+    browser
+        .set(
+            "#change-form [name=title]",
+            "Invoices move to /v2 (pagination too)",
+        )
+        .await;
+    browser.click("#change-form button").await;
+    browser
+        .until_js("return document.querySelector('h1')?.textContent", |t| {
+            t.contains("pagination too")
+        })
+        .await;
+    browser.shot("draft").await;
+
+    // The drafts table and the calendar show it; publish it from the table.
+    browser.goto("/ui/interface-changes").await;
+    assert!(
+        browser
+            .exists(&format!("#drafts tr[data-change='{id}']"))
+            .await
+    );
+    assert!(
+        browser
+            .exists(&format!(
+                "[data-day='{planned}'] a[href='/ui/interface-changes/{id}']"
+            ))
+            .await,
+        "the calendar shows the change on its planned day"
+    );
+    browser
+        .click(&format!("#drafts tr[data-change='{id}'] button"))
+        .await;
+    browser
+        .until_js(
+            &format!("return document.querySelector(\".card[data-change='{id}']\") ? 'yes' : ''"),
+            |t| t == "yes",
+        )
+        .await;
+    let (_, change) = fleet.get(&format!("/interface-changes/{id}")).await;
+    assert_eq!(change["status"], "published");
+
+    // The notifier tells web; the card lists it once it has (reloading the page).
+    let notified = format!(".card[data-change='{id}'] .notified");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while browser.text_of(&notified).await != "web" {
+        assert!(tokio::time::Instant::now() < deadline, "web never notified");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        browser.goto("/ui/interface-changes").await;
+    }
+    browser.shot("published").await;
+
+    // web's dispatch page shows the change, and follows the repo live: resolving the
+    // change elsewhere takes it off the page without a reload.
+    browser.goto("/ui/repos/web").await;
+    browser
+        .until_js(
+            "return document.querySelector('#live').dataset.state",
+            |s| s == "live",
+        )
+        .await;
+    assert!(
+        browser
+            .text_of("#pending-changes")
+            .await
+            .contains("pagination too")
+    );
+    browser.shot("repo-dispatch").await;
+    browser.goto("/ui/repos").await;
+    browser.shot("repos").await;
+
+    // Resolve from the card.
+    browser.goto("/ui/interface-changes").await;
+    browser
+        .click(&format!(".card[data-change='{id}'] button"))
+        .await;
+    browser
+        .until_js(
+            &format!(
+                "return document.querySelector(\".card[data-change='{id}']\") ? 'yes' : 'gone'"
+            ),
+            |t| t == "gone",
+        )
+        .await;
+    let (_, change) = fleet.get(&format!("/interface-changes/{id}")).await;
+    assert_eq!(change["status"], "resolved");
+    browser.shot("resolved").await;
+
+    // Resolving again is the API's 409, shown inline.
+    browser.goto(&format!("/ui/interface-changes/{id}")).await;
+    assert!(
+        !browser.exists("form[action$='/resolve']").await,
+        "a resolved change offers no resolve button"
+    );
+    browser
+        .client
+        .execute(
+            "const f = document.querySelector('header form').cloneNode(true); f.action = arguments[0]; document.body.append(f); f.submit();",
+            vec![json!(format!("/ui/interface-changes/{id}/resolve"))],
+        )
+        .await
+        .unwrap();
+    let error = browser
+        .until_js(
+            "return document.querySelector('.banner.error')?.textContent",
+            |t| !t.is_empty(),
+        )
+        .await;
+    assert!(error.starts_with("409"), "{error}");
+    assert!(error.contains("resolved"), "{error}");
+
+    // Signing out ends the session.
+    browser.click("header form button").await;
+    browser
+        .until_js("return location.pathname", |p| p == "/ui/sign-in")
+        .await;
+    browser.goto("/ui/topologies").await;
+    browser
+        .until_js("return location.pathname", |p| p == "/ui/sign-in")
+        .await;
+    browser.close().await;
+    fleet.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_topology_page_shows_mutations_go_from_pending_to_applied_and_resumes_after_a_drop(
+    pool: PgPool,
+) {
+    // No mutator at first, so the page can be seen holding the mutation pending.
+    let roles = Roles {
+        mutator: false,
+        ..Roles::ALL
+    };
+    let mut fleet = TestFleet::start(&pool, harness::isolated_config(), roles).await;
+    let topology = fleet.create_topology("edge", json!({"n": 0})).await;
+    let browser = Browser::start(&fleet.base, "topology").await;
+    browser.sign_in(&token(&fleet.config, Role::Viewer)).await;
+    browser.goto("/ui/topologies").await;
+    browser.shot("topologies").await;
+    browser.goto(&format!("/ui/topologies/{topology}")).await;
+    browser
+        .until_js(
+            "return document.querySelector('#live').dataset.state",
+            |s| s == "live",
+        )
+        .await;
+    assert!(
+        !browser.exists("#enqueue").await,
+        "a viewer is not offered the enqueue form"
+    );
+
+    let first = fleet
+        .enqueue(
+            topology,
+            json!([{"op": "replace", "path": "/n", "value": 1}]),
+        )
+        .await;
+    let row =
+        format!("return document.querySelector(\"tr[data-mutation='{first}']\")?.dataset.status");
+    browser.until_js(&row, |s| s == "pending").await;
+    browser.shot("topology-pending").await;
+
+    fleet
+        .add_workers(Roles {
+            mutator: true,
+            ..Roles::NONE
+        })
+        .await;
+    browser.until_js(&row, |s| s == "applied").await;
+    // The document part is re-rendered from the server.
+    browser
+        .until_js(
+            "return document.querySelector('#version')?.textContent",
+            |v| v == "1",
+        )
+        .await;
+    browser.shot("topology-applied").await;
+
+    // A dropped connection: the page mints a new token and resumes after the last id
+    // it saw. Nothing is lost and no line is shown twice.
+    browser
+        .client
+        .execute("document.querySelector('#live').syDrop()", vec![])
+        .await
+        .unwrap();
+    let second = fleet
+        .enqueue(
+            topology,
+            json!([{"op": "replace", "path": "/n", "value": 2}]),
+        )
+        .await;
+    let third = fleet
+        .enqueue(topology, json!([{"op": "test", "path": "/n", "value": 99}]))
+        .await;
+    for (id, status) in [(second, "applied"), (third, "failed")] {
+        browser
+            .until_js(
+                &format!(
+                    "return document.querySelector(\"tr[data-mutation='{id}']\")?.dataset.status"
+                ),
+                |s| s == status,
+            )
+            .await;
+    }
+    let ids = browser
+        .client
+        .execute(
+            "return [...document.querySelectorAll('#live ol.log li')].map(l => l.dataset.id)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<u64> = ids
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().parse().unwrap())
+        .collect();
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "a line shown twice: {ids:?}");
+    let events: Vec<String> = browser
+        .client
+        .execute(
+            "return [...document.querySelectorAll('#live ol.log li')].map(l => l.dataset.event)",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    for (kind, count) in [
+        ("mutation.enqueued", 3),
+        ("mutation.applied", 2),
+        ("mutation.failed", 1),
+    ] {
+        assert_eq!(
+            events.iter().filter(|e| *e == kind).count(),
+            count,
+            "{kind} in {events:?}"
+        );
+    }
+    browser.shot("topology-after-drop").await;
+    browser.close().await;
+    fleet.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_graph_page_shows_a_failed_migration_then_its_progress_to_100_percent(pool: PgPool) {
+    let fleet = TestFleet::up(&pool).await;
+    let (status, body) = fleet
+        .post(
+            "/plugins",
+            json!({"name": "netbox", "versions": [{"version": 1, "steps": []}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = fleet
+        .post("/graphs", json!({"slug": "dc-east", "plugin": "netbox"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // 1,500 nodes (two batches of the migrator), one of them without `weight`.
+    for chunk in 0..3 {
+        let nodes: Vec<Value> = (0..500)
+            .map(|i| {
+                let n = chunk * 500 + i;
+                if n == 700 {
+                    json!({"id": format!("n{n}"), "data": {"kind": "sw"}})
+                } else {
+                    json!({"id": format!("n{n}"), "data": {"kind": "sw", "weight": n}})
+                }
+            })
+            .collect();
+        let (status, body) = fleet
+            .post("/graphs/dc-east/nodes", json!({"nodes": nodes}))
+            .await;
+        assert!(status.is_success(), "{body}");
+    }
+    let (status, body) = fleet
+        .post(
+            "/plugins/netbox/versions",
+            json!({"version": 2, "steps": [{"op": "require", "property": "weight"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let browser = Browser::start(&fleet.base, "graph").await;
+    browser.sign_in(&token(&fleet.config, Role::Operator)).await;
+    browser.goto("/ui/graphs/dc-east").await;
+    browser
+        .until_js(
+            "return document.querySelector('#live').dataset.state",
+            |s| s == "live",
+        )
+        .await;
+    browser.click("#re-migrate button").await;
+    // The run fails on n700: the banner names the reason, live.
+    let banner = browser
+        .until_js(
+            "return document.querySelector('#banner.migration_failed')?.textContent",
+            |t| !t.is_empty(),
+        )
+        .await;
+    assert!(banner.contains("n700"), "{banner}");
+    assert!(banner.contains("weight"), "{banner}");
+    browser.shot("graph-failed").await;
+
+    // Repair the node over HTTP and migrate again from the page: the bar reaches
+    // 100 % and the banner clears. The failed run's first batch (1,000 nodes) is
+    // already at version 2, so this run migrates the other 500.
+    let (status, body) = fleet
+        .post(
+            "/graphs/dc-east/nodes",
+            json!({"nodes": [{"id": "n700", "data": {"kind": "sw", "weight": 1}}]}),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    browser.goto("/ui/graphs/dc-east").await;
+    browser
+        .until_js(
+            "return document.querySelector('#live').dataset.state",
+            |s| s == "live",
+        )
+        .await;
+    browser.click("#re-migrate button").await;
+    browser
+        .until_js(
+            "const p = document.querySelector('progress.migration'); return p.value + '/' + p.max",
+            |v| v == "500/500",
+        )
+        .await;
+    browser
+        .until_js(
+            "return document.querySelector('#schema-version')?.textContent",
+            |v| v == "2",
+        )
+        .await;
+    assert!(!browser.exists("#banner").await, "the banner clears");
+    assert_eq!(browser.text_of("#progress-text").await, "500 / 500 nodes");
+    let history = browser.text_of("#history tbody tr:first-child").await;
+    assert!(history.contains("succeeded"), "{history}");
+    assert!(
+        !browser.exists("#history form[action$='/cancel']").await,
+        "no run left to cancel"
+    );
+    browser.shot("graph-migrated").await;
+    browser.goto("/ui/graphs").await;
+    browser.shot("graphs").await;
+    browser.close().await;
+    fleet.stop().await;
+}
+
+/// `pairs` as an `application/x-www-form-urlencoded` body.
+fn form<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> String {
+    let mut body = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in pairs {
+        body.append_pair(key.as_ref(), value.as_ref());
+    }
+    body.finish()
+}
+
+/// A session cookie and the page's CSRF token, signed in over plain HTTP.
+async fn sign_in_http(fleet: &TestFleet, role: Role) -> (reqwest::Client, String) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = client
+        .post(format!("{}/ui/sign-in", fleet.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("token", token(&fleet.config, role).as_str()),
+            ("next", "/ui/"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Max-Age="] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(
+            [(
+                reqwest::header::COOKIE,
+                reqwest::header::HeaderValue::from_str(&session).unwrap(),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()
+        .unwrap();
+    let page = client
+        .get(format!("{}/ui/", fleet.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page carries its CSRF token")
+        .to_owned();
+    (client, csrf)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_viewer_sees_no_write_buttons_and_forged_posts_are_refused(pool: PgPool) {
+    let fleet = TestFleet::up(&pool).await;
+    register_repos(&fleet).await;
+    let (status, draft) = fleet
+        .post(
+            "/interface-changes",
+            json!({"repo_slug": "billing", "interface_type": "cli", "change_type": "additive",
+                   "title": "A new flag", "description": "Adds --dry-run.", "affected_paths": [],
+                   "affected_repo_slugs": ["web"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{draft}");
+    let id = draft["id"].as_str().unwrap().to_owned();
+
+    // A viewer sees the draft but no button that changes anything.
+    let browser = Browser::start(&fleet.base, "viewer").await;
+    browser.sign_in(&token(&fleet.config, Role::Viewer)).await;
+    browser.goto("/ui/interface-changes").await;
+    assert!(
+        browser
+            .exists(&format!("#drafts tr[data-change='{id}']"))
+            .await
+    );
+    assert!(
+        !browser.exists("form[action$='/publish']").await,
+        "no publish button"
+    );
+    assert!(!browser.exists("#change-form").await, "no draft form");
+    browser.shot("viewer-interface-changes").await;
+    browser.goto(&format!("/ui/interface-changes/{id}")).await;
+    assert!(!browser.exists("form[action$='/publish']").await);
+    assert!(!browser.exists("#change-form").await, "no edit form");
+    browser.close().await;
+
+    let publish = format!("{}/ui/interface-changes/{id}/publish", fleet.base);
+    // An operator's session: a post without the CSRF token, or with another, is
+    // refused before anything runs.
+    let (operator, csrf) = sign_in_http(&fleet, Role::Operator).await;
+    for fields in [vec![], vec![("csrf", "0".repeat(64))]] {
+        let response = operator
+            .post(&publish)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&fields))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert!(response.text().await.unwrap().contains("CSRF token"));
+    }
+    // No session at all: the post is refused too.
+    let response = reqwest::Client::new()
+        .post(&publish)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("csrf", csrf.as_str())]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let (_, change) = fleet.get(&format!("/interface-changes/{id}")).await;
+    assert_eq!(change["status"], "draft", "nothing was published");
+
+    // A viewer's own session with its own CSRF token: the API's role check refuses it.
+    let (viewer, viewer_csrf) = sign_in_http(&fleet, Role::Viewer).await;
+    let response = viewer
+        .post(&publish)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("csrf", viewer_csrf.as_str())]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains("this operation needs the operator role; your token has viewer"),
+        "{page}"
+    );
+    let (_, change) = fleet.get(&format!("/interface-changes/{id}")).await;
+    assert_eq!(change["status"], "draft");
+
+    // The operator's genuine post works.
+    let response = operator
+        .post(&publish)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("csrf", csrf.as_str())]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let (_, change) = fleet.get(&format!("/interface-changes/{id}")).await;
+    assert_eq!(change["status"], "published");
+
+    // A stream token is not a way in, and an invalid token is named.
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/ui/sign-in", fleet.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("token", "not.a.token")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.text().await.unwrap().contains("not valid"));
+
+    // Behind a TLS front the cookie is Secure.
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/ui/sign-in", fleet.base))
+        .header("x-forwarded-proto", "https")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[(
+            "token",
+            token(&fleet.config, Role::Viewer).as_str(),
+        )]))
+        .send()
+        .await
+        .unwrap();
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+
+    // Signing out deletes the session: the cookie no longer opens a page.
+    let response = operator
+        .post(format!("{}/ui/sign-out", fleet.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("csrf", csrf.as_str())]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let response = operator
+        .get(format!("{}/ui/", fleet.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(
+        response.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/ui/sign-in")
+    );
+    fleet.stop().await;
+}
