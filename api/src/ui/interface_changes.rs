@@ -159,8 +159,6 @@ async fn render_list(
     let body = html! {
         h1 { "Interface changes" }
         (error_banner(error))
-        h2 { "Calendar" }
-        (calendar(cards.iter().chain(draft_rows.iter())))
         h2 { "Published" }
         @if cards.is_empty() {
             p.muted { "No published changes waiting to be resolved." }
@@ -225,6 +223,8 @@ async fn render_list(
             }
         }
         (pager("/ui/interface-changes", "drafts", query.drafts.as_deref(), &drafts))
+        h2 { "Calendar " span.muted { "(planned_for of the changes above)" } }
+        (calendar(cards.iter().chain(draft_rows.iter())))
         @if may_create {
             h2 { "New draft" }
             (change_form(session, "/ui/interface-changes", typed.unwrap_or(&blank), false))
@@ -289,7 +289,7 @@ fn calendar<'a>(changes: impl Iterator<Item = &'a Value>) -> Markup {
         .map(|(_, changes)| changes.len())
         .sum::<usize>();
     html! {
-        div.two {
+        div.months {
             @for month in &months {
                 div {
                     h3 { (month.format("%B %Y")) }

@@ -498,6 +498,13 @@ async fn a_topology_page_shows_mutations_go_from_pending_to_applied_and_resumes_
             )
             .await;
     }
+    // The server-rendered part follows too, after the resume.
+    browser
+        .until_js(
+            "return document.querySelector('#version')?.textContent",
+            |v| v == "2",
+        )
+        .await;
     let ids = browser
         .client
         .execute(
