@@ -72,6 +72,22 @@ install_nats() {
     export NATS_SERVER_BIN="$bin"
 }
 
+# The official MCP Python SDK (PyPI `mcp`, pinned) in .switchyard/venv, installed once;
+# exports that venv's python as MCP_PYTHON. The MCP server's end-to-end test drives
+# /mcp with it: a client nobody here wrote.
+MCP_SDK_VERSION="${MCP_SDK_VERSION:-2.3.0}"
+install_mcp_sdk() {
+    local venv="$STATE_DIR/venv"
+    local python="$venv/bin/python"
+    [ -x "$python" ] || python3 -m venv "$venv"
+    if ! "$python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("mcp") != sys.argv[1])' \
+        "$MCP_SDK_VERSION" 2>/dev/null; then
+        say "installing the MCP Python SDK $MCP_SDK_VERSION (PyPI mcp) into $venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check "mcp==$MCP_SDK_VERSION"
+    fi
+    export MCP_PYTHON="$python"
+}
+
 # Makes sure a nats-server answers (NATS_URL when set, else the pinned one on
 # SY_NATS_PORT, installed and started when nothing answers there).
 ensure_nats() {

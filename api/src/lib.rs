@@ -12,6 +12,8 @@
 //! - [`error`]: the single [`ApiError`] and its JSON shape.
 //! - [`extract`]: body/query/path extractors that answer with [`ApiError`].
 //! - [`listener`]: connections whose HTTP parse errors get the same JSON answer.
+//! - [`loopback`]: the `/api/v1` routes called in process, as a caller.
+//! - [`mcp`]: the MCP server at `/mcp`, whose tools are `/api/v1` calls.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +43,7 @@ pub mod error;
 pub mod extract;
 pub mod listener;
 pub mod loopback;
+pub mod mcp;
 pub mod openapi;
 pub mod patch;
 pub mod routes;
@@ -256,6 +259,7 @@ pub fn router(state: AppState) -> Router {
     let api = api_router(state.clone());
     let loopback = loopback::Loopback::new(api.clone());
     Router::new()
+        .merge(mcp::router(&state, loopback.clone()))
         .merge(ui::router(state, loopback))
         .fallback_service(api)
 }

@@ -15,6 +15,7 @@ mod events;
 mod forge;
 mod graphs;
 mod limits;
+mod mcp;
 mod migration_exits;
 mod mutations;
 mod nats_outage;
