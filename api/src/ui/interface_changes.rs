@@ -242,17 +242,17 @@ async fn notified_repos(
         .iter()
         .filter_map(|c| c["id"].as_str()?.parse().ok())
         .collect();
-    let rows: Vec<(Uuid, Vec<String>)> = sqlx::query_as(
-        "select interface_change_id, array_agg(repo_slug order by repo_slug)
-           from inbox_messages where interface_change_id = any($1)
-          group by interface_change_id",
+    let rows = sqlx::query!(
+        r#"select interface_change_id, array_agg(repo_slug order by repo_slug) as "repos!"
+             from inbox_messages where interface_change_id = any($1)
+            group by interface_change_id"#,
+        &ids,
     )
-    .bind(&ids)
     .fetch_all(&ui.pool)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, repos)| (id.to_string(), repos))
+        .map(|row| (row.interface_change_id.to_string(), row.repos))
         .collect())
 }
 

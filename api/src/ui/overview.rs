@@ -20,7 +20,7 @@ use super::{Page, Session, Ui, badge, page as frame, text, when};
 use crate::error::ApiError;
 
 /// What the overview counts.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct Backlog {
     pending_mutations: i64,
     oldest_pending_mutation: Option<chrono::DateTime<chrono::Utc>>,
@@ -34,7 +34,7 @@ struct Backlog {
 }
 
 /// A failed migration run, as the overview lists it.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct FailedRun {
     slug: String,
     error: Option<String>,
@@ -42,23 +42,24 @@ struct FailedRun {
 }
 
 async fn backlog(ui: &Ui) -> Result<Backlog, ApiError> {
-    Ok(sqlx::query_as::<_, Backlog>(
-        "select
-           (select count(*) from mutations where status = 'pending') as pending_mutations,
+    Ok(sqlx::query_as!(
+        Backlog,
+        r#"select
+           (select count(*) from mutations where status = 'pending') as "pending_mutations!",
            (select min(created_at) from mutations where status = 'pending') as oldest_pending_mutation,
            (select count(*) from interface_changes c
              where c.status <> 'draft' and not exists (
                select 1 from progress_events p
-               where p.interface_change_id = c.id and p.kind = 'milestone')) as unnotified_changes,
-           (select count(*) from graph_migration_runs where status = 'pending') as pending_migrations,
-           (select count(*) from graph_migration_runs where status = 'running') as running_migrations,
+               where p.interface_change_id = c.id and p.kind = 'milestone')) as "unnotified_changes!",
+           (select count(*) from graph_migration_runs where status = 'pending') as "pending_migrations!",
+           (select count(*) from graph_migration_runs where status = 'running') as "running_migrations!",
            (select count(*) from forge_repos
-             where claimed_by is not null and claim_expires_at > now()) as forge_refreshing,
-           (select count(*) from forge_repos where last_error is not null) as forge_failing,
+             where claimed_by is not null and claim_expires_at > now()) as "forge_refreshing!",
+           (select count(*) from forge_repos where last_error is not null) as "forge_failing!",
            (select coalesce(sum(event_count), 0)::int8 from outbox_commits
-             where published_at is null) as unpublished_events,
+             where published_at is null) as "unpublished_events!",
            (select coalesce(sum(event_count), 0)::int8 from outbox_commits
-             where created_at > now() - interval '60 seconds') as events_last_minute",
+             where created_at > now() - interval '60 seconds') as "events_last_minute!""#,
     )
     .fetch_one(&ui.pool)
     .await?)
@@ -87,11 +88,12 @@ pub async fn fragment(State(ui): State<Ui>, session: Session) -> Page {
 async fn render(ui: &Ui, session: &Session) -> Result<Markup, super::Failure> {
     let backlog = backlog(ui).await?;
     let failed_mutations = ui.get(session, "/mutations?status=failed&limit=10").await?;
-    let failed_runs: Vec<FailedRun> = sqlx::query_as(
+    let failed_runs = sqlx::query_as!(
+        FailedRun,
         "select g.slug, r.error, r.finished_at
-               from graph_migration_runs r join graphs g on g.id = r.graph_id
-              where r.status = 'failed'
-              order by r.finished_at desc nulls last, r.id desc limit 10",
+           from graph_migration_runs r join graphs g on g.id = r.graph_id
+          where r.status = 'failed'
+          order by r.finished_at desc nulls last, r.id desc limit 10",
     )
     .fetch_all(&ui.pool)
     .await

@@ -109,17 +109,19 @@ impl FromRequestParts<Ui> for Session {
         let Some(secret) = cookie(&parts.headers, COOKIE) else {
             return Err(missing());
         };
-        let row: Option<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
+        let row = sqlx::query!(
             "select subject, role, csrf_token, expires_at from ui_sessions
              where secret_sha256 = $1 and expires_at > now()",
+            sha256(&secret),
         )
-        .bind(sha256(&secret))
         .fetch_optional(&ui.pool)
         .await
         .map_err(|e| NoSession::Failed(Failure::from(ApiError::from(e))))?;
-        let Some((subject, role, csrf, expires_at)) = row else {
+        let Some(row) = row else {
             return Err(missing());
         };
+        let (subject, role, csrf, expires_at) =
+            (row.subject, row.role, row.csrf_token, row.expires_at);
         let role = Role::from_scope(&role).ok_or_else(missing)?;
         Ok(Session {
             caller: Caller { subject, role },
@@ -255,19 +257,19 @@ pub async fn sign_in(State(ui): State<Ui>, headers: HeaderMap, Form(form): Form<
     };
     let secret = random_hex();
     let mut tx = ui.pool.begin().await.map_err(ApiError::from)?;
-    sqlx::query("delete from ui_sessions where expires_at <= now()")
+    sqlx::query!("delete from ui_sessions where expires_at <= now()")
         .execute(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-    sqlx::query(
+    sqlx::query!(
         "insert into ui_sessions (secret_sha256, subject, role, csrf_token, expires_at)
          values ($1, $2, $3, $4, $5)",
+        sha256(&secret),
+        claims.sub,
+        claims.role.as_str(),
+        random_hex(),
+        expires_at,
     )
-    .bind(sha256(&secret))
-    .bind(&claims.sub)
-    .bind(claims.role.as_str())
-    .bind(random_hex())
-    .bind(expires_at)
     .execute(&mut *tx)
     .await
     .map_err(ApiError::from)?;
@@ -300,11 +302,13 @@ pub async fn sign_out(
 ) -> Page {
     session.check(&form.csrf)?;
     if let Some(secret) = cookie(&headers, COOKIE) {
-        sqlx::query("delete from ui_sessions where secret_sha256 = $1")
-            .bind(sha256(&secret))
-            .execute(&ui.pool)
-            .await
-            .map_err(ApiError::from)?;
+        sqlx::query!(
+            "delete from ui_sessions where secret_sha256 = $1",
+            sha256(&secret)
+        )
+        .execute(&ui.pool)
+        .await
+        .map_err(ApiError::from)?;
     }
     let mut response = Redirect::to("/ui/sign-in").into_response();
     response.headers_mut().insert(
