@@ -361,6 +361,39 @@ async fn an_operator_drafts_publishes_and_resolves_an_interface_change_from_the_
             .await
             .contains("pagination too")
     );
+    // A change published elsewhere reaches the open page: its pending changes and, once
+    // the notifier has delivered it, its unread inbox.
+    let (status, other) = fleet
+        .post(
+            "/interface-changes",
+            json!({"repo_slug": "billing", "interface_type": "cli", "change_type": "additive",
+                   "title": "A --dry-run flag", "description": "Adds --dry-run.",
+                   "affected_paths": [], "affected_repo_slugs": ["web"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{other}");
+    let (status, body) = fleet
+        .post(
+            &format!(
+                "/interface-changes/{}/publish",
+                other["id"].as_str().unwrap()
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    browser
+        .until_js(
+            "return document.querySelector('#pending-changes')?.textContent",
+            |t| t.contains("A --dry-run flag"),
+        )
+        .await;
+    browser
+        .until_js(
+            "return document.querySelector('#unread-count')?.textContent",
+            |t| t == "2",
+        )
+        .await;
     browser.shot("repo-dispatch").await;
     browser.goto("/ui/repos").await;
     browser.shot("repos").await;
@@ -694,6 +727,14 @@ async fn sign_in_http(fleet: &TestFleet, role: Role) -> (reqwest::Client, String
         assert!(cookie.contains(attribute), "{cookie}");
     }
     assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    // The harness's tokens live 600 s: the session lives no longer.
+    let max_age: i64 = cookie
+        .split("Max-Age=")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a Max-Age");
+    assert!((0..=600).contains(&max_age), "{cookie}");
     let session = cookie.split(';').next().unwrap().to_owned();
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
