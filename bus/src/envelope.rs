@@ -34,124 +34,66 @@ impl Source {
     }
 }
 
-/// The kinds of event switchyard emits; the string form is the CloudEvents `type`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventType {
-    MutationEnqueued,
-    MutationApplied,
-    MutationFailed,
-    TopologyStatus,
-    InterfaceDraft,
-    InterfacePublished,
-    InterfaceResolved,
-    InboxMessage,
-    InboxRead,
-    Progress,
-    RepoUpdated,
-    MigrationRequested,
-    MigrationRunning,
-    MigrationProgress,
-    MigrationSucceeded,
-    MigrationFailed,
-    MigrationCancelRequested,
-    MigrationCancelled,
-    GraphCreated,
-    NodesWritten,
-    PluginVersion,
-    ForgeChanged,
-    ForgeSweepRequested,
-    ForgeSweepProgress,
-    ForgeSweepFinished,
-    ForgeParseError,
-    RfcUpdated,
-    RfcBranchCreated,
-    RfcBranchUpdated,
-    RfcBranchDeleted,
-    RfcPullOpened,
-    RfcPullUpdated,
-    RfcPullMerged,
-    RfcPullClosed,
+/// Declares [`EventType`] from one list of `Variant => "type"`, so its variants,
+/// [`EventType::ALL`] and [`EventType::as_str`] cannot disagree.
+macro_rules! event_types {
+    ($($variant:ident => $name:literal,)+) => {
+        /// The kinds of event switchyard emits; the string form is the CloudEvents `type`.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum EventType {
+            $($variant,)+
+        }
+
+        impl EventType {
+            /// Every kind, in declaration order (a browser's `EventSource` needs each
+            /// name it listens for).
+            pub const ALL: &[Self] = &[$(Self::$variant,)+];
+
+            /// The CloudEvents `type`, also the SSE `event:` name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)+
+                }
+            }
+        }
+    };
 }
 
-impl EventType {
-    /// Every kind, in declaration order (a browser's `EventSource` needs each name
-    /// it listens for).
-    pub const ALL: [Self; 34] = [
-        Self::MutationEnqueued,
-        Self::MutationApplied,
-        Self::MutationFailed,
-        Self::TopologyStatus,
-        Self::InterfaceDraft,
-        Self::InterfacePublished,
-        Self::InterfaceResolved,
-        Self::InboxMessage,
-        Self::InboxRead,
-        Self::Progress,
-        Self::RepoUpdated,
-        Self::MigrationRequested,
-        Self::MigrationRunning,
-        Self::MigrationProgress,
-        Self::MigrationSucceeded,
-        Self::MigrationFailed,
-        Self::MigrationCancelRequested,
-        Self::MigrationCancelled,
-        Self::GraphCreated,
-        Self::NodesWritten,
-        Self::PluginVersion,
-        Self::ForgeChanged,
-        Self::ForgeSweepRequested,
-        Self::ForgeSweepProgress,
-        Self::ForgeSweepFinished,
-        Self::ForgeParseError,
-        Self::RfcUpdated,
-        Self::RfcBranchCreated,
-        Self::RfcBranchUpdated,
-        Self::RfcBranchDeleted,
-        Self::RfcPullOpened,
-        Self::RfcPullUpdated,
-        Self::RfcPullMerged,
-        Self::RfcPullClosed,
-    ];
-
-    /// The CloudEvents `type`, also the SSE `event:` name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::MutationEnqueued => "mutation.enqueued",
-            Self::MutationApplied => "mutation.applied",
-            Self::MutationFailed => "mutation.failed",
-            Self::TopologyStatus => "status",
-            Self::InterfaceDraft => "interface.draft",
-            Self::InterfacePublished => "interface.published",
-            Self::InterfaceResolved => "interface.resolved",
-            Self::InboxMessage => "inbox.message",
-            Self::InboxRead => "inbox.read",
-            Self::Progress => "progress",
-            Self::RepoUpdated => "repo.updated",
-            Self::MigrationRequested => "migration.requested",
-            Self::MigrationRunning => "migration.running",
-            Self::MigrationProgress => "migration.progress",
-            Self::MigrationSucceeded => "migration.succeeded",
-            Self::MigrationFailed => "migration.failed",
-            Self::MigrationCancelRequested => "migration.cancel_requested",
-            Self::MigrationCancelled => "migration.cancelled",
-            Self::GraphCreated => "graph.created",
-            Self::NodesWritten => "nodes.written",
-            Self::PluginVersion => "plugin.version",
-            Self::ForgeChanged => "forge.changed",
-            Self::ForgeSweepRequested => "forge.sweep.requested",
-            Self::ForgeSweepProgress => "forge.sweep.progress",
-            Self::ForgeSweepFinished => "forge.sweep.finished",
-            Self::ForgeParseError => "forge.parse_error",
-            Self::RfcUpdated => "rfc.updated",
-            Self::RfcBranchCreated => "rfc.branch.created",
-            Self::RfcBranchUpdated => "rfc.branch.updated",
-            Self::RfcBranchDeleted => "rfc.branch.deleted",
-            Self::RfcPullOpened => "rfc.pull.opened",
-            Self::RfcPullUpdated => "rfc.pull.updated",
-            Self::RfcPullMerged => "rfc.pull.merged",
-            Self::RfcPullClosed => "rfc.pull.closed",
-        }
-    }
+event_types! {
+    MutationEnqueued => "mutation.enqueued",
+    MutationApplied => "mutation.applied",
+    MutationFailed => "mutation.failed",
+    TopologyStatus => "status",
+    InterfaceDraft => "interface.draft",
+    InterfacePublished => "interface.published",
+    InterfaceResolved => "interface.resolved",
+    InboxMessage => "inbox.message",
+    InboxRead => "inbox.read",
+    Progress => "progress",
+    RepoUpdated => "repo.updated",
+    MigrationRequested => "migration.requested",
+    MigrationRunning => "migration.running",
+    MigrationProgress => "migration.progress",
+    MigrationSucceeded => "migration.succeeded",
+    MigrationFailed => "migration.failed",
+    MigrationCancelRequested => "migration.cancel_requested",
+    MigrationCancelled => "migration.cancelled",
+    GraphCreated => "graph.created",
+    NodesWritten => "nodes.written",
+    PluginVersion => "plugin.version",
+    ForgeChanged => "forge.changed",
+    ForgeSweepRequested => "forge.sweep.requested",
+    ForgeSweepProgress => "forge.sweep.progress",
+    ForgeSweepFinished => "forge.sweep.finished",
+    ForgeParseError => "forge.parse_error",
+    RfcUpdated => "rfc.updated",
+    RfcBranchCreated => "rfc.branch.created",
+    RfcBranchUpdated => "rfc.branch.updated",
+    RfcBranchDeleted => "rfc.branch.deleted",
+    RfcPullOpened => "rfc.pull.opened",
+    RfcPullUpdated => "rfc.pull.updated",
+    RfcPullMerged => "rfc.pull.merged",
+    RfcPullClosed => "rfc.pull.closed",
 }
 
 /// A CloudEvents 1.0 event in structured JSON mode.

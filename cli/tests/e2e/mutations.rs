@@ -270,3 +270,46 @@ async fn if_version_conflict_fails_with_a_readable_error(pool: PgPool) {
     assert_eq!(current["applied_version"], 2);
     fleet.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_topologys_mutations_page_oldest_or_newest_first(pool: PgPool) {
+    let fleet = TestFleet::api_only(&pool).await;
+    let topology = fleet.create_topology("t", json!({"n": 0})).await;
+    for n in 1..=5 {
+        fleet
+            .enqueue(
+                topology,
+                json!([{"op": "replace", "path": "/n", "value": n}]),
+            )
+            .await;
+    }
+    for (order, want) in [("asc", [1, 2, 3, 4, 5]), ("desc", [5, 4, 3, 2, 1])] {
+        let mut seqs = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let (status, page) = fleet
+                .get(&format!(
+                    "/topologies/{topology}/mutations?order={order}&limit=2{cursor}"
+                ))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            seqs.extend(
+                page["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["seq"].as_i64().unwrap()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => break,
+            }
+        }
+        assert_eq!(seqs, want, "order={order}");
+    }
+    let (status, body) = fleet
+        .get(&format!("/topologies/{topology}/mutations?order=sideways"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    fleet.stop().await;
+}

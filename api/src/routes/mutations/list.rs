@@ -1,4 +1,4 @@
-//! The lists of mutations: one topology's in seq order (`GET
+//! The lists of mutations: one topology's in seq order, oldest or newest first (`GET
 //! /topologies/{id}/mutations`), and every topology's newest first (`GET /mutations`,
 //! with `?status=failed` the failed work).
 
@@ -16,7 +16,18 @@ use crate::extract::{Path, Query};
 use crate::openapi::Refusals;
 use crate::routes::{Page, PageParams, topologies};
 
-/// `?status=&limit=&cursor=` of `GET /topologies/{id}/mutations`.
+/// Which end of a topology's seq order a list starts from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SeqOrder {
+    /// Oldest first: seq 1, 2, 3, …
+    #[default]
+    Asc,
+    /// Newest first: the latest seq, then the one before, …
+    Desc,
+}
+
+/// `?status=&order=&limit=&cursor=` of `GET /topologies/{id}/mutations`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -24,6 +35,10 @@ pub struct MutationListParams {
     /// Only mutations in this status.
     #[param(inline)]
     pub status: Option<MutationStatus>,
+    /// `asc` (the default): in seq order, oldest first; `desc`: newest first. Pass
+    /// `next_cursor` back with the same order.
+    #[param(inline)]
+    pub order: Option<SeqOrder>,
     /// Page size, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
@@ -32,7 +47,8 @@ pub struct MutationListParams {
     pub cursor: Option<String>,
 }
 
-/// A topology's mutations in seq order, a page at a time.
+/// A topology's mutations in seq order (or newest first with `?order=desc`), a page at
+/// a time.
 #[utoipa::path(
     get,
     path = "/topologies/{id}/mutations",
@@ -51,15 +67,28 @@ pub(super) async fn list(
         cursor: params.cursor,
     };
     let limit = page.limit()?;
-    let after: i64 = page.cursor()?.unwrap_or(0);
+    let cursor: Option<i64> = page.cursor()?;
+    let order = params.order.unwrap_or_default();
     topologies::ensure_exists(&app.pool, topology_id).await?;
     let mut query = QueryBuilder::<Postgres>::new(
         "select id, topology_id, seq, status, ops, if_version, error, applied_version, actor, idempotency_key, created_at, finished_at from mutations where topology_id = ",
     );
     query.push_bind(topology_id);
-    query.push(" and seq > ").push_bind(after);
+    match (order, cursor) {
+        (SeqOrder::Asc, after) => {
+            query.push(" and seq > ").push_bind(after.unwrap_or(0));
+        }
+        (SeqOrder::Desc, Some(before)) => {
+            query.push(" and seq < ").push_bind(before);
+        }
+        (SeqOrder::Desc, None) => {}
+    }
     push_status(&mut query, params.status);
-    query.push(" order by seq limit ").push_bind(limit + 1);
+    query.push(match order {
+        SeqOrder::Asc => " order by seq limit ",
+        SeqOrder::Desc => " order by seq desc limit ",
+    });
+    query.push_bind(limit + 1);
     let rows = query.build_query_as().fetch_all(&app.pool).await?;
     Ok(Json(Page::from_rows(rows, limit, |m| m.seq.to_string())))
 }
