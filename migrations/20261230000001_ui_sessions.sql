@@ -7,6 +7,10 @@ create table ui_sessions (
     -- The token's subject and role, as an API call made from the page acts as.
     subject        text not null,
     role           text not null check (role in ('viewer', 'operator', 'admin')),
+    -- Which signing secret the exchanged token was checked with (`Authenticator::key_id`):
+    -- a session made under another secret is refused, so rotating `auth.secret` ends
+    -- every session as it ends every token.
+    key_id         text not null,
     -- Every state-changing form carries it (double submission: it is also in the page).
     csrf_token     text not null,
     created_at     timestamptz not null default now(),

@@ -209,6 +209,7 @@ pub struct Authenticator {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    key_id: String,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -223,11 +224,28 @@ impl Authenticator {
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         validation.leeway = 0;
+        // A name for the secret that does not reveal it: SHA-256 of a fixed label and
+        // the secret, first 16 hex digits.
+        let key_id = {
+            use sha2::Digest;
+            let digest = sha2::Sha256::new()
+                .chain_update(b"switchyard signing key id\0")
+                .chain_update(secret)
+                .finalize();
+            hex::encode(&digest[..8])
+        };
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            key_id,
         }
+    }
+
+    /// Names the signing secret without revealing it (16 hex digits). Dashboard
+    /// sessions record it, so rotating `auth.secret` ends them as it does the tokens.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
     }
 
     /// An API token for `subject` with `role`, valid for `ttl`.

@@ -49,9 +49,27 @@ pub enum Credentials<'a> {
 /// One answer of the API: its status and JSON body (`Value::Null` when empty).
 #[derive(Clone, Debug)]
 pub struct Reply {
+    /// The HTTP status the route answered.
     pub status: StatusCode,
+    /// Its headers (`Location`, `Retry-After`, …).
     pub headers: HeaderMap,
+    /// Its body as JSON; a body that is not JSON is kept as a JSON string.
     pub body: Value,
+}
+
+/// `text` as one URL path segment or query value: everything but RFC 3986's unreserved
+/// characters is percent-encoded, so a `/`, `?`, `&` or `#` in it cannot reach another
+/// route or parameter.
+pub fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// An API refusal (any status from 400 up): its status, its `error.code` and
@@ -59,8 +77,11 @@ pub struct Reply {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{status}: {message}")]
 pub struct Refusal {
+    /// 400 or above.
     pub status: StatusCode,
+    /// The API's `error.code` (`not_found`, `conflict`, `invalid_request`, …).
     pub code: String,
+    /// The API's `error.message`, or the status's reason when it gave none.
     pub message: String,
 }
 
@@ -97,8 +118,8 @@ impl Loopback {
 
     /// Sends `method path` (path under `/api/v1`, with its query string) with `body` as
     /// JSON and `headers` added, as `credentials`. Never fails: a refusal of the API
-    /// is a [`Reply`] with its status, and a body that is not JSON is a 502-style
-    /// refusal naming it.
+    /// is a [`Reply`] with its status; a body that is not JSON is kept as a JSON
+    /// string; an answer that cannot be read is a 503.
     pub async fn call(
         &self,
         credentials: Credentials<'_>,

@@ -11,17 +11,11 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::session::{button_form, ok};
 use super::{
-    Failure, Page, Session, Ui, badge, csrf_field, encode, error_banner, event_names, page,
-    page_query, pager, text, when,
+    CsrfForm, CursorQuery, Failure, NoticeQuery, Page, Session, Ui, badge, button_form, csrf_field,
+    encode, error_banner, event_names, notice_banner, ok, page, page_query, pager, text, when,
 };
 use crate::loopback::Refusal;
-
-#[derive(Debug, Default, Deserialize)]
-pub struct CursorQuery {
-    cursor: Option<String>,
-}
 
 /// `GET /ui/graphs`.
 pub async fn list(
@@ -62,24 +56,36 @@ pub async fn list(
     ))
 }
 
+/// `?cursor=&notice=` of a graph's page.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct ShowQuery {
+    #[serde(flatten)]
+    page: CursorQuery,
+    #[serde(flatten)]
+    notice: NoticeQuery,
+}
+
 /// `GET /ui/graphs/{slug}`.
 pub async fn show(
     State(ui): State<Ui>,
     session: Session,
     Path(slug): Path<String>,
-    Query(query): Query<CursorQuery>,
+    Query(query): Query<ShowQuery>,
 ) -> Page {
-    ok(render(&ui, &session, &slug, &query, None).await?)
+    ok(render(&ui, &session, &slug, &query, None, None).await?)
 }
 
 async fn render(
     ui: &Ui,
     session: &Session,
     slug: &str,
-    query: &CursorQuery,
+    query: &ShowQuery,
     error: Option<&Refusal>,
+    typed: Option<&ReMigrateForm>,
 ) -> Result<Markup, Failure> {
-    let live = render_live(ui, session, slug, query).await?;
+    let live = render_live(ui, session, slug, &query.page).await?;
+    let notice = query.notice.notice.as_deref();
+    let query = &query.page;
     let stream = format!("/api/v1/graphs/{}/events", encode(slug));
     let refresh = format!(
         "/ui/graphs/{}/live{}",
@@ -93,6 +99,7 @@ async fn render(
     let body = html! {
         p { a href="/ui/graphs" { "← Graphs" } }
         h1 { (slug) }
+        (notice_banner(notice))
         (error_banner(error))
         section.live #live data-stream=(stream) data-events=(event_names()) data-refresh=(refresh) {
             div data-fragment { (live) }
@@ -100,7 +107,7 @@ async fn render(
                 h2 { "Migrate" }
                 form.stack #re-migrate method="post" action={"/ui/graphs/" (encode(slug)) "/re-migrate"} {
                     (csrf_field(session))
-                    label { "Target version (empty: the plugin's current version)" input name="target_version" inputmode="numeric"; }
+                    label { "Target version (empty: the plugin's current version)" input name="target_version" inputmode="numeric" value=[typed.map(|t| t.target_version.as_str())]; }
                     button type="submit" { "Re-migrate" }
                 }
             }
@@ -142,13 +149,18 @@ async fn render_live(
         .await?;
     let items = runs["items"].as_array().cloned().unwrap_or_default();
     let status = text(&graph["status"]);
-    let newest = ui
-        .get(
-            session,
-            &format!("/graphs/{}/migrations?limit=1", encode(slug)),
-        )
-        .await?;
-    let newest = &newest["items"][0];
+    // The newest run: the first of the first page, or fetched alone on a later page.
+    let newest = match query.cursor {
+        None => runs["items"][0].clone(),
+        Some(_) => ui
+            .get(
+                session,
+                &format!("/graphs/{}/migrations?limit=1", encode(slug)),
+            )
+            .await?["items"][0]
+            .clone(),
+    };
+    let newest = &newest;
     // The run a `migration_failed` graph is failed by: its newest run.
     let failed = (newest["status"] == "failed").then_some(newest);
     let may_cancel = ui.may(
@@ -176,9 +188,9 @@ async fn render_live(
                 b { "Read-only: migrating." } " Node writes are refused until the run ends."
             },
             "migration_failed" => div.banner.migration_failed #banner role="alert" {
-                b { "Migration failed." } " "
+                b { "Migration failed: " }
                 (failed.map(|r| text(&r["error"])).unwrap_or_default())
-                " The graph is writable: repair the nodes and re-migrate, or cancel the failed run."
+                ". The graph is writable: repair the nodes (POST /api/v1/graphs/{slug}/nodes) and re-migrate, or cancel the failed run."
             },
             _ => {},
         }
@@ -213,10 +225,12 @@ async fn render_live(
     })
 }
 
+/// The re-migrate form, as typed.
 #[derive(Debug, Deserialize)]
-pub struct ReMigrateForm {
+pub(super) struct ReMigrateForm {
     #[serde(default)]
     csrf: String,
+    /// Empty (the plugin's current version) or a whole number.
     #[serde(default)]
     target_version: String,
 }
@@ -255,13 +269,7 @@ pub async fn re_migrate(
         }
         Err(refusal) => Err(refusal),
     };
-    after(ui, session, slug, result).await
-}
-
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
+    after(ui, session, slug, result, "requested", Some(&form)).await
 }
 
 /// `POST /ui/graphs/{slug}/migrations/{run_id}/cancel`.
@@ -285,20 +293,31 @@ pub async fn cancel(
             &[],
         )
         .await;
-    after(ui, session, slug, result).await
+    after(ui, session, slug, result, "cancelled", None).await
 }
 
-/// Back to the graph's page, or the page again with the API's refusal.
-async fn after(ui: Ui, session: Session, slug: String, result: Result<Value, Refusal>) -> Page {
+/// Back to the graph's page with `notice`, or the page again with the API's refusal
+/// and the form as typed.
+async fn after(
+    ui: Ui,
+    session: Session,
+    slug: String,
+    result: Result<Value, Refusal>,
+    notice: &str,
+    typed: Option<&ReMigrateForm>,
+) -> Page {
     match result {
-        Ok(_) => Ok(Redirect::to(&format!("/ui/graphs/{}", encode(&slug))).into_response()),
+        Ok(_) => Ok(
+            Redirect::to(&format!("/ui/graphs/{}?notice={notice}", encode(&slug))).into_response(),
+        ),
         Err(refusal) => {
             let markup = render(
                 &ui,
                 &session,
                 &slug,
-                &CursorQuery::default(),
+                &ShowQuery::default(),
                 Some(&refusal),
+                typed,
             )
             .await?;
             Ok((refusal.status, markup).into_response())

@@ -15,27 +15,26 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::session::{button_form, ok};
+use switchyard_domain::status::{ChangeStatus, ChangeType, InterfaceType};
+
 use super::{
-    Failure, Page, Session, Ui, badge, csrf_field, encode, error_banner, page, page_query, pager,
-    text, when,
+    CsrfForm, Failure, NoticeQuery, Page, Session, Ui, badge, button_form, csrf_field, encode,
+    error_banner, notice_banner, ok, page, page_query, pager, text, when,
 };
 use crate::error::ApiError;
 use crate::loopback::Refusal;
-
-/// The API's values (`interface_type`, `change_type`), for the form's choices.
-const INTERFACE_TYPES: [&str; 5] = ["rest_api", "mcp_tool", "cli", "schema", "capability"];
-const CHANGE_TYPES: [&str; 4] = ["breaking", "additive", "deprecation", "removal"];
 
 /// Published cards per page.
 const CARDS_PER_PAGE: u32 = 20;
 
 #[derive(Debug, Default, Deserialize)]
-pub struct ListQuery {
+pub(super) struct ListQuery {
     /// Cursor of the drafts table.
     drafts: Option<String>,
     /// Cursor of the published cards.
     published: Option<String>,
+    #[serde(flatten)]
+    notice: NoticeQuery,
 }
 
 /// The draft form's fields, as typed.
@@ -158,6 +157,7 @@ async fn render_list(
     };
     let body = html! {
         h1 { "Interface changes" }
+        (notice_banner(query.notice.notice.as_deref()))
         (error_banner(error))
         h2 { "Published" }
         @if cards.is_empty() {
@@ -328,12 +328,12 @@ fn change_form(session: &Session, action: &str, typed: &ChangeForm, editing: boo
             }
             label { "Interface type"
                 select name="interface_type" {
-                    @for value in INTERFACE_TYPES { option value=(value) selected[typed.interface_type == value] { (value) } }
+                    @for value in InterfaceType::ALL.iter().map(|t| t.as_str()) { option value=(value) selected[typed.interface_type == value] { (value) } }
                 }
             }
             label { "Change type"
                 select name="change_type" {
-                    @for value in CHANGE_TYPES { option value=(value) selected[typed.change_type == value] { (value) } }
+                    @for value in ChangeType::ALL.iter().map(|t| t.as_str()) { option value=(value) selected[typed.change_type == value] { (value) } }
                 }
             }
             label { "Title" input name="title" required value=(typed.title); }
@@ -359,10 +359,11 @@ pub async fn create(State(ui): State<Ui>, session: Session, Form(form): Form<Cha
         )
         .await
     {
-        Ok(created) => Ok(
-            Redirect::to(&format!("/ui/interface-changes/{}", text(&created["id"])))
-                .into_response(),
-        ),
+        Ok(created) => Ok(Redirect::to(&format!(
+            "/ui/interface-changes/{}?notice=drafted",
+            text(&created["id"])
+        ))
+        .into_response()),
         Err(refusal) => {
             let markup = render_list(
                 &ui,
@@ -378,14 +379,20 @@ pub async fn create(State(ui): State<Ui>, session: Session, Form(form): Form<Cha
 }
 
 /// `GET /ui/interface-changes/{id}`: one change, its edit form while a draft.
-pub async fn edit_page(State(ui): State<Ui>, session: Session, Path(id): Path<String>) -> Page {
-    ok(render_one(&ui, &session, &id, None, None).await?)
+pub async fn edit_page(
+    State(ui): State<Ui>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(query): Query<NoticeQuery>,
+) -> Page {
+    ok(render_one(&ui, &session, &id, query.notice.as_deref(), None, None).await?)
 }
 
 async fn render_one(
     ui: &Ui,
     session: &Session,
     id: &str,
+    notice: Option<&str>,
     error: Option<&Refusal>,
     typed: Option<&ChangeForm>,
 ) -> Result<Markup, Failure> {
@@ -393,11 +400,13 @@ async fn render_one(
         .get(session, &format!("/interface-changes/{}", encode(id)))
         .await?;
     let status = text(&change["status"]);
-    let editable = status == "draft" && ui.may(session, Method::PATCH, "/interface-changes/{id}");
+    let draft = ChangeStatus::Draft.as_str();
+    let editable = status == draft && ui.may(session, Method::PATCH, "/interface-changes/{id}");
     let current = ChangeForm::from_change(&change);
     let body = html! {
         p { a href="/ui/interface-changes" { "← Interface changes" } }
         h1 { (text(&change["title"])) " " (badge(&status)) }
+        (notice_banner(notice))
         (error_banner(error))
         p {
             span class={"badge " (text(&change["change_type"]))} { (text(&change["change_type"])) }
@@ -416,10 +425,10 @@ async fn render_one(
             }
         }
         p {
-            @if status == "draft" && ui.may(session, Method::POST, "/interface-changes/{id}/publish") {
+            @if status == draft && ui.may(session, Method::POST, "/interface-changes/{id}/publish") {
                 (button_form(session, &format!("/ui/interface-changes/{id}/publish"), "Publish", Some("Publish this change? Every affected repo is notified.")))
             }
-            @if status == "published" && ui.may(session, Method::POST, "/interface-changes/{id}/resolve") {
+            @if status == ChangeStatus::Published.as_str() && ui.may(session, Method::POST, "/interface-changes/{id}/resolve") {
                 (button_form(session, &format!("/ui/interface-changes/{id}/resolve"), "Resolve", Some("Resolve this change?")))
             }
         }
@@ -444,20 +453,16 @@ pub async fn update(
         .send(&session, Method::PATCH, &path, Some(&form.body(true)), &[])
         .await
     {
-        Ok(_) => {
-            Ok(Redirect::to(&format!("/ui/interface-changes/{}", encode(&id))).into_response())
-        }
+        Ok(_) => Ok(Redirect::to(&format!(
+            "/ui/interface-changes/{}?notice=saved",
+            encode(&id)
+        ))
+        .into_response()),
         Err(refusal) => {
-            let markup = render_one(&ui, &session, &id, Some(&refusal), Some(&form)).await?;
+            let markup = render_one(&ui, &session, &id, None, Some(&refusal), Some(&form)).await?;
             Ok((refusal.status, markup).into_response())
         }
     }
-}
-
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
 }
 
 /// `POST /ui/interface-changes/{id}/publish`.
@@ -484,7 +489,13 @@ async fn transition(ui: Ui, session: Session, id: String, form: CsrfForm, action
     session.check(&form.csrf)?;
     let path = format!("/interface-changes/{}/{action}", encode(&id));
     match ui.send(&session, Method::POST, &path, None, &[]).await {
-        Ok(_) => Ok(Redirect::to("/ui/interface-changes").into_response()),
+        Ok(_) => {
+            let notice = match action {
+                "publish" => "published",
+                _ => "resolved",
+            };
+            Ok(Redirect::to(&format!("/ui/interface-changes?notice={notice}")).into_response())
+        }
         Err(refusal) => {
             let markup =
                 render_list(&ui, &session, &ListQuery::default(), Some(&refusal), None).await?;

@@ -9,8 +9,9 @@
 //! routes in process ([`Loopback`]), with a short-lived token minted for the session's
 //! subject and role. So roles, validation, transactions, audit rows and events are
 //! exactly the API's, and a refusal is shown inline with the API's own message. The
-//! one exception is the overview's counts, which no API route serves yet: they are
-//! read-only aggregate queries ([`overview`]).
+//! exceptions are reads no API route serves yet: the overview's counts and failed
+//! migration runs ([`overview`]), and the repos a published change has notified
+//! ([`interface_changes`]). They are read-only queries.
 //!
 //! ## Sessions and CSRF
 //! [`session`]: `/ui/sign-in` exchanges an API token for a session cookie (HttpOnly,
@@ -28,10 +29,13 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::{OriginalUri, Request};
 use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
 use serde_json::Value;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -39,6 +43,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::AppState;
 use crate::auth::RoutePolicy;
+use crate::error::ApiError;
 use crate::loopback::{Credentials, Loopback, Refusal};
 
 mod graphs;
@@ -126,7 +131,13 @@ pub fn router(state: AppState, api: Loopback) -> Router {
             post(repos::mark_read),
         )
         .route("/ui/{*rest}", get(not_found))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(ui)
+        .layer(axum::middleware::from_fn(same_origin_posts))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(
@@ -161,8 +172,83 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
-async fn not_found() -> Failure {
-    Failure::new(StatusCode::NOT_FOUND, "there is no such dashboard page")
+async fn not_found(OriginalUri(uri): OriginalUri) -> Failure {
+    Failure::new(
+        StatusCode::NOT_FOUND,
+        format!("there is no dashboard page {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Failure {
+    Failure::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not accept {method}", uri.path()),
+    )
+}
+
+/// Refuses a state-changing request another site made the browser send: one the
+/// browser marks `Sec-Fetch-Site: cross-site`, or whose `Origin` is not this host.
+/// With `SameSite=Strict` cookies and CSRF tokens this is a third guard, and the one
+/// that covers the sign-in form (no session, so no CSRF token yet).
+async fn same_origin_posts(request: Request, next: Next) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let cross_site = text("sec-fetch-site") == Some("cross-site");
+    let foreign_origin = match (text("origin"), text("host")) {
+        (Some(origin), Some(host)) => {
+            origin != "null" && origin.split_once("://").map(|(_, rest)| rest) != Some(host)
+        }
+        _ => false,
+    };
+    if cross_site || foreign_origin {
+        return Failure::new(
+            StatusCode::FORBIDDEN,
+            "this form was sent from another site; open the dashboard and submit it there",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// `?cursor=` of a paged page.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct CursorQuery {
+    /// The API's `next_cursor` for the page to show; none for the first.
+    cursor: Option<String>,
+}
+
+/// A form that carries only its CSRF token (a button that changes something).
+#[derive(Debug, Deserialize)]
+pub(super) struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `?notice=` after a change: which confirmation to show.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct NoticeQuery {
+    notice: Option<String>,
+}
+
+/// The confirmation a page shows after a change, by its `?notice=` code (a fixed set:
+/// nothing from the URL is shown as such).
+fn notice_banner(code: Option<&str>) -> Markup {
+    let text = match code {
+        Some("drafted") => "Draft created.",
+        Some("saved") => "Draft saved.",
+        Some("published") => "Published: the notifier tells the affected repos.",
+        Some("resolved") => "Resolved.",
+        Some("created") => "Created.",
+        Some("enqueued") => "Enqueued: the mutator applies it in seq order.",
+        Some("requested") => "Migration run requested.",
+        Some("cancelled") => "Cancel requested.",
+        Some("read") => "Marked read.",
+        _ => return html! {},
+    };
+    html! { div.banner.notice role="status" { (text) } }
 }
 
 impl Ui {
@@ -252,6 +338,36 @@ impl IntoResponse for Failure {
 /// What a page handler returns.
 type Page = Result<Response, Failure>;
 
+/// A page, as a response.
+fn ok(markup: Markup) -> Page {
+    Ok(markup.into_response())
+}
+
+impl From<ApiError> for Failure {
+    /// A database error of the dashboard's own reads: an outage is the API's 503 (with
+    /// `Retry-After`), anything else a 500 that says nothing of its cause.
+    fn from(error: ApiError) -> Self {
+        if let ApiError::Database(cause) = &error {
+            tracing::error!(error = %cause, "dashboard query failed");
+            return Failure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                crate::error::INTERNAL_MESSAGE,
+            );
+        }
+        Failure::new(error.status(), error.to_string())
+    }
+}
+
+/// A form with only the CSRF field and a button; `confirm` asks first.
+fn button_form(session: &Session, action: &str, label: &str, confirm: Option<&str>) -> Markup {
+    html! {
+        form.inline method="post" action=(action) data-confirm=[confirm] {
+            (csrf_field(session))
+            button type="submit" { (label) }
+        }
+    }
+}
+
 /// The page frame: navigation, the signed-in user and sign-out, the CSRF token for
 /// the script, and `body`.
 fn page(session: Option<&Session>, title: &str, body: Markup) -> Markup {
@@ -272,6 +388,7 @@ fn page(session: Option<&Session>, title: &str, body: Markup) -> Markup {
                     meta name="csrf-token" content=(session.csrf);
                 }
                 title { (title) " · switchyard" }
+                link rel="icon" href="data:,";
                 link rel="stylesheet" href="/ui/assets/ui.css";
                 script src="/ui/assets/ui.js" defer {}
             }
@@ -365,9 +482,9 @@ fn pager(base: &str, param: &str, current: Option<&str>, list: &Value) -> Markup
     }
 }
 
-/// Percent-encodes a query or path component.
+/// Percent-encodes a path segment or query value.
 fn encode(value: &str) -> String {
-    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+    crate::loopback::segment(value)
 }
 
 /// The event names a live section listens for: every event type and stream frame.
@@ -383,11 +500,6 @@ fn event_names() -> String {
 /// Rendered JSON, pretty-printed.
 fn pretty(value: &Value) -> Markup {
     html! { pre { (serde_json::to_string_pretty(value).unwrap_or_default()) } }
-}
-
-/// Marks `markup` as a page response.
-fn respond(markup: Markup) -> Response {
-    markup.into_response()
 }
 
 /// Lets handlers take `State<Ui>`.

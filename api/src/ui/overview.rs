@@ -2,21 +2,22 @@
 //! failures, re-rendered every few seconds.
 //!
 //! No API route serves these counts yet, so they are read here, read-only, with
-//! aggregate queries over the same tables the workers drain:
+//! aggregate queries over the same tables the workers drain (the dashboard's only
+//! direct reads, with the notified repos of `interface_changes.rs`):
 //! - mutator: mutations `pending`;
 //! - notifier: published interface changes without their notifier milestone;
 //! - migrator: migration runs `pending` and `running`;
 //! - forge: repos whose refresh claim is held now, and repos whose last refresh failed;
 //! - relay: outbox commits not yet published.
 //!
-//! Events per second is the events committed in the last 60 s, divided by 60.
+//! Events per second is the events the relay published in the last 60 s (read through
+//! the index on `published_at`), divided by 60.
 
 use axum::extract::State;
 use maud::{Markup, html};
 use serde_json::Value;
 
-use super::session::ok;
-use super::{Page, Session, Ui, badge, page as frame, text, when};
+use super::{Page, Session, Ui, badge, ok, page as frame, text, when};
 use crate::error::ApiError;
 
 /// What the overview counts.
@@ -59,7 +60,7 @@ async fn backlog(ui: &Ui) -> Result<Backlog, ApiError> {
            (select coalesce(sum(event_count), 0)::int8 from outbox_commits
              where published_at is null) as "unpublished_events!",
            (select coalesce(sum(event_count), 0)::int8 from outbox_commits
-             where created_at > now() - interval '60 seconds') as "events_last_minute!""#,
+             where published_at > now() - interval '60 seconds') as "events_last_minute!""#,
     )
     .fetch_one(&ui.pool)
     .await?)
@@ -111,7 +112,7 @@ async fn render(ui: &Ui, session: &Session) -> Result<Markup, super::Failure> {
             (stat("Events not yet published", backlog.unpublished_events, "relay", None))
             div.stat #events-per-second {
                 b { (format!("{events_per_second:.1}")) }
-                "events per second " span.muted { "(last minute)" }
+                "events published per second " span.muted { "(last minute)" }
             }
         }
         @if let Some(oldest) = backlog.oldest_pending_mutation {

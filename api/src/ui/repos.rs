@@ -7,19 +7,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Redirect};
 use maud::{Markup, html};
-use serde::Deserialize;
 
-use super::session::{button_form, ok};
 use super::{
-    Failure, Page, Session, Ui, badge, encode, error_banner, event_names, page, page_query, pager,
-    text, when,
+    CsrfForm, CursorQuery, Failure, NoticeQuery, Page, Session, Ui, badge, button_form, encode,
+    error_banner, event_names, notice_banner, ok, page, page_query, pager, text, when,
 };
 use crate::loopback::Refusal;
-
-#[derive(Debug, Default, Deserialize)]
-pub struct CursorQuery {
-    cursor: Option<String>,
-}
 
 /// `GET /ui/repos`.
 pub async fn list(
@@ -59,20 +52,27 @@ pub async fn list(
 }
 
 /// `GET /ui/repos/{slug}`.
-pub async fn show(State(ui): State<Ui>, session: Session, Path(slug): Path<String>) -> Page {
-    ok(render(&ui, &session, &slug, None).await?)
+pub async fn show(
+    State(ui): State<Ui>,
+    session: Session,
+    Path(slug): Path<String>,
+    Query(query): Query<NoticeQuery>,
+) -> Page {
+    ok(render(&ui, &session, &slug, query.notice.as_deref(), None).await?)
 }
 
 async fn render(
     ui: &Ui,
     session: &Session,
     slug: &str,
+    notice: Option<&str>,
     error: Option<&Refusal>,
 ) -> Result<Markup, Failure> {
     let live = render_live(ui, session, slug).await?;
     let body = html! {
         p { a href="/ui/repos" { "← Repos" } }
         h1 { (slug) }
+        (notice_banner(notice))
         (error_banner(error))
         section.live #live data-stream={"/api/v1/repos/" (encode(slug)) "/events"}
             data-events=(event_names()) data-refresh={"/ui/repos/" (encode(slug)) "/live"} {
@@ -167,12 +167,6 @@ async fn render_live(ui: &Ui, session: &Session, slug: &str) -> Result<Markup, F
     })
 }
 
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// `POST /ui/repos/{slug}/inbox/{message_id}/read`.
 pub async fn mark_read(
     State(ui): State<Ui>,
@@ -183,9 +177,11 @@ pub async fn mark_read(
     session.check(&form.csrf)?;
     let path = format!("/repos/{}/inbox/{}/read", encode(&slug), encode(&message));
     match ui.send(&session, Method::POST, &path, None, &[]).await {
-        Ok(_) => Ok(Redirect::to(&format!("/ui/repos/{}", encode(&slug))).into_response()),
+        Ok(_) => {
+            Ok(Redirect::to(&format!("/ui/repos/{}?notice=read", encode(&slug))).into_response())
+        }
         Err(refusal) => {
-            let markup = render(&ui, &session, &slug, Some(&refusal)).await?;
+            let markup = render(&ui, &session, &slug, None, Some(&refusal)).await?;
             Ok((refusal.status, markup).into_response())
         }
     }

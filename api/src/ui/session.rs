@@ -13,7 +13,7 @@
 //! - `POST /ui/sign-out` deletes the session, so the cookie no longer signs anyone in.
 
 use axum::Form;
-use axum::extract::{FromRequestParts, OriginalUri, State};
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, OriginalUri, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{Failure, Page, Ui, csrf_field, page, respond};
+use super::{Failure, Page, Ui, page};
 use crate::auth::{Caller, Role, TokenKind};
 use crate::error::ApiError;
 
@@ -38,6 +38,7 @@ pub struct Session {
     pub caller: Caller,
     /// The token every state-changing form must carry.
     pub csrf: String,
+    /// When the session ends: the exchanged token's expiry.
     pub expires_at: DateTime<Utc>,
 }
 
@@ -63,20 +64,27 @@ impl Session {
     }
 }
 
-/// Why a request has no session: pages send the browser to sign in; the script's
-/// `POST /ui/stream-token` gets a 401 it can read.
+/// Why a request has no session.
 pub enum NoSession {
-    SignIn(String),
+    /// A page or a form post: to the sign-in page, then back to `next`; `ended` when a
+    /// cookie was sent but its session is over (expired, signed out, or the signing
+    /// secret rotated), so the sign-in page says so.
+    SignIn { next: String, ended: bool },
+    /// The script's `POST /ui/stream-token`: a 401 it can read.
     Unauthorized,
+    /// The session could not be read (the database is down: a 503).
     Failed(Failure),
 }
 
 impl IntoResponse for NoSession {
     fn into_response(self) -> Response {
         match self {
-            Self::SignIn(next) => {
-                Redirect::to(&format!("/ui/sign-in?next={}", super::encode(&next))).into_response()
-            }
+            Self::SignIn { next, ended } => Redirect::to(&format!(
+                "/ui/sign-in?next={}{}",
+                super::encode(&next),
+                if ended { "&ended=true" } else { "" }
+            ))
+            .into_response(),
             Self::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 axum::Json(json!({"error": {"code": "unauthorized", "message": "not signed in, or the session has ended: sign in again at /ui/sign-in"}})),
@@ -91,28 +99,42 @@ impl FromRequestParts<Ui> for Session {
     type Rejection = NoSession;
 
     async fn from_request_parts(parts: &mut Parts, ui: &Ui) -> Result<Self, NoSession> {
-        let path = parts
+        let uri = parts
             .extensions
             .get::<OriginalUri>()
             .map_or_else(|| parts.uri.clone(), |uri| uri.0.clone());
+        let secret = cookie(&parts.headers, COOKIE);
         let missing = || {
-            if path.path() == "/ui/stream-token" || parts.method != Method::GET {
-                NoSession::Unauthorized
+            if uri.path() == "/ui/stream-token" {
+                return NoSession::Unauthorized;
+            }
+            // A form post returns to the page the form was on.
+            let next = if parts.method == Method::GET {
+                uri.path_and_query()
+                    .map_or("/ui/", |p| p.as_str())
+                    .to_owned()
             } else {
-                NoSession::SignIn(
-                    path.path_and_query()
-                        .map_or("/ui/", |p| p.as_str())
-                        .to_owned(),
-                )
+                parts
+                    .headers
+                    .get(header::REFERER)
+                    .and_then(|r| r.to_str().ok())
+                    .and_then(|r| r.parse::<axum::http::Uri>().ok())
+                    .and_then(|r| r.path_and_query().map(|p| p.as_str().to_owned()))
+                    .unwrap_or_else(|| "/ui/".to_owned())
+            };
+            NoSession::SignIn {
+                next: next_page(Some(&next)),
+                ended: secret.is_some(),
             }
         };
-        let Some(secret) = cookie(&parts.headers, COOKIE) else {
+        let Some(secret) = secret.as_deref() else {
             return Err(missing());
         };
         let row = sqlx::query!(
             "select subject, role, csrf_token, expires_at from ui_sessions
-             where secret_sha256 = $1 and expires_at > now()",
-            sha256(&secret),
+             where secret_sha256 = $1 and key_id = $2 and expires_at > now()",
+            sha256(secret),
+            ui.authenticator.key_id(),
         )
         .fetch_optional(&ui.pool)
         .await
@@ -120,27 +142,28 @@ impl FromRequestParts<Ui> for Session {
         let Some(row) = row else {
             return Err(missing());
         };
-        let (subject, role, csrf, expires_at) =
-            (row.subject, row.role, row.csrf_token, row.expires_at);
-        let role = Role::from_scope(&role).ok_or_else(missing)?;
+        let role = Role::from_scope(&row.role).ok_or_else(missing)?;
         Ok(Session {
-            caller: Caller { subject, role },
-            csrf,
-            expires_at,
+            caller: Caller {
+                subject: row.subject,
+                role,
+            },
+            csrf: row.csrf_token,
+            expires_at: row.expires_at,
         })
     }
 }
 
-impl From<ApiError> for Failure {
-    fn from(error: ApiError) -> Self {
-        if let ApiError::Database(cause) = &error {
-            tracing::error!(error = %cause, "dashboard query failed");
-            return Failure::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                crate::error::INTERNAL_MESSAGE,
-            );
+impl OptionalFromRequestParts<Ui> for Session {
+    type Rejection = NoSession;
+
+    /// `None` without a live session; an error only when it could not be read.
+    async fn from_request_parts(parts: &mut Parts, ui: &Ui) -> Result<Option<Self>, NoSession> {
+        match <Session as FromRequestParts<Ui>>::from_request_parts(parts, ui).await {
+            Ok(session) => Ok(Some(session)),
+            Err(NoSession::Failed(failure)) => Err(NoSession::Failed(failure)),
+            Err(_) => Ok(None),
         }
-        Failure::new(error.status(), error.to_string())
     }
 }
 
@@ -182,22 +205,40 @@ fn over_tls(headers: &HeaderMap) -> bool {
     ) || says(header::FORWARDED, "proto=https")
 }
 
+/// `?next=&ended=` of the sign-in page.
 #[derive(Deserialize)]
-pub struct Next {
+pub struct SignInQuery {
+    /// The dashboard page to return to.
     next: Option<String>,
+    /// Set when a session just ended, so the page says why it is shown.
+    #[serde(default)]
+    ended: bool,
 }
 
-/// Where to go after signing in: a dashboard page, never another site.
+/// Where to go after signing in: a dashboard page (a path and query of printable
+/// ASCII under `/ui/`), never another site; anything else is `/ui/`.
 fn next_page(next: Option<&str>) -> String {
     match next {
-        Some(next) if next.starts_with("/ui/") && !next.starts_with("/ui//") => next.to_owned(),
+        Some(next)
+            if next.starts_with("/ui/")
+                && !next.starts_with("/ui//")
+                && next.bytes().all(|b| b.is_ascii_graphic())
+                && next.parse::<axum::http::uri::PathAndQuery>().is_ok() =>
+        {
+            next.to_owned()
+        }
         _ => "/ui/".to_owned(),
     }
 }
 
 /// `GET /ui/sign-in`: the form.
-pub async fn sign_in_page(axum::extract::Query(query): axum::extract::Query<Next>) -> Response {
-    sign_in_form(StatusCode::OK, query.next.as_deref(), None)
+pub async fn sign_in_page(
+    axum::extract::Query(query): axum::extract::Query<SignInQuery>,
+) -> Response {
+    let ended = query
+        .ended
+        .then_some("Your session has ended (the token expired, you signed out, or the signing secret changed): sign in again to continue.");
+    sign_in_form(StatusCode::OK, query.next.as_deref(), ended)
 }
 
 fn sign_in_form(status: StatusCode, next: Option<&str>, error: Option<&str>) -> Response {
@@ -222,16 +263,30 @@ fn sign_in_form(status: StatusCode, next: Option<&str>, error: Option<&str>) -> 
     (status, page(None, "Sign in", body)).into_response()
 }
 
+/// The sign-in form.
 #[derive(Deserialize)]
 pub struct SignIn {
+    /// An API token, as `switchyard token` prints it (an `export TOKEN=` or `Bearer `
+    /// before it is ignored).
     token: String,
+    /// The dashboard page to go to next.
     next: Option<String>,
+}
+
+/// The token in what was pasted: without an `export TOKEN=` or `Bearer ` before it,
+/// or quotes around it.
+fn pasted_token(pasted: &str) -> &str {
+    let mut token = pasted.trim();
+    for prefix in ["export TOKEN=", "TOKEN=", "Bearer ", "bearer "] {
+        token = token.strip_prefix(prefix).unwrap_or(token).trim();
+    }
+    token.trim_matches(|c| c == '"' || c == '\'')
 }
 
 /// `POST /ui/sign-in`: an API token for a session cookie.
 pub async fn sign_in(State(ui): State<Ui>, headers: HeaderMap, Form(form): Form<SignIn>) -> Page {
     let next = form.next.as_deref();
-    let claims = match ui.authenticator.verify(form.token.trim()) {
+    let claims = match ui.authenticator.verify(pasted_token(&form.token)) {
         Ok(claims) if claims.kind == TokenKind::Api => claims,
         Ok(_) => {
             return Ok(sign_in_form(
@@ -262,11 +317,12 @@ pub async fn sign_in(State(ui): State<Ui>, headers: HeaderMap, Form(form): Form<
         .await
         .map_err(ApiError::from)?;
     sqlx::query!(
-        "insert into ui_sessions (secret_sha256, subject, role, csrf_token, expires_at)
-         values ($1, $2, $3, $4, $5)",
+        "insert into ui_sessions (secret_sha256, subject, role, key_id, csrf_token, expires_at)
+         values ($1, $2, $3, $4, $5, $6)",
         sha256(&secret),
         claims.sub,
         claims.role.as_str(),
+        ui.authenticator.key_id(),
         random_hex(),
         expires_at,
     )
@@ -287,44 +343,47 @@ pub async fn sign_in(State(ui): State<Ui>, headers: HeaderMap, Form(form): Form<
     Ok(response)
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
-/// `POST /ui/sign-out`: ends the session.
+/// `POST /ui/sign-out`: ends the session (its CSRF token must come along). Without a
+/// session there is nothing to end: the cookie is cleared all the same.
 pub async fn sign_out(
     State(ui): State<Ui>,
-    session: Session,
+    session: Option<Session>,
     headers: HeaderMap,
-    Form(form): Form<CsrfOnly>,
+    body: axum::body::Bytes,
 ) -> Page {
-    session.check(&form.csrf)?;
-    if let Some(secret) = cookie(&headers, COOKIE) {
-        sqlx::query!(
-            "delete from ui_sessions where secret_sha256 = $1",
-            sha256(&secret)
-        )
-        .execute(&ui.pool)
-        .await
-        .map_err(ApiError::from)?;
+    if let Some(session) = session {
+        let csrf = form_urlencoded::parse(&body)
+            .find(|(key, _)| key == "csrf")
+            .map(|(_, value)| value.into_owned())
+            .unwrap_or_default();
+        session.check(&csrf)?;
+        if let Some(secret) = cookie(&headers, COOKIE) {
+            sqlx::query!(
+                "delete from ui_sessions where secret_sha256 = $1",
+                sha256(&secret)
+            )
+            .execute(&ui.pool)
+            .await
+            .map_err(ApiError::from)?;
+        }
     }
     let mut response = Redirect::to("/ui/sign-in").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_str(&format!(
-            "{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0"
-        ))
-        .expect("fixed text"),
+        HeaderValue::from_static(
+            "switchyard_session=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
     );
     Ok(response)
 }
 
+/// The script's request for a stream token.
 #[derive(Deserialize)]
 pub struct StreamTokenForm {
+    /// The page's CSRF token.
     #[serde(default)]
     csrf: String,
+    /// The `/api/v1/…/events` path to open.
     path: String,
 }
 
@@ -353,24 +412,4 @@ pub async fn stream_token(
             )
             .await;
     (reply.status, axum::Json(reply.body)).into_response()
-}
-
-/// A form with only the CSRF field and a button.
-pub(super) fn button_form(
-    session: &Session,
-    action: &str,
-    label: &str,
-    confirm: Option<&str>,
-) -> maud::Markup {
-    html! {
-        form.inline method="post" action=(action) data-confirm=[confirm] {
-            (csrf_field(session))
-            button type="submit" { (label) }
-        }
-    }
-}
-
-/// Shorthand for handlers that render a page.
-pub(super) fn ok(markup: maud::Markup) -> Page {
-    Ok(respond(markup))
 }

@@ -1,6 +1,7 @@
 //! Topologies (`/ui/topologies`): the list, and one topology's page with its document,
-//! its mutations and a live log that follows its event stream. A mutation enqueued
-//! anywhere appears in the live table as pending, then applied or failed.
+//! its mutations (newest first) and a live log that follows its event stream. A
+//! mutation enqueued anywhere appears in the live table as pending, then applied or
+//! failed; the mutations pending when the page opens are there from the snapshot.
 
 use axum::Form;
 use axum::extract::{Path, Query, State};
@@ -10,17 +11,11 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::session::ok;
 use super::{
-    Failure, Page, Session, Ui, badge, csrf_field, encode, error_banner, event_names, page,
-    page_query, pager, pretty, text, when,
+    CursorQuery, Failure, NoticeQuery, Page, Session, Ui, badge, csrf_field, encode, error_banner,
+    event_names, notice_banner, ok, page, page_query, pager, pretty, text, when,
 };
 use crate::loopback::Refusal;
-
-#[derive(Debug, Default, Deserialize)]
-pub struct CursorQuery {
-    cursor: Option<String>,
-}
 
 /// `GET /ui/topologies`.
 pub async fn list(
@@ -76,12 +71,14 @@ async fn render_list(
     Ok(page(Some(session), "Topologies", body))
 }
 
+/// The new-topology form.
 #[derive(Debug, Deserialize)]
-pub struct CreateForm {
+pub(super) struct CreateForm {
     #[serde(default)]
     csrf: String,
     #[serde(default)]
     name: String,
+    /// JSON text.
     #[serde(default)]
     document: String,
 }
@@ -103,9 +100,11 @@ pub async fn create(State(ui): State<Ui>, session: Session, Form(form): Form<Cre
         Err(refusal) => Err(refusal),
     };
     match result {
-        Ok(created) => {
-            Ok(Redirect::to(&format!("/ui/topologies/{}", text(&created["id"]))).into_response())
-        }
+        Ok(created) => Ok(Redirect::to(&format!(
+            "/ui/topologies/{}?notice=created",
+            text(&created["id"])
+        ))
+        .into_response()),
         Err(refusal) => {
             let markup = render_list(
                 &ui,
@@ -129,12 +128,21 @@ fn parse_json(field: &str, typed: &str) -> Result<Value, Refusal> {
     })
 }
 
+/// `?cursor=&notice=` of a topology's page.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct ShowQuery {
+    #[serde(flatten)]
+    page: CursorQuery,
+    #[serde(flatten)]
+    notice: NoticeQuery,
+}
+
 /// `GET /ui/topologies/{id}`.
 pub async fn show(
     State(ui): State<Ui>,
     session: Session,
     Path(id): Path<String>,
-    Query(query): Query<CursorQuery>,
+    Query(query): Query<ShowQuery>,
 ) -> Page {
     ok(render(&ui, &session, &id, &query, None, None).await?)
 }
@@ -143,23 +151,33 @@ async fn render(
     ui: &Ui,
     session: &Session,
     id: &str,
-    query: &CursorQuery,
+    query: &ShowQuery,
     error: Option<&Refusal>,
-    typed_ops: Option<&str>,
+    typed: Option<&EnqueueForm>,
 ) -> Result<Markup, Failure> {
-    let live = render_live(ui, session, id, query).await?;
     let topology = ui
         .get(session, &format!("/topologies/{}", encode(id)))
         .await?;
+    let live = render_live(ui, session, id, &query.page, &topology).await?;
     let stream = format!("/api/v1/topologies/{}/events", encode(id));
+    let refresh = format!(
+        "/ui/topologies/{}/live{}",
+        encode(id),
+        query
+            .page
+            .cursor
+            .as_deref()
+            .map(|c| format!("?cursor={}", encode(c)))
+            .unwrap_or_default()
+    );
     let body = html! {
         p { a href="/ui/topologies" { "← Topologies" } }
         h1 { (text(&topology["name"])) }
+        (notice_banner(query.notice.notice.as_deref()))
         (error_banner(error))
         div.two {
             div {
-                section.live #live data-stream=(stream) data-events=(event_names())
-                    data-refresh={"/ui/topologies/" (encode(id)) "/live" (query.cursor.as_deref().map(|c| format!("?cursor={}", encode(c))).unwrap_or_default())} {
+                section.live #live data-stream=(stream) data-events=(event_names()) data-refresh=(refresh) {
                     h2 { "Live " span.stream-state.muted { "connecting" } }
                     table.live-mutations {
                         thead { tr { th { "Seq" } th { "Mutation" } th { "Status" } th { "Outcome" } } }
@@ -175,10 +193,17 @@ async fn render(
                     h2 { "Enqueue a mutation" }
                     form.stack #enqueue method="post" action={"/ui/topologies/" (encode(id)) "/mutations"} {
                         (csrf_field(session))
-                        label { "RFC 6902 operations (a JSON array)"
-                            textarea name="ops" required { (typed_ops.unwrap_or("[{\"op\": \"add\", \"path\": \"/key\", \"value\": 1}]")) }
+                        // One key per rendering of the form: submitting it twice (a
+                        // double click, a resend) enqueues once.
+                        input type="hidden" name="idempotency_key" value=(uuid::Uuid::now_v7());
+                        label { "RFC 6902 operations: only the JSON array"
+                            textarea name="ops" required placeholder="[{\"op\": \"add\", \"path\": \"/key\", \"value\": 1}]" {
+                                (typed.map_or("", |t| t.ops.as_str()))
+                            }
                         }
-                        label { "If version (optional)" input name="if_version" inputmode="numeric"; }
+                        label { "If version (optional)"
+                            input name="if_version" inputmode="numeric" value=[typed.map(|t| t.if_version.as_str())];
+                        }
                         button type="submit" { "Enqueue" }
                     }
                 }
@@ -195,7 +220,10 @@ pub async fn fragment(
     Path(id): Path<String>,
     Query(query): Query<CursorQuery>,
 ) -> Page {
-    ok(render_live(&ui, &session, &id, &query).await?)
+    let topology = ui
+        .get(&session, &format!("/topologies/{}", encode(&id)))
+        .await?;
+    ok(render_live(&ui, &session, &id, &query, &topology).await?)
 }
 
 async fn render_live(
@@ -203,15 +231,13 @@ async fn render_live(
     session: &Session,
     id: &str,
     query: &CursorQuery,
+    topology: &Value,
 ) -> Result<Markup, Failure> {
-    let topology = ui
-        .get(session, &format!("/topologies/{}", encode(id)))
-        .await?;
     let mutations = ui
         .get(
             session,
             &format!(
-                "/topologies/{}/mutations?{}",
+                "/topologies/{}/mutations?order=desc&{}",
                 encode(id),
                 page_query(query.cursor.as_deref())
             ),
@@ -225,7 +251,7 @@ async fn render_live(
         }
         h3 { "Document" }
         (pretty(&topology["document"]))
-        h3 { "Mutations (in seq order)" }
+        h3 { "Mutations (newest first)" }
         table #mutations {
             thead { tr { th { "Seq" } th { "Status" } th { "Error" } th { "Applied version" } th { "Enqueued" } th { "Finished" } } }
             tbody {
@@ -245,12 +271,18 @@ async fn render_live(
     })
 }
 
+/// The enqueue form, as typed.
 #[derive(Debug, Deserialize)]
-pub struct EnqueueForm {
+pub(super) struct EnqueueForm {
     #[serde(default)]
     csrf: String,
+    /// Sent as `Idempotency-Key`.
+    #[serde(default)]
+    idempotency_key: String,
+    /// The JSON array of operations.
     #[serde(default)]
     ops: String,
+    /// Empty, or a whole number.
     #[serde(default)]
     if_version: String,
 }
@@ -265,6 +297,13 @@ pub async fn enqueue(
     session.check(&form.csrf)?;
     let result = async {
         let ops = parse_json("ops", &form.ops)?;
+        if !ops.is_array() {
+            return Err(Refusal {
+                status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                code: "invalid_request".to_owned(),
+                message: "ops must be the JSON array of operations alone, [{\"op\": …}, …]; put if_version in its own field".to_owned(),
+            });
+        }
         let mut body = json!({"ops": ops});
         let if_version = form.if_version.trim();
         if !if_version.is_empty() {
@@ -274,26 +313,35 @@ pub async fn enqueue(
                 message: format!("if_version must be a whole number, got {if_version:?}"),
             })?);
         }
+        let key = form.idempotency_key.trim();
+        let headers = if key.is_empty() {
+            Vec::new()
+        } else {
+            vec![("idempotency-key", key.to_owned())]
+        };
         ui.send(
             &session,
             Method::POST,
             &format!("/topologies/{}/mutations", encode(&id)),
             Some(&body),
-            &[],
+            &headers,
         )
         .await
     }
     .await;
     match result {
-        Ok(_) => Ok(Redirect::to(&format!("/ui/topologies/{}", encode(&id))).into_response()),
+        Ok(_) => Ok(
+            Redirect::to(&format!("/ui/topologies/{}?notice=enqueued", encode(&id)))
+                .into_response(),
+        ),
         Err(refusal) => {
             let markup = render(
                 &ui,
                 &session,
                 &id,
-                &CursorQuery::default(),
+                &ShowQuery::default(),
                 Some(&refusal),
-                Some(&form.ops),
+                Some(&form),
             )
             .await?;
             Ok((refusal.status, markup).into_response())

@@ -91,6 +91,8 @@ impl Browser {
         let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join("dashboard")
             .join(test);
+        // A fresh folder: no screenshot of an earlier run is left to mislead.
+        let _ = std::fs::remove_dir_all(&shots);
         std::fs::create_dir_all(&shots).unwrap();
         Self {
             client,
@@ -114,6 +116,7 @@ impl Browser {
         // Not signed in: the dashboard sends the browser to the sign-in page.
         let url = self.client.current_url().await.unwrap();
         assert_eq!(url.path(), "/ui/sign-in", "{url}");
+        self.shot("sign-in").await;
         self.set("textarea[name=token]", token).await;
         self.click("form[action='/ui/sign-in'] button").await;
         self.until_js("return document.querySelector('h1')?.textContent", |v| {
@@ -506,10 +509,12 @@ async fn a_topology_page_shows_mutations_go_from_pending_to_applied_and_resumes_
     browser.shot("topology-applied").await;
 
     // A dropped connection: the page mints a new token and resumes after the last id
-    // it saw. Nothing is lost and no line is shown twice.
+    // it saw. The connection stays down while two more mutations finish, so they can
+    // only reach the page by the resume's replay. Nothing is lost, and no line is
+    // shown twice.
     browser
         .client
-        .execute("document.querySelector('#live').syDrop()", vec![])
+        .execute("document.querySelector('#live').syHold()", vec![])
         .await
         .unwrap();
     let second = fleet
@@ -521,6 +526,22 @@ async fn a_topology_page_shows_mutations_go_from_pending_to_applied_and_resumes_
     let third = fleet
         .enqueue(topology, json!([{"op": "test", "path": "/n", "value": 99}]))
         .await;
+    harness::eventually(PATIENCE, || async {
+        let (_, m) = fleet.get(&format!("/mutations/{third}")).await;
+        m["status"] == "failed"
+    })
+    .await;
+    assert!(
+        !browser
+            .exists(&format!("tr[data-mutation='{second}']"))
+            .await,
+        "nothing arrives while the connection is down"
+    );
+    browser
+        .client
+        .execute("document.querySelector('#live').syResume()", vec![])
+        .await
+        .unwrap();
     for (id, status) in [(second, "applied"), (third, "failed")] {
         browser
             .until_js(
@@ -581,13 +602,42 @@ async fn a_topology_page_shows_mutations_go_from_pending_to_applied_and_resumes_
         );
     }
     browser.shot("topology-after-drop").await;
+
+    // The session ends elsewhere (here: every session is deleted): the next re-render
+    // finds no session, and the page says so instead of showing a sign-in form inside.
+    sqlx::query("delete from ui_sessions")
+        .execute(&fleet.pool)
+        .await
+        .unwrap();
+    fleet
+        .enqueue(
+            topology,
+            json!([{"op": "replace", "path": "/n", "value": 3}]),
+        )
+        .await;
+    let banner = browser
+        .until_js(
+            "return document.querySelector('#session-ended')?.textContent",
+            |t| !t.is_empty(),
+        )
+        .await;
+    assert!(banner.contains("Your session has ended"), "{banner}");
+    assert!(
+        !browser
+            .exists("[data-fragment] form[action='/ui/sign-in']")
+            .await
+    );
+    browser.shot("topology-session-ended").await;
     browser.close().await;
     fleet.stop().await;
 }
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_graph_page_shows_a_failed_migration_then_its_progress_to_100_percent(pool: PgPool) {
-    let fleet = TestFleet::up(&pool).await;
+    // Batches of 100 nodes, so a run reports progress several times.
+    let mut config = harness::isolated_config();
+    config.migrator.batch_size = 100;
+    let fleet = TestFleet::start(&pool, config, Roles::ALL).await;
     let (status, body) = fleet
         .post(
             "/plugins",
@@ -599,7 +649,7 @@ async fn a_graph_page_shows_a_failed_migration_then_its_progress_to_100_percent(
         .post("/graphs", json!({"slug": "dc-east", "plugin": "netbox"}))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    // 1,500 nodes (two batches of the migrator), one of them without `weight`.
+    // 1,500 nodes, one of them without `weight`.
     for chunk in 0..3 {
         let nodes: Vec<Value> = (0..500)
             .map(|i| {
@@ -645,9 +695,9 @@ async fn a_graph_page_shows_a_failed_migration_then_its_progress_to_100_percent(
     assert!(banner.contains("weight"), "{banner}");
     browser.shot("graph-failed").await;
 
-    // Repair the node over HTTP and migrate again from the page: the bar reaches
-    // 100 % and the banner clears. The failed run's first batch (1,000 nodes) is
-    // already at version 2, so this run migrates the other 500.
+    // Repair the node over HTTP and migrate again: the open page's bar moves with
+    // each batch, reaches 100 % and the banner clears. Nodes the failed run's earlier
+    // batches moved are already at version 2, so this run migrates the rest.
     let (status, body) = fleet
         .post(
             "/graphs/dc-east/nodes",
@@ -662,21 +712,49 @@ async fn a_graph_page_shows_a_failed_migration_then_its_progress_to_100_percent(
             |s| s == "live",
         )
         .await;
-    browser.click("#re-migrate button").await;
     browser
-        .until_js(
-            "const p = document.querySelector('progress.migration'); return p.value + '/' + p.max",
-            |v| v == "500/500",
+        .client
+        .execute(
+            "window.seen = []; document.querySelector('#live').addEventListener('sy:event', (e) => { if (e.detail.name === 'migration.progress') { const p = document.querySelector('progress.migration'); window.seen.push([p.value, p.max]); } });",
+            vec![],
         )
-        .await;
+        .await
+        .unwrap();
+    // Requested over HTTP, so the open page (and its listener) sees the whole run.
+    let (status, body) = fleet.post("/graphs/dc-east/re-migrate", json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     browser
         .until_js(
             "return document.querySelector('#schema-version')?.textContent",
             |v| v == "2",
         )
         .await;
+    let (_, runs) = fleet.get("/graphs/dc-east/migrations?limit=1").await;
+    let total = runs["items"][0]["total"].as_i64().unwrap();
+    assert!(total > 100, "the retry has several batches: {runs}");
+    browser
+        .until_js(
+            "const p = document.querySelector('progress.migration'); return p.value + '/' + p.max",
+            |v| v == format!("{total}/{total}"),
+        )
+        .await;
+    let seen = browser
+        .client
+        .execute("return window.seen", vec![])
+        .await
+        .unwrap();
+    assert!(
+        seen.as_array().unwrap().iter().any(|p| {
+            let value = p[0].as_i64().unwrap();
+            value > 0 && value < total
+        }),
+        "the bar moved through a value short of the end before it got there: {seen}"
+    );
     assert!(!browser.exists("#banner").await, "the banner clears");
-    assert_eq!(browser.text_of("#progress-text").await, "500 / 500 nodes");
+    assert_eq!(
+        browser.text_of("#progress-text").await,
+        format!("{total} / {total} nodes")
+    );
     let history = browser.text_of("#history tbody tr:first-child").await;
     assert!(history.contains("succeeded"), "{history}");
     assert!(
@@ -815,15 +893,19 @@ async fn a_viewer_sees_no_write_buttons_and_forged_posts_are_refused(pool: PgPoo
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         assert!(response.text().await.unwrap().contains("CSRF token"));
     }
-    // No session at all: the post is refused too.
-    let response = reqwest::Client::new()
+    // No session at all: the post goes to the sign-in page instead.
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
         .post(&publish)
         .header("content-type", "application/x-www-form-urlencoded")
         .body(form(&[("csrf", csrf.as_str())]))
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()["location"], "/ui/sign-in?next=%2Fui%2F");
     let (_, change) = fleet.get(&format!("/interface-changes/{id}")).await;
     assert_eq!(change["status"], "draft", "nothing was published");
 
@@ -892,6 +974,66 @@ async fn a_viewer_sees_no_write_buttons_and_forged_posts_are_refused(pool: PgPoo
         .to_owned();
     assert!(cookie.ends_with("; Secure"), "{cookie}");
 
+    // A form sent from another site is refused before anything runs, and so is one the
+    // browser marks cross-site.
+    for (name, value) in [
+        ("origin", "http://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let response = operator
+            .post(format!("{}/ui/interface-changes/{id}/resolve", fleet.base))
+            .header(name, value)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[("csrf", csrf.as_str())]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+        assert!(response.text().await.unwrap().contains("another site"));
+    }
+    let (_, change) = fleet.get(&format!("/interface-changes/{id}")).await;
+    assert_eq!(change["status"], "published", "nothing was resolved");
+    // A `next` that is not a dashboard path, or holds a control character, is /ui/.
+    for next in [
+        "https://evil.example/",
+        "/ui/\r\nSet-Cookie: x=1",
+        "//evil.example",
+    ] {
+        let response = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .post(format!("{}/ui/sign-in", fleet.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[
+                ("token", token(&fleet.config, Role::Viewer).as_str()),
+                ("next", next),
+            ]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{next}");
+        assert_eq!(response.headers()["location"], "/ui/", "{next}");
+    }
+    // A session made under another signing secret (as after rotating auth.secret) no
+    // longer signs anyone in, and the sign-in page says the session ended.
+    let (rotated, _) = sign_in_http(&fleet, Role::Operator).await;
+    sqlx::query("update ui_sessions set key_id = 'an-older-secret'")
+        .execute(&fleet.pool)
+        .await
+        .unwrap();
+    let response = rotated
+        .get(format!("{}/ui/topologies", fleet.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        response.headers()["location"],
+        "/ui/sign-in?next=%2Fui%2Ftopologies&ended=true"
+    );
+    let (operator, csrf) = sign_in_http(&fleet, Role::Operator).await;
+
     // Signing out deletes the session: the cookie no longer opens a page.
     let response = operator
         .post(format!("{}/ui/sign-out", fleet.base))
@@ -913,5 +1055,27 @@ async fn a_viewer_sees_no_write_buttons_and_forged_posts_are_refused(pool: PgPoo
             .unwrap()
             .starts_with("/ui/sign-in")
     );
+    // A form posted with the ended session goes to the sign-in page, which says why.
+    let response = operator
+        .post(&publish)
+        .header("referer", format!("{}/ui/interface-changes", fleet.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("csrf", csrf.as_str())]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(
+        location,
+        "/ui/sign-in?next=%2Fui%2Finterface-changes&ended=true"
+    );
+    let page = reqwest::get(format!("{}{location}", fleet.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Your session has ended"), "{page}");
     fleet.stop().await;
 }

@@ -8,11 +8,39 @@
 //   with `last_event_id` = the last id it saw, and ignores any frame whose id it has
 //   already seen, so no line is lost or repeated;
 // - each event is added to the section's `.log`, dispatched as a `sy:event` DOM event,
-//   and (debounced) the section's `[data-fragment]` is re-rendered from `data-refresh`.
+//   and (debounced) the section's `[data-fragment]` is re-rendered from `data-refresh`;
+//   only the newest re-render is applied, however the answers arrive.
+// - `reset` and `lagged` frames carry no id: they are logged as such.
+// When the session has ended (expired, signed out elsewhere), every live part stops and
+// the page says so, with a link to sign in again.
 "use strict";
 (() => {
   const csrf = () => document.querySelector('meta[name="csrf-token"]')?.content ?? "";
   const MAX_LOG_LINES = 500;
+  const sections = [];
+
+  // The session is over: stop following, say so once.
+  function sessionEnded() {
+    for (const section of sections) section.syHold?.();
+    if (document.querySelector("#session-ended")) return;
+    const banner = document.createElement("div");
+    banner.id = "session-ended";
+    banner.className = "banner error";
+    banner.setAttribute("role", "alert");
+    const link = document.createElement("a");
+    link.href = "/ui/sign-in?ended=true&next=" + encodeURIComponent(location.pathname + location.search);
+    link.textContent = "Sign in again";
+    banner.append("Your session has ended, so this page no longer updates. ", link, ".");
+    document.querySelector("main")?.prepend(banner);
+  }
+
+  // GETs a dashboard fragment; null when there is none to show (and the session
+  // ended, if that is why).
+  async function fragment(url) {
+    const r = await fetch(url, {credentials: "same-origin", redirect: "manual", headers: {"accept": "text/html"}});
+    if (r.type === "opaqueredirect" || r.status === 401) { sessionEnded(); return null; }
+    return r.ok ? r.text() : null;
+  }
 
   function summary(name, data) {
     const d = (data && data.data) || {};
@@ -28,7 +56,7 @@
     const names = (section.dataset.events || "").split(" ").filter(Boolean);
     const log = section.querySelector(".log");
     const state = section.querySelector(".stream-state");
-    let last = null, source = null, delay = 500, timer = null;
+    let last = null, source = null, delay = 500, timer = null, asked = 0, held = false;
 
     const say = (text) => {
       section.dataset.state = text;
@@ -40,9 +68,11 @@
       if (!url || !target) return;
       clearTimeout(timer);
       timer = setTimeout(async () => {
+        const mine = ++asked;
         try {
-          const r = await fetch(url, {credentials: "same-origin", headers: {"accept": "text/html"}});
-          if (r.ok) target.innerHTML = await r.text();
+          const html = await fragment(url);
+          // An older answer arriving after a newer one is dropped.
+          if (html !== null && mine === asked) target.innerHTML = html;
         } catch (_) { /* the next event refreshes again */ }
       }, 150);
     };
@@ -60,9 +90,16 @@
       while (log.children.length > MAX_LOG_LINES) log.lastElementChild.remove();
     };
     const handle = (name, event) => {
-      const id = Number(event.lastEventId);
-      if (Number.isFinite(id) && last !== null && id <= last && name !== "snapshot") return;
-      if (Number.isFinite(id)) last = id;
+      const id = event.lastEventId === "" ? NaN : Number(event.lastEventId);
+      if (Number.isNaN(id)) {
+        // reset (a fresh snapshot follows) or lagged (the server disconnects; the page
+        // resumes after the last id it saw): no id, so never "already seen".
+        append(name, "-", {data: {summary: event.data}});
+        if (name === "reset") last = null;
+        return;
+      }
+      if (last !== null && id <= last && name !== "snapshot") return;
+      last = id;
       section.dataset.lastEventId = String(last);
       let data = event.data;
       try { data = JSON.parse(event.data); } catch (_) { /* keep the text */ }
@@ -70,8 +107,9 @@
       section.dispatchEvent(new CustomEvent("sy:event", {detail: {name, id, data}}));
       refresh();
     };
-    const reopen = () => setTimeout(open, delay = Math.min(delay * 2, 10000));
+    const reopen = () => { if (!held) setTimeout(open, delay = Math.min(delay * 2, 10000)); };
     const open = async () => {
+      if (held) return;
       say("connecting");
       let token;
       try {
@@ -82,7 +120,7 @@
           body: new URLSearchParams({csrf: csrf(), path}),
         });
         const body = await r.json().catch(() => ({}));
-        if (r.status === 401) { say("signed out: sign in again"); return; }
+        if (r.status === 401) { say("signed out"); sessionEnded(); return; }
         if (!r.ok) throw new Error(body.error?.message ?? ("HTTP " + r.status));
         token = body.token;
       } catch (err) {
@@ -101,7 +139,12 @@
         reopen();
       };
     };
+    // For tests and for sessionEnded: drop the connection (it resumes by itself), or
+    // hold it closed until syResume.
     section.syDrop = () => { if (source) source.onerror(); };
+    section.syHold = () => { held = true; if (source) source.close(); say("paused"); };
+    section.syResume = () => { held = false; delay = 500; open(); };
+    sections.push(section);
     open();
   }
 
@@ -111,9 +154,17 @@
     const table = section.querySelector("table.live-mutations tbody");
     if (!table) return;
     section.addEventListener("sy:event", ({detail: {name, data}}) => {
+      // The snapshot's pending mutations, as if each had just been enqueued.
+      if (name === "snapshot") {
+        for (const m of (data && data.pending) || []) {
+          section.dispatchEvent(new CustomEvent("sy:event", {detail: {
+            name: "mutation.enqueued", data: {data: {mutation_id: m.id, seq: m.seq}}}}));
+        }
+        return;
+      }
       const d = (data && data.data) || {};
       if (!d.mutation_id) return;
-      let row = table.querySelector('tr[data-mutation="' + d.mutation_id + '"]');
+      let row = table.querySelector('tr[data-mutation="' + CSS.escape(String(d.mutation_id)) + '"]');
       if (!row) {
         row = document.createElement("tr");
         row.dataset.mutation = d.mutation_id;
@@ -161,10 +212,11 @@
   // Pages with data-poll re-render their fragment every that many milliseconds.
   for (const section of document.querySelectorAll("[data-poll]")) {
     const target = section.querySelector("[data-fragment]");
-    setInterval(async () => {
+    const timer = setInterval(async () => {
       try {
-        const r = await fetch(section.dataset.refresh, {credentials: "same-origin"});
-        if (r.ok && target) target.innerHTML = await r.text();
+        const html = await fragment(section.dataset.refresh);
+        if (html === null && document.querySelector("#session-ended")) clearInterval(timer);
+        else if (html !== null && target) target.innerHTML = html;
       } catch (_) { /* next time */ }
     }, Number(section.dataset.poll));
   }
