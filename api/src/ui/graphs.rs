@@ -12,8 +12,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    CsrfForm, CursorQuery, Failure, NoticeQuery, Page, Session, Ui, badge, button_form, csrf_field,
-    encode, error_banner, event_names, notice_banner, ok, page, page_query, pager, text, when,
+    CsrfForm, CursorQuery, Failure, JsonForm, NoticeQuery, Page, Session, Ui, badge, button_form,
+    csrf_field, encode, error_banner, event_names, json_form, notice_banner, ok, page, page_query,
+    pager, parse_json, text, when,
 };
 use crate::loopback::Refusal;
 
@@ -23,18 +24,69 @@ pub async fn list(
     session: Session,
     Query(query): Query<CursorQuery>,
 ) -> Page {
+    ok(render_list(&ui, &session, &query, None, None).await?)
+}
+
+/// The new-graph form, as typed.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct GraphForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    slug: String,
+    #[serde(default)]
+    plugin: String,
+}
+
+/// `POST /ui/graphs` (operator): a graph at its plugin's current version.
+pub async fn create(State(ui): State<Ui>, session: Session, Form(form): Form<GraphForm>) -> Page {
+    session.check(&form.csrf)?;
+    let body = json!({"slug": form.slug.trim(), "plugin": form.plugin.trim()});
+    match ui
+        .send(&session, Method::POST, "/graphs", Some(&body), &[])
+        .await
+    {
+        Ok(_) => Ok(Redirect::to(&format!(
+            "/ui/graphs/{}?notice=created",
+            encode(form.slug.trim())
+        ))
+        .into_response()),
+        Err(refusal) => {
+            let markup = render_list(
+                &ui,
+                &session,
+                &CursorQuery::default(),
+                Some(&refusal),
+                Some(&form),
+            )
+            .await?;
+            Ok((refusal.status, markup).into_response())
+        }
+    }
+}
+
+async fn render_list(
+    ui: &Ui,
+    session: &Session,
+    query: &CursorQuery,
+    error: Option<&Refusal>,
+    typed: Option<&GraphForm>,
+) -> Result<Markup, Failure> {
+    let blank = GraphForm::default();
+    let typed = typed.unwrap_or(&blank);
     let list = ui
         .get(
-            &session,
+            session,
             &format!("/graphs?{}", page_query(query.cursor.as_deref())),
         )
         .await?;
     let items = list["items"].as_array().cloned().unwrap_or_default();
-    ok(page(
-        Some(&session),
+    Ok(page(
+        Some(session),
         "Graphs",
         html! {
             h1 { "Graphs" }
+            (error_banner(error))
             table #graphs {
                 thead { tr { th { "Slug" } th { "Plugin" } th { "Version" } th { "Status" } th { "Nodes" } th { "Updated" } } }
                 tbody {
@@ -52,6 +104,15 @@ pub async fn list(
             }
             @if items.is_empty() { p.muted { "No graphs yet." } }
             (pager("/ui/graphs", "cursor", query.cursor.as_deref(), &list))
+            @if ui.may(session, Method::POST, "/graphs") {
+                h2 { "New graph" }
+                form.stack #new-graph method="post" action="/ui/graphs" {
+                    (csrf_field(session))
+                    label { "Slug" input name="slug" required value=(typed.slug); }
+                    label { "Plugin" input name="plugin" required value=(typed.plugin); }
+                    button type="submit" { "Create" }
+                }
+            }
         },
     ))
 }
@@ -72,7 +133,7 @@ pub async fn show(
     Path(slug): Path<String>,
     Query(query): Query<ShowQuery>,
 ) -> Page {
-    ok(render(&ui, &session, &slug, &query, None, None).await?)
+    ok(render(&ui, &session, &slug, &query, None, None, None).await?)
 }
 
 async fn render(
@@ -82,6 +143,7 @@ async fn render(
     query: &ShowQuery,
     error: Option<&Refusal>,
     typed: Option<&ReMigrateForm>,
+    typed_nodes: Option<&str>,
 ) -> Result<Markup, Failure> {
     let live = render_live(ui, session, slug, &query.page).await?;
     let notice = query.notice.notice.as_deref();
@@ -110,6 +172,10 @@ async fn render(
                     label { "Target version (empty: the plugin's current version)" input name="target_version" inputmode="numeric" value=[typed.map(|t| t.target_version.as_str())]; }
                     button type="submit" { "Re-migrate" }
                 }
+            }
+            @if ui.may(session, Method::POST, "/graphs/{slug}/nodes") {
+                h2 { "Write nodes" }
+                (json_form(session, "write-nodes", &format!("/ui/graphs/{}/nodes", encode(slug)), "Nodes, as POST /api/v1/graphs/{slug}/nodes takes them (an existing id is replaced)", NODES_EXAMPLE, typed_nodes, "Write"))
             }
             h3 { "Event log " span.stream-state.muted { "connecting" } }
             ol.log {}
@@ -296,6 +362,51 @@ pub async fn cancel(
     after(ui, session, slug, result, "cancelled", None).await
 }
 
+/// What a nodes write looks like, shown in its empty text area.
+const NODES_EXAMPLE: &str =
+    r#"{"nodes": [{"id": "sw1", "data": {"kind": "switch", "weight": 1}}]}"#;
+
+/// `POST /ui/graphs/{slug}/nodes` (operator).
+pub async fn write_nodes(
+    State(ui): State<Ui>,
+    session: Session,
+    Path(slug): Path<String>,
+    Form(form): Form<JsonForm>,
+) -> Page {
+    session.check(&form.csrf)?;
+    let result = match parse_json("the nodes", &form.json) {
+        Ok(body) => {
+            ui.send(
+                &session,
+                Method::POST,
+                &format!("/graphs/{}/nodes", encode(&slug)),
+                Some(&body),
+                &[],
+            )
+            .await
+        }
+        Err(refusal) => Err(refusal),
+    };
+    match result {
+        Ok(_) => Ok(
+            Redirect::to(&format!("/ui/graphs/{}?notice=written", encode(&slug))).into_response(),
+        ),
+        Err(refusal) => {
+            let markup = render(
+                &ui,
+                &session,
+                &slug,
+                &ShowQuery::default(),
+                Some(&refusal),
+                None,
+                Some(&form.json),
+            )
+            .await?;
+            Ok((refusal.status, markup).into_response())
+        }
+    }
+}
+
 /// Back to the graph's page with `notice`, or the page again with the API's refusal
 /// and the form as typed.
 async fn after(
@@ -318,6 +429,7 @@ async fn after(
                 &ShowQuery::default(),
                 Some(&refusal),
                 typed,
+                None,
             )
             .await?;
             Ok((refusal.status, markup).into_response())

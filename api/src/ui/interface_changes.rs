@@ -19,7 +19,7 @@ use switchyard_domain::status::{ChangeStatus, ChangeType, InterfaceType};
 
 use super::{
     CsrfForm, Failure, NoticeQuery, Page, Session, Ui, badge, button_form, csrf_field, encode,
-    error_banner, notice_banner, ok, page, page_query, pager, text, when,
+    error_banner, joined, notice_banner, ok, page, page_query, pager, text, when,
 };
 use crate::error::ApiError;
 use crate::loopback::Refusal;
@@ -179,7 +179,7 @@ async fn render_list(
                         @if !change["planned_for"].is_null() { " · planned for " (text(&change["planned_for"])) }
                     }
                     p {
-                        "Affected: " (list_text(&change["affected_repo_slugs"])) br;
+                        "Affected: " (joined(&change["affected_repo_slugs"])) br;
                         "Notified: "
                         @match notified.get(&id) {
                             Some(repos) => span.notified { (repos.join(", ")) },
@@ -254,13 +254,6 @@ async fn notified_repos(
         .into_iter()
         .map(|row| (row.interface_change_id.to_string(), row.repos))
         .collect())
-}
-
-fn list_text(value: &Value) -> String {
-    value
-        .as_array()
-        .map(|items| items.iter().map(text).collect::<Vec<_>>().join(", "))
-        .unwrap_or_default()
 }
 
 /// This month and the next two, each change on its `planned_for` day.
@@ -415,8 +408,8 @@ async fn render_one(
         }
         table {
             tbody {
-                tr { th { "Affected repos" } td { (list_text(&change["affected_repo_slugs"])) } }
-                tr { th { "Affected paths" } td { (list_text(&change["affected_paths"])) } }
+                tr { th { "Affected repos" } td { (joined(&change["affected_repo_slugs"])) } }
+                tr { th { "Affected paths" } td { (joined(&change["affected_paths"])) } }
                 tr { th { "Planned for" } td { (text(&change["planned_for"])) } }
                 tr { th { "Created" } td { (when(&change["created_at"])) } }
                 tr { th { "Published" } td { (when(&change["published_at"])) } }

@@ -46,9 +46,12 @@ use crate::auth::RoutePolicy;
 use crate::error::ApiError;
 use crate::loopback::{Credentials, Loopback, Refusal};
 
+mod audit;
+mod forge;
 mod graphs;
 mod interface_changes;
 mod overview;
+mod plugins;
 mod repos;
 pub mod session;
 mod topologies;
@@ -115,7 +118,7 @@ pub fn router(state: AppState, api: Loopback) -> Router {
         .route("/ui/topologies/{id}", get(topologies::show))
         .route("/ui/topologies/{id}/live", get(topologies::fragment))
         .route("/ui/topologies/{id}/mutations", post(topologies::enqueue))
-        .route("/ui/graphs", get(graphs::list))
+        .route("/ui/graphs", get(graphs::list).post(graphs::create))
         .route("/ui/graphs/{slug}", get(graphs::show))
         .route("/ui/graphs/{slug}/live", get(graphs::fragment))
         .route("/ui/graphs/{slug}/re-migrate", post(graphs::re_migrate))
@@ -123,7 +126,19 @@ pub fn router(state: AppState, api: Loopback) -> Router {
             "/ui/graphs/{slug}/migrations/{run_id}/cancel",
             post(graphs::cancel),
         )
-        .route("/ui/repos", get(repos::list))
+        .route("/ui/repos", get(repos::list).post(repos::register))
+        .route("/ui/repos/{slug}/archive", post(repos::archive))
+        .route("/ui/rfcs", get(forge::rfcs))
+        .route("/ui/rfcs/{slug}", get(forge::rfc))
+        .route("/ui/rfcs/{slug}/live", get(forge::rfc_fragment))
+        .route("/ui/forge", get(forge::cache))
+        .route("/ui/forge/live", get(forge::fragment))
+        .route("/ui/forge/{action}", post(forge::request))
+        .route("/ui/plugins", get(plugins::list).post(plugins::register))
+        .route("/ui/plugins/{name}", get(plugins::show))
+        .route("/ui/plugins/{name}/versions", post(plugins::add_version))
+        .route("/ui/audit", get(audit::show))
+        .route("/ui/graphs/{slug}/nodes", post(graphs::write_nodes))
         .route("/ui/repos/{slug}", get(repos::show))
         .route("/ui/repos/{slug}/live", get(repos::fragment))
         .route(
@@ -246,6 +261,8 @@ fn notice_banner(code: Option<&str>) -> Markup {
         Some("requested") => "Migration run requested.",
         Some("cancelled") => "Cancel requested.",
         Some("read") => "Marked read.",
+        Some("archived") => "Archived.",
+        Some("written") => "Nodes written.",
         _ => return html! {},
     };
     html! { div.banner.notice role="status" { (text) } }
@@ -371,12 +388,16 @@ fn button_form(session: &Session, action: &str, label: &str, confirm: Option<&st
 /// The page frame: navigation, the signed-in user and sign-out, the CSRF token for
 /// the script, and `body`.
 fn page(session: Option<&Session>, title: &str, body: Markup) -> Markup {
-    const NAV: [(&str, &str); 5] = [
+    const NAV: [(&str, &str); 9] = [
         ("/ui/", "Overview"),
         ("/ui/interface-changes", "Interface changes"),
         ("/ui/topologies", "Topologies"),
         ("/ui/graphs", "Graphs"),
+        ("/ui/plugins", "Plugins"),
         ("/ui/repos", "Repos"),
+        ("/ui/rfcs", "RFCs"),
+        ("/ui/forge", "Forge"),
+        ("/ui/audit", "Audit"),
     ];
     html! {
         (DOCTYPE)
@@ -395,8 +416,9 @@ fn page(session: Option<&Session>, title: &str, body: Markup) -> Markup {
             body {
                 header {
                     b { "switchyard" }
-                    @if session.is_some() {
-                        @for (href, label) in NAV {
+                    @if let Some(session) = session {
+                        // The audit trail is the admin's; nobody else is shown its link.
+                        @for (href, label) in NAV.into_iter().filter(|(href, _)| *href != "/ui/audit" || session.caller.role == crate::auth::Role::Admin) {
                             a href=(href) class=[(label == title).then_some("here")] { (label) }
                         }
                     }
@@ -495,6 +517,105 @@ fn event_names() -> String {
         .collect();
     names.extend(["snapshot", "reset", "lagged"]);
     names.join(" ")
+}
+
+/// A table of `items` (JSON objects): one column per `(header, key)`. Times (keys
+/// ending in `_at`) are shown to the second, lists joined with commas, `true` as
+/// "yes". `link` makes the first column a link to the item's page.
+fn list_table(
+    id: &str,
+    items: &[Value],
+    columns: &[(&str, &str)],
+    link: Option<&dyn Fn(&Value) -> String>,
+) -> Markup {
+    let cell = |item: &Value, key: &str| -> String {
+        let value = &item[key];
+        match value {
+            Value::Array(_) => joined(value),
+            Value::Bool(true) => "yes".to_owned(),
+            Value::Bool(false) => String::new(),
+            Value::Object(_) => value.to_string(),
+            _ if key.ends_with("_at") => when(value),
+            _ => text(value),
+        }
+    };
+    html! {
+        @if items.is_empty() {
+            p.muted id=(id) { "None." }
+        } @else {
+            table id=(id) {
+                thead { tr { @for (header, _) in columns { th { (header) } } } }
+                tbody {
+                    @for item in items {
+                        tr {
+                            @for (n, (_, key)) in columns.iter().enumerate() {
+                                td {
+                                    @match (n, link) {
+                                        (0, Some(link)) => a href=(link(item)) { (cell(item, key)) },
+                                        _ => (cell(item, key)),
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A JSON list of strings as `a, b, c` (anything else as [`text`]).
+fn joined(value: &Value) -> String {
+    match value.as_array() {
+        Some(items) => items.iter().map(text).collect::<Vec<_>>().join(", "),
+        None => text(value),
+    }
+}
+
+/// The items of an API list answer (`{"items": [...]}`), or none.
+fn items(list: &Value) -> Vec<Value> {
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// A form with one JSON text area (`json`), for the bodies too rich for fields (a
+/// plugin, its version's steps, graph nodes).
+fn json_form(
+    session: &Session,
+    id: &str,
+    action: &str,
+    label: &str,
+    placeholder: &str,
+    typed: Option<&str>,
+    button: &str,
+) -> Markup {
+    html! {
+        form.stack id=(id) method="post" action=(action) {
+            (csrf_field(session))
+            label { (label)
+                textarea name="json" required placeholder=(placeholder) { (typed.unwrap_or("")) }
+            }
+            button type="submit" { (button) }
+        }
+    }
+}
+
+/// A form's JSON text area, parsed: the value, or a 422 naming `field` and where the
+/// text stops being JSON.
+fn parse_json(field: &str, typed: &str) -> Result<Value, Refusal> {
+    serde_json::from_str(typed).map_err(|e| Refusal {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        code: "invalid_request".to_owned(),
+        message: format!("{field} is not valid JSON: {e}"),
+    })
+}
+
+/// The form of [`json_form`].
+#[derive(Debug, Deserialize)]
+pub(super) struct JsonForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    json: String,
 }
 
 /// Rendered JSON, pretty-printed.

@@ -8,9 +8,11 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Redirect};
 use maud::{Markup, html};
 
+use serde::Deserialize;
+
 use super::{
-    CsrfForm, CursorQuery, Failure, NoticeQuery, Page, Session, Ui, badge, button_form, encode,
-    error_banner, event_names, notice_banner, ok, page, page_query, pager, text, when,
+    CsrfForm, CursorQuery, Failure, NoticeQuery, Page, Session, Ui, badge, button_form, csrf_field,
+    encode, error_banner, event_names, notice_banner, ok, page, page_query, pager, text, when,
 };
 use crate::loopback::Refusal;
 
@@ -20,18 +22,87 @@ pub async fn list(
     session: Session,
     Query(query): Query<CursorQuery>,
 ) -> Page {
+    ok(render_list(&ui, &session, &query, None, None).await?)
+}
+
+/// The register-a-repo form, as typed.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RepoForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    slug: String,
+    #[serde(default)]
+    name: String,
+    /// Empty for none.
+    #[serde(default)]
+    domain: String,
+    /// Empty for none.
+    #[serde(default)]
+    remote_url: String,
+    /// Empty for none.
+    #[serde(default)]
+    description: String,
+}
+
+/// `POST /ui/repos` (admin): registers a repo.
+pub async fn register(State(ui): State<Ui>, session: Session, Form(form): Form<RepoForm>) -> Page {
+    session.check(&form.csrf)?;
+    let mut body = serde_json::json!({"slug": form.slug.trim(), "name": form.name});
+    for (key, value) in [
+        ("domain", &form.domain),
+        ("remote_url", &form.remote_url),
+        ("description", &form.description),
+    ] {
+        if !value.trim().is_empty() {
+            body[key] = serde_json::json!(value.trim());
+        }
+    }
+    match ui
+        .send(&session, Method::POST, "/repos", Some(&body), &[])
+        .await
+    {
+        Ok(_) => Ok(Redirect::to(&format!(
+            "/ui/repos/{}?notice=created",
+            encode(form.slug.trim())
+        ))
+        .into_response()),
+        Err(refusal) => {
+            let markup = render_list(
+                &ui,
+                &session,
+                &CursorQuery::default(),
+                Some(&refusal),
+                Some(&form),
+            )
+            .await?;
+            Ok((refusal.status, markup).into_response())
+        }
+    }
+}
+
+async fn render_list(
+    ui: &Ui,
+    session: &Session,
+    query: &CursorQuery,
+    error: Option<&Refusal>,
+    typed: Option<&RepoForm>,
+) -> Result<Markup, Failure> {
+    let blank = RepoForm::default();
+    let typed = typed.unwrap_or(&blank);
     let list = ui
         .get(
-            &session,
+            session,
             &format!("/repos?{}", page_query(query.cursor.as_deref())),
         )
         .await?;
     let items = list["items"].as_array().cloned().unwrap_or_default();
-    ok(page(
-        Some(&session),
+    Ok(page(
+        Some(session),
         "Repos",
         html! {
             h1 { "Repos" }
+            (error_banner(error))
             table #repos {
                 thead { tr { th { "Slug" } th { "Name" } th { "Domain" } th { "Archived" } } }
                 tbody {
@@ -47,6 +118,18 @@ pub async fn list(
             }
             @if items.is_empty() { p.muted { "No repos registered." } }
             (pager("/ui/repos", "cursor", query.cursor.as_deref(), &list))
+            @if ui.may(session, Method::POST, "/repos") {
+                h2 { "Register a repo" }
+                form.stack #register-repo method="post" action="/ui/repos" {
+                    (csrf_field(session))
+                    label { "Slug (1-63 lowercase letters, digits and dashes)" input name="slug" required value=(typed.slug); }
+                    label { "Name" input name="name" required value=(typed.name); }
+                    label { "Domain (optional)" input name="domain" value=(typed.domain); }
+                    label { "Remote URL (optional)" input name="remote_url" value=(typed.remote_url); }
+                    label { "Description (optional)" input name="description" value=(typed.description); }
+                    button type="submit" { "Register" }
+                }
+            }
         },
     ))
 }
@@ -74,6 +157,9 @@ async fn render(
         h1 { (slug) }
         (notice_banner(notice))
         (error_banner(error))
+        @if ui.may(session, Method::POST, "/repos/{slug}/archive") {
+            p { (button_form(session, &format!("/ui/repos/{}/archive", encode(slug)), "Archive", Some("Archive this repo? It gets no more interface-change notifications."))) }
+        }
         section.live #live data-stream={"/api/v1/repos/" (encode(slug)) "/events"}
             data-events=(event_names()) data-refresh={"/ui/repos/" (encode(slug)) "/live"} {
             div data-fragment { (live) }
@@ -165,6 +251,26 @@ async fn render_live(ui: &Ui, session: &Session, slug: &str) -> Result<Markup, F
             }
         }
     })
+}
+
+/// `POST /ui/repos/{slug}/archive` (admin).
+pub async fn archive(
+    State(ui): State<Ui>,
+    session: Session,
+    Path(slug): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Page {
+    session.check(&form.csrf)?;
+    let path = format!("/repos/{}/archive", encode(&slug));
+    match ui.send(&session, Method::POST, &path, None, &[]).await {
+        Ok(_) => Ok(
+            Redirect::to(&format!("/ui/repos/{}?notice=archived", encode(&slug))).into_response(),
+        ),
+        Err(refusal) => {
+            let markup = render(&ui, &session, &slug, None, Some(&refusal)).await?;
+            Ok((refusal.status, markup).into_response())
+        }
+    }
 }
 
 /// `POST /ui/repos/{slug}/inbox/{message_id}/read`.

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::{
     CursorQuery, Failure, NoticeQuery, Page, Session, Ui, badge, csrf_field, encode, error_banner,
-    event_names, notice_banner, ok, page, page_query, pager, pretty, text, when,
+    event_names, notice_banner, ok, page, page_query, pager, parse_json, pretty, text, when,
 };
 use crate::loopback::Refusal;
 
@@ -117,15 +117,6 @@ pub async fn create(State(ui): State<Ui>, session: Session, Form(form): Form<Cre
             Ok((refusal.status, markup).into_response())
         }
     }
-}
-
-/// A form field that must hold JSON: its value, or a 422 naming the field.
-fn parse_json(field: &str, typed: &str) -> Result<Value, Refusal> {
-    serde_json::from_str(typed).map_err(|e| Refusal {
-        status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-        code: "invalid_request".to_owned(),
-        message: format!("{field} is not valid JSON: {e}"),
-    })
 }
 
 /// `?cursor=&notice=` of a topology's page.

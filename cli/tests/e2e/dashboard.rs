@@ -1079,3 +1079,177 @@ async fn a_viewer_sees_no_write_buttons_and_forged_posts_are_refused(pool: PgPoo
     assert!(page.contains("Your session has ended"), "{page}");
     fleet.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_admin_registers_repos_plugins_graphs_and_nodes_and_reads_the_forge_and_audit_pages(
+    pool: PgPool,
+) {
+    let fleet = TestFleet::up(&pool).await;
+    let browser = Browser::start(&fleet.base, "registry").await;
+    browser.sign_in(&token(&fleet.config, Role::Admin)).await;
+
+    // A repo, registered from the page; a taken slug is the API's 409, inline.
+    browser.goto("/ui/repos").await;
+    browser.set("#register-repo [name=slug]", "billing").await;
+    browser.set("#register-repo [name=name]", "Billing").await;
+    browser.click("#register-repo button").await;
+    browser
+        .until_js("return location.pathname", |p| p == "/ui/repos/billing")
+        .await;
+    let (status, repo) = fleet.get("/repos/billing").await;
+    assert_eq!(status, StatusCode::OK, "{repo}");
+    browser.goto("/ui/repos").await;
+    browser.set("#register-repo [name=slug]", "billing").await;
+    browser
+        .set("#register-repo [name=name]", "Billing again")
+        .await;
+    browser.click("#register-repo button").await;
+    let error = browser
+        .until_js(
+            "return document.querySelector('.banner.error')?.textContent",
+            |t| !t.is_empty(),
+        )
+        .await;
+    assert!(error.starts_with("409"), "{error}");
+    assert_eq!(
+        browser
+            .client
+            .execute(
+                "return document.querySelector('#register-repo [name=name]').value",
+                vec![]
+            )
+            .await
+            .unwrap(),
+        json!("Billing again")
+    );
+    browser.shot("repos-register-refused").await;
+
+    // A plugin and its next version, as JSON; a graph on it; nodes written from the
+    // graph's page; the version's migration requested with it.
+    browser.goto("/ui/plugins").await;
+    browser
+        .set(
+            "#register-plugin textarea",
+            r#"{"name": "netbox", "versions": [{"version": 1, "steps": []}]}"#,
+        )
+        .await;
+    browser.click("#register-plugin button").await;
+    browser
+        .until_js("return location.pathname", |p| p == "/ui/plugins/netbox")
+        .await;
+    browser.goto("/ui/graphs").await;
+    browser.set("#new-graph [name=slug]", "dc-east").await;
+    browser.set("#new-graph [name=plugin]", "netbox").await;
+    browser.click("#new-graph button").await;
+    browser
+        .until_js("return location.pathname", |p| p == "/ui/graphs/dc-east")
+        .await;
+    browser
+        .set("#write-nodes textarea", "{\"nodes\": [{\"id\": \"sw1\"")
+        .await;
+    browser.click("#write-nodes button").await;
+    let error = browser
+        .until_js(
+            "return document.querySelector('.banner.error')?.textContent",
+            |t| !t.is_empty(),
+        )
+        .await;
+    assert!(error.contains("the nodes is not valid JSON"), "{error}");
+    browser
+        .set(
+            "#write-nodes textarea",
+            r#"{"nodes": [{"id": "sw1", "data": {"colour": "red"}}]}"#,
+        )
+        .await;
+    browser.click("#write-nodes button").await;
+    browser
+        .until_js(
+            "return document.querySelector('.banner.notice')?.textContent",
+            |t| t == "Nodes written.",
+        )
+        .await;
+    browser.goto("/ui/plugins/netbox").await;
+    browser
+        .set(
+            "#add-version textarea",
+            r#"{"version": 2, "steps": [{"op": "rename", "from": "colour", "to": "color"}]}"#,
+        )
+        .await;
+    browser.click("#add-version [name=migrate_graphs]").await;
+    browser.click("#add-version button").await;
+    browser
+        .until_js(
+            "return document.querySelector('#current-version')?.textContent",
+            |v| v == "2",
+        )
+        .await;
+    browser.shot("plugin").await;
+    harness::eventually(PATIENCE, || async {
+        let (_, graph) = fleet.get("/graphs/dc-east").await;
+        graph["schema_version"] == 2
+    })
+    .await;
+    let (_, nodes) = fleet.get("/graphs/dc-east/nodes").await;
+    assert_eq!(nodes["items"][0]["data"], json!({"color": "red"}));
+
+    // Archive the repo from its page.
+    browser.goto("/ui/repos/billing").await;
+    browser
+        .click("form[action='/ui/repos/billing/archive'] button")
+        .await;
+    browser
+        .until_js(
+            "return document.querySelector('.banner.notice')?.textContent",
+            |t| t == "Archived.",
+        )
+        .await;
+    let (_, repo) = fleet.get("/repos/billing").await;
+    assert!(!repo["archived_at"].is_null(), "{repo}");
+
+    // The forge pages (an empty cache here: no forge is configured) and a sweep asked
+    // for from them; the audit trail shows what this test did, as the token's subject.
+    browser.goto("/ui/rfcs").await;
+    assert!(browser.exists("#rfcs").await);
+    browser.shot("rfcs").await;
+    browser.goto("/ui/forge").await;
+    browser
+        .click("form[action='/ui/forge/reconcile'] button")
+        .await;
+    browser
+        .until_js(
+            "return document.querySelector('#sweeps')?.textContent ?? ''",
+            |t| t.contains("tester"),
+        )
+        .await;
+    browser.shot("forge").await;
+    browser.goto("/ui/audit?entity=repo").await;
+    let audit = browser.text_of("#audit").await;
+    assert!(
+        audit.contains("billing") && audit.contains("tester"),
+        "{audit}"
+    );
+    assert!(audit.contains("archive"), "{audit}");
+    browser.shot("audit").await;
+    browser.close().await;
+
+    // Others see none of the admin's forms, and no audit link.
+    let browser = Browser::start(&fleet.base, "registry-operator").await;
+    browser.sign_in(&token(&fleet.config, Role::Operator)).await;
+    assert!(!browser.exists("header a[href='/ui/audit']").await);
+    for (path, form) in [
+        ("/ui/repos", "#register-repo"),
+        ("/ui/plugins", "#register-plugin"),
+        ("/ui/plugins/netbox", "#add-version"),
+        ("/ui/forge", "form[action='/ui/forge/reconcile']"),
+    ] {
+        browser.goto(path).await;
+        assert!(!browser.exists(form).await, "{form} on {path}");
+    }
+    // An operator does create graphs.
+    browser.goto("/ui/graphs").await;
+    assert!(browser.exists("#new-graph").await);
+    browser.goto("/ui/audit").await;
+    assert!(browser.text_of(".banner.error").await.contains("admin"));
+    browser.close().await;
+    fleet.stop().await;
+}
