@@ -6,15 +6,14 @@
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::Method;
-use axum::response::{IntoResponse, Redirect};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    CsrfForm, CursorQuery, Failure, JsonForm, NoticeQuery, Page, Session, Ui, badge, button_form,
-    csrf_field, encode, error_banner, event_names, json_form, notice_banner, ok, page, page_query,
-    pager, parse_json, text, when,
+    CsrfForm, CursorQuery, Failure, JsonForm, NoticeQuery, Page, Session, Ui, after, badge,
+    button_form, csrf_field, encode, error_banner, event_names, json_form, notice_banner, ok, page,
+    page_query, pager, parse_json, text, when,
 };
 use crate::loopback::Refusal;
 
@@ -42,27 +41,25 @@ pub(super) struct GraphForm {
 pub async fn create(State(ui): State<Ui>, session: Session, Form(form): Form<GraphForm>) -> Page {
     session.check(&form.csrf)?;
     let body = json!({"slug": form.slug.trim(), "plugin": form.plugin.trim()});
-    match ui
+    let result = ui
         .send(&session, Method::POST, "/graphs", Some(&body), &[])
-        .await
-    {
-        Ok(_) => Ok(Redirect::to(&format!(
-            "/ui/graphs/{}?notice=created",
-            encode(form.slug.trim())
-        ))
-        .into_response()),
-        Err(refusal) => {
-            let markup = render_list(
-                &ui,
-                &session,
+        .await;
+    let (ui, session, form) = (&ui, &session, &form);
+    after(
+        result,
+        |_| format!("/ui/graphs/{}?notice=created", encode(form.slug.trim())),
+        move |refusal| async move {
+            render_list(
+                ui,
+                session,
                 &CursorQuery::default(),
                 Some(&refusal),
-                Some(&form),
+                Some(form),
             )
-            .await?;
-            Ok((refusal.status, markup).into_response())
-        }
-    }
+            .await
+        },
+    )
+    .await
 }
 
 async fn render_list(
@@ -335,7 +332,7 @@ pub async fn re_migrate(
         }
         Err(refusal) => Err(refusal),
     };
-    after(ui, session, slug, result, "requested", Some(&form)).await
+    back_to_graph(ui, session, slug, result, "requested", Some(&form)).await
 }
 
 /// `POST /ui/graphs/{slug}/migrations/{run_id}/cancel`.
@@ -359,7 +356,7 @@ pub async fn cancel(
             &[],
         )
         .await;
-    after(ui, session, slug, result, "cancelled", None).await
+    back_to_graph(ui, session, slug, result, "cancelled", None).await
 }
 
 /// What a nodes write looks like, shown in its empty text area.
@@ -387,29 +384,29 @@ pub async fn write_nodes(
         }
         Err(refusal) => Err(refusal),
     };
-    match result {
-        Ok(_) => Ok(
-            Redirect::to(&format!("/ui/graphs/{}?notice=written", encode(&slug))).into_response(),
-        ),
-        Err(refusal) => {
-            let markup = render(
-                &ui,
-                &session,
-                &slug,
+    let (ui, session, form, slug) = (&ui, &session, &form, &slug);
+    after(
+        result,
+        |_| format!("/ui/graphs/{}?notice=written", encode(slug)),
+        move |refusal| async move {
+            render(
+                ui,
+                session,
+                slug,
                 &ShowQuery::default(),
                 Some(&refusal),
                 None,
                 Some(&form.json),
             )
-            .await?;
-            Ok((refusal.status, markup).into_response())
-        }
-    }
+            .await
+        },
+    )
+    .await
 }
 
 /// Back to the graph's page with `notice`, or the page again with the API's refusal
 /// and the form as typed.
-async fn after(
+async fn back_to_graph(
     ui: Ui,
     session: Session,
     slug: String,
@@ -417,22 +414,22 @@ async fn after(
     notice: &str,
     typed: Option<&ReMigrateForm>,
 ) -> Page {
-    match result {
-        Ok(_) => Ok(
-            Redirect::to(&format!("/ui/graphs/{}?notice={notice}", encode(&slug))).into_response(),
-        ),
-        Err(refusal) => {
-            let markup = render(
-                &ui,
-                &session,
-                &slug,
+    let (ui, session, slug) = (&ui, &session, &slug);
+    after(
+        result,
+        |_| format!("/ui/graphs/{}?notice={notice}", encode(slug)),
+        move |refusal| async move {
+            render(
+                ui,
+                session,
+                slug,
                 &ShowQuery::default(),
                 Some(&refusal),
                 typed,
                 None,
             )
-            .await?;
-            Ok((refusal.status, markup).into_response())
-        }
-    }
+            .await
+        },
+    )
+    .await
 }

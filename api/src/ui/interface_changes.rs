@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashMap};
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::Method;
-use axum::response::{IntoResponse, Redirect};
 use chrono::{Datelike, Months, NaiveDate, Utc};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -18,8 +17,8 @@ use uuid::Uuid;
 use switchyard_domain::status::{ChangeStatus, ChangeType, InterfaceType};
 
 use super::{
-    CsrfForm, Failure, NoticeQuery, Page, Session, Ui, badge, button_form, csrf_field, encode,
-    error_banner, joined, notice_banner, ok, page, page_query, pager, text, when,
+    CsrfForm, Failure, NoticeQuery, Page, Session, Ui, after, badge, button_form, csrf_field,
+    encode, error_banner, joined, notice_banner, ok, page, page_query, pager, text, when,
 };
 use crate::error::ApiError;
 use crate::loopback::Refusal;
@@ -342,7 +341,7 @@ fn change_form(session: &Session, action: &str, typed: &ChangeForm, editing: boo
 /// `POST /ui/interface-changes`: a new draft.
 pub async fn create(State(ui): State<Ui>, session: Session, Form(form): Form<ChangeForm>) -> Page {
     session.check(&form.csrf)?;
-    match ui
+    let result = ui
         .send(
             &session,
             Method::POST,
@@ -350,25 +349,28 @@ pub async fn create(State(ui): State<Ui>, session: Session, Form(form): Form<Cha
             Some(&form.body(false)),
             &[],
         )
-        .await
-    {
-        Ok(created) => Ok(Redirect::to(&format!(
-            "/ui/interface-changes/{}?notice=drafted",
-            text(&created["id"])
-        ))
-        .into_response()),
-        Err(refusal) => {
-            let markup = render_list(
-                &ui,
-                &session,
+        .await;
+    let (ui, session, form) = (&ui, &session, &form);
+    after(
+        result,
+        |created| {
+            format!(
+                "/ui/interface-changes/{}?notice=drafted",
+                text(&created["id"])
+            )
+        },
+        move |refusal| async move {
+            render_list(
+                ui,
+                session,
                 &ListQuery::default(),
                 Some(&refusal),
-                Some(&form),
+                Some(form),
             )
-            .await?;
-            Ok((refusal.status, markup).into_response())
-        }
-    }
+            .await
+        },
+    )
+    .await
 }
 
 /// `GET /ui/interface-changes/{id}`: one change, its edit form while a draft.
@@ -442,20 +444,18 @@ pub async fn update(
 ) -> Page {
     session.check(&form.csrf)?;
     let path = format!("/interface-changes/{}", encode(&id));
-    match ui
+    let result = ui
         .send(&session, Method::PATCH, &path, Some(&form.body(true)), &[])
-        .await
-    {
-        Ok(_) => Ok(Redirect::to(&format!(
-            "/ui/interface-changes/{}?notice=saved",
-            encode(&id)
-        ))
-        .into_response()),
-        Err(refusal) => {
-            let markup = render_one(&ui, &session, &id, None, Some(&refusal), Some(&form)).await?;
-            Ok((refusal.status, markup).into_response())
-        }
-    }
+        .await;
+    let (ui, session, form, id) = (&ui, &session, &form, &id);
+    after(
+        result,
+        |_| format!("/ui/interface-changes/{}?notice=saved", encode(id)),
+        move |refusal| async move {
+            render_one(ui, session, id, None, Some(&refusal), Some(form)).await
+        },
+    )
+    .await
 }
 
 /// `POST /ui/interface-changes/{id}/publish`.
@@ -481,18 +481,20 @@ pub async fn resolve(
 async fn transition(ui: Ui, session: Session, id: String, form: CsrfForm, action: &str) -> Page {
     session.check(&form.csrf)?;
     let path = format!("/interface-changes/{}/{action}", encode(&id));
-    match ui.send(&session, Method::POST, &path, None, &[]).await {
-        Ok(_) => {
+    let result = ui.send(&session, Method::POST, &path, None, &[]).await;
+    let (ui, session) = (&ui, &session);
+    after(
+        result,
+        |_| {
             let notice = match action {
                 "publish" => "published",
                 _ => "resolved",
             };
-            Ok(Redirect::to(&format!("/ui/interface-changes?notice={notice}")).into_response())
-        }
-        Err(refusal) => {
-            let markup =
-                render_list(&ui, &session, &ListQuery::default(), Some(&refusal), None).await?;
-            Ok((refusal.status, markup).into_response())
-        }
-    }
+            format!("/ui/interface-changes?notice={notice}")
+        },
+        move |refusal| async move {
+            render_list(ui, session, &ListQuery::default(), Some(&refusal), None).await
+        },
+    )
+    .await
 }

@@ -355,6 +355,27 @@ impl IntoResponse for Failure {
 /// What a page handler returns.
 type Page = Result<Response, Failure>;
 
+/// Where a form post ends: on success, a redirect to `next(answer)` (so a reload does
+/// not post again); on a refusal, the form's page again, rendered by `again` with the
+/// API's message and what was typed, under the refusal's status.
+async fn after<Fut>(
+    result: Result<Value, Refusal>,
+    next: impl FnOnce(&Value) -> String,
+    again: impl FnOnce(Refusal) -> Fut,
+) -> Page
+where
+    Fut: Future<Output = Result<Markup, Failure>>,
+{
+    match result {
+        Ok(answer) => Ok(Redirect::to(&next(&answer)).into_response()),
+        Err(refusal) => {
+            let status = refusal.status;
+            let markup = again(refusal).await?;
+            Ok((status, markup).into_response())
+        }
+    }
+}
+
 /// A page, as a response.
 fn ok(markup: Markup) -> Page {
     Ok(markup.into_response())

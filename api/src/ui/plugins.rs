@@ -5,14 +5,14 @@
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::Method;
-use axum::response::{IntoResponse, Redirect};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    CursorQuery, Failure, JsonForm, NoticeQuery, Page, Session, Ui, encode, error_banner, items,
-    json_form, list_table, notice_banner, ok, page, page_query, pager, parse_json, pretty, text,
+    CursorQuery, Failure, JsonForm, NoticeQuery, Page, Session, Ui, after, encode, error_banner,
+    items, json_form, list_table, notice_banner, ok, page, page_query, pager, parse_json, pretty,
+    text,
 };
 use crate::loopback::Refusal;
 
@@ -71,24 +71,27 @@ pub async fn register(State(ui): State<Ui>, session: Session, Form(form): Form<J
         }
         Err(refusal) => Err(refusal),
     };
-    match result {
-        Ok(created) => Ok(Redirect::to(&format!(
-            "/ui/plugins/{}?notice=created",
-            encode(&text(&created["name"]))
-        ))
-        .into_response()),
-        Err(refusal) => {
-            let markup = render_list(
-                &ui,
-                &session,
+    let (ui, session, form) = (&ui, &session, &form);
+    after(
+        result,
+        |created| {
+            format!(
+                "/ui/plugins/{}?notice=created",
+                encode(&text(&created["name"]))
+            )
+        },
+        move |refusal| async move {
+            render_list(
+                ui,
+                session,
                 &CursorQuery::default(),
                 Some(&refusal),
                 Some(&form.json),
             )
-            .await?;
-            Ok((refusal.status, markup).into_response())
-        }
-    }
+            .await
+        },
+    )
+    .await
 }
 
 /// `GET /ui/plugins/{name}`.
@@ -181,13 +184,13 @@ pub async fn add_version(
         }
         Err(refusal) => Err(refusal),
     };
-    match result {
-        Ok(_) => Ok(
-            Redirect::to(&format!("/ui/plugins/{}?notice=created", encode(&name))).into_response(),
-        ),
-        Err(refusal) => {
-            let markup = render(&ui, &session, &name, None, Some(&refusal), Some(&form)).await?;
-            Ok((refusal.status, markup).into_response())
-        }
-    }
+    let (ui, session, form, name) = (&ui, &session, &form, &name);
+    after(
+        result,
+        |_| format!("/ui/plugins/{}?notice=created", encode(name)),
+        move |refusal| async move {
+            render(ui, session, name, None, Some(&refusal), Some(form)).await
+        },
+    )
+    .await
 }

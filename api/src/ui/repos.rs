@@ -5,14 +5,14 @@
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::Method;
-use axum::response::{IntoResponse, Redirect};
 use maud::{Markup, html};
 
 use serde::Deserialize;
 
 use super::{
-    CsrfForm, CursorQuery, Failure, NoticeQuery, Page, Session, Ui, badge, button_form, csrf_field,
-    encode, error_banner, event_names, notice_banner, ok, page, page_query, pager, text, when,
+    CsrfForm, CursorQuery, Failure, NoticeQuery, Page, Session, Ui, after, badge, button_form,
+    csrf_field, encode, error_banner, event_names, notice_banner, ok, page, page_query, pager,
+    text, when,
 };
 use crate::loopback::Refusal;
 
@@ -58,27 +58,25 @@ pub async fn register(State(ui): State<Ui>, session: Session, Form(form): Form<R
             body[key] = serde_json::json!(value.trim());
         }
     }
-    match ui
+    let result = ui
         .send(&session, Method::POST, "/repos", Some(&body), &[])
-        .await
-    {
-        Ok(_) => Ok(Redirect::to(&format!(
-            "/ui/repos/{}?notice=created",
-            encode(form.slug.trim())
-        ))
-        .into_response()),
-        Err(refusal) => {
-            let markup = render_list(
-                &ui,
-                &session,
+        .await;
+    let (ui, session, form) = (&ui, &session, &form);
+    after(
+        result,
+        |_| format!("/ui/repos/{}?notice=created", encode(form.slug.trim())),
+        move |refusal| async move {
+            render_list(
+                ui,
+                session,
                 &CursorQuery::default(),
                 Some(&refusal),
-                Some(&form),
+                Some(form),
             )
-            .await?;
-            Ok((refusal.status, markup).into_response())
-        }
-    }
+            .await
+        },
+    )
+    .await
 }
 
 async fn render_list(
@@ -262,15 +260,13 @@ pub async fn archive(
 ) -> Page {
     session.check(&form.csrf)?;
     let path = format!("/repos/{}/archive", encode(&slug));
-    match ui.send(&session, Method::POST, &path, None, &[]).await {
-        Ok(_) => Ok(
-            Redirect::to(&format!("/ui/repos/{}?notice=archived", encode(&slug))).into_response(),
-        ),
-        Err(refusal) => {
-            let markup = render(&ui, &session, &slug, None, Some(&refusal)).await?;
-            Ok((refusal.status, markup).into_response())
-        }
-    }
+    let (ui, session, slug) = (&ui, &session, &slug);
+    after(
+        ui.send(session, Method::POST, &path, None, &[]).await,
+        |_| format!("/ui/repos/{}?notice=archived", encode(slug)),
+        move |refusal| async move { render(ui, session, slug, None, Some(&refusal)).await },
+    )
+    .await
 }
 
 /// `POST /ui/repos/{slug}/inbox/{message_id}/read`.
@@ -282,13 +278,12 @@ pub async fn mark_read(
 ) -> Page {
     session.check(&form.csrf)?;
     let path = format!("/repos/{}/inbox/{}/read", encode(&slug), encode(&message));
-    match ui.send(&session, Method::POST, &path, None, &[]).await {
-        Ok(_) => {
-            Ok(Redirect::to(&format!("/ui/repos/{}?notice=read", encode(&slug))).into_response())
-        }
-        Err(refusal) => {
-            let markup = render(&ui, &session, &slug, None, Some(&refusal)).await?;
-            Ok((refusal.status, markup).into_response())
-        }
-    }
+    let result = ui.send(&session, Method::POST, &path, None, &[]).await;
+    let (ui, session, slug) = (&ui, &session, &slug);
+    after(
+        result,
+        |_| format!("/ui/repos/{}?notice=read", encode(slug)),
+        move |refusal| async move { render(ui, session, slug, None, Some(&refusal)).await },
+    )
+    .await
 }

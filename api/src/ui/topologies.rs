@@ -6,14 +6,14 @@
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::Method;
-use axum::response::{IntoResponse, Redirect};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    CursorQuery, Failure, NoticeQuery, Page, Session, Ui, badge, csrf_field, encode, error_banner,
-    event_names, notice_banner, ok, page, page_query, pager, parse_json, pretty, text, when,
+    CursorQuery, Failure, NoticeQuery, Page, Session, Ui, after, badge, csrf_field, encode,
+    error_banner, event_names, notice_banner, ok, page, page_query, pager, parse_json, pretty,
+    text, when,
 };
 use crate::loopback::Refusal;
 
@@ -99,24 +99,22 @@ pub async fn create(State(ui): State<Ui>, session: Session, Form(form): Form<Cre
         }
         Err(refusal) => Err(refusal),
     };
-    match result {
-        Ok(created) => Ok(Redirect::to(&format!(
-            "/ui/topologies/{}?notice=created",
-            text(&created["id"])
-        ))
-        .into_response()),
-        Err(refusal) => {
-            let markup = render_list(
-                &ui,
-                &session,
+    let (ui, session, form) = (&ui, &session, &form);
+    after(
+        result,
+        |created| format!("/ui/topologies/{}?notice=created", text(&created["id"])),
+        move |refusal| async move {
+            render_list(
+                ui,
+                session,
                 &CursorQuery::default(),
                 Some(&refusal),
-                Some(&form),
+                Some(form),
             )
-            .await?;
-            Ok((refusal.status, markup).into_response())
-        }
-    }
+            .await
+        },
+    )
+    .await
 }
 
 /// `?cursor=&notice=` of a topology's page.
@@ -320,22 +318,21 @@ pub async fn enqueue(
         .await
     }
     .await;
-    match result {
-        Ok(_) => Ok(
-            Redirect::to(&format!("/ui/topologies/{}?notice=enqueued", encode(&id)))
-                .into_response(),
-        ),
-        Err(refusal) => {
-            let markup = render(
-                &ui,
-                &session,
-                &id,
+    let (ui, session, form, id) = (&ui, &session, &form, &id);
+    after(
+        result,
+        |_| format!("/ui/topologies/{}?notice=enqueued", encode(id)),
+        move |refusal| async move {
+            render(
+                ui,
+                session,
+                id,
                 &ShowQuery::default(),
                 Some(&refusal),
-                Some(&form),
+                Some(form),
             )
-            .await?;
-            Ok((refusal.status, markup).into_response())
-        }
-    }
+            .await
+        },
+    )
+    .await
 }
