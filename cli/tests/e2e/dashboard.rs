@@ -1253,3 +1253,62 @@ async fn an_admin_registers_repos_plugins_graphs_and_nodes_and_reads_the_forge_a
     browser.close().await;
     fleet.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_database_outage_is_a_503_page_with_retry_after_and_then_passes(pool: PgPool) {
+    let fleet = TestFleet::up(&pool).await;
+    let (viewer, _) = sign_in_http(&fleet, Role::Viewer).await;
+    // The outage: the test's database refuses new connections, and every open one is
+    // ended, from a connection to the server's maintenance database.
+    let database: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let mut keeper = <sqlx::PgConnection as sqlx::Connection>::connect(
+        &std::env::var("DATABASE_URL").expect("DATABASE_URL names the test server"),
+    )
+    .await
+    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "alter database \"{database}\" allow_connections false"
+    )))
+    .execute(&mut keeper)
+    .await
+    .unwrap();
+    sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1")
+        .bind(&database)
+        .execute(&mut keeper)
+        .await
+        .unwrap();
+
+    // The session itself cannot be read (the overview), or the page's API call cannot
+    // be made (a list): either way a 503 page with Retry-After, never a 500.
+    for path in ["/ui/", "/ui/topologies"] {
+        let response = viewer
+            .get(format!("{}{path}", fleet.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(response.headers()["retry-after"], "1", "{path}");
+        let page = response.text().await.unwrap();
+        assert!(page.contains("unavailable"), "{path}: {page}");
+    }
+
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "alter database \"{database}\" allow_connections true"
+    )))
+    .execute(&mut keeper)
+    .await
+    .unwrap();
+    drop(keeper);
+    harness::eventually(PATIENCE, || async {
+        viewer
+            .get(format!("{}/ui/topologies", fleet.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+    fleet.stop().await;
+}
