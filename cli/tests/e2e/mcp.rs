@@ -1070,6 +1070,230 @@ async fn mcp_without_a_valid_api_token_is_the_apis_401(pool: PgPool) {
     fleet.stop().await;
 }
 
+/// The protocol revision of the session tests (one with sessions).
+const SESSION_VERSION: &str = "2025-06-18";
+
+/// `POST /mcp` of one JSON-RPC `message` by `client`, in `session` when given: the
+/// status, the `Mcp-Session-Id` answered, and the whole body (an event stream, or the
+/// JSON of a refusal).
+async fn rpc(
+    client: &reqwest::Client,
+    url: &str,
+    session: Option<&str>,
+    message: Value,
+) -> (StatusCode, Option<String>, String) {
+    let mut request = client
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", SESSION_VERSION)
+        .json(&message);
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    let response = tokio::time::timeout(Duration::from_secs(20), request.send())
+        .await
+        .expect("no answer within 20 s")
+        .unwrap();
+    let status = response.status();
+    let opened = response
+        .headers()
+        .get("mcp-session-id")
+        .map(|id| id.to_str().unwrap().to_owned());
+    let body = tokio::time::timeout(Duration::from_secs(20), response.text())
+        .await
+        .expect("the answer did not end within 20 s")
+        .unwrap();
+    (status, opened, body)
+}
+
+/// Opens a session as `client` (initialize, then initialized): its id.
+async fn open_session(client: &reqwest::Client, url: &str) -> String {
+    let (status, session, body) = rpc(
+        client,
+        url,
+        None,
+        json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": SESSION_VERSION, "capabilities": {},
+                       "clientInfo": {"name": "test", "version": "1"}}
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let session = session.expect("initialize answered no Mcp-Session-Id");
+    let (status, _, body) = rpc(
+        client,
+        url,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    session
+}
+
+/// `GET /mcp` in `session` as `client`, resuming after `last_event_id` when given: its
+/// status, and its body when it is a refusal (a stream that opens is left unread).
+async fn session_stream(
+    client: &reqwest::Client,
+    url: &str,
+    session: &str,
+    last_event_id: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = client
+        .get(url)
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", SESSION_VERSION)
+        .header("mcp-session-id", session);
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    let response = tokio::time::timeout(Duration::from_secs(20), request.send())
+        .await
+        .expect("no answer within 20 s")
+        .unwrap();
+    if response.status().is_success() {
+        return (response.status(), Value::Null);
+    }
+    harness::read(response).await
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_session_answers_only_the_subject_that_opened_it(pool: PgPool) {
+    let fleet = TestFleet::api_only(&pool).await;
+    registry(&fleet).await;
+    let secret = fleet.config.auth.secret.as_deref().unwrap().as_bytes();
+    let authenticator = switchyard_api::auth::Authenticator::new(secret);
+    let minute = Duration::from_secs(60);
+    let alice = client_with(&authenticator.mint("alice", Role::Operator, minute));
+    let alice_again = client_with(&authenticator.mint("alice", Role::Viewer, minute));
+    let bob = client_with(&authenticator.mint("bob", Role::Admin, minute));
+    let url = format!("{}/mcp", fleet.base);
+    let session = open_session(&alice, &url).await;
+
+    // Alice calls a tool. Its answer comes on a stream with event ids, which rmcp lets
+    // a client resume (GET with Last-Event-ID) while it is open; the session's own
+    // stream (GET without one) carries what the server sends unasked.
+    let call = json!({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "list_repos", "arguments": {}}
+    });
+    let (status, _, answer) = rpc(&alice, &url, Some(&session), call.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(answer.contains("billing"), "{answer}");
+    let event = answer
+        .lines()
+        .find_map(|line| line.strip_prefix("id:"))
+        .expect("the answer's stream has event ids")
+        .trim()
+        .to_owned();
+    let (status, _) = session_stream(&alice, &url, &session, Some(&event)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Bob's token is valid, but the session is Alice's: 404 for every use of it.
+    for last_event_id in [Some(event.as_str()), None] {
+        let (status, refusal) = session_stream(&bob, &url, &session, last_event_id).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{refusal}");
+        assert_eq!(refusal["error"]["code"], "not_found");
+        assert!(
+            refusal["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("belongs to another subject"),
+            "{refusal}"
+        );
+    }
+    let (status, _, body) = rpc(&bob, &url, Some(&session), call.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let response = bob
+        .delete(&url)
+        .header("mcp-protocol-version", SESSION_VERSION)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // Another token of Alice's (the session is bound to the subject) still works in it.
+    let list = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"});
+    let (status, _, body) = rpc(&alice_again, &url, Some(&session), list.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("enqueue_mutation"), "{body}");
+
+    // Alice ends it: then it is gone for her too.
+    let response = alice
+        .delete(&url)
+        .header("mcp-protocol-version", SESSION_VERSION)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let (status, _, body) = rpc(&alice, &url, Some(&session), list).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let refusal: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        refusal["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("no MCP session"),
+        "{refusal}"
+    );
+    fleet.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn mcp_refusals_have_the_apis_json_shape(pool: PgPool) {
+    let fleet = TestFleet::api_only(&pool).await;
+    let client = client_with(&token(&fleet.config, Role::Viewer));
+    let url = format!("{}/mcp", fleet.base);
+    // Accept without text/event-stream: rmcp's 406, in the API's shape, naming both.
+    let response = client
+        .post(&url)
+        .header("accept", "application/json")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
+    let (_, body) = harness::read(response).await;
+    assert_eq!(body["error"]["code"], "not_acceptable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("send `Accept: application/json, text/event-stream`"),
+        "{body}"
+    );
+    let response = client
+        .get(&url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
+    let (_, body) = harness::read(response).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("send `Accept: text/event-stream`"),
+        "{body}"
+    );
+    // A session id no session has: 404 in the same shape.
+    let (status, _, body) = rpc(
+        &client,
+        &url,
+        Some("no-such-session"),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    fleet.stop().await;
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn sessions_end_when_the_process_shuts_down(pool: PgPool) {
     let fleet = TestFleet::up(&pool).await;
