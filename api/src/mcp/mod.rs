@@ -3,7 +3,7 @@
 //!
 //! ## Credentials
 //! Every request to `/mcp` needs the same `Authorization: Bearer <token>` as the API,
-//! checked by [`authenticate`] before `rmcp` reads the request: without a valid API
+//! checked by `guard_requests` before `rmcp` reads the request: without a valid API
 //! token it is a 401 with the API's `WWW-Authenticate` challenge and JSON error (a
 //! stream token is refused here too, in the header or in `?token=`). The role is not
 //! checked here: each tool is one `/api/v1` request with the caller's own header
@@ -14,10 +14,11 @@
 //! (`Mcp-Session-Id`) kept in this process; later versions are stateless. Each request
 //! is authenticated on its own, and each tool call acts with the token of the request
 //! that carried it. A session is also bound to the subject of the token that opened it
-//! ([`Guard`]): `rmcp` keeps a session's recent answers for a while so that a client can
-//! resume a stream (`Last-Event-ID`), and only that subject may read them. A request
-//! with another subject's session id, or one no session of this process has, is a 404
-//! naming the problem, before `rmcp` sees it. At most [`MAX_SESSIONS`] are open at once
+//! ([`Guard`]): a session's streams can be taken over by id (a tool's answer resumed
+//! with `Last-Event-ID`, the session's own stream opened with `GET`) and the session
+//! ended by id (`DELETE`), and only that subject may. A request with another subject's
+//! session id, or one no session of this process has, is a 404 naming the problem,
+//! before `rmcp` sees it. At most [`MAX_SESSIONS`] are open at once
 //! (an `initialize` past it is a 503 with `Retry-After`). Sessions end on `DELETE`,
 //! after `rmcp`'s idle timeout (5 minutes), and when the process shuts down
 //! ([`AppState::shutdown`]).
@@ -25,7 +26,7 @@
 //! ## Refusals
 //! Every refusal of `/mcp` has the API's JSON shape, `{"error": {"code", "message"}}`:
 //! the ones `rmcp` answers in plain text (a 406 for a missing `Accept`, a 415, a 405)
-//! are rewritten here ([`as_api_error`]).
+//! are rewritten here (`as_api_error`).
 //!
 //! ## Hosts and origins
 //! `rmcp` accepts only loopback `Host` headers by default, against DNS rebinding: a
@@ -78,7 +79,7 @@ const SESSIONS_RETRY_AFTER: Duration = Duration::from_secs(30);
 const SESSION_ID: &str = "mcp-session-id";
 
 /// `/mcp`: the Streamable HTTP endpoint (POST for messages, GET for a session's
-/// stream, DELETE to end a session), behind [`guard`], whose tools call the API
+/// stream, DELETE to end a session), behind `guard_requests`, whose tools call the API
 /// through `loopback`.
 pub fn router(state: &AppState, loopback: Loopback) -> Router {
     server(
@@ -128,7 +129,7 @@ fn server(
         )
 }
 
-/// What [`guard_requests`] keeps: who may use `/mcp`, and whose each session is.
+/// What `guard_requests` keeps: who may use `/mcp`, and whose each session is.
 pub struct Guard {
     authenticator: Arc<Authenticator>,
     /// `rmcp`'s sessions, to count them and to close one refused past the limit.
@@ -236,7 +237,7 @@ the sessions you no longer use (DELETE /mcp with their Mcp-Session-Id)",
 /// id only of a session its subject opened (else 404); binds a session `rmcp` opens to
 /// the subject that opened it, past [`MAX_SESSIONS`] closing it again (503); forgets
 /// a session ended by `DELETE`; and gives `rmcp`'s plain-text refusals the API's JSON
-/// shape ([`as_api_error`]).
+/// shape (`as_api_error`).
 async fn guard_requests(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
     let caller = match guard.caller(&request) {
         Ok(caller) => caller,

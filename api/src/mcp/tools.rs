@@ -4,7 +4,7 @@
 //! A tool never reads or writes the database: it forwards the `Authorization` header
 //! of the HTTP request that carried the call, so the route's own role check,
 //! validation, transaction, audit row and event apply, exactly as for a curl client.
-//! The arguments go as the agent sent them ([`Parameters`]): a field left out is left
+//! The arguments go as the agent sent them (`params::Parameters`): a field left out is left
 //! out of the query or body, and `null` is sent as `null`.
 //!
 //! Its answer is the route's JSON as structured content (a bare array is wrapped as
