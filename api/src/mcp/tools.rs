@@ -4,19 +4,24 @@
 //! A tool never reads or writes the database: it forwards the `Authorization` header
 //! of the HTTP request that carried the call, so the route's own role check,
 //! validation, transaction, audit row and event apply, exactly as for a curl client.
+//! The arguments go as the agent sent them (`params::Parameters`): a field left out is left
+//! out of the query or body, and `null` is sent as `null`.
+//!
 //! Its answer is the route's JSON as structured content (a bare array is wrapped as
 //! `{"items": [...]}`, since structured content is an object) and as text; a refusal
 //! is a tool error whose text is the status and the API's message, for example
-//! `403 Forbidden: this operation needs the operator role; your token has viewer`.
+//! `403 Forbidden: this operation needs the operator role; your token has viewer`, and
+//! whose structured content is `{"error": {"status", "code", "message"}}`. Arguments
+//! the server cannot send at all (an unknown one, a missing or malformed id) are
+//! refused the same way, as a 422 with code `invalid_arguments`, before any request.
 
 use axum::http::request::Parts;
-use axum::http::{Method, header};
+use axum::http::{Method, StatusCode, header};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::Extension;
-use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::{ServerHandler, tool, tool_handler, tool_router};
-use serde::Serialize;
+use schemars::JsonSchema;
 use serde_json::{Value, json};
 
 use super::params::*;
@@ -27,11 +32,13 @@ const INSTRUCTIONS: &str = "switchyard: topologies edited by JSON Patch mutation
 and the interface changes they announce to each other, plugin-shaped graphs and their \
 migrations, and a cache of RFCs from Gitea. Each tool is one call of the HTTP API \
 (/api/v1) with your bearer token: roles are the API's (viewer reads; operator also \
-does the day's work; admin also reads the audit trail). Lists are paged: pass \
-`next_cursor` back as `cursor` until it is null. Writes answer at once; the workers \
-apply the work a moment later (a mutation is `pending`, then `applied` or `failed`: \
-read it again with get_mutation). A refusal is a tool error starting with the HTTP \
-status, then the API's message saying what was wrong.";
+does the day's work; admin also reads the audit trail). Arguments are sent as you give \
+them: leave a field out to leave it unset; `null` is accepted only where a schema \
+allows it. Lists are paged: pass `next_cursor` back as `cursor` until it is null. \
+Writes answer at once; the workers apply the work a moment later (a mutation is \
+`pending`, then `applied` or `failed`: read it again with get_mutation). A refusal is a \
+tool error starting with the HTTP status, then the API's message saying what was \
+wrong (which field, which values it takes).";
 
 /// The MCP server of one session: the tools, and the API they call.
 #[derive(Clone)]
@@ -46,46 +53,8 @@ impl std::fmt::Debug for Tools {
     }
 }
 
-/// `text` as one path segment: everything but RFC 3986's unreserved characters is
-/// percent-encoded, so a `/` or `?` in an argument cannot reach another route.
-fn segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-/// The serialized fields of `params` (path fields skip serializing) as a query
-/// string, `?a=1&b=x`, or nothing when there are none.
-fn query(params: &impl Serialize) -> String {
-    let Ok(Value::Object(fields)) = serde_json::to_value(params) else {
-        return String::new();
-    };
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    let mut any = false;
-    for (key, value) in fields {
-        let text = match value {
-            Value::Null => continue,
-            Value::String(text) => text,
-            other => other.to_string(),
-        };
-        query.append_pair(&key, &text);
-        any = true;
-    }
-    if any {
-        format!("?{}", query.finish())
-    } else {
-        String::new()
-    }
-}
-
-/// A refusal of the API as a tool error: `403 Forbidden: <the API's message>` as
-/// text, and `{"error": {"status", "code", "message"}}` as structured content.
+/// A refusal as a tool error: `403 Forbidden: <the message>` as text, and
+/// `{"error": {"status", "code", "message"}}` as structured content.
 fn refused(refusal: &Refusal) -> CallToolResult {
     let mut result =
         CallToolResult::error(vec![rmcp::model::ContentBlock::text(refusal.to_string())]);
@@ -109,6 +78,41 @@ fn answered(body: Value) -> CallToolResult {
     }
 }
 
+/// Framing of the API's 400/422 texts that speaks of a body or a query string the
+/// agent never wrote (the loopback wrote them from its arguments).
+const FRAMINGS: [&str; 2] = [
+    "Failed to deserialize the JSON body into the target type: ",
+    "Failed to deserialize query string: ",
+];
+
+/// The API's refusal `message` as an agent reads it: a 400's or 422's framing
+/// ([`FRAMINGS`]) and its position (` at line 1 column 118`, in a body the agent never
+/// saw) are dropped, leaving the field and what it takes, for example
+/// `if_version: invalid type: string "3", expected i64`. Other messages are the
+/// API's own, unchanged.
+fn for_agent(status: StatusCode, message: &str) -> String {
+    if !matches!(
+        status,
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY
+    ) {
+        return message.to_owned();
+    }
+    let mut text = message;
+    for framing in FRAMINGS {
+        text = text.strip_prefix(framing).unwrap_or(text);
+    }
+    if let Some((head, position)) = text.rsplit_once(" at line ")
+        && let Some((line, column)) = position.split_once(" column ")
+        && !line.is_empty()
+        && line.bytes().all(|b| b.is_ascii_digit())
+        && !column.is_empty()
+        && column.bytes().all(|b| b.is_ascii_digit())
+    {
+        text = head;
+    }
+    text.to_owned()
+}
+
 impl Tools {
     /// The tools, calling `loopback`, with `tool_router` (built once by
     /// [`Tools::router`] and shared by every session).
@@ -125,7 +129,8 @@ impl Tools {
     }
 
     /// Sends `method path` with `body` and `headers` as the caller whose request
-    /// carried this tool call.
+    /// carried this tool call: the API's answer as a tool result, its refusal as a
+    /// tool error ([`for_agent`]).
     async fn call(
         &self,
         parts: &Parts,
@@ -138,7 +143,7 @@ impl Tools {
         // this header through.
         let Some(authorization) = parts.headers.get(header::AUTHORIZATION) else {
             return refused(&Refusal {
-                status: axum::http::StatusCode::UNAUTHORIZED,
+                status: StatusCode::UNAUTHORIZED,
                 code: "unauthorized".to_owned(),
                 message: "missing credentials: send `Authorization: Bearer <token>`".to_owned(),
             });
@@ -155,35 +160,69 @@ impl Tools {
             .await;
         match reply.into_result() {
             Ok(body) => answered(body),
+            Err(refusal) => refused(&Refusal {
+                message: for_agent(refusal.status, &refusal.message),
+                ..refusal
+            }),
+        }
+    }
+
+    /// `GET template`, its `{field}`s filled from `args`, with the other arguments as
+    /// the query string.
+    async fn read<T: JsonSchema + 'static>(
+        &self,
+        parts: &Parts,
+        template: &str,
+        args: Parameters<T>,
+    ) -> CallToolResult {
+        let sent = args
+            .route(template, &[])
+            .and_then(|route| Ok(format!("{}{}", route.path, route.query()?)));
+        match sent {
+            Ok(path) => self.call(parts, Method::GET, &path, None, &[]).await,
             Err(refusal) => refused(&refusal),
         }
     }
 
-    /// `GET path` with the serialized fields of `params` as its query string.
-    async fn read(&self, parts: &Parts, path: &str, params: &impl Serialize) -> CallToolResult {
-        let path = format!("{path}{}", query(params));
-        self.call(parts, Method::GET, &path, None, &[]).await
-    }
-
-    /// `method path` with the serialized fields of `params` as its JSON body.
-    async fn write(
+    /// `method template`, its `{field}`s filled from `args` and `headers`
+    /// (`(field, header name)`) taken from them, with the other arguments as the JSON
+    /// body, exactly as the agent sent them.
+    async fn write<T: JsonSchema + 'static>(
         &self,
         parts: &Parts,
         method: Method,
-        path: &str,
-        params: &impl Serialize,
+        template: &str,
+        args: Parameters<T>,
+        headers: &[(&str, &'static str)],
     ) -> CallToolResult {
-        let body = match serde_json::to_value(params) {
-            Ok(body) => body,
-            Err(e) => {
-                return refused(&Refusal {
-                    status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                    code: "invalid_request".to_owned(),
-                    message: format!("the arguments cannot be sent: {e}"),
-                });
+        match args.route(template, headers) {
+            Ok(route) => {
+                let (path, headers) = (route.path.clone(), route.headers.clone());
+                let body = route.body();
+                self.call(parts, method, &path, Some(&body), &headers).await
             }
-        };
-        self.call(parts, method, path, Some(&body), &[]).await
+            Err(refusal) => refused(&refusal),
+        }
+    }
+
+    /// `POST template` without a body: an action named by its path alone (`args`
+    /// holds only the path's fields).
+    async fn act<T: JsonSchema + 'static>(
+        &self,
+        parts: &Parts,
+        template: &str,
+        args: Parameters<T>,
+    ) -> CallToolResult {
+        match args.route(template, &[]) {
+            Ok(route) if route.rest.is_empty() => {
+                self.call(parts, Method::POST, &route.path, None, &[]).await
+            }
+            Ok(route) => refused(&invalid(format!(
+                "unexpected arguments {:?}: this tool takes only the fields of its path",
+                route.rest.keys().collect::<Vec<_>>()
+            ))),
+            Err(refusal) => refused(&refusal),
+        }
     }
 }
 
@@ -205,10 +244,10 @@ unknown or archived repo, a bad date).",
     )]
     async fn register_interface_change(
         &self,
-        Parameters(p): Parameters<RegisterInterfaceChange>,
+        args: Parameters<RegisterInterfaceChange>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.write(&parts, Method::POST, "/interface-changes", &p)
+        self.write(&parts, Method::POST, "/interface-changes", args, &[])
             .await
     }
 
@@ -221,10 +260,10 @@ page (null on the last).",
     )]
     async fn list_interface_changes(
         &self,
-        Parameters(p): Parameters<ListInterfaceChanges>,
+        args: Parameters<ListInterfaceChanges>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, "/interface-changes", &p).await
+        self.read(&parts, "/interface-changes", args).await
     }
 
     #[tool(
@@ -235,15 +274,10 @@ viewer role. Returns the change.",
     )]
     async fn get_interface_change(
         &self,
-        Parameters(p): Parameters<InterfaceChangeId>,
+        args: Parameters<InterfaceChangeId>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(
-            &parts,
-            &format!("/interface-changes/{}", segment(&p.id)),
-            &p,
-        )
-        .await
+        self.read(&parts, "/interface-changes/{id}", args).await
     }
 
     #[tool(
@@ -258,11 +292,11 @@ a change that is no longer a draft is a 409.",
     )]
     async fn update_interface_change(
         &self,
-        Parameters(p): Parameters<UpdateInterfaceChange>,
+        args: Parameters<UpdateInterfaceChange>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        let path = format!("/interface-changes/{}", segment(&p.id));
-        self.write(&parts, Method::PATCH, &path, &p).await
+        self.write(&parts, Method::PATCH, "/interface-changes/{id}", args, &[])
+            .await
     }
 
     #[tool(
@@ -278,11 +312,11 @@ get_dispatch until resolved. Needs the operator role. Returns the change with st
     )]
     async fn publish_interface_change(
         &self,
-        Parameters(p): Parameters<InterfaceChangeId>,
+        args: Parameters<InterfaceChangeId>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        let path = format!("/interface-changes/{}/publish", segment(&p.id));
-        self.call(&parts, Method::POST, &path, None, &[]).await
+        self.act(&parts, "/interface-changes/{id}/publish", args)
+            .await
     }
 
     #[tool(
@@ -297,11 +331,11 @@ with status `resolved`; a change that is not published is a 409 naming its statu
     )]
     async fn resolve_interface_change(
         &self,
-        Parameters(p): Parameters<InterfaceChangeId>,
+        args: Parameters<InterfaceChangeId>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        let path = format!("/interface-changes/{}/resolve", segment(&p.id));
-        self.call(&parts, Method::POST, &path, None, &[]).await
+        self.act(&parts, "/interface-changes/{id}/resolve", args)
+            .await
     }
 
     // ---- Repos, inboxes, dispatch -------------------------------------------------
@@ -313,10 +347,10 @@ ones only on request. Needs the viewer role. Returns {items, next_cursor}.",
     )]
     async fn list_repos(
         &self,
-        Parameters(p): Parameters<ListRepos>,
+        args: Parameters<ListRepos>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, "/repos", &p).await
+        self.read(&parts, "/repos", args).await
     }
 
     #[tool(
@@ -326,11 +360,10 @@ description, archived_at. Needs the viewer role. Returns the repo.",
     )]
     async fn get_repo(
         &self,
-        Parameters(p): Parameters<RepoSlug>,
+        args: Parameters<RepoSlug>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, &format!("/repos/{}", segment(&p.slug)), &p)
-            .await
+        self.read(&parts, "/repos/{slug}", args).await
     }
 
     #[tool(
@@ -341,10 +374,10 @@ is. Needs the viewer role. Returns the repo; none is a 404.",
     )]
     async fn find_repo_by_remote(
         &self,
-        Parameters(p): Parameters<RepoByRemote>,
+        args: Parameters<RepoByRemote>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, "/repos/by-remote", &p).await
+        self.read(&parts, "/repos/by-remote", args).await
     }
 
     #[tool(
@@ -355,10 +388,10 @@ none.",
     )]
     async fn find_repos_by_fingerprint(
         &self,
-        Parameters(p): Parameters<ReposByFingerprint>,
+        args: Parameters<ReposByFingerprint>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, "/repos/by-fingerprint", &p).await
+        self.read(&parts, "/repos/by-fingerprint", args).await
     }
 
     #[tool(
@@ -371,11 +404,10 @@ unread_inbox_count, unread_inbox, recent_progress, generated_at}.",
     )]
     async fn get_dispatch(
         &self,
-        Parameters(p): Parameters<RepoSlug>,
+        args: Parameters<RepoSlug>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        let path = format!("/repos/{}/dispatch", segment(&p.slug));
-        self.read(&parts, &path, &p).await
+        self.read(&parts, "/repos/{slug}/dispatch", args).await
     }
 
     #[tool(
@@ -386,11 +418,10 @@ role. Returns {items, next_cursor}.",
     )]
     async fn list_inbox(
         &self,
-        Parameters(p): Parameters<ListInbox>,
+        args: Parameters<ListInbox>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        let path = format!("/repos/{}/inbox", segment(&p.slug));
-        self.read(&parts, &path, &p).await
+        self.read(&parts, "/repos/{slug}/inbox", args).await
     }
 
     #[tool(
@@ -405,15 +436,11 @@ Needs the operator role. Returns the message with its read_at.",
     )]
     async fn mark_inbox_read(
         &self,
-        Parameters(p): Parameters<MarkInboxRead>,
+        args: Parameters<MarkInboxRead>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        let path = format!(
-            "/repos/{}/inbox/{}/read",
-            segment(&p.slug),
-            segment(&p.message_id)
-        );
-        self.call(&parts, Method::POST, &path, None, &[]).await
+        self.act(&parts, "/repos/{slug}/inbox/{message_id}/read", args)
+            .await
     }
 
     // ---- Topologies and mutations ------------------------------------------------
@@ -430,10 +457,11 @@ mutations (enqueue_mutation). Needs the operator role. Returns the topology with
     )]
     async fn create_topology(
         &self,
-        Parameters(p): Parameters<CreateTopology>,
+        args: Parameters<CreateTopology>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.write(&parts, Method::POST, "/topologies", &p).await
+        self.write(&parts, Method::POST, "/topologies", args, &[])
+            .await
     }
 
     #[tool(
@@ -443,10 +471,10 @@ mutations (enqueue_mutation). Needs the operator role. Returns the topology with
     )]
     async fn list_topologies(
         &self,
-        Parameters(p): Parameters<Page>,
+        args: Parameters<Page>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, "/topologies", &p).await
+        self.read(&parts, "/topologies", args).await
     }
 
     #[tool(
@@ -457,16 +485,15 @@ Needs the viewer role. Returns the topology.",
     )]
     async fn get_topology(
         &self,
-        Parameters(p): Parameters<TopologyId>,
+        args: Parameters<TopologyId>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, &format!("/topologies/{}", segment(&p.id)), &p)
-            .await
+        self.read(&parts, "/topologies/{id}", args).await
     }
 
     #[tool(
         description = "Enqueue a mutation: RFC 6902 JSON Patch operations for one \
-topology, applied by the mutator in order of arrival, a moment after this answers. \
+topology (topology_id), applied by the mutator in order of arrival, a moment after this answers. \
 if_version makes it apply only at that version; idempotency_key makes a retry return \
 the original. Needs the operator role. Returns the mutation with its `id`, `seq` and \
 status `pending`: read it with get_mutation until it is `applied` (with \
@@ -479,21 +506,17 @@ applied_version) or `failed` (with the error).",
     )]
     async fn enqueue_mutation(
         &self,
-        Parameters(p): Parameters<EnqueueMutation>,
+        args: Parameters<EnqueueMutation>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        let path = format!("/topologies/{}/mutations", segment(&p.id));
-        let body = match serde_json::to_value(&p) {
-            Ok(body) => body,
-            Err(e) => return answered(json!({ "error": e.to_string() })),
-        };
-        let headers: Vec<(&'static str, String)> = p
-            .idempotency_key
-            .iter()
-            .map(|key| ("idempotency-key", key.clone()))
-            .collect();
-        self.call(&parts, Method::POST, &path, Some(&body), &headers)
-            .await
+        self.write(
+            &parts,
+            Method::POST,
+            "/topologies/{topology_id}/mutations",
+            args,
+            &[("idempotency_key", "idempotency-key")],
+        )
+        .await
     }
 
     #[tool(
@@ -504,11 +527,10 @@ apply), optionally only pending, applied or failed ones. Needs the viewer role. 
     )]
     async fn list_topology_mutations(
         &self,
-        Parameters(p): Parameters<ListTopologyMutations>,
+        args: Parameters<ListTopologyMutations>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        let path = format!("/topologies/{}/mutations", segment(&p.id));
-        self.read(&parts, &path, &p).await
+        self.read(&parts, "/topologies/{id}/mutations", args).await
     }
 
     #[tool(
@@ -518,10 +540,10 @@ lists the failed work. Needs the viewer role. Returns {items, next_cursor}.",
     )]
     async fn list_mutations(
         &self,
-        Parameters(p): Parameters<ListMutations>,
+        args: Parameters<ListMutations>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, "/mutations", &p).await
+        self.read(&parts, "/mutations", args).await
     }
 
     #[tool(
@@ -532,11 +554,10 @@ viewer role. Returns the mutation.",
     )]
     async fn get_mutation(
         &self,
-        Parameters(p): Parameters<MutationId>,
+        args: Parameters<MutationId>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, &format!("/mutations/{}", segment(&p.id)), &p)
-            .await
+        self.read(&parts, "/mutations/{id}", args).await
     }
 
     // ---- Plugins, graphs, migrations -----------------------------------------------
@@ -548,10 +569,10 @@ Needs the viewer role. Returns {items, next_cursor}.",
     )]
     async fn list_plugins(
         &self,
-        Parameters(p): Parameters<Page>,
+        args: Parameters<Page>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, "/plugins", &p).await
+        self.read(&parts, "/plugins", args).await
     }
 
     #[tool(
@@ -561,11 +582,10 @@ Needs the viewer role. Returns the plugin.",
     )]
     async fn get_plugin(
         &self,
-        Parameters(p): Parameters<PluginName>,
+        args: Parameters<PluginName>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, &format!("/plugins/{}", segment(&p.name)), &p)
-            .await
+        self.read(&parts, "/plugins/{name}", args).await
     }
 
     #[tool(
@@ -580,10 +600,10 @@ schema_version and status `ready`; a taken slug is a 409, an unknown plugin a 42
     )]
     async fn create_graph(
         &self,
-        Parameters(p): Parameters<CreateGraph>,
+        args: Parameters<CreateGraph>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.write(&parts, Method::POST, "/graphs", &p).await
+        self.write(&parts, Method::POST, "/graphs", args, &[]).await
     }
 
     #[tool(
@@ -593,10 +613,10 @@ next_cursor}; each graph has its plugin, schema_version, status and node_count."
     )]
     async fn list_graphs(
         &self,
-        Parameters(p): Parameters<Page>,
+        args: Parameters<Page>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, "/graphs", &p).await
+        self.read(&parts, "/graphs", args).await
     }
 
     #[tool(
@@ -607,11 +627,10 @@ next_cursor}; each graph has its plugin, schema_version, status and node_count."
     )]
     async fn get_graph(
         &self,
-        Parameters(p): Parameters<GraphSlug>,
+        args: Parameters<GraphSlug>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, &format!("/graphs/{}", segment(&p.slug)), &p)
-            .await
+        self.read(&parts, "/graphs/{slug}", args).await
     }
 
     #[tool(
@@ -621,18 +640,19 @@ schema_version. Needs the viewer role. Returns {items, next_cursor}.",
     )]
     async fn list_graph_nodes(
         &self,
-        Parameters(p): Parameters<GraphPage>,
+        args: Parameters<GraphPage>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        let path = format!("/graphs/{}/nodes", segment(&p.slug));
-        self.read(&parts, &path, &p).await
+        self.read(&parts, "/graphs/{slug}/nodes", args).await
     }
 
     #[tool(
         description = "Request a migration run: the migrator moves every node of the \
 graph to target_version (the plugin's current version by default), a moment after this \
 answers. Needs the operator role. Returns the run with status `pending`; follow it with \
-list_migrations. A graph already migrating is a 409.",
+list_migrations. A graph with a run already pending or running, or already at the \
+target version, is a 409; a target_version the plugin does not have, or below the \
+graph's, is a 422.",
         annotations(
             read_only_hint = false,
             destructive_hint = false,
@@ -641,11 +661,11 @@ list_migrations. A graph already migrating is a 409.",
     )]
     async fn request_migration(
         &self,
-        Parameters(p): Parameters<RequestMigration>,
+        args: Parameters<RequestMigration>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        let path = format!("/graphs/{}/re-migrate", segment(&p.slug));
-        self.write(&parts, Method::POST, &path, &p).await
+        self.write(&parts, Method::POST, "/graphs/{slug}/re-migrate", args, &[])
+            .await
     }
 
     #[tool(
@@ -656,11 +676,10 @@ Needs the viewer role. Returns {items, next_cursor}.",
     )]
     async fn list_migrations(
         &self,
-        Parameters(p): Parameters<GraphPage>,
+        args: Parameters<GraphPage>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        let path = format!("/graphs/{}/migrations", segment(&p.slug));
-        self.read(&parts, &path, &p).await
+        self.read(&parts, "/graphs/{slug}/migrations", args).await
     }
 
     #[tool(
@@ -677,15 +696,11 @@ already ended is a 409.",
     )]
     async fn cancel_migration(
         &self,
-        Parameters(p): Parameters<CancelMigration>,
+        args: Parameters<CancelMigration>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        let path = format!(
-            "/graphs/{}/migrations/{}/cancel",
-            segment(&p.slug),
-            segment(&p.run_id)
-        );
-        self.call(&parts, Method::POST, &path, None, &[]).await
+        self.act(&parts, "/graphs/{slug}/migrations/{run_id}/cancel", args)
+            .await
     }
 
     // ---- The forge cache (RFCs from Gitea) ----------------------------------------
@@ -698,10 +713,10 @@ tag, or whether they are gone from the meta repo. Needs the viewer role. Returns
     )]
     async fn list_rfcs(
         &self,
-        Parameters(p): Parameters<ListRfcs>,
+        args: Parameters<ListRfcs>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, "/rfcs", &p).await
+        self.read(&parts, "/rfcs", args).await
     }
 
     #[tool(
@@ -711,11 +726,10 @@ counts of branches and pull requests. Needs the viewer role. Returns the RFC.",
     )]
     async fn get_rfc(
         &self,
-        Parameters(p): Parameters<RfcSlug>,
+        args: Parameters<RfcSlug>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, &format!("/rfcs/{}", segment(&p.slug)), &p)
-            .await
+        self.read(&parts, "/rfcs/{slug}", args).await
     }
 
     #[tool(
@@ -725,11 +739,10 @@ ones. Needs the viewer role. Returns {items, next_cursor}.",
     )]
     async fn list_rfc_branches(
         &self,
-        Parameters(p): Parameters<ListRfcBranches>,
+        args: Parameters<ListRfcBranches>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        let path = format!("/rfcs/{}/branches", segment(&p.slug));
-        self.read(&parts, &path, &p).await
+        self.read(&parts, "/rfcs/{slug}/branches", args).await
     }
 
     #[tool(
@@ -740,11 +753,10 @@ next_cursor}.",
     )]
     async fn list_rfc_pulls(
         &self,
-        Parameters(p): Parameters<ListRfcPulls>,
+        args: Parameters<ListRfcPulls>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        let path = format!("/rfcs/{}/pulls", segment(&p.slug));
-        self.read(&parts, &path, &p).await
+        self.read(&parts, "/rfcs/{slug}/pulls", args).await
     }
 
     #[tool(
@@ -755,10 +767,10 @@ next_cursor}.",
     )]
     async fn list_pulls(
         &self,
-        Parameters(p): Parameters<ListPulls>,
+        args: Parameters<ListPulls>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, "/forge/pulls", &p).await
+        self.read(&parts, "/forge/pulls", args).await
     }
 
     #[tool(
@@ -769,10 +781,10 @@ each RFC's own), with what was last read from each. Needs the viewer role. Retur
     )]
     async fn list_forge_repos(
         &self,
-        Parameters(p): Parameters<Page>,
+        args: Parameters<Page>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, "/forge/repos", &p).await
+        self.read(&parts, "/forge/repos", args).await
     }
 
     #[tool(
@@ -782,10 +794,10 @@ reason. Needs the viewer role. Returns {items, next_cursor}.",
     )]
     async fn list_parse_errors(
         &self,
-        Parameters(p): Parameters<Page>,
+        args: Parameters<Page>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, "/forge/parse-errors", &p).await
+        self.read(&parts, "/forge/parse-errors", args).await
     }
 
     #[tool(
@@ -796,10 +808,10 @@ Returns {items, next_cursor}.",
     )]
     async fn list_sweeps(
         &self,
-        Parameters(p): Parameters<Page>,
+        args: Parameters<Page>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, "/forge/sweeps", &p).await
+        self.read(&parts, "/forge/sweeps", args).await
     }
 
     // ---- Audit ---------------------------------------------------------------------
@@ -813,10 +825,10 @@ next_cursor}.",
     )]
     async fn list_audit(
         &self,
-        Parameters(p): Parameters<ListAudit>,
+        args: Parameters<ListAudit>,
         Extension(parts): Extension<Parts>,
     ) -> CallToolResult {
-        self.read(&parts, "/audit", &p).await
+        self.read(&parts, "/audit", args).await
     }
 }
 
@@ -833,42 +845,176 @@ impl ServerHandler for Tools {
 mod tests {
     use super::*;
 
+    const TOPOLOGY: &str = "0192f5e4-8c2a-7b1e-9d3f-5a6b7c8d9e0f";
+
     #[test]
     fn arguments_cannot_leave_their_path_segment() {
         assert_eq!(segment("dc-east"), "dc-east");
         assert_eq!(segment("../audit?x=1"), "..%2Faudit%3Fx%3D1");
         assert_eq!(segment("a b#c"), "a%20b%23c");
+        let route = Parameters::<GraphSlug>::sent(json!({"slug": "../audit?x=1"}))
+            .route("/graphs/{slug}", &[])
+            .unwrap();
+        assert_eq!(route.path, "/graphs/..%2Faudit%3Fx%3D1");
     }
 
     #[test]
-    fn path_fields_stay_out_of_the_query() {
-        let params = ListTopologyMutations {
-            id: "t1".to_owned(),
-            status: Some("failed".to_owned()),
-            limit: Some(5),
-            cursor: None,
-        };
-        // In key order (serde_json sorts an object's keys).
-        assert_eq!(query(&params), "?limit=5&status=failed");
+    fn a_write_sends_exactly_the_arguments_given() {
+        let route = Parameters::<EnqueueMutation>::sent(json!({
+            "topology_id": TOPOLOGY,
+            "ops": [{"op": "add", "path": "/a", "value": 1}],
+            "if_version": null,
+            "idempotency_key": "retry-1",
+        }))
+        .route(
+            "/topologies/{topology_id}/mutations",
+            &[("idempotency_key", "idempotency-key")],
+        )
+        .unwrap();
+        assert_eq!(route.path, format!("/topologies/{TOPOLOGY}/mutations"));
         assert_eq!(
-            query(&TopologyId {
-                id: "t1".to_owned()
-            }),
-            ""
+            route.headers,
+            vec![("idempotency-key", "retry-1".to_owned())]
         );
-        let odd = ListRfcs {
-            tag: Some("a&b=c".to_owned()),
-            missing: Some(false),
-            ..ListRfcs::default()
-        };
-        assert_eq!(query(&odd), "?missing=false&tag=a%26b%3Dc");
+        // `null` stays `null`, a wrong type stays as sent: the API answers for both.
+        assert_eq!(
+            route.body(),
+            json!({"ops": [{"op": "add", "path": "/a", "value": 1}], "if_version": null})
+        );
+        let route = Parameters::<UpdateInterfaceChange>::sent(json!({
+            "id": TOPOLOGY, "title": null, "if_it_were": 3,
+        }))
+        .route("/interface-changes/{id}", &[]);
+        assert_eq!(
+            route.unwrap_err().message,
+            "unknown argument `if_it_were`: this tool takes `affected_paths`, \
+`affected_repo_slugs`, `author`, `change_type`, `description`, `id`, `interface_type`, \
+`planned_for`, `title`"
+        );
+        let route = Parameters::<UpdateInterfaceChange>::sent(json!({
+            "id": TOPOLOGY, "title": null,
+        }))
+        .route("/interface-changes/{id}", &[])
+        .unwrap();
+        assert_eq!(route.body(), json!({"title": null}));
     }
 
     #[test]
-    fn every_tool_has_a_description_and_an_object_schema() {
+    fn path_and_header_fields_are_checked_by_name() {
+        let refusal = |arguments: Value| {
+            let refusal = Parameters::<EnqueueMutation>::sent(arguments)
+                .route(
+                    "/topologies/{topology_id}/mutations",
+                    &[("idempotency_key", "idempotency-key")],
+                )
+                .unwrap_err();
+            assert_eq!(
+                (refusal.status, refusal.code.as_str()),
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_arguments")
+            );
+            refusal.message
+        };
+        assert_eq!(
+            refusal(json!({"topology_id": "not-a-uuid", "ops": []})),
+            "`topology_id` must be a UUID, such as `0192f5e4-8c2a-7b1e-9d3f-5a6b7c8d9e0f`; \
+\"not-a-uuid\" is not one"
+        );
+        assert_eq!(
+            refusal(json!({"topology_id": 7, "ops": []})),
+            "`topology_id` must be a UUID, not the number 7"
+        );
+        assert!(
+            refusal(json!({"ops": []})).starts_with("missing argument `topology_id`: The topology"),
+            "{}",
+            refusal(json!({"ops": []}))
+        );
+        assert_eq!(
+            refusal(json!({"topology_id": TOPOLOGY, "ops": [], "idempotency_key": "é\n"})),
+            "`idempotency_key` must be printable ASCII: it is sent as the `idempotency-key` header"
+        );
+        assert_eq!(
+            refusal(json!({"topology_id": TOPOLOGY, "ops": [], "idempotency_key": null})),
+            "`idempotency_key` must be a string, not null"
+        );
+    }
+
+    #[test]
+    fn a_read_sends_its_scalars_as_the_query() {
+        let route = Parameters::<ListTopologyMutations>::sent(json!({
+            "id": TOPOLOGY, "status": "failed", "limit": 5,
+        }))
+        .route("/topologies/{id}/mutations", &[])
+        .unwrap();
+        assert_eq!(route.path, format!("/topologies/{TOPOLOGY}/mutations"));
+        // In key order (serde_json sorts an object's keys).
+        assert_eq!(route.query().unwrap(), "?limit=5&status=failed");
+        let odd = Parameters::<ListRfcs>::sent(json!({"tag": "a&b=c", "missing": false}))
+            .route("/rfcs", &[])
+            .unwrap();
+        assert_eq!(odd.query().unwrap(), "?missing=false&tag=a%26b%3Dc");
+        let none = Parameters::<TopologyId>::sent(json!({"id": TOPOLOGY}))
+            .route("/topologies/{id}", &[])
+            .unwrap();
+        assert_eq!(none.query().unwrap(), "");
+        let query = |arguments: Value| {
+            Parameters::<ListMutations>::sent(arguments)
+                .route("/mutations", &[])
+                .unwrap()
+                .query()
+                .unwrap_err()
+                .message
+        };
+        assert_eq!(
+            query(json!({"status": null})),
+            "`status` cannot be null: leave it out instead"
+        );
+        assert_eq!(
+            query(json!({"limit": [5]})),
+            "`limit` must be a single value, not an array"
+        );
+    }
+
+    #[test]
+    fn api_texts_lose_the_position_in_a_body_the_agent_never_wrote() {
+        let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+        assert_eq!(
+            for_agent(
+                unprocessable,
+                "Failed to deserialize the JSON body into the target type: interface_type: \
+unknown variant `graphql`, expected one of `rest_api`, `cli` at line 1 column 118"
+            ),
+            "interface_type: unknown variant `graphql`, expected one of `rest_api`, `cli`"
+        );
+        assert_eq!(
+            for_agent(
+                unprocessable,
+                "Failed to deserialize query string: limit: invalid digit found in string"
+            ),
+            "limit: invalid digit found in string"
+        );
+        assert_eq!(
+            for_agent(unprocessable, "body: expected i32 at line 1 column 20"),
+            "body: expected i32"
+        );
+        // Only a real position goes, and only from a 400 or 422.
+        let title = "title \"meet at line 3 column four\" is too long";
+        assert_eq!(for_agent(unprocessable, title), title);
+        let conflict = "a migration at line 1 column 2";
+        assert_eq!(for_agent(StatusCode::CONFLICT, conflict), conflict);
+    }
+
+    #[test]
+    fn schemas_allow_null_only_where_the_api_does() {
+        let nullable = [
+            ("register_interface_change", "planned_for"),
+            ("update_interface_change", "planned_for"),
+            ("enqueue_mutation", "if_version"),
+            ("request_migration", "target_version"),
+        ];
         let tools = Tools::router().list_all();
         assert!(tools.len() >= 38, "{} tools", tools.len());
-        for tool in tools {
+        let mut seen = Vec::new();
+        for tool in &tools {
             let description = tool.description.as_deref().unwrap_or_default();
             assert!(
                 description.contains("Needs the "),
@@ -876,13 +1022,55 @@ mod tests {
                 tool.name
             );
             assert_eq!(tool.input_schema["type"], "object", "{}", tool.name);
+            assert_eq!(
+                tool.input_schema["additionalProperties"], false,
+                "{}",
+                tool.name
+            );
+            let properties = tool.input_schema["properties"].as_object().unwrap();
+            for (field, property) in properties {
+                let at = (tool.name.as_ref(), field.as_str());
+                assert!(property["description"].is_string(), "{at:?}: {property}");
+                assert!(property.get("writeOnly").is_none(), "{at:?}: {property}");
+                let types = match &property["type"] {
+                    Value::Array(types) => types.clone(),
+                    other => vec![other.clone()],
+                };
+                if types.contains(&json!("null")) {
+                    seen.push(at);
+                }
+                if ["id", "topology_id", "message_id", "run_id"].contains(&field.as_str()) {
+                    assert_eq!(property["format"], "uuid", "{at:?}");
+                }
+            }
         }
+        seen.sort();
+        let mut expected = nullable.to_vec();
+        expected.sort();
+        assert_eq!(seen, expected);
+        // A topology's document is any JSON value, null too (no `type` at all).
+        let create = Tools::router().get("create_topology").cloned().unwrap();
+        assert!(
+            create.input_schema["properties"]["document"]
+                .get("type")
+                .is_none(),
+            "{}",
+            create.input_schema["properties"]["document"]
+        );
+    }
+
+    #[test]
+    fn schemas_name_what_each_tool_needs() {
         let get = Tools::router().get("get_topology").cloned().unwrap();
         assert_eq!(get.input_schema["required"], json!(["id"]));
         let enqueue = Tools::router().get("enqueue_mutation").cloned().unwrap();
         let properties = &enqueue.input_schema["properties"];
         assert!(properties["idempotency_key"].is_object(), "{properties}");
-        assert_eq!(enqueue.input_schema["required"], json!(["id", "ops"]));
+        assert_eq!(properties["ops"]["items"]["type"], "object");
+        assert_eq!(
+            enqueue.input_schema["required"],
+            json!(["topology_id", "ops"])
+        );
         let list = Tools::router().get("list_mutations").cloned().unwrap();
         assert_eq!(
             list.input_schema["properties"]["status"]["enum"],
@@ -892,6 +1080,30 @@ mod tests {
             list.input_schema
                 .get("required")
                 .is_none_or(|r| r == &json!([]))
+        );
+        let register = Tools::router()
+            .get("register_interface_change")
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            register.input_schema["properties"]["planned_for"]["format"],
+            "date"
+        );
+        assert_eq!(
+            register.input_schema["properties"]["author"]["type"],
+            "string"
+        );
+        assert_eq!(
+            register.input_schema["required"],
+            json!([
+                "repo_slug",
+                "interface_type",
+                "change_type",
+                "title",
+                "description",
+                "affected_paths",
+                "affected_repo_slugs"
+            ])
         );
     }
 }

@@ -289,7 +289,10 @@ async fn every_tool_is_listed_with_a_description_and_an_input_schema(pool: PgPoo
             .iter()
             .find(|t| t["name"] == "enqueue_mutation")
             .unwrap();
-        assert_eq!(enqueue["inputSchema"]["required"], json!(["id", "ops"]));
+        assert_eq!(
+            enqueue["inputSchema"]["required"],
+            json!(["topology_id", "ops"])
+        );
         let register = tools
             .iter()
             .find(|t| t["name"] == "register_interface_change")
@@ -327,7 +330,7 @@ async fn write_tools_act_through_the_api(pool: PgPool) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(shown["name"], "edge");
     let enqueue = json!({
-        "id": id,
+        "topology_id": id,
         "ops": [{"op": "replace", "path": "/n", "value": 1}],
         "if_version": 0,
         "idempotency_key": "mcp-1",
@@ -547,6 +550,408 @@ async fn cancel_migration_cancels_a_pending_run(pool: PgPool) {
     fleet.stop().await;
 }
 
+/// `result` is the tool error of the API's answer `(status, body)` to the same request
+/// over HTTP: its status, its code, and its message, less the framing and the position
+/// in a body the agent never wrote (`Failed to deserialize the JSON body into the
+/// target type: ` … ` at line 1 column 118`). Returns the message as the tool said it.
+fn the_apis_refusal(result: &ToolResult, status: StatusCode, body: &Value) -> String {
+    assert!(result.is_error, "not a tool error: {result:?}");
+    let prefix = format!("{status}: ");
+    let message = result
+        .text
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{:?} does not start with {prefix:?}", result.text));
+    let api_message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        api_message.contains(message),
+        "{message:?} is not the API's {api_message:?}"
+    );
+    assert!(
+        !message.contains(" at line ") && !message.starts_with("Failed to deserialize"),
+        "{message:?} speaks of a body the agent never wrote"
+    );
+    assert_eq!(result.structured["error"]["status"], status.as_u16());
+    assert_eq!(result.structured["error"]["code"], body["error"]["code"]);
+    assert_eq!(result.structured["error"]["message"], message);
+    message.to_owned()
+}
+
+/// A refusal of the arguments by the server itself, before any request: its message.
+fn refused_arguments(result: &ToolResult) -> String {
+    assert!(result.is_error, "not a tool error: {result:?}");
+    assert_eq!(
+        result.structured["error"]["code"], "invalid_arguments",
+        "{result:?}"
+    );
+    let message = result.structured["error"]["message"].as_str().unwrap();
+    assert_eq!(result.text, format!("422 Unprocessable Entity: {message}"));
+    message.to_owned()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn arguments_reach_the_api_as_the_agent_sent_them(pool: PgPool) {
+    let fleet = TestFleet::api_only(&pool).await;
+    registry(&fleet).await;
+    let operator = token(&fleet.config, Role::Operator);
+    let mut mcp = Mcp::connect(&fleet, &operator, "auto").await.unwrap();
+    let post = reqwest::Method::POST;
+    let patch = reqwest::Method::PATCH;
+    let change = json!({
+        "repo_slug": "billing", "interface_type": "rest_api", "change_type": "breaking",
+        "title": "Invoices move to /v2", "description": "v1 goes away.",
+        "affected_paths": ["GET /v1/invoices"], "affected_repo_slugs": ["web"],
+        "planned_for": "2027-01-15",
+    });
+
+    // An explicit null where the API takes none is the API's 422, naming the field,
+    // exactly as over HTTP; nothing is created.
+    let mut null_author = change.clone();
+    null_author["author"] = Value::Null;
+    let refused = mcp
+        .call("register_interface_change", null_author.clone())
+        .await;
+    let (status, body) = http(
+        &fleet,
+        &operator,
+        post.clone(),
+        "/interface-changes",
+        Some(null_author),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let message = the_apis_refusal(&refused, status, &body);
+    assert!(
+        message.starts_with("author: null is not a value"),
+        "{message}"
+    );
+    let (_, listed) = fleet.get("/interface-changes").await;
+    assert_eq!(listed["items"], json!([]));
+
+    // A value the API does not take: its 422 names the field and the values it takes.
+    let mut graphql = change.clone();
+    graphql["interface_type"] = json!("graphql");
+    let refused = mcp.call("register_interface_change", graphql.clone()).await;
+    let (status, body) = http(
+        &fleet,
+        &operator,
+        post.clone(),
+        "/interface-changes",
+        Some(graphql),
+    )
+    .await;
+    let message = the_apis_refusal(&refused, status, &body);
+    assert!(
+        message
+            .starts_with("interface_type: unknown variant `graphql`, expected one of `rest_api`"),
+        "{message}"
+    );
+
+    let created = mcp.ok("register_interface_change", change).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let path = format!("/interface-changes/{id}");
+
+    // PATCH {"title": null}: the API's 422, and the title stays.
+    let null_title = json!({"title": null});
+    let refused = mcp
+        .call("update_interface_change", json!({"id": id, "title": null}))
+        .await;
+    let (status, body) = http(&fleet, &operator, patch.clone(), &path, Some(null_title)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let message = the_apis_refusal(&refused, status, &body);
+    assert!(
+        message.starts_with("title: null is not a value"),
+        "{message}"
+    );
+    let (_, shown) = fleet.get(&path).await;
+    assert_eq!(shown["title"], "Invoices move to /v2");
+
+    // A field left out stays as it is; planned_for: null clears the date.
+    mcp.ok(
+        "update_interface_change",
+        json!({"id": id, "title": "Invoices move"}),
+    )
+    .await;
+    let (_, shown) = fleet.get(&path).await;
+    assert_eq!(
+        (&shown["title"], &shown["planned_for"]),
+        (&json!("Invoices move"), &json!("2027-01-15"))
+    );
+    let cleared = mcp
+        .ok(
+            "update_interface_change",
+            json!({"id": id, "planned_for": null}),
+        )
+        .await;
+    assert_eq!(cleared["planned_for"], Value::Null);
+    let (_, shown) = fleet.get(&path).await;
+    assert_eq!(
+        (&shown["title"], &shown["planned_for"]),
+        (&json!("Invoices move"), &Value::Null)
+    );
+
+    // A date that is no date: the API's 422, without the position in its body.
+    let refused = mcp
+        .call(
+            "update_interface_change",
+            json!({"id": id, "planned_for": "2027-13-45"}),
+        )
+        .await;
+    let (status, body) = http(
+        &fleet,
+        &operator,
+        patch.clone(),
+        &path,
+        Some(json!({"planned_for": "2027-13-45"})),
+    )
+    .await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(" at line "),
+        "the API's own text no longer has a position: {body}"
+    );
+    let message = the_apis_refusal(&refused, status, &body);
+    assert!(message.starts_with("planned_for: "), "{message}");
+
+    // A document of null is sent as null (the API takes any JSON value).
+    let topology = mcp
+        .ok(
+            "create_topology",
+            json!({"name": "nothing yet", "document": null}),
+        )
+        .await;
+    let topology_id = topology["id"].as_str().unwrap().to_owned();
+    let (_, shown) = fleet.get(&format!("/topologies/{topology_id}")).await;
+    assert_eq!(shown["document"], Value::Null);
+
+    // Wrongly typed fields: the API's 422, naming the field and the type it takes.
+    let mutations = format!("/topologies/{topology_id}/mutations");
+    let ops = json!([{"op": "add", "path": "/n", "value": 1}]);
+    let refused = mcp
+        .call(
+            "enqueue_mutation",
+            json!({"topology_id": topology_id, "ops": ops, "if_version": "3"}),
+        )
+        .await;
+    let (status, body) = http(
+        &fleet,
+        &operator,
+        post.clone(),
+        &mutations,
+        Some(json!({"ops": ops, "if_version": "3"})),
+    )
+    .await;
+    let message = the_apis_refusal(&refused, status, &body);
+    assert!(
+        message.starts_with("if_version: invalid type: string \"3\""),
+        "{message}"
+    );
+    let refused = mcp
+        .call(
+            "enqueue_mutation",
+            json!({"topology_id": topology_id, "ops": "add /n"}),
+        )
+        .await;
+    let (status, body) = http(
+        &fleet,
+        &operator,
+        post.clone(),
+        &mutations,
+        Some(json!({"ops": "add /n"})),
+    )
+    .await;
+    let message = the_apis_refusal(&refused, status, &body);
+    assert!(
+        message.starts_with("ops: invalid type: string"),
+        "{message}"
+    );
+    let (_, listed) = fleet.get(&mutations).await;
+    assert_eq!(listed["items"], json!([]));
+
+    // What the server itself puts in a path, a header or a query string, it checks,
+    // naming the field.
+    let refused = mcp.call("get_topology", json!({"id": "not-a-uuid"})).await;
+    assert_eq!(
+        refused_arguments(&refused),
+        "`id` must be a UUID, such as `0192f5e4-8c2a-7b1e-9d3f-5a6b7c8d9e0f`; \"not-a-uuid\" is not one"
+    );
+    let refused = mcp
+        .call("enqueue_mutation", json!({"id": topology_id, "ops": ops}))
+        .await;
+    assert_eq!(
+        refused_arguments(&refused),
+        "unknown argument `id`: this tool takes `idempotency_key`, `if_version`, `ops`, `topology_id`"
+    );
+    let refused = mcp.call("enqueue_mutation", json!({"ops": ops})).await;
+    assert!(
+        refused_arguments(&refused).starts_with("missing argument `topology_id`: "),
+        "{refused:?}"
+    );
+    let refused = mcp.call("list_mutations", json!({"status": null})).await;
+    assert_eq!(
+        refused_arguments(&refused),
+        "`status` cannot be null: leave it out instead"
+    );
+    mcp.close().await;
+    fleet.stop().await;
+}
+
+/// What each tool is called with in [`every_tool_reaches_its_route`]; `{topology}`,
+/// `{mutation}`, `{change}` and `{random}` are ids filled in there.
+const CALLS: [(&str, &str); 38] = [
+    (
+        "register_interface_change",
+        r#"{"repo_slug": "billing", "interface_type": "cli", "change_type": "additive", "title": "t", "description": "d", "affected_paths": [], "affected_repo_slugs": []}"#,
+    ),
+    (
+        "list_interface_changes",
+        r#"{"status": "draft", "limit": 5}"#,
+    ),
+    ("get_interface_change", r#"{"id": "{change}"}"#),
+    (
+        "update_interface_change",
+        r#"{"id": "{change}", "title": "t2"}"#,
+    ),
+    ("publish_interface_change", r#"{"id": "{change}"}"#),
+    ("resolve_interface_change", r#"{"id": "{change}"}"#),
+    ("list_repos", r#"{"include_archived": true}"#),
+    ("get_repo", r#"{"slug": "billing"}"#),
+    (
+        "find_repo_by_remote",
+        r#"{"url": "https://git.example.com/acme/billing"}"#,
+    ),
+    ("find_repos_by_fingerprint", r#"{"hash": "abc"}"#),
+    ("get_dispatch", r#"{"slug": "web"}"#),
+    ("list_inbox", r#"{"slug": "web", "unread": true}"#),
+    (
+        "mark_inbox_read",
+        r#"{"slug": "web", "message_id": "{random}"}"#,
+    ),
+    ("create_topology", r#"{"name": "n"}"#),
+    ("list_topologies", r#"{}"#),
+    ("get_topology", r#"{"id": "{topology}"}"#),
+    (
+        "enqueue_mutation",
+        r#"{"topology_id": "{topology}", "ops": [{"op": "add", "path": "/a", "value": 1}]}"#,
+    ),
+    (
+        "list_topology_mutations",
+        r#"{"id": "{topology}", "status": "pending"}"#,
+    ),
+    ("list_mutations", r#"{"status": "failed"}"#),
+    ("get_mutation", r#"{"id": "{mutation}"}"#),
+    ("list_plugins", r#"{}"#),
+    ("get_plugin", r#"{"name": "netbox"}"#),
+    (
+        "create_graph",
+        r#"{"slug": "dc-north", "plugin": "netbox"}"#,
+    ),
+    ("list_graphs", r#"{}"#),
+    ("get_graph", r#"{"slug": "dc-south"}"#),
+    ("list_graph_nodes", r#"{"slug": "dc-south"}"#),
+    (
+        "request_migration",
+        r#"{"slug": "dc-south", "target_version": null}"#,
+    ),
+    ("list_migrations", r#"{"slug": "dc-south"}"#),
+    (
+        "cancel_migration",
+        r#"{"slug": "dc-south", "run_id": "{random}"}"#,
+    ),
+    ("list_rfcs", r#"{"state": "active", "missing": false}"#),
+    ("get_rfc", r#"{"slug": "graph-cache"}"#),
+    (
+        "list_rfc_branches",
+        r#"{"slug": "graph-cache", "state": "active"}"#,
+    ),
+    (
+        "list_rfc_pulls",
+        r#"{"slug": "graph-cache", "state": "open"}"#,
+    ),
+    ("list_pulls", r#"{"kind": "idea", "state": "open"}"#),
+    ("list_forge_repos", r#"{}"#),
+    ("list_parse_errors", r#"{}"#),
+    ("list_sweeps", r#"{}"#),
+    ("list_audit", r#"{"entity": "repo"}"#),
+];
+
+#[sqlx::test(migrations = "../migrations")]
+async fn every_tool_reaches_its_route(pool: PgPool) {
+    // Every tool, called as a viewer with arguments of the right shape, reaches its
+    // own route: a read answers (or names the missing RFC), a write is the role
+    // check's 403; none is a refusal of its arguments or a path the API does not have.
+    let fleet = TestFleet::api_only(&pool).await;
+    registry(&fleet).await;
+    let (_, topology) = fleet.post("/topologies", json!({"name": "t"})).await;
+    let topology = topology["id"].as_str().unwrap().to_owned();
+    let (_, mutation) = fleet
+        .post(
+            &format!("/topologies/{topology}/mutations"),
+            json!({"ops": [{"op": "add", "path": "/a", "value": 1}]}),
+        )
+        .await;
+    let (_, change) = fleet
+        .post(
+            "/interface-changes",
+            json!({"repo_slug": "billing", "interface_type": "cli", "change_type": "additive",
+                   "title": "t", "description": "d", "affected_paths": [], "affected_repo_slugs": []}),
+        )
+        .await;
+    let (status, body) = fleet
+        .post("/graphs", json!({"slug": "dc-south", "plugin": "netbox"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let viewer = token(&fleet.config, Role::Viewer);
+    let mut mcp = Mcp::connect(&fleet, &viewer, "legacy").await.unwrap();
+    let names: Vec<&str> = CALLS.iter().map(|(name, _)| *name).collect();
+    for name in ORIGINAL_TOOLS.iter().chain(&OTHER_TOOLS) {
+        assert!(names.contains(name), "{name} is not called");
+    }
+    let writes = [
+        "register_interface_change",
+        "update_interface_change",
+        "publish_interface_change",
+        "resolve_interface_change",
+        "mark_inbox_read",
+        "create_topology",
+        "enqueue_mutation",
+        "create_graph",
+        "request_migration",
+        "cancel_migration",
+        "list_audit",
+    ];
+    for (name, arguments) in CALLS {
+        let arguments = arguments
+            .replace("{topology}", &topology)
+            .replace("{mutation}", mutation["id"].as_str().unwrap())
+            .replace("{change}", change["id"].as_str().unwrap())
+            .replace("{random}", &uuid::Uuid::new_v4().to_string());
+        let result = mcp
+            .call(name, serde_json::from_str(&arguments).unwrap())
+            .await;
+        let code = &result.structured["error"]["code"];
+        if writes.contains(&name) {
+            assert_eq!(code, "forbidden", "{name}: {result:?}");
+        } else if [
+            "get_rfc",
+            "list_rfc_branches",
+            "list_rfc_pulls",
+            "find_repo_by_remote",
+        ]
+        .contains(&name)
+        {
+            // Nothing is cached or registered under these: the route's own 404.
+            assert_eq!(code, "not_found", "{name}: {result:?}");
+            assert!(!result.text.contains("no route for"), "{name}: {result:?}");
+        } else {
+            assert!(!result.is_error, "{name}: {result:?}");
+        }
+    }
+    mcp.close().await;
+    fleet.stop().await;
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn a_viewer_reads_but_gets_the_apis_403_for_a_write(pool: PgPool) {
     let fleet = TestFleet::api_only(&pool).await;
@@ -662,6 +1067,230 @@ async fn mcp_without_a_valid_api_token_is_the_apis_401(pool: PgPool) {
         !statuses.is_empty() && statuses.iter().all(|s| s == 401),
         "{refused}"
     );
+    fleet.stop().await;
+}
+
+/// The protocol revision of the session tests (one with sessions).
+const SESSION_VERSION: &str = "2025-06-18";
+
+/// `POST /mcp` of one JSON-RPC `message` by `client`, in `session` when given: the
+/// status, the `Mcp-Session-Id` answered, and the whole body (an event stream, or the
+/// JSON of a refusal).
+async fn rpc(
+    client: &reqwest::Client,
+    url: &str,
+    session: Option<&str>,
+    message: Value,
+) -> (StatusCode, Option<String>, String) {
+    let mut request = client
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", SESSION_VERSION)
+        .json(&message);
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    let response = tokio::time::timeout(Duration::from_secs(20), request.send())
+        .await
+        .expect("no answer within 20 s")
+        .unwrap();
+    let status = response.status();
+    let opened = response
+        .headers()
+        .get("mcp-session-id")
+        .map(|id| id.to_str().unwrap().to_owned());
+    let body = tokio::time::timeout(Duration::from_secs(20), response.text())
+        .await
+        .expect("the answer did not end within 20 s")
+        .unwrap();
+    (status, opened, body)
+}
+
+/// Opens a session as `client` (initialize, then initialized): its id.
+async fn open_session(client: &reqwest::Client, url: &str) -> String {
+    let (status, session, body) = rpc(
+        client,
+        url,
+        None,
+        json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": SESSION_VERSION, "capabilities": {},
+                       "clientInfo": {"name": "test", "version": "1"}}
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let session = session.expect("initialize answered no Mcp-Session-Id");
+    let (status, _, body) = rpc(
+        client,
+        url,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    session
+}
+
+/// `GET /mcp` in `session` as `client`, resuming after `last_event_id` when given: its
+/// status, and its body when it is a refusal (a stream that opens is left unread).
+async fn session_stream(
+    client: &reqwest::Client,
+    url: &str,
+    session: &str,
+    last_event_id: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = client
+        .get(url)
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", SESSION_VERSION)
+        .header("mcp-session-id", session);
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    let response = tokio::time::timeout(Duration::from_secs(20), request.send())
+        .await
+        .expect("no answer within 20 s")
+        .unwrap();
+    if response.status().is_success() {
+        return (response.status(), Value::Null);
+    }
+    harness::read(response).await
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_session_answers_only_the_subject_that_opened_it(pool: PgPool) {
+    let fleet = TestFleet::api_only(&pool).await;
+    registry(&fleet).await;
+    let secret = fleet.config.auth.secret.as_deref().unwrap().as_bytes();
+    let authenticator = switchyard_api::auth::Authenticator::new(secret);
+    let minute = Duration::from_secs(60);
+    let alice = client_with(&authenticator.mint("alice", Role::Operator, minute));
+    let alice_again = client_with(&authenticator.mint("alice", Role::Viewer, minute));
+    let bob = client_with(&authenticator.mint("bob", Role::Admin, minute));
+    let url = format!("{}/mcp", fleet.base);
+    let session = open_session(&alice, &url).await;
+
+    // Alice calls a tool. Its answer comes on a stream with event ids, which rmcp lets
+    // a client resume (GET with Last-Event-ID) while it is open; the session's own
+    // stream (GET without one) carries what the server sends unasked.
+    let call = json!({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "list_repos", "arguments": {}}
+    });
+    let (status, _, answer) = rpc(&alice, &url, Some(&session), call.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(answer.contains("billing"), "{answer}");
+    let event = answer
+        .lines()
+        .find_map(|line| line.strip_prefix("id:"))
+        .expect("the answer's stream has event ids")
+        .trim()
+        .to_owned();
+    let (status, _) = session_stream(&alice, &url, &session, Some(&event)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Bob's token is valid, but the session is Alice's: 404 for every use of it.
+    for last_event_id in [Some(event.as_str()), None] {
+        let (status, refusal) = session_stream(&bob, &url, &session, last_event_id).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{refusal}");
+        assert_eq!(refusal["error"]["code"], "not_found");
+        assert!(
+            refusal["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("belongs to another subject"),
+            "{refusal}"
+        );
+    }
+    let (status, _, body) = rpc(&bob, &url, Some(&session), call.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let response = bob
+        .delete(&url)
+        .header("mcp-protocol-version", SESSION_VERSION)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // Another token of Alice's (the session is bound to the subject) still works in it.
+    let list = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"});
+    let (status, _, body) = rpc(&alice_again, &url, Some(&session), list.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("enqueue_mutation"), "{body}");
+
+    // Alice ends it: then it is gone for her too.
+    let response = alice
+        .delete(&url)
+        .header("mcp-protocol-version", SESSION_VERSION)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let (status, _, body) = rpc(&alice, &url, Some(&session), list).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let refusal: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        refusal["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("no MCP session"),
+        "{refusal}"
+    );
+    fleet.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn mcp_refusals_have_the_apis_json_shape(pool: PgPool) {
+    let fleet = TestFleet::api_only(&pool).await;
+    let client = client_with(&token(&fleet.config, Role::Viewer));
+    let url = format!("{}/mcp", fleet.base);
+    // Accept without text/event-stream: rmcp's 406, in the API's shape, naming both.
+    let response = client
+        .post(&url)
+        .header("accept", "application/json")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
+    let (_, body) = harness::read(response).await;
+    assert_eq!(body["error"]["code"], "not_acceptable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("send `Accept: application/json, text/event-stream`"),
+        "{body}"
+    );
+    let response = client
+        .get(&url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
+    let (_, body) = harness::read(response).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("send `Accept: text/event-stream`"),
+        "{body}"
+    );
+    // A session id no session has: 404 in the same shape.
+    let (status, _, body) = rpc(
+        &client,
+        &url,
+        Some("no-such-session"),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
     fleet.stop().await;
 }
 

@@ -26,9 +26,9 @@ import json
 import os
 import sys
 
+import httpx2
 import mcp
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 
 def exception_text(error: BaseException) -> str:
@@ -67,12 +67,16 @@ async def answer(client: mcp.Client, request: dict) -> dict:
 
 
 async def run(url: str, mode: str, token: str, statuses: list) -> None:
-    http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
-
     async def record(response) -> None:
         statuses.append(response.status_code)
 
-    http.event_hooks["response"].append(record)
+    # The SDK's public way to send headers: an httpx2 client of our own (with the
+    # SDK's own timeouts: an answer may be an event stream that takes a while).
+    http = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=httpx2.Timeout(30, read=300),
+        event_hooks={"response": [record]},
+    )
     async with http:
         transport = streamable_http_client(url, http_client=http)
         async with mcp.Client(transport, mode=mode, cache=None) as client:
