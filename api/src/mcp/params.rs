@@ -40,6 +40,7 @@ use switchyard_domain::status::{
 };
 
 use crate::loopback::Refusal;
+pub use crate::loopback::segment;
 
 /// A string schema allowing exactly `values`.
 fn one_of<'a>(description: &str, values: impl Iterator<Item = &'a str>) -> Schema {
@@ -67,6 +68,14 @@ text_enum_schemas! {
     branch_state: BranchState, "Only branches in this state.";
     pull_state: PullState, "Only pull requests in this state.";
     pull_kind: PullKind, "Only pull requests of this kind.";
+}
+
+/// `asc` or `desc`: which end of a topology's seq order a list starts from.
+fn seq_order(_: &mut SchemaGenerator) -> Schema {
+    one_of(
+        "`asc` (the default): oldest first; `desc`: newest first. Pass next_cursor back with the same order.",
+        ["asc", "desc"].into_iter(),
+    )
 }
 
 /// An id the API reads as a UUID (the field's doc comment describes it).
@@ -305,20 +314,6 @@ fn describe(value: &Value) -> String {
         Value::Array(_) => "an array".to_owned(),
         Value::Object(_) => "an object".to_owned(),
     }
-}
-
-/// `text` as one path segment: everything but RFC 3986's unreserved characters is
-/// percent-encoded, so a `/` or `?` in an argument cannot reach another route.
-pub fn segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -613,6 +608,9 @@ mod schemas {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schemars(schema_with = "mutation_status")]
         pub status: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(schema_with = "seq_order")]
+        pub order: Option<String>,
         /// Page size, 1 to 500 (default 50).
         pub limit: Option<i64>,
         /// `next_cursor` of the previous page; leave it out for the first page.

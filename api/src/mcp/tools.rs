@@ -521,8 +521,8 @@ applied_version) or `failed` (with the error).",
 
     #[tool(
         description = "List one topology's mutations in seq order (the order they \
-apply), optionally only pending, applied or failed ones. Needs the viewer role. Returns \
-{items, next_cursor}.",
+apply), or newest first with order `desc`, optionally only pending, applied or failed \
+ones. Needs the viewer role. Returns {items, next_cursor}.",
         annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn list_topology_mutations(
