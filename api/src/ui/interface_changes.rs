@@ -293,7 +293,7 @@ fn calendar<'a>(changes: impl Iterator<Item = &'a Value>) -> Markup {
                                 span.day { (day.day()) }
                                 @for change in by_day.get(&day).into_iter().flatten() {
                                     div {
-                                        a href={"/ui/interface-changes/" (text(&change["id"]))} {
+                                        a href={"/ui/interface-changes/" (text(&change["id"]))} title=(text(&change["title"])) {
                                             span class={"badge " (text(&change["change_type"]))} { (text(&change["title"])) }
                                         }
                                     }
@@ -306,6 +306,22 @@ fn calendar<'a>(changes: impl Iterator<Item = &'a Value>) -> Markup {
         }
         @if outside > 0 {
             p.muted { (outside) " change(s) on this page are planned outside these three months." }
+        }
+        @if !by_day.is_empty() {
+            h3 { "Planned, by date" }
+            ul #planned {
+                @for (day, changes) in &by_day {
+                    @for change in changes {
+                        li {
+                            (day.format("%Y-%m-%d")) " · "
+                            span class={"badge " (text(&change["change_type"]))} { (text(&change["change_type"])) }
+                            " "
+                            a href={"/ui/interface-changes/" (text(&change["id"]))} { (text(&change["title"])) }
+                            " · " (badge(&text(&change["status"])))
+                        }
+                    }
+                }
+            }
         }
     }
 }
