@@ -119,10 +119,7 @@ impl Browser {
         self.shot("sign-in").await;
         self.set("textarea[name=token]", token).await;
         self.click("form[action='/ui/sign-in'] button").await;
-        self.until_js("return document.querySelector('h1')?.textContent", |v| {
-            v == "Overview"
-        })
-        .await;
+        self.until_text("h1", |v| v == "Overview").await;
     }
 
     /// Sets a form field's value (as typing it would).
@@ -166,6 +163,24 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Waits until the text of `css` satisfies `ok`; returns it.
+    async fn until_text(&self, css: &str, ok: impl Fn(&str) -> bool) -> String {
+        self.until_js(
+            &format!("return document.querySelector({css:?})?.textContent"),
+            ok,
+        )
+        .await
+    }
+
+    /// Waits until the page's live section follows its stream.
+    async fn until_live(&self) {
+        self.until_js(
+            "return document.querySelector('#live').dataset.state",
+            |s| s == "live",
+        )
+        .await;
     }
 
     /// The text of `css`, or an empty string when the page has none.
@@ -242,12 +257,7 @@ async fn an_operator_drafts_publishes_and_resolves_an_interface_change_from_the_
         .set("#change-form [name=affected_repo_slugs]", "web, Not A Slug")
         .await;
     browser.click("#change-form button").await;
-    let error = browser
-        .until_js(
-            "return document.querySelector('.banner.error')?.textContent",
-            |t| !t.is_empty(),
-        )
-        .await;
+    let error = browser.until_text(".banner.error", |t| !t.is_empty()).await;
     assert!(error.starts_with("422"), "{error}");
     assert!(error.contains("\"Not\" is not a slug"), "{error}");
     assert_eq!(
@@ -306,9 +316,7 @@ async fn an_operator_drafts_publishes_and_resolves_an_interface_change_from_the_
         .await;
     browser.click("#change-form button").await;
     browser
-        .until_js("return document.querySelector('h1')?.textContent", |t| {
-            t.contains("pagination too")
-        })
+        .until_text("h1", |t| t.contains("pagination too"))
         .await;
     browser.shot("draft").await;
 
@@ -352,12 +360,7 @@ async fn an_operator_drafts_publishes_and_resolves_an_interface_change_from_the_
     // web's dispatch page shows the change, and follows the repo live: resolving the
     // change elsewhere takes it off the page without a reload.
     browser.goto("/ui/repos/web").await;
-    browser
-        .until_js(
-            "return document.querySelector('#live').dataset.state",
-            |s| s == "live",
-        )
-        .await;
+    browser.until_live().await;
     assert!(
         browser
             .text_of("#pending-changes")
@@ -386,17 +389,9 @@ async fn an_operator_drafts_publishes_and_resolves_an_interface_change_from_the_
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     browser
-        .until_js(
-            "return document.querySelector('#pending-changes')?.textContent",
-            |t| t.contains("A --dry-run flag"),
-        )
+        .until_text("#pending-changes", |t| t.contains("A --dry-run flag"))
         .await;
-    browser
-        .until_js(
-            "return document.querySelector('#unread-count')?.textContent",
-            |t| t == "2",
-        )
-        .await;
+    browser.until_text("#unread-count", |t| t == "2").await;
     browser.shot("repo-dispatch").await;
     browser.goto("/ui/repos").await;
     browser.shot("repos").await;
@@ -432,12 +427,7 @@ async fn an_operator_drafts_publishes_and_resolves_an_interface_change_from_the_
         )
         .await
         .unwrap();
-    let error = browser
-        .until_js(
-            "return document.querySelector('.banner.error')?.textContent",
-            |t| !t.is_empty(),
-        )
-        .await;
+    let error = browser.until_text(".banner.error", |t| !t.is_empty()).await;
     assert!(error.starts_with("409"), "{error}");
     assert!(error.contains("resolved"), "{error}");
 
@@ -470,12 +460,7 @@ async fn a_topology_page_shows_mutations_go_from_pending_to_applied_and_resumes_
     browser.goto("/ui/topologies").await;
     browser.shot("topologies").await;
     browser.goto(&format!("/ui/topologies/{topology}")).await;
-    browser
-        .until_js(
-            "return document.querySelector('#live').dataset.state",
-            |s| s == "live",
-        )
-        .await;
+    browser.until_live().await;
     assert!(
         !browser.exists("#enqueue").await,
         "a viewer is not offered the enqueue form"
@@ -500,12 +485,7 @@ async fn a_topology_page_shows_mutations_go_from_pending_to_applied_and_resumes_
         .await;
     browser.until_js(&row, |s| s == "applied").await;
     // The document part is re-rendered from the server.
-    browser
-        .until_js(
-            "return document.querySelector('#version')?.textContent",
-            |v| v == "1",
-        )
-        .await;
+    browser.until_text("#version", |v| v == "1").await;
     browser.shot("topology-applied").await;
 
     // A dropped connection: the page mints a new token and resumes after the last id
@@ -553,12 +533,7 @@ async fn a_topology_page_shows_mutations_go_from_pending_to_applied_and_resumes_
             .await;
     }
     // The server-rendered part follows too, after the resume.
-    browser
-        .until_js(
-            "return document.querySelector('#version')?.textContent",
-            |v| v == "2",
-        )
-        .await;
+    browser.until_text("#version", |v| v == "2").await;
     let ids = browser
         .client
         .execute(
@@ -616,10 +591,7 @@ async fn a_topology_page_shows_mutations_go_from_pending_to_applied_and_resumes_
         )
         .await;
     let banner = browser
-        .until_js(
-            "return document.querySelector('#session-ended')?.textContent",
-            |t| !t.is_empty(),
-        )
+        .until_text("#session-ended", |t| !t.is_empty())
         .await;
     assert!(banner.contains("Your session has ended"), "{banner}");
     assert!(
@@ -677,19 +649,11 @@ async fn a_graph_page_shows_a_failed_migration_then_its_progress_to_100_percent(
     let browser = Browser::start(&fleet.base, "graph").await;
     browser.sign_in(&token(&fleet.config, Role::Operator)).await;
     browser.goto("/ui/graphs/dc-east").await;
-    browser
-        .until_js(
-            "return document.querySelector('#live').dataset.state",
-            |s| s == "live",
-        )
-        .await;
+    browser.until_live().await;
     browser.click("#re-migrate button").await;
     // The run fails on n700: the banner names the reason, live.
     let banner = browser
-        .until_js(
-            "return document.querySelector('#banner.migration_failed')?.textContent",
-            |t| !t.is_empty(),
-        )
+        .until_text("#banner.migration_failed", |t| !t.is_empty())
         .await;
     assert!(banner.contains("n700"), "{banner}");
     assert!(banner.contains("weight"), "{banner}");
@@ -706,12 +670,7 @@ async fn a_graph_page_shows_a_failed_migration_then_its_progress_to_100_percent(
         .await;
     assert!(status.is_success(), "{body}");
     browser.goto("/ui/graphs/dc-east").await;
-    browser
-        .until_js(
-            "return document.querySelector('#live').dataset.state",
-            |s| s == "live",
-        )
-        .await;
+    browser.until_live().await;
     browser
         .client
         .execute(
@@ -723,12 +682,7 @@ async fn a_graph_page_shows_a_failed_migration_then_its_progress_to_100_percent(
     // Requested over HTTP, so the open page (and its listener) sees the whole run.
     let (status, body) = fleet.post("/graphs/dc-east/re-migrate", json!({})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    browser
-        .until_js(
-            "return document.querySelector('#schema-version')?.textContent",
-            |v| v == "2",
-        )
-        .await;
+    browser.until_text("#schema-version", |v| v == "2").await;
     let (_, runs) = fleet.get("/graphs/dc-east/migrations?limit=1").await;
     let total = runs["items"][0]["total"].as_i64().unwrap();
     assert!(total > 100, "the retry has several batches: {runs}");
@@ -1104,12 +1058,7 @@ async fn an_admin_registers_repos_plugins_graphs_and_nodes_and_reads_the_forge_a
         .set("#register-repo [name=name]", "Billing again")
         .await;
     browser.click("#register-repo button").await;
-    let error = browser
-        .until_js(
-            "return document.querySelector('.banner.error')?.textContent",
-            |t| !t.is_empty(),
-        )
-        .await;
+    let error = browser.until_text(".banner.error", |t| !t.is_empty()).await;
     assert!(error.starts_with("409"), "{error}");
     assert_eq!(
         browser
@@ -1148,12 +1097,7 @@ async fn an_admin_registers_repos_plugins_graphs_and_nodes_and_reads_the_forge_a
         .set("#write-nodes textarea", "{\"nodes\": [{\"id\": \"sw1\"")
         .await;
     browser.click("#write-nodes button").await;
-    let error = browser
-        .until_js(
-            "return document.querySelector('.banner.error')?.textContent",
-            |t| !t.is_empty(),
-        )
-        .await;
+    let error = browser.until_text(".banner.error", |t| !t.is_empty()).await;
     assert!(error.contains("the nodes is not valid JSON"), "{error}");
     browser
         .set(
@@ -1163,10 +1107,7 @@ async fn an_admin_registers_repos_plugins_graphs_and_nodes_and_reads_the_forge_a
         .await;
     browser.click("#write-nodes button").await;
     browser
-        .until_js(
-            "return document.querySelector('.banner.notice')?.textContent",
-            |t| t == "Nodes written.",
-        )
+        .until_text(".banner.notice", |t| t == "Nodes written.")
         .await;
     browser.goto("/ui/plugins/netbox").await;
     browser
@@ -1177,12 +1118,7 @@ async fn an_admin_registers_repos_plugins_graphs_and_nodes_and_reads_the_forge_a
         .await;
     browser.click("#add-version [name=migrate_graphs]").await;
     browser.click("#add-version button").await;
-    browser
-        .until_js(
-            "return document.querySelector('#current-version')?.textContent",
-            |v| v == "2",
-        )
-        .await;
+    browser.until_text("#current-version", |v| v == "2").await;
     browser.shot("plugin").await;
     harness::eventually(PATIENCE, || async {
         let (_, graph) = fleet.get("/graphs/dc-east").await;
@@ -1198,10 +1134,7 @@ async fn an_admin_registers_repos_plugins_graphs_and_nodes_and_reads_the_forge_a
         .click("form[action='/ui/repos/billing/archive'] button")
         .await;
     browser
-        .until_js(
-            "return document.querySelector('.banner.notice')?.textContent",
-            |t| t == "Archived.",
-        )
+        .until_text(".banner.notice", |t| t == "Archived.")
         .await;
     let (_, repo) = fleet.get("/repos/billing").await;
     assert!(!repo["archived_at"].is_null(), "{repo}");
