@@ -5,12 +5,14 @@
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Redirect};
 use maud::{Markup, html};
 
+use crate::loopback::Refusal;
+
 use super::{
-    CsrfForm, CursorQuery, Failure, NoticeQuery, Page, Session, Ui, badge, button_form, encode,
-    event_names, items, joined, list_table, notice_banner, ok, page, page_query, pager, text, when,
+    CsrfForm, CursorQuery, Failure, NoticeQuery, Page, Session, Ui, after, badge, button_form,
+    encode, error_banner, event_names, items, joined, list_table, notice_banner, ok, page,
+    page_query, pager, text, when,
 };
 
 /// `GET /ui/rfcs`.
@@ -84,8 +86,10 @@ async fn rfc_live(ui: &Ui, session: &Session, slug: &str) -> Result<Markup, Fail
         p.muted { "Owners: " (joined(&summary["owners"])) " · arbiters: " (joined(&summary["arbiters"])) }
         h2 { "Branches" }
         (list_table("branches", &items(&branches), &[("Repo", "repo"), ("Name", "name"), ("State", "state"), ("Head", "head_sha"), ("Committed", "committed_at")], None))
+        (more(&branches))
         h2 { "Pull requests" }
-        (list_table("pulls", &items(&pulls), &[("Number", "number"), ("Title", "title"), ("Kind", "kind"), ("State", "state"), ("Branch", "head_branch"), ("Opened by", "opened_by"), ("Updated", "updated_at")], None))
+        (list_table("pulls", &items(&pulls), &[("Number", "number"), ("Title", "title"), ("Kind", "kind"), ("State", "state"), ("Branch", "head_branch"), ("Opened by", "opened_by"), ("Opened", "created_at"), ("Merged", "merged_at"), ("Closed", "closed_at")], None))
+        (more(&pulls))
         h2 { "Body" }
         pre { (text(&rfc["body"])) }
     })
@@ -97,20 +101,30 @@ pub async fn cache(
     session: Session,
     Query(query): Query<NoticeQuery>,
 ) -> Page {
-    let live = forge_live(&ui, &session).await?;
-    ok(page(
-        Some(&session),
+    ok(render_cache(&ui, &session, query.notice.as_deref(), None).await?)
+}
+
+async fn render_cache(
+    ui: &Ui,
+    session: &Session,
+    notice: Option<&str>,
+    error: Option<&Refusal>,
+) -> Result<Markup, Failure> {
+    let live = forge_live(ui, session).await?;
+    Ok(page(
+        Some(session),
         "Forge",
         html! {
             h1 { "Forge" }
-            (notice_banner(query.notice.as_deref()))
+            (notice_banner(notice))
+            (error_banner(error))
             p {
-                @if ui.may(&session, Method::POST, "/forge/reconcile") {
-                    (button_form(&session, "/ui/forge/reconcile", "Sweep now", Some("Read every repo from Gitea again?")))
+                @if ui.may(session, Method::POST, "/forge/reconcile") {
+                    (button_form(session, "/ui/forge/reconcile", "Sweep now", Some("Read every repo from Gitea again?")))
                     " "
                 }
-                @if ui.may(&session, Method::POST, "/forge/rebuild") {
-                    (button_form(&session, "/ui/forge/rebuild", "Rebuild the cache", Some("Drop the cache and rebuild it from Gitea?")))
+                @if ui.may(session, Method::POST, "/forge/rebuild") {
+                    (button_form(session, "/ui/forge/rebuild", "Rebuild the cache", Some("Drop the cache and rebuild it from Gitea?")))
                 }
             }
             section data-poll="5000" data-refresh="/ui/forge/live" {
@@ -132,11 +146,22 @@ async fn forge_live(ui: &Ui, session: &Session) -> Result<Markup, Failure> {
     Ok(html! {
         h2 { "Repos" }
         (list_table("forge-repos", &items(&repos), &[("Repo", "repo"), ("Role", "role"), ("Refreshed", "refreshed_at"), ("Refreshing now", "claimed"), ("Last error", "last_error"), ("Failed at", "last_error_at")], None))
+        (more(&repos))
         h2 { "Sweeps" }
         (list_table("sweeps", &items(&sweeps), &[("Trigger", "trigger"), ("Requested by", "requested_by"), ("Requested", "requested_at"), ("Started", "started_at"), ("Finished", "finished_at"), ("Repos", "repos"), ("Changes", "changes")], None))
         h2 { "Parse errors" }
         (list_table("parse-errors", &items(&errors), &[("Path", "path"), ("Error", "error"), ("Seen", "seen_at")], None))
+        (more(&errors))
     })
+}
+
+/// A note under a list cut at its first page (100 rows here), saying where the rest is.
+fn more(list: &serde_json::Value) -> Markup {
+    html! {
+        @if !list["next_cursor"].is_null() {
+            p.muted { "Only the first 100 are shown; the API pages through the rest (next_cursor)." }
+        }
+    }
 }
 
 /// `POST /ui/forge/{reconcile|rebuild}` (admin).
@@ -153,13 +178,20 @@ pub async fn request(
             format!("there is no forge action {action:?}; there are reconcile and rebuild"),
         ));
     }
-    ui.send(
-        &session,
-        Method::POST,
-        &format!("/forge/{action}"),
-        None,
-        &[],
+    let result = ui
+        .send(
+            &session,
+            Method::POST,
+            &format!("/forge/{action}"),
+            None,
+            &[],
+        )
+        .await;
+    let (ui, session) = (&ui, &session);
+    after(
+        result,
+        |_| "/ui/forge?notice=sweep".to_owned(),
+        move |refusal| async move { render_cache(ui, session, None, Some(&refusal)).await },
     )
-    .await?;
-    Ok(Redirect::to("/ui/forge?notice=requested").into_response())
+    .await
 }

@@ -201,31 +201,51 @@ async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Fa
     )
 }
 
-/// Refuses a state-changing request another site made the browser send: one the
-/// browser marks `Sec-Fetch-Site: cross-site`, or whose `Origin` is not this host.
-/// With `SameSite=Strict` cookies and CSRF tokens this is a third guard, and the one
-/// that covers the sign-in form (no session, so no CSRF token yet).
+/// Refuses a state-changing request another site made the browser send. With
+/// `SameSite=Strict` cookies and CSRF tokens this is a third guard, and the one that
+/// covers the sign-in form (no session, so no CSRF token yet):
+/// - a browser that sends `Sec-Fetch-Site` is believed: `same-origin` (or `none`, the
+///   user's own navigation) passes, anything else is refused;
+/// - otherwise an `Origin` must name this host, as the request's `Host` or, behind a
+///   proxy that rewrites it, `X-Forwarded-Host` or `Forwarded: host=` (a page on
+///   another site cannot set those); `Origin: null` (a sandboxed or `data:` page) is
+///   foreign. A request without `Origin` (not sent by a browser's cross-site form
+///   post) passes.
 async fn same_origin_posts(request: Request, next: Next) -> Response {
-    if matches!(*request.method(), Method::GET | Method::HEAD) {
+    if matches!(*request.method(), Method::GET | Method::HEAD) || same_origin(request.headers()) {
         return next.run(request).await;
     }
-    let headers = request.headers();
+    Failure::new(
+        StatusCode::FORBIDDEN,
+        "this form was sent from another site; open the dashboard and submit it there",
+    )
+    .into_response()
+}
+
+/// Whether a state-changing request comes from the dashboard's own pages (see
+/// [`same_origin_posts`]).
+fn same_origin(headers: &axum::http::HeaderMap) -> bool {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let cross_site = text("sec-fetch-site") == Some("cross-site");
-    let foreign_origin = match (text("origin"), text("host")) {
-        (Some(origin), Some(host)) => {
-            origin != "null" && origin.split_once("://").map(|(_, rest)| rest) != Some(host)
-        }
-        _ => false,
-    };
-    if cross_site || foreign_origin {
-        return Failure::new(
-            StatusCode::FORBIDDEN,
-            "this form was sent from another site; open the dashboard and submit it there",
-        )
-        .into_response();
+    if let Some(site) = text("sec-fetch-site") {
+        return matches!(site, "same-origin" | "none");
     }
-    next.run(request).await
+    let Some(origin) = text("origin") else {
+        return true;
+    };
+    let Some((_, origin_host)) = origin.split_once("://") else {
+        return false;
+    };
+    let forwarded = text("forwarded").and_then(|value| {
+        value
+            .split([';', ','])
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(key, _)| key.eq_ignore_ascii_case("host"))
+            .map(|(_, host)| host.trim_matches('"'))
+    });
+    [text("host"), text("x-forwarded-host"), forwarded]
+        .into_iter()
+        .flatten()
+        .any(|host| host.eq_ignore_ascii_case(origin_host))
 }
 
 /// `?cursor=` of a paged page.
@@ -263,6 +283,7 @@ fn notice_banner(code: Option<&str>) -> Markup {
         Some("read") => "Marked read.",
         Some("archived") => "Archived.",
         Some("written") => "Nodes written.",
+        Some("sweep") => "Requested: the forge role picks it up at its next turn.",
         _ => return html! {},
     };
     html! { div.banner.notice role="status" { (text) } }
@@ -371,7 +392,13 @@ where
         Err(refusal) => {
             let status = refusal.status;
             let markup = again(refusal).await?;
-            Ok((status, markup).into_response())
+            let mut response = (status, markup).into_response();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Ok(response)
         }
     }
 }

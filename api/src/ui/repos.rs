@@ -91,7 +91,10 @@ async fn render_list(
     let list = ui
         .get(
             session,
-            &format!("/repos?{}", page_query(query.cursor.as_deref())),
+            &format!(
+                "/repos?include_archived=true&{}",
+                page_query(query.cursor.as_deref())
+            ),
         )
         .await?;
     let items = list["items"].as_array().cloned().unwrap_or_default();
@@ -150,12 +153,15 @@ async fn render(
     error: Option<&Refusal>,
 ) -> Result<Markup, Failure> {
     let live = render_live(ui, session, slug).await?;
+    let repo = ui.get(session, &format!("/repos/{}", encode(slug))).await?;
     let body = html! {
         p { a href="/ui/repos" { "← Repos" } }
         h1 { (slug) }
         (notice_banner(notice))
         (error_banner(error))
-        @if ui.may(session, Method::POST, "/repos/{slug}/archive") {
+        @if !repo["archived_at"].is_null() {
+            p #archived { (badge("archived")) " since " (when(&repo["archived_at"])) ": it gets no interface-change notifications." }
+        } @else if ui.may(session, Method::POST, "/repos/{slug}/archive") {
             p { (button_form(session, &format!("/ui/repos/{}/archive", encode(slug)), "Archive", Some("Archive this repo? It gets no more interface-change notifications."))) }
         }
         section.live #live data-stream={"/api/v1/repos/" (encode(slug)) "/events"}

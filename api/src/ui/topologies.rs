@@ -184,7 +184,12 @@ async fn render(
                         (csrf_field(session))
                         // One key per rendering of the form: submitting it twice (a
                         // double click, a resend) enqueues once.
-                        input type="hidden" name="idempotency_key" value=(uuid::Uuid::now_v7());
+                        // After a 5xx the enqueue may or may not have happened: the
+                        // form keeps its key, so sending it again cannot enqueue twice.
+                        input type="hidden" name="idempotency_key" value=(match (typed, error) {
+                            (Some(typed), Some(error)) if error.status.is_server_error() && !typed.idempotency_key.is_empty() => typed.idempotency_key.clone(),
+                            _ => uuid::Uuid::now_v7().to_string(),
+                        });
                         label { "RFC 6902 operations: only the JSON array"
                             textarea name="ops" required placeholder="[{\"op\": \"add\", \"path\": \"/key\", \"value\": 1}]" {
                                 (typed.map_or("", |t| t.ops.as_str()))

@@ -455,12 +455,24 @@ async fn a_topology_page_shows_mutations_go_from_pending_to_applied_and_resumes_
     };
     let mut fleet = TestFleet::start(&pool, harness::isolated_config(), roles).await;
     let topology = fleet.create_topology("edge", json!({"n": 0})).await;
+    // Pending before the page opens: the snapshot puts it in the live table.
+    let zeroth = fleet
+        .enqueue(topology, json!([{"op": "add", "path": "/m", "value": 0}]))
+        .await;
     let browser = Browser::start(&fleet.base, "topology").await;
     browser.sign_in(&token(&fleet.config, Role::Viewer)).await;
     browser.goto("/ui/topologies").await;
     browser.shot("topologies").await;
     browser.goto(&format!("/ui/topologies/{topology}")).await;
     browser.until_live().await;
+    browser
+        .until_js(
+            &format!(
+                "return document.querySelector(\"tr[data-mutation='{zeroth}']\")?.dataset.status"
+            ),
+            |s| s == "pending",
+        )
+        .await;
     assert!(
         !browser.exists("#enqueue").await,
         "a viewer is not offered the enqueue form"
@@ -485,7 +497,7 @@ async fn a_topology_page_shows_mutations_go_from_pending_to_applied_and_resumes_
         .await;
     browser.until_js(&row, |s| s == "applied").await;
     // The document part is re-rendered from the server.
-    browser.until_text("#version", |v| v == "1").await;
+    browser.until_text("#version", |v| v == "2").await;
     browser.shot("topology-applied").await;
 
     // A dropped connection: the page mints a new token and resumes after the last id
@@ -533,7 +545,7 @@ async fn a_topology_page_shows_mutations_go_from_pending_to_applied_and_resumes_
             .await;
     }
     // The server-rendered part follows too, after the resume.
-    browser.until_text("#version", |v| v == "2").await;
+    browser.until_text("#version", |v| v == "3").await;
     let ids = browser
         .client
         .execute(
@@ -567,7 +579,7 @@ async fn a_topology_page_shows_mutations_go_from_pending_to_applied_and_resumes_
         .collect();
     for (kind, count) in [
         ("mutation.enqueued", 3),
-        ("mutation.applied", 2),
+        ("mutation.applied", 3),
         ("mutation.failed", 1),
     ] {
         assert_eq!(
@@ -894,6 +906,35 @@ async fn a_viewer_sees_no_write_buttons_and_forged_posts_are_refused(pool: PgPoo
     assert_eq!(change["status"], "published");
 
     // A stream token is not a way in, and an invalid token is named.
+    let authenticator = switchyard_api::auth::Authenticator::new(
+        fleet.config.auth.secret.as_deref().unwrap().as_bytes(),
+    );
+    let (stream_token, _) = authenticator.mint_stream(
+        &switchyard_api::auth::Caller {
+            subject: "tester".into(),
+            role: Role::Admin,
+        },
+        "/api/v1/events",
+        Duration::from_secs(60),
+    );
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/ui/sign-in", fleet.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("token", stream_token.as_str())]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("that is a stream token")
+    );
     let response = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -947,6 +988,63 @@ async fn a_viewer_sees_no_write_buttons_and_forged_posts_are_refused(pool: PgPoo
     }
     let (_, change) = fleet.get(&format!("/interface-changes/{id}")).await;
     assert_eq!(change["status"], "published", "nothing was resolved");
+    // Behind a proxy that rewrites Host, the page's own origin is the forwarded host;
+    // a browser's Sec-Fetch-Site: same-origin is believed; Origin: null is foreign.
+    for (headers, allowed) in [
+        (
+            vec![
+                ("origin", "https://Dash.Example"),
+                ("x-forwarded-host", "dash.example"),
+            ],
+            true,
+        ),
+        (
+            vec![
+                ("origin", "https://dash.example"),
+                ("forwarded", "for=10.0.0.1;host=dash.example;proto=https"),
+            ],
+            true,
+        ),
+        (
+            vec![
+                ("origin", "https://dash.example"),
+                ("sec-fetch-site", "same-origin"),
+            ],
+            true,
+        ),
+        (vec![("origin", "null")], false),
+        (
+            vec![
+                ("origin", "https://evil.example"),
+                ("x-forwarded-host", "dash.example"),
+            ],
+            false,
+        ),
+    ] {
+        let mut request = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .post(format!("{}/ui/sign-in", fleet.base))
+            .header("content-type", "application/x-www-form-urlencoded");
+        for (name, value) in &headers {
+            request = request.header(*name, *value);
+        }
+        let response = request
+            .body(form(&[(
+                "token",
+                token(&fleet.config, Role::Viewer).as_str(),
+            )]))
+            .send()
+            .await
+            .unwrap();
+        let want = if allowed {
+            StatusCode::SEE_OTHER
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        assert_eq!(response.status(), want, "{headers:?}");
+    }
     // A `next` that is not a dashboard path, or holds a control character, is /ui/.
     for next in [
         "https://evil.example/",
@@ -1214,8 +1312,8 @@ async fn a_database_outage_is_a_503_page_with_retry_after_and_then_passes(pool: 
         .await
         .unwrap();
 
-    // The session itself cannot be read (the overview), or the page's API call cannot
-    // be made (a list): either way a 503 page with Retry-After, never a 500.
+    // The session cannot be read: a 503 page with Retry-After, never a 500, on any
+    // page.
     for path in ["/ui/", "/ui/topologies"] {
         let response = viewer
             .get(format!("{}{path}", fleet.base))

@@ -128,13 +128,17 @@
         reopen();
         return;
       }
+      // Held (or resumed twice) while the token was being minted: open nothing more.
+      if (held || (source && source.readyState !== EventSource.CLOSED)) return;
       let url = path + "?token=" + encodeURIComponent(token);
       if (last !== null) url += "&last_event_id=" + last;
-      source = new EventSource(url);
-      source.onopen = () => { delay = 500; say("live"); };
-      for (const name of names) source.addEventListener(name, (e) => handle(name, e));
-      source.onerror = () => {
-        source.close();
+      const mine = new EventSource(url);
+      source = mine;
+      mine.onopen = () => { delay = 500; say("live"); };
+      for (const name of names) mine.addEventListener(name, (e) => handle(name, e));
+      mine.onerror = () => {
+        mine.close();
+        if (source !== mine) return;
         say("reconnecting");
         reopen();
       };
@@ -212,11 +216,14 @@
   // Pages with data-poll re-render their fragment every that many milliseconds.
   for (const section of document.querySelectorAll("[data-poll]")) {
     const target = section.querySelector("[data-fragment]");
+    let asked = 0;
     const timer = setInterval(async () => {
+      const mine = ++asked;
       try {
         const html = await fragment(section.dataset.refresh);
         if (html === null && document.querySelector("#session-ended")) clearInterval(timer);
-        else if (html !== null && target) target.innerHTML = html;
+        // A slow answer arriving after a newer one is dropped.
+        else if (html !== null && target && mine === asked) target.innerHTML = html;
       } catch (_) { /* next time */ }
     }, Number(section.dataset.poll));
   }
