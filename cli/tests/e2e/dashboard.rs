@@ -734,28 +734,41 @@ async fn a_graph_page_shows_a_failed_migration_then_its_progress_to_100_percent(
     fleet.stop().await;
 }
 
-/// `pairs` as an `application/x-www-form-urlencoded` body.
-fn form<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> String {
-    let mut body = form_urlencoded::Serializer::new(String::new());
-    for (key, value) in pairs {
-        body.append_pair(key.as_ref(), value.as_ref());
+/// An HTTP client that reports redirects instead of following them (the dashboard
+/// answers a form with 303).
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A form post's body, as a browser sends it.
+trait FormBody {
+    /// `pairs` as an `application/x-www-form-urlencoded` body.
+    fn form_body<K: AsRef<str>, V: AsRef<str>>(self, pairs: &[(K, V)]) -> Self;
+}
+
+impl FormBody for reqwest::RequestBuilder {
+    fn form_body<K: AsRef<str>, V: AsRef<str>>(self, pairs: &[(K, V)]) -> Self {
+        let mut body = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in pairs {
+            body.append_pair(key.as_ref(), value.as_ref());
+        }
+        self.header("content-type", "application/x-www-form-urlencoded")
+            .body(body.finish())
     }
-    body.finish()
 }
 
 /// A session cookie and the page's CSRF token, signed in over plain HTTP.
 async fn sign_in_http(fleet: &TestFleet, role: Role) -> (reqwest::Client, String) {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let client = no_redirects();
     let response = client
         .post(format!("{}/ui/sign-in", fleet.base))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[
+        .form_body(&[
             ("token", token(&fleet.config, role).as_str()),
             ("next", "/ui/"),
-        ]))
+        ])
         .send()
         .await
         .unwrap();
@@ -851,8 +864,7 @@ async fn a_viewer_sees_no_write_buttons_and_forged_posts_are_refused(pool: PgPoo
     for fields in [vec![], vec![("csrf", "0".repeat(64))]] {
         let response = operator
             .post(&publish)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(&fields))
+            .form_body(&fields)
             .send()
             .await
             .unwrap();
@@ -860,13 +872,9 @@ async fn a_viewer_sees_no_write_buttons_and_forged_posts_are_refused(pool: PgPoo
         assert!(response.text().await.unwrap().contains("CSRF token"));
     }
     // No session at all: the post goes to the sign-in page instead.
-    let response = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    let response = no_redirects()
         .post(&publish)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[("csrf", csrf.as_str())]))
+        .form_body(&[("csrf", csrf.as_str())])
         .send()
         .await
         .unwrap();
@@ -879,8 +887,7 @@ async fn a_viewer_sees_no_write_buttons_and_forged_posts_are_refused(pool: PgPoo
     let (viewer, viewer_csrf) = sign_in_http(&fleet, Role::Viewer).await;
     let response = viewer
         .post(&publish)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[("csrf", viewer_csrf.as_str())]))
+        .form_body(&[("csrf", viewer_csrf.as_str())])
         .send()
         .await
         .unwrap();
@@ -896,8 +903,7 @@ async fn a_viewer_sees_no_write_buttons_and_forged_posts_are_refused(pool: PgPoo
     // The operator's genuine post works.
     let response = operator
         .post(&publish)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[("csrf", csrf.as_str())]))
+        .form_body(&[("csrf", csrf.as_str())])
         .send()
         .await
         .unwrap();
@@ -917,13 +923,9 @@ async fn a_viewer_sees_no_write_buttons_and_forged_posts_are_refused(pool: PgPoo
         "/api/v1/events",
         Duration::from_secs(60),
     );
-    let response = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    let response = no_redirects()
         .post(format!("{}/ui/sign-in", fleet.base))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[("token", stream_token.as_str())]))
+        .form_body(&[("token", stream_token.as_str())])
         .send()
         .await
         .unwrap();
@@ -935,13 +937,9 @@ async fn a_viewer_sees_no_write_buttons_and_forged_posts_are_refused(pool: PgPoo
             .unwrap()
             .contains("that is a stream token")
     );
-    let response = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    let response = no_redirects()
         .post(format!("{}/ui/sign-in", fleet.base))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[("token", "not.a.token")]))
+        .form_body(&[("token", "not.a.token")])
         .send()
         .await
         .unwrap();
@@ -949,17 +947,10 @@ async fn a_viewer_sees_no_write_buttons_and_forged_posts_are_refused(pool: PgPoo
     assert!(response.text().await.unwrap().contains("not valid"));
 
     // Behind a TLS front the cookie is Secure.
-    let response = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    let response = no_redirects()
         .post(format!("{}/ui/sign-in", fleet.base))
         .header("x-forwarded-proto", "https")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[(
-            "token",
-            token(&fleet.config, Role::Viewer).as_str(),
-        )]))
+        .form_body(&[("token", token(&fleet.config, Role::Viewer).as_str())])
         .send()
         .await
         .unwrap();
@@ -978,8 +969,7 @@ async fn a_viewer_sees_no_write_buttons_and_forged_posts_are_refused(pool: PgPoo
         let response = operator
             .post(format!("{}/ui/interface-changes/{id}/resolve", fleet.base))
             .header(name, value)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(&[("csrf", csrf.as_str())]))
+            .form_body(&[("csrf", csrf.as_str())])
             .send()
             .await
             .unwrap();
@@ -1021,20 +1011,12 @@ async fn a_viewer_sees_no_write_buttons_and_forged_posts_are_refused(pool: PgPoo
             false,
         ),
     ] {
-        let mut request = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
-            .post(format!("{}/ui/sign-in", fleet.base))
-            .header("content-type", "application/x-www-form-urlencoded");
+        let mut request = no_redirects().post(format!("{}/ui/sign-in", fleet.base));
         for (name, value) in &headers {
             request = request.header(*name, *value);
         }
         let response = request
-            .body(form(&[(
-                "token",
-                token(&fleet.config, Role::Viewer).as_str(),
-            )]))
+            .form_body(&[("token", token(&fleet.config, Role::Viewer).as_str())])
             .send()
             .await
             .unwrap();
@@ -1051,16 +1033,12 @@ async fn a_viewer_sees_no_write_buttons_and_forged_posts_are_refused(pool: PgPoo
         "/ui/\r\nSet-Cookie: x=1",
         "//evil.example",
     ] {
-        let response = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
+        let response = no_redirects()
             .post(format!("{}/ui/sign-in", fleet.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(&[
+            .form_body(&[
                 ("token", token(&fleet.config, Role::Viewer).as_str()),
                 ("next", next),
-            ]))
+            ])
             .send()
             .await
             .unwrap();
@@ -1089,8 +1067,7 @@ async fn a_viewer_sees_no_write_buttons_and_forged_posts_are_refused(pool: PgPoo
     // Signing out deletes the session: the cookie no longer opens a page.
     let response = operator
         .post(format!("{}/ui/sign-out", fleet.base))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[("csrf", csrf.as_str())]))
+        .form_body(&[("csrf", csrf.as_str())])
         .send()
         .await
         .unwrap();
@@ -1111,8 +1088,7 @@ async fn a_viewer_sees_no_write_buttons_and_forged_posts_are_refused(pool: PgPoo
     let response = operator
         .post(&publish)
         .header("referer", format!("{}/ui/interface-changes", fleet.base))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[("csrf", csrf.as_str())]))
+        .form_body(&[("csrf", csrf.as_str())])
         .send()
         .await
         .unwrap();
