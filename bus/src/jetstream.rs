@@ -43,7 +43,15 @@ pub struct BusConfig {
     /// How long to wait for JetStream to acknowledge a publish.
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
+    /// Copies JetStream keeps of the stream and of each durable consumer: 1 on a
+    /// single server, 3 (or 5) on a cluster, where a copy survives a node's loss.
+    /// JetStream allows 1 to 5 ([`MAX_REPLICAS`]); a cluster needs at least this many
+    /// JetStream servers.
+    pub replicas: usize,
 }
+
+/// The most replicas JetStream keeps of a stream or consumer.
+pub const MAX_REPLICAS: usize = 5;
 
 impl Default for BusConfig {
     fn default() -> Self {
@@ -55,6 +63,7 @@ impl Default for BusConfig {
             duplicate_window: Duration::from_secs(120),
             ack_wait: Duration::from_secs(30),
             publish_timeout: Duration::from_secs(5),
+            replicas: 1,
         }
     }
 }
@@ -202,6 +211,7 @@ impl Bus {
             storage: stream::StorageType::File,
             max_age: self.config.max_age,
             duplicate_window: self.config.duplicate_window,
+            num_replicas: self.config.replicas,
             ..Default::default()
         };
         self.jetstream
@@ -242,6 +252,7 @@ impl Bus {
                     ack_wait: self.config.ack_wait,
                     deliver_policy: consumer::DeliverPolicy::All,
                     max_ack_pending,
+                    num_replicas: self.config.replicas,
                     ..Default::default()
                 },
                 &self.config.stream,

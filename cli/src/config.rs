@@ -14,6 +14,7 @@ use serde::Deserialize;
 use switchyard_api::ApiConfig;
 use switchyard_api::auth::{AuthConfig, MAX_STREAM_TOKEN_TTL};
 use switchyard_bus::BusConfig;
+use switchyard_bus::jetstream::MAX_REPLICAS;
 use switchyard_domain::json::Limits;
 use switchyard_workers::forge::{ForgeConfig, RepoName};
 use switchyard_workers::migrator::MigratorConfig;
@@ -408,6 +409,12 @@ impl Config {
         }
         if self.auth.secret.as_ref().is_some_and(|s| s.len() < 32) {
             return Err(invalid("auth.secret", "must be at least 32 characters"));
+        }
+        if !(1..=MAX_REPLICAS).contains(&self.bus.replicas) {
+            return Err(invalid(
+                "bus.replicas",
+                &format!("must be between 1 and {MAX_REPLICAS} (JetStream's limit)"),
+            ));
         }
         Ok(())
     }
