@@ -243,7 +243,7 @@ async fn create_topologies(
 
 /// Deletes the stream `name`, if there is one.
 async fn drop_stream(nats: &str, name: &str) -> anyhow::Result<()> {
-    let client = async_nats::connect(nats)
+    let client = async_nats::connect(switchyard_bus::jetstream::servers(nats)?)
         .await
         .with_context(|| format!("connecting to NATS at {nats}"))?;
     let jetstream = async_nats::jetstream::new(client);

@@ -82,7 +82,7 @@ impl Drop for Watchers {
 
 /// Subscribes to every mutation event on NATS, then records them in a task of its own.
 pub async fn watch_nats(nats: &str, prefix: &str, seen: Seen) -> anyhow::Result<Watchers> {
-    let client = async_nats::connect(nats)
+    let client = async_nats::connect(switchyard_bus::jetstream::servers(nats)?)
         .await
         .with_context(|| format!("connecting to NATS at {nats}"))?;
     let filter = Namespace::new(prefix)?.qualify(subjects::ALL_MUTATION_EVENTS);

@@ -181,10 +181,17 @@ impl Bus {
             Some(Credentials::Token(token)) => async_nats::ConnectOptions::with_token(token),
             None => async_nats::ConnectOptions::new(),
         };
+        let servers = parse_servers(&servers).map_err(|source| BusError::Connect {
+            url: shown_url(&config.url),
+            source: async_nats::ConnectError::with_source(
+                async_nats::ConnectErrorKind::ServerParse,
+                source,
+            ),
+        })?;
         let client = options
             .name(client_name)
             .connection_timeout(Duration::from_secs(5))
-            .connect(servers.as_str())
+            .connect(servers.as_slice())
             .await
             .map_err(|source| BusError::Connect {
                 url: shown_url(&config.url),
@@ -306,6 +313,28 @@ pub fn shown_url(url: &str) -> String {
     }
 }
 
+/// The servers of `url`: one NATS URL, or several comma-separated (a cluster's
+/// nodes, `nats://n1:4222,nats://n2:4222`), each parsed on its own (the client reads
+/// one string as one URL). User parts are dropped: [`Bus::connect`] passes them as
+/// options. Errors name the server that does not parse, without credentials.
+pub fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>, std::io::Error> {
+    parse_servers(&split_credentials(url).0)
+}
+
+fn parse_servers(servers: &[String]) -> Result<Vec<async_nats::ServerAddr>, std::io::Error> {
+    servers
+        .iter()
+        .map(|server| {
+            server.parse::<async_nats::ServerAddr>().map_err(|error| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{}: {error}", shown_url(server)),
+                )
+            })
+        })
+        .collect()
+}
+
 /// What a NATS URL's user part carries.
 #[derive(Debug, PartialEq, Eq)]
 enum Credentials {
@@ -316,9 +345,9 @@ enum Credentials {
 }
 
 /// Splits the credentials off a NATS URL (or a comma-separated list of them), since
-/// the client does not read them from the URL: the server list without user parts,
-/// and the first URL's credentials, percent-decoded.
-fn split_credentials(urls: &str) -> (String, Option<Credentials>) {
+/// the client does not read them from the URL: the servers without user parts, and
+/// the first URL's credentials, percent-decoded.
+fn split_credentials(urls: &str) -> (Vec<String>, Option<Credentials>) {
     let mut credentials = None;
     let servers: Vec<String> = urls
         .split(',')
@@ -347,7 +376,7 @@ fn split_credentials(urls: &str) -> (String, Option<Credentials>) {
             url.to_string().trim_end_matches('/').to_owned()
         })
         .collect();
-    (servers.join(","), credentials)
+    (servers, credentials)
 }
 
 /// Refuses a server that lacks what switchyard needs, before anything is declared
@@ -434,20 +463,28 @@ mod tests {
         use super::{Credentials, split_credentials};
         assert_eq!(
             split_credentials("nats://127.0.0.1:4222"),
-            ("nats://127.0.0.1:4222".to_owned(), None)
+            (vec!["nats://127.0.0.1:4222".to_owned()], None)
         );
         assert_eq!(
             split_credentials("nats://app:p%40ss@127.0.0.1:4222"),
             (
-                "nats://127.0.0.1:4222".to_owned(),
+                vec!["nats://127.0.0.1:4222".to_owned()],
                 Some(Credentials::UserPassword("app".into(), "p@ss".into()))
             )
         );
         assert_eq!(
             split_credentials("nats://s3cr3t@a:4222, nats://b:4222"),
             (
-                "nats://a:4222,nats://b:4222".to_owned(),
+                vec!["nats://a:4222".to_owned(), "nats://b:4222".to_owned()],
                 Some(Credentials::Token("s3cr3t".into()))
+            )
+        );
+        // Without credentials, a list is still split into its servers.
+        assert_eq!(
+            split_credentials("nats://a:4222,nats://b:4222"),
+            (
+                vec!["nats://a:4222".to_owned(), "nats://b:4222".to_owned()],
+                None
             )
         );
     }

@@ -410,6 +410,19 @@ impl Config {
         if self.auth.secret.as_ref().is_some_and(|s| s.len() < 32) {
             return Err(invalid("auth.secret", "must be at least 32 characters"));
         }
+        // A publish retried after JetStream stored it but its acknowledgement was lost
+        // must fall inside the duplicate window, or the event would be stored twice.
+        let retried_until = self.relay.retry_for + 2 * self.bus.publish_timeout;
+        if self.bus.duplicate_window <= retried_until {
+            return Err(invalid(
+                "bus.duplicate_window",
+                &format!(
+                    "must be longer than relay.retry_for plus twice bus.publish_timeout ({}), \
+                     so that a retried publish is recognised as a duplicate",
+                    humantime::format_duration(retried_until)
+                ),
+            ));
+        }
         if !(1..=MAX_REPLICAS).contains(&self.bus.replicas) {
             return Err(invalid(
                 "bus.replicas",
@@ -422,6 +435,9 @@ impl Config {
     /// Addresses and names: the database URL, CORS origins, the subject prefix and
     /// the stream name.
     fn check_names(&self) -> Result<(), ConfigError> {
+        if let Err(error) = switchyard_bus::jetstream::servers(&self.bus.url) {
+            return Err(invalid("bus.url", &error.to_string()));
+        }
         self.database
             .url
             .parse::<sqlx::postgres::PgConnectOptions>()
@@ -596,6 +612,46 @@ mod tests {
             }
             jail.set_env("SWITCHYARD_DOCUMENTS__MAX_DEPTH", "100");
             assert_eq!(Config::load(None).unwrap().documents.max_depth, 100);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_bus_section_is_checked_for_a_cluster() {
+        Jail::expect_with(|jail| {
+            // A cluster's nodes, comma-separated; each must parse.
+            jail.set_env("NATS_URL", "nats://127.0.0.1:4222, nats://127.0.0.1:4223");
+            assert!(Config::load(None).is_ok());
+            jail.set_env("NATS_URL", "nats://127.0.0.1:4222,nats://u:secret@n2:port");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.starts_with("configuration key bus.url (NATS_URL): "),
+                "{err}"
+            );
+            assert!(
+                err.contains("***@n2:port") && !err.contains("secret"),
+                "{err}"
+            );
+            jail.clear_env();
+            for bad in ["0", "6"] {
+                jail.set_env("SWITCHYARD_BUS__REPLICAS", bad);
+                let err = Config::load(None).unwrap_err().to_string();
+                assert!(
+                    err.contains("bus.replicas") && err.contains("between 1 and 5"),
+                    "{err}"
+                );
+            }
+            jail.set_env("SWITCHYARD_BUS__REPLICAS", "3");
+            assert_eq!(Config::load(None).unwrap().bus.replicas, 3);
+            // Retried publishes must stay inside the duplicate window.
+            jail.set_env("SWITCHYARD_RELAY__RETRY_FOR", "2m");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.starts_with("configuration key bus.duplicate_window (SWITCHYARD_BUS__DUPLICATE_WINDOW): must be longer than"),
+                "{err}"
+            );
+            jail.set_env("SWITCHYARD_BUS__DUPLICATE_WINDOW", "3m");
+            assert!(Config::load(None).is_ok());
             Ok(())
         });
     }

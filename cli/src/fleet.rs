@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use switchyard_api::AppState;
 use switchyard_bus::{Bus, BusError, ConsumerRole, Doorbell};
-use switchyard_workers::consumer::{self, PullSettings};
+use switchyard_workers::consumer::{self, PullSettings, Source};
 use switchyard_workers::consumer::{Envelopes, EventHandler};
 use switchyard_workers::forge::Forge;
 use switchyard_workers::migrator::Migrator;
@@ -310,10 +310,14 @@ impl Fleet {
         };
         let shutdown = self.shutdown.clone();
         let handler = Arc::new(Envelopes(Arc::new(handler)));
+        let bus = bus.clone();
+        let declare = move || {
+            let bus = bus.clone();
+            async move { bus.consumer(role, max_ack_pending).await }
+        };
         self.spawn(role.durable_name(), async move {
-            consumer::run(consumer, handler, settings, shutdown)
-                .await
-                .map_err(|e| e.to_string())
+            consumer::run(Source { consumer, declare }, handler, settings, shutdown).await;
+            Ok(())
         });
         Ok(())
     }

@@ -185,62 +185,149 @@ pub struct PullSettings {
     pub drain_timeout: Duration,
 }
 
+/// How long pulling may fail without a single message before the pull stream is
+/// opened again on a freshly declared consumer.
+const REOPEN_AFTER: Duration = Duration::from_secs(10);
+
+/// Where the role's durable consumer comes from: the one declared at start-up, then
+/// `declare` again whenever its message stream ends or keeps failing (a consumer
+/// deleted or lost with a cluster's state, a stream recreated).
+pub struct Source<D> {
+    /// The consumer declared at start-up.
+    pub consumer: PullConsumer,
+    /// Declares it again (`Bus::consumer`, idempotent).
+    pub declare: D,
+}
+
 /// Runs until `shutdown` fires, then drains in-flight work for at most `drain_timeout`.
-pub async fn run<H: Handler>(
-    consumer: PullConsumer,
+///
+/// Reconnects by itself: while NATS is away the client reconnects and pulling resumes;
+/// when the message stream ends (JetStream said the consumer was deleted) or has
+/// failed for [`REOPEN_AFTER`] without a message, the consumer is declared again with
+/// backoff and a new stream opened. Messages in flight are settled on the connection
+/// whatever happens to the stream.
+pub async fn run<H, D, F>(
+    source: Source<D>,
     handler: Arc<H>,
     settings: PullSettings,
     shutdown: CancellationToken,
-) -> Result<(), async_nats::jetstream::consumer::StreamError> {
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(settings.concurrency)
-        .messages()
-        .await?;
+) where
+    H: Handler,
+    D: Fn() -> F,
+    F: Future<Output = Result<PullConsumer, switchyard_bus::BusError>>,
+{
     let semaphore = Arc::new(Semaphore::new(settings.concurrency));
     let mut in_flight = JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            permit = semaphore.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+    let mut consumer = Some(source.consumer);
+    'open: loop {
+        let Some(mut messages) = open(
+            consumer.take(),
+            &source.declare,
+            settings.concurrency,
+            &shutdown,
+        )
+        .await
+        else {
+            break;
         };
-        let next = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            next = messages.next() => next,
-        };
-        match next {
-            Some(Ok(message)) => {
-                let mut batch = vec![message];
-                let mut permits = permit;
-                if H::BATCHES {
-                    gather(&mut messages, &mut batch, &mut permits, &semaphore);
-                }
-                let handler = handler.clone();
-                in_flight.spawn(async move {
-                    let outcomes = handler.handle_batch(&batch).await;
-                    for (message, outcome) in batch.iter().zip(outcomes) {
-                        settle(message, outcome).await;
+        let mut failing_since: Option<tokio::time::Instant> = None;
+        loop {
+            let permit = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break 'open,
+                permit = semaphore.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            };
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break 'open,
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    failing_since = None;
+                    let mut batch = vec![message];
+                    let mut permits = permit;
+                    if H::BATCHES {
+                        gather(&mut messages, &mut batch, &mut permits, &semaphore);
                     }
-                    drop(permits);
-                });
-            }
-            Some(Err(error)) => {
-                tracing::warn!(%error, "pulling messages failed; retrying");
-                // Errors repeat quickly while NATS is away; don't spin.
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    let handler = handler.clone();
+                    in_flight.spawn(async move {
+                        let outcomes = handler.handle_batch(&batch).await;
+                        for (message, outcome) in batch.iter().zip(outcomes) {
+                            settle(message, outcome).await;
+                        }
+                        drop(permits);
+                    });
+                }
+                Some(Err(error)) => {
+                    let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= REOPEN_AFTER {
+                        tracing::warn!(%error, "pulling has failed for a while; declaring the consumer again");
+                        continue 'open;
+                    }
+                    tracing::warn!(%error, "pulling messages failed; retrying");
+                    // Errors repeat quickly while NATS is away; don't spin.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break 'open,
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    }
+                }
+                None => {
+                    tracing::warn!("the message stream ended; declaring the consumer again");
+                    continue 'open;
                 }
             }
-            None => break,
+            while in_flight.try_join_next().is_some() {}
         }
-        while in_flight.try_join_next().is_some() {}
     }
-    drop(messages);
     drain(in_flight, settings.drain_timeout).await;
-    Ok(())
+}
+
+/// Opens a message stream on `consumer`, or on one `declare`d afresh when there is none
+/// or opening fails, retrying with backoff (up to 5 s apart) until it works or
+/// `shutdown` fires (`None`).
+async fn open<D, F>(
+    mut consumer: Option<PullConsumer>,
+    declare: &D,
+    concurrency: usize,
+    shutdown: &CancellationToken,
+) -> Option<async_nats::jetstream::consumer::pull::Stream>
+where
+    D: Fn() -> F,
+    F: Future<Output = Result<PullConsumer, switchyard_bus::BusError>>,
+{
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    loop {
+        let opened = match consumer.take() {
+            Some(consumer) => Ok(consumer),
+            None => declare().await.map_err(|e| e.to_string()),
+        };
+        let stream = match opened {
+            Ok(consumer) => consumer
+                .stream()
+                .max_messages_per_batch(concurrency)
+                .messages()
+                .await
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error),
+        };
+        match stream {
+            Ok(stream) => return Some(stream),
+            Err(error) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                tracing::warn!(%error, ?delay, "cannot pull from the consumer yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
 }
 
 /// Adds to `batch` every message already pulled, while permits are free (one each).

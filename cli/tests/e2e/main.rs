@@ -18,6 +18,7 @@ mod limits;
 mod mcp;
 mod migration_exits;
 mod mutations;
+mod nats_cluster;
 mod nats_outage;
 mod nats_server;
 mod postgres_outage;

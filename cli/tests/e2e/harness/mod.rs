@@ -491,11 +491,7 @@ impl PrivateNats {
     }
 
     async fn start_full(bin: &str, jetstream: bool, config: Option<String>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut nats = Self {
             port,
             store: tempfile::tempdir().unwrap(),
@@ -510,6 +506,33 @@ impl PrivateNats {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// A JetStream cluster of `size` pinned servers on loopback, named `n1`, `n2`, …,
+    /// each routed to all the others. Started together; JetStream answers once they
+    /// have elected a meta leader (a few seconds), which `Bus::connect`'s start-up
+    /// retries wait out.
+    pub async fn cluster(size: usize) -> Vec<Self> {
+        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let routes = route_ports
+            .iter()
+            .map(|port| format!("\"nats-route://127.0.0.1:{port}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut nodes = Vec::new();
+        for (i, port) in route_ports.iter().enumerate() {
+            let config = format!(
+                "server_name: n{n}\ncluster {{\n  name: switchyard-test\n  listen: 127.0.0.1:{port}\n  routes: [{routes}]\n}}\n",
+                n = i + 1
+            );
+            nodes.push(Self::start_configured(&config).await);
+        }
+        nodes
+    }
+
+    /// The client URLs of `nodes`, comma-separated, as `bus.url` takes them.
+    pub fn cluster_url(nodes: &[Self]) -> String {
+        nodes.iter().map(Self::url).collect::<Vec<_>>().join(",")
     }
 
     /// Starts it again on the same port and store (streams survive).
@@ -544,6 +567,15 @@ impl PrivateNats {
             let _ = child.wait();
         }
     }
+}
+
+/// A loopback port free at the time of asking.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Drop for PrivateNats {
