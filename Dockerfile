@@ -5,7 +5,7 @@
 #
 # Stages: `chef` has the toolchain and cargo-chef; `planner` reduces the workspace to
 # a recipe of its dependencies; `builder` compiles the dependencies from the recipe
-# alone (a layer kept until Cargo.toml or Cargo.lock change), then the workspace; the
+# alone (a layer kept until a Cargo.toml or Cargo.lock changes), then the workspace; the
 # runtime image holds the binary, CA certificates and curl (for an API health check).
 
 # The toolchain the project builds with (rustc 1.95); bookworm, like the runtime
@@ -40,7 +40,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 # A user of its own, without a login: its home is the working directory, where
 # `switchyard up` would keep its quick-start secret and a switchyard.toml is read.
-RUN useradd --system --uid 10001 --user-group --create-home \
+RUN groupadd --system --gid 10001 switchyard \
+    && useradd --system --uid 10001 --gid switchyard --create-home \
     --home-dir /var/lib/switchyard --shell /usr/sbin/nologin switchyard
 COPY --from=builder /out/switchyard /usr/local/bin/switchyard
 USER 10001:10001
