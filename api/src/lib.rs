@@ -22,7 +22,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Method, StatusCode, header};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use switchyard_bus::Doorbell;
 use switchyard_domain::json::Limits;
@@ -83,7 +83,7 @@ fn listen_address<'de, D: serde::Deserializer<'de>>(
 }
 
 /// HTTP settings (config section `http`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Address the API listens on, `host:port`; port 0 picks a free port. The host is

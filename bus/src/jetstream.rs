@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{HeaderMap, HeaderValue};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Event;
 use crate::subjects::{self, InvalidPrefix, Namespace};
@@ -22,7 +22,7 @@ pub const DEFAULT_URL: &str = "nats://127.0.0.1:14222";
 pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 10, 0);
 
 /// Bus settings (config section `bus`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BusConfig {
     /// NATS server URL; `NATS_URL` in the environment overrides it.
@@ -301,12 +301,19 @@ impl Bus {
 }
 
 /// `url` as it may be logged: a user part (`user:password@`, or a NATS token before
-/// `@`) becomes `***@`.
+/// `@`) becomes `***@`, in every URL of a comma-separated list.
 pub fn shown_url(url: &str) -> String {
+    url.split(',')
+        .map(shown_one_url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn shown_one_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     match rest[..authority_end].rfind('@') {
         Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
         None => url.to_owned(),
@@ -456,6 +463,10 @@ mod tests {
         assert_eq!(shown_url("nats://tok3n@host:4222"), "nats://***@host:4222");
         assert_eq!(shown_url("nats://u:p4ss@host:4222"), "nats://***@host:4222");
         assert_eq!(shown_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(
+            shown_url("nats://a:b@n1:4222,nats://n2:4222,nats://tok@n3:4222"),
+            "nats://***@n1:4222,nats://n2:4222,nats://***@n3:4222"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use switchyard_api::ApiConfig;
 use switchyard_api::auth::{AuthConfig, MAX_STREAM_TOKEN_TTL};
 use switchyard_bus::BusConfig;
@@ -34,7 +34,7 @@ const MOVED_KEYS: &[(&str, &str)] = &[
 ];
 
 /// Everything a switchyard process can be told.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub http: ApiConfig,
@@ -55,7 +55,7 @@ pub struct Config {
 }
 
 /// Postgres settings (section `database`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// Connection URL; `DATABASE_URL` sets it too.
@@ -87,7 +87,7 @@ impl Default for DatabaseConfig {
 }
 
 /// Log settings (section `log`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` for people, `json` for log pipelines.
@@ -107,7 +107,7 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -116,7 +116,7 @@ pub enum LogFormat {
 }
 
 /// Graceful shutdown (section `shutdown`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// How long in-flight work may take to finish after SIGINT/SIGTERM.
@@ -270,6 +270,30 @@ impl Config {
             documents: self.documents,
             webhook_secret: self.forge.webhook_secret.clone(),
         }
+    }
+
+    /// The configuration in force as TOML (what `switchyard config check` prints):
+    /// every section and key, defaults included, in the form a `switchyard.toml`
+    /// takes. Secrets never show: `auth.secret`, `forge.token` and
+    /// `forge.webhook_secret` read `***` when set, and so do the credentials in
+    /// `database.url`, `bus.url` (each server of a list) and `forge.url`, a user part
+    /// or a `password` parameter. Keys without a value (an unset `forge.url`) are
+    /// left out.
+    pub fn masked_toml(&self) -> String {
+        let mut shown = self.clone();
+        for secret in [
+            &mut shown.auth.secret,
+            &mut shown.forge.token,
+            &mut shown.forge.webhook_secret,
+        ] {
+            if secret.is_some() {
+                *secret = Some(MASK.to_owned());
+            }
+        }
+        shown.database.url = masked_url(&shown.database.url);
+        shown.bus.url = masked_url(&shown.bus.url);
+        shown.forge.url = shown.forge.url.as_deref().map(masked_url);
+        toml::to_string(&shown).expect("every configuration value has a TOML form")
     }
 
     /// Every check; the first failure names its key.
@@ -510,6 +534,28 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// What a secret reads as in [`Config::masked_toml`].
+const MASK: &str = "***";
+
+/// `url` without its credentials: a user part becomes `***@` (in each URL of a
+/// comma-separated list), and a `password=` parameter `password=***`.
+fn masked_url(url: &str) -> String {
+    let shown = switchyard_bus::jetstream::shown_url(url);
+    let Some((base, query)) = shown.split_once('?') else {
+        return shown;
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if name.eq_ignore_ascii_case("password") => {
+                format!("{name}={MASK}")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
 }
 
 /// `*`, or `http(s)://host[:port]` as a browser sends it in `Origin`.
@@ -792,6 +838,60 @@ mod tests {
             let good = "[forge]\nurl = \"https://git.example.com/\"\nmeta_repo = \"Acme/RFCs\"";
             jail.create_file("switchyard.toml", good)?;
             assert!(Config::load(None).is_ok());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_printed_configuration_masks_every_secret_and_reads_back() {
+        Jail::expect_with(|jail| {
+            let secret = "s3cret-s3cret-s3cret-s3cret-s3cret";
+            jail.set_env("SWITCHYARD_AUTH__SECRET", secret);
+            jail.set_env("SWITCHYARD_FORGE__TOKEN", "gitea-t0ken");
+            jail.set_env("SWITCHYARD_FORGE__WEBHOOK_SECRET", "w3bhook");
+            jail.set_env(
+                "SWITCHYARD_FORGE__URL",
+                "https://bot:f0rgepass@git.example.com",
+            );
+            jail.set_env("SWITCHYARD_FORGE__META_REPO", "acme/rfcs");
+            jail.set_env(
+                "DATABASE_URL",
+                "postgres://app:pgp4ss@db:5432/sy?password=pgp4ss2&sslmode=require",
+            );
+            jail.set_env("NATS_URL", "nats://u:n4tspass@n1:4222,nats://t0k@n2:4222");
+            jail.set_env("SWITCHYARD_BUS__REPLICAS", "3");
+            let printed = Config::load(None).expect("valid").masked_toml();
+            for leaked in [
+                secret,
+                "gitea-t0ken",
+                "w3bhook",
+                "f0rgepass",
+                "pgp4ss",
+                "n4tspass",
+                "t0k@",
+            ] {
+                assert!(!printed.contains(leaked), "{leaked} shows:\n{printed}");
+            }
+            for shown in [
+                "url = \"postgres://***@db:5432/sy?password=***&sslmode=require\"",
+                "url = \"nats://***@n1:4222,nats://***@n2:4222\"",
+                "secret = \"***\"",
+                "replicas = 3",
+                "listen = \"127.0.0.1:8080\"",
+            ] {
+                assert!(printed.contains(shown), "no `{shown}` in:\n{printed}");
+            }
+            // Without secrets, what it prints is a configuration file that reads back
+            // as the same configuration.
+            jail.clear_env();
+            jail.set_env("SWITCHYARD_BUS__REPLICAS", "3");
+            jail.set_env("SWITCHYARD_HTTP__CORS_ORIGINS", r#"["https://a.example"]"#);
+            let printed = Config::load(None).expect("valid").masked_toml();
+            jail.clear_env();
+            jail.create_file("switchyard.toml", &printed)?;
+            let again = Config::load(None).expect("the printed file loads");
+            assert_eq!(again.masked_toml(), printed);
+            assert_eq!(again.bus.replicas, 3);
             Ok(())
         });
     }

@@ -50,6 +50,13 @@ enum Command {
         #[command(subcommand)]
         action: ForgeAction,
     },
+    /// The configuration, loaded as every other command loads it (the file, then
+    /// DATABASE_URL / NATS_URL, then SWITCHYARD_* variables), without connecting to
+    /// anything.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Mint an API token signed with auth.secret and print it.
     Token {
         /// viewer reads; operator also enqueues and edits; admin also manages.
@@ -98,6 +105,13 @@ enum ForgeAction {
     Rebuild,
 }
 
+#[derive(Clone, Copy, Subcommand)]
+enum ConfigAction {
+    /// Validate the configuration and print it as TOML, defaults included and secrets
+    /// masked (***); exit 2 with the error naming the key when it is not valid.
+    Check,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum TokenRole {
     Viewer,
@@ -132,6 +146,14 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Command::Config {
+        action: ConfigAction::Check,
+    } = cli.command
+    {
+        println!("# the configuration in force; secrets read ***");
+        print!("{}", config.masked_toml());
+        return std::process::ExitCode::SUCCESS;
+    }
     // Before connecting to anything: a process that cannot sign or check tokens is
     // misconfigured (exit 2), not a dependency waited for.
     let secret = match resolve_secret(&cli.command, &mut config) {
@@ -194,7 +216,9 @@ async fn run(command: Command, config: Config, secret: Option<SecretSource>) -> 
     let is_up = matches!(command, Command::Up);
     let roles = match command {
         Command::Migrate => return migrate(&config).await.map(drop),
-        Command::Token { .. } => unreachable!("handled before logging starts"),
+        Command::Token { .. } | Command::Config { .. } => {
+            unreachable!("handled before logging starts")
+        }
         Command::Client(_) => unreachable!("handled before the configuration is loaded"),
         Command::Up => {
             migrate(&config).await?;

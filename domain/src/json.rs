@@ -142,7 +142,7 @@ impl io::Write for ByteCounter {
 /// The configuration section `documents` (`documents.max_bytes`,
 /// `documents.max_depth`), read alike by the API, which checks what comes in, and by
 /// the mutator and migrator, which check what they make. Defaults: 512 KiB, 64 levels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest encoded size, in bytes (compact JSON).

@@ -21,7 +21,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use switchyard_bus::payloads::{
     InterfaceChanged, MigrationChanged, MigrationPhase, MutationEnqueued,
@@ -36,7 +36,7 @@ use switchyard_bus::OutboxTx;
 use switchyard_bus::{Payload, Source};
 
 /// Reconciler settings (config section `reconciler`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReconcilerConfig {
     /// Time between passes.

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use backon::{ExponentialBuilder, Retryable};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use switchyard_bus::{Bus, BusError, Commit, DoorbellReceiver, Event, outbox};
 use tokio::sync::{Semaphore, mpsc};
@@ -37,7 +37,7 @@ use uuid::Uuid;
 use crate::WorkerError;
 
 /// Relay settings (config section `relay`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RelayConfig {
     /// Most events published per sweep round (a commit holding more goes alone); also

@@ -9,6 +9,7 @@ mod auth;
 mod batching;
 mod browser;
 mod cli;
+mod compose;
 mod credentials;
 mod dashboard;
 mod events;

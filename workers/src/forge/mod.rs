@@ -28,7 +28,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use switchyard_bus::payloads::{ForgeChanged, ForgeSweep};
 use switchyard_bus::{Doorbell, Event, EventType, Source};
@@ -56,7 +56,7 @@ const READ_MARGIN: Duration = Duration::from_secs(5);
 
 /// Forge settings (config section `forge`). The role runs only when `url` and
 /// `meta_repo` are set.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ForgeConfig {
     /// Gitea's base URL, e.g. `https://gitea.example.com`.

@@ -22,7 +22,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use switchyard_bus::payloads::MigrationChanged;
 use switchyard_bus::{Doorbell, Event};
@@ -43,7 +43,7 @@ use run::{Batch, Ending, Unclaimed};
 const CANNOT_GO_ON: &str = "the migration could not go on: an error retrying would not cure (the worker log has the cause)";
 
 /// Migrator settings (config section `migrator`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MigratorConfig {
     /// Runs worked at once by one process.

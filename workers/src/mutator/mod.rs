@@ -27,7 +27,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use switchyard_bus::payloads::MutationEnqueued;
 use switchyard_bus::{Doorbell, Event};
@@ -47,7 +47,7 @@ pub use messages::FinishedSeqs;
 pub use batch::{BatchLimits, BatchResult};
 
 /// Mutator settings (config section `mutator`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MutatorConfig {
     /// Messages handled at once by one process; the messages already pulled, up to

@@ -21,7 +21,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use switchyard_bus::payloads::{InboxMessageCreated, ProgressRecorded};
 use switchyard_bus::{Doorbell, Event, audit};
@@ -44,7 +44,7 @@ const SOURCE: Source = Source::Notifier;
 const CANNOT_NOTIFY: &str = "notifying failed with an error retrying would not cure (the worker log has the cause); no message was sent";
 
 /// Notifier settings (config section `notifier`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NotifierConfig {
     /// Changes handled at once by one process.
