@@ -4,9 +4,9 @@
 //!
 //! ## Shutdown order
 //! When the token fires, the API stops accepting connections and finishes open
-//! requests (event streams end), the metrics listener stops, every worker role (mutator, notifier, migrator, forge)
-//! stops pulling and drains its in-flight messages within `shutdown.drain_timeout`,
-//! and the reconciler stops. Only then is the relay stopped, after publishing what
+//! requests (event streams end), the metrics listener stops, every worker role
+//! (mutator, notifier, migrator, forge) stops pulling and drains its in-flight
+//! messages within `shutdown.drain_timeout`, and the reconciler stops. Only then is the relay stopped, after publishing what
 //! they committed, so a clean shutdown leaves nothing for the next process's sweep.
 
 use std::net::SocketAddr;
