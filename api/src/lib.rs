@@ -14,6 +14,7 @@
 //! - [`listener`]: connections whose HTTP parse errors get the same JSON answer.
 //! - [`loopback`]: the `/api/v1` routes called in process, as a caller.
 //! - [`mcp`]: the MCP server at `/mcp`, whose tools are `/api/v1` calls.
+//! - [`metrics`]: what the API records for `/metrics` (requests, work, streams).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub mod extract;
 pub mod listener;
 pub mod loopback;
 pub mod mcp;
+pub mod metrics;
 pub mod openapi;
 pub mod patch;
 pub mod routes;
@@ -52,8 +54,12 @@ pub mod validate;
 
 pub use error::ApiError;
 
-/// Reads `host:port`, where the host is an IP address or a name (resolved now).
-fn listen_address<'de, D: serde::Deserializer<'de>>(
+/// Reads `host:port`, where the host is an IP address or a name (resolved now): the
+/// form of every listen address in the configuration.
+///
+/// # Errors
+/// A message naming the forms it takes, when the text is none of them.
+pub fn listen_address<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<SocketAddr, D::Error> {
     use std::net::ToSocketAddrs;
@@ -163,6 +169,9 @@ pub struct AppState {
     pub webhook_secret: Option<String>,
     /// Fires on shutdown: event streams and MCP sessions end.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// What `GET /metrics` renders on the API's listener; `None`: no `/metrics` here
+    /// (the process serves it on a listener of its own, or not at all).
+    pub metrics: Option<routes::metrics::MetricsEndpoint>,
 }
 
 /// What an API process is told: its own sections (`http.*`, `auth.*`), the document
@@ -218,7 +227,14 @@ impl AppState {
             documents,
             webhook_secret,
             shutdown,
+            metrics: None,
         }
+    }
+
+    /// Serves `GET /metrics` on the API's listener, rendered by `endpoint`.
+    pub fn with_metrics(mut self, endpoint: routes::metrics::MetricsEndpoint) -> Self {
+        self.metrics = Some(endpoint);
+        self
     }
 }
 
@@ -250,21 +266,30 @@ fn with_base(v1: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     ApiDoc::openapi().nest("/api/v1", v1)
 }
 
-/// The whole HTTP surface: `/healthz`, `/readyz`, `/openapi.json`, `/docs`; behind
-/// authentication, everything under `/api/v1` (but the public `POST
-/// /api/v1/webhooks/gitea`, which checks Gitea's signature instead); the dashboard
-/// under `/ui/` (session cookies) and the MCP server at `/mcp` (bearer tokens), both of
-/// which act only through the `/api/v1` routes ([`loopback`]).
+/// The whole HTTP surface: `/healthz`, `/readyz`, `/metrics` (when the process gave
+/// [`AppState::with_metrics`]), `/openapi.json`, `/docs`; behind authentication,
+/// everything under `/api/v1` (but the public `POST /api/v1/webhooks/gitea`, which
+/// checks Gitea's signature instead); the dashboard under `/ui/` (session cookies) and
+/// the MCP server at `/mcp` (bearer tokens), both of which act only through the
+/// `/api/v1` routes ([`loopback`]). Every request from the wire is counted
+/// ([`metrics::track`]).
 pub fn router(state: AppState) -> Router {
     let api = api_router(state.clone());
     let loopback = loopback::Loopback::new(api.clone());
-    Router::new()
+    let app = Router::new()
         .merge(mcp::router(&state, loopback.clone()))
         .merge(ui::router(state, loopback))
-        .fallback_service(api)
+        .route_layer(axum::middleware::from_fn(metrics::note_route))
+        .fallback_service(api);
+    // Around everything, once per request; the routers inside note the template.
+    Router::new().fallback_service(
+        tower::ServiceBuilder::new()
+            .layer(axum::middleware::from_fn(metrics::track))
+            .service(app),
+    )
 }
 
-/// `/healthz`, `/readyz`, `/openapi.json`, `/docs` and `/api/v1`.
+/// `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/docs` and `/api/v1`.
 fn api_router(state: AppState) -> Router {
     let (v1, v1_spec) = v1_routes().split_for_parts();
     let spec = with_base(v1_spec);
@@ -281,6 +306,7 @@ fn api_router(state: AppState) -> Router {
         ));
     let app = Router::new()
         .merge(routes::health::router())
+        .merge(routes::metrics::routes(&state))
         .nest("/api/v1", v1)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
         .fallback(routes::not_found)
@@ -292,7 +318,9 @@ fn api_router(state: AppState) -> Router {
         ))
         // Outside the timeout, so it sees (and explains) the 408 the timeout produces.
         .layer(axum::middleware::map_response(routes::explain_timeout))
-        .layer(CatchPanicLayer::custom(routes::panic_response));
+        .layer(CatchPanicLayer::custom(routes::panic_response))
+        // On each route, where the matched template is known.
+        .layer(axum::middleware::from_fn(metrics::note_route));
     // Outside authentication: a browser's preflight carries no credentials.
     let app = match cors(&state.config.cors_origins) {
         Some(cors) => app.layer(cors),

@@ -104,6 +104,17 @@ pub enum BusError {
     },
     #[error("publish to {subject} failed: {reason}")]
     Publish { subject: String, reason: String },
+    #[error("cannot read consumer {consumer}: {reason}")]
+    ConsumerInfo { consumer: String, reason: String },
+}
+
+/// A durable consumer's backlog, as JetStream counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsumerBacklog {
+    /// Messages matching its filter not yet delivered to it (`num_pending`).
+    pub pending: u64,
+    /// Messages delivered and not yet acknowledged (`num_ack_pending`).
+    pub ack_pending: u64,
 }
 
 /// The durable consumers, one per worker role; all processes of a role share it.
@@ -134,6 +145,9 @@ impl BusError {
 }
 
 impl ConsumerRole {
+    /// Every role's consumer.
+    pub const ALL: [ConsumerRole; 4] = [Self::Mutator, Self::Notifier, Self::Migrator, Self::Forge];
+
     /// Durable consumer name.
     pub fn durable_name(self) -> &'static str {
         match self {
@@ -266,6 +280,39 @@ impl Bus {
             )
             .await
             .map_err(failed)
+    }
+
+    /// The backlog of the role's durable consumer as JetStream reports it now, or
+    /// `None` while the consumer does not exist (no process of the role has started).
+    /// Bounded by the JetStream request timeout (`bus.publish_timeout`).
+    ///
+    /// # Errors
+    /// [`BusError::ConsumerInfo`] when JetStream cannot be asked or refuses.
+    pub async fn consumer_backlog(
+        &self,
+        role: ConsumerRole,
+    ) -> Result<Option<ConsumerBacklog>, BusError> {
+        use jetstream::context::ConsumerInfoErrorKind;
+        let name = role.durable_name();
+        let stream = self
+            .jetstream
+            .get_stream_no_info(&self.config.stream)
+            .await
+            .map_err(|e| BusError::ConsumerInfo {
+                consumer: name.to_owned(),
+                reason: e.to_string(),
+            })?;
+        match stream.consumer_info(name).await {
+            Ok(info) => Ok(Some(ConsumerBacklog {
+                pending: info.num_pending,
+                ack_pending: info.num_ack_pending as u64,
+            })),
+            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => Ok(None),
+            Err(e) => Err(BusError::ConsumerInfo {
+                consumer: name.to_owned(),
+                reason: e.to_string(),
+            }),
+        }
     }
 
     /// Sends one event with `Nats-Msg-Id` = its id and returns the pending ack, so

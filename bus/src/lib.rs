@@ -26,7 +26,7 @@ pub mod payloads;
 pub mod subjects;
 
 pub use envelope::{Event, EventType, Source};
-pub use jetstream::{Bus, BusConfig, BusError, ConsumerRole};
+pub use jetstream::{Bus, BusConfig, BusError, ConsumerBacklog, ConsumerRole};
 pub use outbox::{Commit, Doorbell, DoorbellReceiver, OutboxTx};
 pub use payloads::Payload;
 pub use subjects::Namespace;

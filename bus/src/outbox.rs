@@ -19,6 +19,8 @@
 //!    ([`claim_unpublished`], then [`mark_published`]).
 //! 4. The reconciler deletes published rows past their retention ([`trim_published`]).
 //!
+//! `/metrics` reads the [`backlog`] of unpublished rows at each scrape.
+//!
 //! Every statement on the outbox is in this module.
 
 use std::ops::{Deref, DerefMut};
@@ -185,6 +187,34 @@ pub async fn trim_published(
     .execute(conn)
     .await?
     .rows_affected())
+}
+
+/// What the outbox holds unpublished, fleet-wide: what `/metrics` shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Backlog {
+    /// Unpublished rows (one per committed transaction).
+    pub commits: i64,
+    /// The events those rows hold.
+    pub events: i64,
+    /// Seconds since the oldest of them was committed; 0 when there is none.
+    pub oldest_age_seconds: f64,
+}
+
+/// Counts the unpublished commits, their events and the oldest one's age. One scan
+/// of the partial index on unpublished rows, which the relay keeps short.
+pub async fn backlog(conn: impl PgExecutor<'_>) -> Result<Backlog, sqlx::Error> {
+    let (commits, events, oldest_age_seconds): (i64, i64, f64) = sqlx::query_as(
+        "select count(*), coalesce(sum(event_count), 0)::int8,
+                coalesce(extract(epoch from now() - min(created_at)), 0)::float8
+         from outbox_commits where published_at is null",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(Backlog {
+        commits,
+        events,
+        oldest_age_seconds: oldest_age_seconds.max(0.0),
+    })
 }
 
 /// Rung by a committer after `COMMIT` so the relay publishes without waiting for a sweep.

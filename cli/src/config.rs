@@ -52,6 +52,26 @@ pub struct Config {
     pub forge: ForgeConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
+    /// Where `/metrics` is served.
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics (section `metrics`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A listener of its own for `/metrics`, `host:port` (port 0 picks a free port).
+    /// Set, `/metrics` is served only there, by every process (worker-only ones
+    /// included); unset, by each API process on its own listener, and by no other.
+    #[serde(deserialize_with = "some_listen_address")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `metrics.listen`: read like `http.listen`.
+fn some_listen_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    switchyard_api::listen_address(deserializer).map(Some)
 }
 
 /// Postgres settings (section `database`).
@@ -892,6 +912,31 @@ mod tests {
             let again = Config::load(None).expect("the printed file loads");
             assert_eq!(again.masked_toml(), printed);
             assert_eq!(again.bus.replicas, 3);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn metrics_listen_is_optional_and_read_like_http_listen() {
+        Jail::expect_with(|jail| {
+            assert_eq!(Config::load(None).expect("valid").metrics.listen, None);
+            jail.set_env("SWITCHYARD_METRICS__LISTEN", "127.0.0.1:9100");
+            let listen = Config::load(None).expect("valid").metrics.listen;
+            assert_eq!(listen, Some("127.0.0.1:9100".parse().unwrap()));
+            jail.set_env("SWITCHYARD_METRICS__LISTEN", "nowhere");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.starts_with("configuration key metrics.listen (SWITCHYARD_METRICS__LISTEN): ")
+                    && err.contains("is not host:port"),
+                "{err}"
+            );
+            jail.clear_env();
+            jail.create_file("switchyard.toml", "[metrics]\nlisen = \"127.0.0.1:9100\"")?;
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("metrics.lisen") && err.contains("unknown key"),
+                "{err}"
+            );
             Ok(())
         });
     }

@@ -1,11 +1,12 @@
 //! Assembling a process: which roles run, wired to one pool, one bus connection, one
-//! doorbell and one shutdown token.
+//! doorbell and one shutdown token; and where `/metrics` is served (on
+//! `metrics.listen` in any process, else by the API, else nowhere).
 //!
 //! ## Shutdown order
 //! When the token fires, the API stops accepting connections and finishes open
-//! requests (event streams end), every worker role (mutator, notifier, migrator, forge)
-//! stops pulling and drains its in-flight messages within `shutdown.drain_timeout`,
-//! and the reconciler stops. Only then is the relay stopped, after publishing what
+//! requests (event streams end), the metrics listener stops, every worker role
+//! (mutator, notifier, migrator, forge) stops pulling and drains its in-flight
+//! messages within `shutdown.drain_timeout`, and the reconciler stops. Only then is the relay stopped, after publishing what
 //! they committed, so a clean shutdown leaves nothing for the next process's sweep.
 
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use backon::{ExponentialBuilder, Retryable};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use switchyard_api::AppState;
+use switchyard_api::routes::metrics::MetricsEndpoint;
 use switchyard_bus::{Bus, BusError, ConsumerRole, Doorbell};
 use switchyard_workers::consumer::{self, PullSettings, Source};
 use switchyard_workers::consumer::{Envelopes, EventHandler};
@@ -93,6 +95,8 @@ pub enum FleetError {
 pub struct Fleet {
     /// Where the API listens, when it runs.
     pub api_addr: Option<SocketAddr>,
+    /// Where `/metrics` has a listener of its own (`metrics.listen`), when it does.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     roles: JoinSet<(&'static str, Result<(), String>)>,
     relay_stop: CancellationToken,
@@ -161,14 +165,53 @@ impl Fleet {
         );
         let (doorbell, doorbell_rx) = Doorbell::channel(4096);
         let mut fleet = Self::with_relay(config, &bus, pool.clone(), doorbell_rx, shutdown);
+        // Before any role runs, so the recorder sees everything they count.
+        let metrics = fleet.start_metrics(config, &bus, &pool, roles).await?;
         fleet.start_reconciler(config, pool.clone(), doorbell.clone());
         fleet
             .start_workers(config, &bus, &pool, &doorbell, roles)
             .await?;
         if roles.api {
-            fleet.start_api(config, &bus, pool, doorbell).await?;
+            fleet
+                .start_api(config, &bus, pool, doorbell, metrics)
+                .await?;
         }
         Ok(fleet)
+    }
+
+    /// `/metrics`: on a listener of its own when `metrics.listen` is set (whatever the
+    /// roles); else the API's to serve, returned, when this process runs the API; else
+    /// nowhere, and no recorder is installed.
+    async fn start_metrics(
+        &mut self,
+        config: &Config,
+        bus: &Bus,
+        pool: &PgPool,
+        roles: Roles,
+    ) -> Result<Option<MetricsEndpoint>, FleetError> {
+        let Some(addr) = config.metrics.listen else {
+            return Ok(roles
+                .api
+                .then(|| crate::metrics::endpoint(pool.clone(), bus.clone())));
+        };
+        let endpoint = crate::metrics::endpoint(pool.clone(), bus.clone());
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| FleetError::Listen { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| FleetError::Listen { addr, source })?;
+        tracing::info!(addr = %local, "metrics listening");
+        let app = switchyard_api::routes::metrics::router(endpoint);
+        let shutdown = self.shutdown.clone();
+        self.spawn("metrics", async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+                .map_err(|e| e.to_string())
+        });
+        self.metrics_addr = Some(local);
+        Ok(None)
     }
 
     /// A fleet with only its relay running: it publishes what the roles commit,
@@ -189,6 +232,7 @@ impl Fleet {
         let relay = tokio::spawn(relay.run(doorbell_rx, relay_stop.clone()));
         Self {
             api_addr: None,
+            metrics_addr: None,
             shutdown,
             roles: JoinSet::new(),
             relay_stop,
@@ -328,6 +372,7 @@ impl Fleet {
         bus: &Bus,
         pool: PgPool,
         doorbell: Doorbell,
+        metrics: Option<MetricsEndpoint>,
     ) -> Result<(), FleetError> {
         let addr = config.http.listen;
         let listener = tokio::net::TcpListener::bind(addr)
@@ -345,6 +390,10 @@ impl Fleet {
             secret.as_bytes(),
             self.shutdown.clone(),
         );
+        let state = match metrics {
+            Some(endpoint) => state.with_metrics(endpoint),
+            None => state,
+        };
         let app = switchyard_api::router(state);
         let drain_timeout = config.shutdown.drain_timeout;
         let shutdown = self.shutdown.clone();

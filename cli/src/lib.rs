@@ -5,12 +5,14 @@
 //!
 //! - [`config`]: layered configuration (defaults → `switchyard.toml` → environment).
 //! - [`fleet`]: starting roles in one process and shutting them down in order.
+//! - [`metrics`]: the process's Prometheus recorder and what `/metrics` renders.
 //! - [`secret`]: the token-signing secret, configured or kept in `auth.secret_file`.
 //! - [`telemetry`]: tracing subscriber (text or JSON).
 //! - [`MIGRATOR`]: the SQL in `migrations/`, embedded.
 
 pub mod config;
 pub mod fleet;
+pub mod metrics;
 pub mod secret;
 pub mod telemetry;
 

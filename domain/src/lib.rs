@@ -16,6 +16,8 @@
 //!   enum each, stored as text and serialized with the same names.
 //! - [`steps`]: the plugin migration step language (validated by the API when a
 //!   version is registered, applied to node data by the migrator).
+//! - [`metrics`]: the catalogue of Prometheus metrics (names, kinds, labels, help)
+//!   that the API and the workers record and `/metrics` serves.
 //!
 //! ## What it does not do
 //! No I/O: callers read and write Postgres and NATS, and call in here to decide.
@@ -23,6 +25,7 @@
 pub mod faults;
 pub mod forge;
 pub mod json;
+pub mod metrics;
 pub mod patch;
 pub mod status;
 pub mod steps;

@@ -15,6 +15,8 @@
 //!   branches, pull requests) as Gitea has them; its sweep catches missed webhooks.
 //! - [`reconciler`]: re-announces work that sat pending too long and trims the outbox.
 //!
+//! [`metrics`] counts what the roles commit, for the process's `/metrics`.
+//!
 //! [`consumer`] is the pull loop every bus-driven role shares: bounded concurrency,
 //! ack/nak/term by [`consumer::Outcome`], errors settled in one place
 //! ([`consumer::settled`]), and a bounded drain on shutdown.
@@ -35,6 +37,7 @@ pub const BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 pub mod consumer;
 pub mod forge;
+mod metrics;
 pub mod migrator;
 pub mod mutator;
 pub mod notifier;

@@ -20,6 +20,7 @@ pub mod graphs;
 pub mod health;
 pub mod inbox;
 pub mod interface_changes;
+pub mod metrics;
 pub mod mutations;
 pub mod plugins;
 pub mod repos;

@@ -17,6 +17,7 @@ mod forge;
 mod graphs;
 mod limits;
 mod mcp;
+mod metrics;
 mod migration_exits;
 mod mutations;
 mod nats_cluster;

@@ -14,8 +14,9 @@ use switchyard_domain::status::{GraphStatus, MigrationRunStatus};
 use switchyard_domain::steps::{self, Step};
 use uuid::Uuid;
 
-use crate::{BATCH_BYTES, WorkerError};
+use crate::{BATCH_BYTES, WorkerError, metrics};
 use switchyard_bus::{Payload, Source};
+use switchyard_domain::metrics::{Outcome, Resource};
 
 const SOURCE: Source = Source::Migrator;
 
@@ -267,6 +268,7 @@ pub async fn batch(
     let events = vec![claim.event(MigrationPhase::Progress, None)];
     tx.stage(&events);
     tx.commit(doorbell).await?;
+    metrics::nodes_migrated(ids.len());
     Ok((Batch::Migrated(ids.len()), events))
 }
 
@@ -393,6 +395,11 @@ pub async fn finish(
     let events = vec![claim.event(phase, error)];
     tx.stage(&events);
     tx.commit(doorbell).await?;
+    match ending {
+        Ending::Succeeded => metrics::work(Resource::MigrationRun, Outcome::Succeeded, 1),
+        Ending::Failed(_) => metrics::work(Resource::MigrationRun, Outcome::Failed, 1),
+        Ending::Cancelled => {}
+    }
     Ok(events)
 }
 

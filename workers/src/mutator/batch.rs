@@ -21,8 +21,9 @@ use switchyard_domain::status::{self, MutationStatus};
 use uuid::Uuid;
 
 use super::apply::{PendingMutation, Verdict, apply};
-use crate::{BATCH_BYTES, WorkerError};
+use crate::{BATCH_BYTES, WorkerError, metrics};
 use switchyard_bus::{Payload, Source};
+use switchyard_domain::metrics::{Outcome as Counted, Resource};
 
 const SOURCE: Source = Source::Mutator;
 
@@ -248,6 +249,16 @@ pub(super) async fn commit_all(
     }
     tx.stage(&events);
     tx.commit(doorbell).await?;
+    let applied = finished
+        .iter()
+        .filter(|(_, f)| matches!(f.verdict, Verdict::Applied { .. }))
+        .count();
+    metrics::work(Resource::Mutation, Counted::Applied, applied);
+    metrics::work(
+        Resource::Mutation,
+        Counted::Failed,
+        finished.len() - applied,
+    );
     Ok(events)
 }
 

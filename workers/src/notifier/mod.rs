@@ -28,10 +28,11 @@ use switchyard_bus::{Doorbell, Event, audit};
 use switchyard_domain::status::{AuditEntity, ChangeType, InterfaceType, ProgressKind};
 use uuid::Uuid;
 
-use crate::WorkerError;
 use crate::consumer::{EventHandler, Outcome};
+use crate::{WorkerError, metrics};
 use switchyard_bus::OutboxTx;
 use switchyard_bus::{Payload, Source};
+use switchyard_domain::metrics::{Outcome as Counted, Resource};
 
 pub mod message;
 
@@ -106,6 +107,12 @@ impl Notifier {
         }
         tx.stage(&events);
         tx.commit(&self.doorbell).await?;
+        metrics::work(Resource::InterfaceChange, Counted::Notified, 1);
+        metrics::work(
+            Resource::InboxMessage,
+            Counted::Delivered,
+            recipients.notified.len(),
+        );
         Ok(Notified::Sent(recipients))
     }
 
@@ -124,6 +131,7 @@ impl Notifier {
         let events = vec![progress.event(SOURCE)];
         tx.stage(&events);
         tx.commit(&self.doorbell).await?;
+        metrics::work(Resource::InterfaceChange, Counted::Failed, 1);
         Ok(Notified::GaveUp)
     }
 

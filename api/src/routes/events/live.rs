@@ -126,6 +126,7 @@ impl Live {
             live: joined.live,
             delivered: opening.delivered,
             _membership: joined.membership,
+            _open: crate::metrics::OpenStream::open(),
         };
         let frames: FrameStream = Box::pin(
             stream::iter(opening.frames.into_iter().map(Ok))
@@ -351,6 +352,8 @@ struct Follower {
     delivered: u64,
     /// Keeps the client in the hub while its stream lives.
     _membership: Membership,
+    /// Counts the stream in `switchyard_event_streams_open` while it lives.
+    _open: crate::metrics::OpenStream,
 }
 
 impl Stream for Follower {

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use switchyard_bus::payloads::{MigrationChanged, MigrationPhase};
+use switchyard_domain::metrics::{Outcome, Resource};
 use switchyard_domain::status::{AuditEntity, GraphStatus, MigrationRunStatus};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -120,6 +121,7 @@ pub(super) async fn re_migrate(
     }
     let run = request(&mut tx, &graph, target, &caller).await?;
     tx.commit(&app.doorbell).await?;
+    crate::metrics::work(Resource::MigrationRun, Outcome::Requested, 1);
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 

@@ -8,6 +8,7 @@ use axum::{Extension, Json};
 use serde_json::json;
 use sqlx::PgConnection;
 use switchyard_bus::payloads::InterfaceChanged;
+use switchyard_domain::metrics::{Outcome, Resource};
 use switchyard_domain::status::AuditEntity;
 use uuid::Uuid;
 
@@ -140,6 +141,9 @@ async fn advance(
     })?;
     transition(&mut tx, &advanced, to.as_str(), caller).await?;
     tx.commit(&app.doorbell).await?;
+    if to == ChangeStatus::Published {
+        crate::metrics::work(Resource::InterfaceChange, Outcome::Published, 1);
+    }
     Ok(advanced)
 }
 

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use switchyard_bus::OutboxTx;
 use switchyard_domain::json;
+use switchyard_domain::metrics::{Outcome, Resource};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -212,6 +213,11 @@ async fn commit(
         record_batch(&mut tx, key, hash, &created, actor).await?;
     }
     tx.commit(&app.doorbell).await?;
+    crate::metrics::work(
+        Resource::Mutation,
+        Outcome::Enqueued,
+        created.mutations.len(),
+    );
     Ok(created)
 }
 

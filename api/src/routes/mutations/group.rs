@@ -32,7 +32,9 @@ use uuid::Uuid;
 use super::MutationOut;
 use super::write::{self, Keyed, NewMutation};
 use crate::error::ApiError;
+use crate::metrics;
 use crate::routes::topologies;
+use switchyard_domain::metrics::{Outcome, Resource};
 
 /// What an enqueue did.
 #[derive(Debug)]
@@ -229,6 +231,7 @@ impl Committer {
             .collect();
         let stored = write::insert(&mut tx, &mut locked, &inserts).await?;
         tx.commit(&self.doorbell).await?;
+        metrics::work(Resource::Mutation, Outcome::Enqueued, stored.len());
         Ok(answers(plan, mutations, stored, &stored_keys))
     }
 }

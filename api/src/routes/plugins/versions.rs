@@ -9,6 +9,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use switchyard_domain::json::Limits;
+use switchyard_domain::metrics::{Outcome, Resource};
 use switchyard_domain::steps;
 use utoipa::{IntoParams, ToSchema};
 
@@ -157,6 +158,11 @@ pub(super) async fn add_version(
     let plugin = find(&mut tx, &name).await?;
     versioned(&mut tx, &plugin, "version_added", &caller).await?;
     tx.commit(&app.doorbell).await?;
+    crate::metrics::work(
+        Resource::MigrationRun,
+        Outcome::Requested,
+        migration_runs.len(),
+    );
     Ok((
         StatusCode::CREATED,
         Json(VersionAdded {

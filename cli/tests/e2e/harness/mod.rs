@@ -175,6 +175,12 @@ impl TestFleet {
         format!("{}/api/v1{path}", self.base)
     }
 
+    /// Where the first fleet serves `/metrics` on a listener of its own
+    /// (`metrics.listen`); `None` when it has none.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.fleets[0].metrics_addr
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         let response = self
             .http
