@@ -6,7 +6,8 @@
 //! - [`config`]: layered configuration (defaults → `switchyard.toml` → environment).
 //! - [`fleet`]: starting roles in one process and shutting them down in order.
 //! - [`secret`]: the token-signing secret, configured or kept in `auth.secret_file`.
-//! - [`telemetry`]: tracing subscriber (text or JSON).
+//! - [`telemetry`]: tracing subscriber: the log (text or JSON), and OpenTelemetry spans,
+//!   exported over OTLP when configured.
 //! - [`MIGRATOR`]: the SQL in `migrations/`, embedded.
 
 pub mod config;

@@ -26,3 +26,4 @@ mod readme;
 mod recovery;
 mod registry;
 mod requests;
+mod tracing;
