@@ -33,7 +33,7 @@ pub fn event_span(message: &Message, event: &Event, delivered: i64) -> Span {
     // Fields only (no `otel.*` ones): they also prefix the log lines written inside.
     let span = tracing::info_span!(
         "handle_event",
-        event.r#type = %event.kind,
+        "event.type" = %event.kind,
         event.id = %event.id,
         event.subject = %event.subject,
         delivered,
