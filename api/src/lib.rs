@@ -327,6 +327,7 @@ fn api_router(state: AppState) -> Router {
         None => app,
     };
     let app = app
+        .layer(axum::middleware::map_response(routes::with_traceparent))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(routes::request_span)

@@ -3,6 +3,10 @@
 //! The envelope's `id` is a UUIDv7 and doubles as the JetStream `Nats-Msg-Id`, so a
 //! re-published event is dropped by the stream's duplicate window and recognised by
 //! idempotent consumers.
+//!
+//! It also carries the CloudEvents Distributed Tracing extension: `traceparent` and
+//! `tracestate`, the W3C trace context of the span that produced the event (see
+//! [`crate::trace`]). Both are optional; an event stored without them still reads.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -116,10 +120,18 @@ pub struct Event {
     pub datacontenttype: String,
     /// The event-specific payload.
     pub data: serde_json::Value,
+    /// W3C `traceparent` of the span that produced the event (CloudEvents Distributed
+    /// Tracing extension); absent when unknown. Set through [`crate::trace`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// W3C `tracestate` that goes with `traceparent`, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
 }
 
 impl Event {
-    /// A new event with a fresh UUIDv7 id, stamped now.
+    /// A new event with a fresh UUIDv7 id, stamped now, without trace context (the
+    /// outbox adds the current span's when it is staged).
     pub fn new(kind: EventType, source: Source, subject: String, data: serde_json::Value) -> Self {
         Self {
             specversion: "1.0".to_owned(),
@@ -130,6 +142,8 @@ impl Event {
             time: Utc::now(),
             datacontenttype: "application/json".to_owned(),
             data,
+            traceparent: None,
+            tracestate: None,
         }
     }
 }

@@ -9,8 +9,8 @@ use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use crate::Event;
 use crate::subjects::{self, InvalidPrefix, Namespace};
+use crate::{Event, trace};
 
 /// Where `scripts/up` and `scripts/test` start their pinned nats-server, and so
 /// where every process looks by default. Not NATS's usual 4222, which on these
@@ -315,8 +315,9 @@ impl Bus {
         }
     }
 
-    /// Sends one event with `Nats-Msg-Id` = its id and returns the pending ack, so
-    /// callers can pipeline many.
+    /// Sends one event with `Nats-Msg-Id` = its id (and `traceparent`/`tracestate` =
+    /// its trace context, when it has one) and returns the pending ack, so callers can
+    /// pipeline many.
     pub async fn send(
         &self,
         event: &Event,
@@ -326,6 +327,15 @@ impl Bus {
             "Nats-Msg-Id",
             HeaderValue::from(event.id.to_string().as_str()),
         );
+        // Copied as stored: what a consumer reads is checked there (`TraceContext`).
+        for (name, value) in [
+            (trace::TRACEPARENT, &event.traceparent),
+            (trace::TRACESTATE, &event.tracestate),
+        ] {
+            if let Some(value) = value {
+                headers.insert(name, HeaderValue::from(value.as_str()));
+            }
+        }
         let payload = serde_json::to_vec(event).expect("an Event always serializes");
         let send = self.jetstream.publish_with_headers(
             self.namespace.qualify(&event.subject),

@@ -13,6 +13,8 @@
 //! - [`audit`]: the one writer of `audit_log`, called in the same transactions.
 //! - [`jetstream`]: connecting, the stream, and the durable consumers, created
 //!   idempotently at start-up.
+//! - [`trace`]: the W3C trace context events and messages carry, so one trace runs
+//!   from a request through the outbox and the bus into the workers.
 //!
 //! ## Where the data goes next
 //! Staged rows are published by the relay (`switchyard-workers`) with
@@ -24,9 +26,11 @@ pub mod jetstream;
 pub mod outbox;
 pub mod payloads;
 pub mod subjects;
+pub mod trace;
 
 pub use envelope::{Event, EventType, Source};
 pub use jetstream::{Bus, BusConfig, BusError, ConsumerBacklog, ConsumerRole};
 pub use outbox::{Commit, Doorbell, DoorbellReceiver, OutboxTx};
 pub use payloads::Payload;
 pub use subjects::Namespace;
+pub use trace::TraceContext;

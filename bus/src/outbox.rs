@@ -9,7 +9,9 @@
 //! The `outbox` view shows one row per event for inspection.
 //!
 //! ## Flow
-//! 1. A committer opens an [`OutboxTx`] and calls [`OutboxTx::stage`] inside it.
+//! 1. A committer opens an [`OutboxTx`] and calls [`OutboxTx::stage`] inside it. Each
+//!    event keeps the trace context it was given, or gets the current span's, and
+//!    so carries it in the row (no column of its own: it is part of the event).
 //! 2. [`OutboxTx::commit`] writes the commit's row, commits, then rings the
 //!    [`Doorbell`] with it: the relay in this process publishes its events at once (the
 //!    fast path). One call, so nobody commits and forgets to ring, or rings before
@@ -31,7 +33,7 @@ use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Transaction};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::Event;
+use crate::{Event, TraceContext};
 
 /// The events one transaction committed: one `outbox_commits` row.
 #[derive(Clone, Debug)]
@@ -64,9 +66,20 @@ impl OutboxTx<'static> {
 
 impl OutboxTx<'_> {
     /// Adds `events` to what this transaction announces, in order. They are written
-    /// with the transaction's other rows by [`OutboxTx::commit`].
+    /// with the transaction's other rows by [`OutboxTx::commit`]. An event without a
+    /// `traceparent` gets the current span's, when there is one ([`crate::trace`]).
     pub fn stage(&mut self, events: &[Event]) {
+        let start = self.staged.len();
         self.staged.extend_from_slice(events);
+        let mut unstamped = self.staged[start..]
+            .iter_mut()
+            .filter(|event| event.traceparent.is_none())
+            .peekable();
+        if unstamped.peek().is_some()
+            && let Some(trace) = TraceContext::current()
+        {
+            unstamped.for_each(|event| trace.stamp(event));
+        }
     }
 
     /// Rolls back: nothing staged is written or announced.

@@ -51,6 +51,7 @@ pub struct Config {
     /// The Gitea the forge metadata cache mirrors.
     pub forge: ForgeConfig,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
     pub shutdown: ShutdownConfig,
     /// Where `/metrics` is served.
     pub metrics: MetricsConfig,
@@ -126,6 +127,31 @@ impl Default for LogConfig {
         }
     }
 }
+
+/// Trace export (section `telemetry`). Spans and trace ids exist whatever is set here
+/// (see `crate::telemetry`); this only decides whether they leave the process.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Base URL of an OpenTelemetry collector's OTLP/HTTP receiver, e.g.
+    /// `http://127.0.0.1:4318`: spans are POSTed as protobuf to `{url}/v1/traces`.
+    /// `None` (the default): nothing is exported.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetryConfig {
+    /// Where spans are sent: the endpoint with `/v1/traces`, when one is set.
+    pub fn traces_url(&self) -> Option<String> {
+        let endpoint = self.otlp_endpoint.as_deref()?;
+        Some(format!(
+            "{}{OTLP_TRACES_PATH}",
+            endpoint.trim_end_matches('/')
+        ))
+    }
+}
+
+/// The OTLP/HTTP path of traces, added to `telemetry.otlp_endpoint`.
+const OTLP_TRACES_PATH: &str = "/v1/traces";
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -296,7 +322,8 @@ impl Config {
     /// every section and key, defaults included, in the form a `switchyard.toml`
     /// takes. Secrets never show: `auth.secret`, `forge.token` and
     /// `forge.webhook_secret` read `***` when set, and so do the credentials in
-    /// `database.url`, `bus.url` (each server of a list) and `forge.url`, a user part
+    /// `database.url`, `bus.url` (each server of a list), `forge.url` and
+    /// `telemetry.otlp_endpoint`, a user part
     /// or a `password` parameter. Keys without a value (an unset `forge.url`) are
     /// left out.
     pub fn masked_toml(&self) -> String {
@@ -313,6 +340,7 @@ impl Config {
         shown.database.url = masked_url(&shown.database.url);
         shown.bus.url = masked_url(&shown.bus.url);
         shown.forge.url = shown.forge.url.as_deref().map(masked_url);
+        shown.telemetry.otlp_endpoint = shown.telemetry.otlp_endpoint.as_deref().map(masked_url);
         toml::to_string(&shown).expect("every configuration value has a TOML form")
     }
 
@@ -476,8 +504,8 @@ impl Config {
         Ok(())
     }
 
-    /// Addresses and names: the database URL, CORS origins, the subject prefix and
-    /// the stream name.
+    /// Addresses and names: the database URL, CORS origins, the subject prefix, the
+    /// stream name, the forge section and the OTLP endpoint.
     fn check_names(&self) -> Result<(), ConfigError> {
         if let Err(error) = switchyard_bus::jetstream::servers(&self.bus.url) {
             return Err(invalid("bus.url", &error.to_string()));
@@ -506,7 +534,41 @@ impl Config {
                 "use letters, digits, '-' and '_' only",
             ));
         }
-        self.check_forge()
+        self.check_forge()?;
+        self.check_telemetry()
+    }
+
+    /// `telemetry.otlp_endpoint`: an `http(s)://` base URL without query, fragment or
+    /// the `/v1/traces` switchyard adds.
+    fn check_telemetry(&self) -> Result<(), ConfigError> {
+        let Some(endpoint) = &self.telemetry.otlp_endpoint else {
+            return Ok(());
+        };
+        let key = "telemetry.otlp_endpoint";
+        if endpoint.trim_end_matches('/').ends_with(OTLP_TRACES_PATH) {
+            return Err(invalid(
+                key,
+                &format!(
+                    "{endpoint:?} ends with {OTLP_TRACES_PATH}: give the collector's base URL; switchyard adds {OTLP_TRACES_PATH}"
+                ),
+            ));
+        }
+        let url = reqwest::Url::parse(endpoint).ok();
+        let well_formed = url.is_some_and(|url| {
+            matches!(url.scheme(), "http" | "https")
+                && url.host().is_some()
+                && url.query().is_none()
+                && url.fragment().is_none()
+        });
+        if !well_formed {
+            return Err(invalid(
+                key,
+                &format!(
+                    "{endpoint:?} is not an OTLP/HTTP base URL (http(s)://host[:port][/path], e.g. http://127.0.0.1:4318)"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The forge section: a URL and a meta repo together, each well-formed.
@@ -936,6 +998,48 @@ mod tests {
             assert!(
                 err.contains("metrics.lisen") && err.contains("unknown key"),
                 "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_otlp_endpoint_is_an_http_base_url() {
+        Jail::expect_with(|jail| {
+            assert_eq!(Config::load(None).unwrap().telemetry.traces_url(), None);
+            for bad in [
+                "127.0.0.1:4318",
+                "grpc://collector:4317",
+                "http://collector:4318?x=1",
+                "http://collector:4318/v1/traces",
+                "http://",
+            ] {
+                jail.set_env("SWITCHYARD_TELEMETRY__OTLP_ENDPOINT", bad);
+                let err = Config::load(None).unwrap_err().to_string();
+                assert!(
+                    err.starts_with(
+                        "configuration key telemetry.otlp_endpoint (SWITCHYARD_TELEMETRY__OTLP_ENDPOINT): "
+                    ),
+                    "{bad}: {err}"
+                );
+            }
+            jail.set_env(
+                "SWITCHYARD_TELEMETRY__OTLP_ENDPOINT",
+                "https://otel.example.com/",
+            );
+            let config = Config::load(None).expect("valid");
+            assert_eq!(
+                config.telemetry.traces_url().as_deref(),
+                Some("https://otel.example.com/v1/traces")
+            );
+            jail.set_env(
+                "SWITCHYARD_TELEMETRY__OTLP_ENDPOINT",
+                "http://127.0.0.1:4318",
+            );
+            let config = Config::load(None).expect("valid");
+            assert_eq!(
+                config.telemetry.traces_url().as_deref(),
+                Some("http://127.0.0.1:4318/v1/traces")
             );
             Ok(())
         });

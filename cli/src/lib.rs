@@ -7,7 +7,8 @@
 //! - [`fleet`]: starting roles in one process and shutting them down in order.
 //! - [`metrics`]: the process's Prometheus recorder and what `/metrics` renders.
 //! - [`secret`]: the token-signing secret, configured or kept in `auth.secret_file`.
-//! - [`telemetry`]: tracing subscriber (text or JSON).
+//! - [`telemetry`]: tracing subscriber: the log (text or JSON), and OpenTelemetry spans,
+//!   exported over OTLP when configured.
 //! - [`MIGRATOR`]: the SQL in `migrations/`, embedded.
 
 pub mod config;

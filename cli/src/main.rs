@@ -180,13 +180,43 @@ async fn main() -> std::process::ExitCode {
     if let Command::Token { role, ttl, sub } = &cli.command {
         return print_token(&config, (*role).into(), *ttl, sub);
     }
-    switchyard::telemetry::init(&config.log);
-    match run(cli.command, config, secret).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let telemetry = match switchyard::telemetry::init(
+        &config.log,
+        &config.telemetry,
+        process_role(&cli.command),
+    ) {
+        Ok(telemetry) => telemetry,
         Err(error) => {
-            tracing::error!("{error:#}");
-            std::process::ExitCode::FAILURE
+            eprintln!("switchyard: {error}");
+            return std::process::ExitCode::from(2);
         }
+    };
+    let result = run(cli.command, config, secret).await;
+    if let Err(error) = &result {
+        tracing::error!("{error:#}");
+    }
+    telemetry.shutdown().await;
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(_) => std::process::ExitCode::FAILURE,
+    }
+}
+
+/// What the process runs, as its spans' `switchyard.role` names it.
+fn process_role(command: &Command) -> &'static str {
+    match command {
+        Command::Up => "up",
+        Command::Api => "api",
+        Command::Worker { role } => match role {
+            WorkerRole::Mutator => "mutator",
+            WorkerRole::Notifier => "notifier",
+            WorkerRole::Migrator => "migrator",
+            WorkerRole::Forge => "forge",
+            WorkerRole::All => "worker",
+        },
+        Command::Migrate => "migrate",
+        Command::Forge { .. } => "forge-cli",
+        Command::Token { .. } | Command::Config { .. } | Command::Client(_) => "cli",
     }
 }
 

@@ -22,8 +22,9 @@ use switchyard_bus::Event;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use crate::WorkerError;
+use crate::{WorkerError, spans};
 
 /// How a handled message is settled.
 #[derive(Debug, PartialEq, Eq)]
@@ -124,7 +125,8 @@ pub fn outcome_of(
 }
 
 /// Bus messages to an [`EventHandler`]: a payload that is not an event envelope is
-/// rejected (it can never be handled).
+/// rejected (it can never be handled). Each event is handled in a span of its
+/// message's trace ([`spans`]).
 #[derive(Debug)]
 pub struct Envelopes<H>(pub Arc<H>);
 
@@ -133,18 +135,39 @@ impl<H: EventHandler> Handler for Envelopes<H> {
 
     async fn handle(&self, message: &Message) -> Outcome {
         match envelope(message) {
-            Ok((event, delivered)) => settled(self.0.as_ref(), &event, delivered).await,
+            Ok((event, delivered)) => {
+                let span = spans::event_span(message, &event, delivered);
+                settled(self.0.as_ref(), &event, delivered)
+                    .instrument(span)
+                    .await
+            }
             Err(rejected) => rejected,
         }
     }
 
     async fn handle_batch(&self, messages: &[Message]) -> Vec<Outcome> {
+        if !H::BATCHES {
+            // One at a time, each in its own span (`handle_event`).
+            let each = messages.iter().map(|message| self.handle(message));
+            return futures::future::join_all(each).await;
+        }
         let parsed: Vec<Result<(Event, i64), Outcome>> = messages.iter().map(envelope).collect();
         let events: Vec<(Event, i64)> = parsed
             .iter()
             .filter_map(|p| p.as_ref().ok().cloned())
             .collect();
-        let mut handled = self.0.handle_events(&events).await.into_iter();
+        let span = spans::batch_span(
+            messages
+                .iter()
+                .zip(&parsed)
+                .filter_map(|(message, p)| Some((message, &p.as_ref().ok()?.0))),
+        );
+        let mut handled = self
+            .0
+            .handle_events(&events)
+            .instrument(span)
+            .await
+            .into_iter();
         parsed
             .into_iter()
             .map(|p| match p {

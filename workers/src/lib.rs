@@ -19,7 +19,8 @@
 //!
 //! [`consumer`] is the pull loop every bus-driven role shares: bounded concurrency,
 //! ack/nak/term by [`consumer::Outcome`], errors settled in one place
-//! ([`consumer::settled`]), and a bounded drain on shutdown.
+//! ([`consumer::settled`]), and a bounded drain on shutdown. [`spans`] are the spans
+//! that handling runs in, each in the trace its work came with.
 //!
 //! ## Where the data goes next
 //! Every outcome is staged in the outbox in the transaction that records it
@@ -43,6 +44,7 @@ pub mod mutator;
 pub mod notifier;
 pub mod reconciler;
 pub mod relay;
+pub mod spans;
 
 /// Errors a worker meets while doing work. Every unit of work is one transaction, so
 /// none of them leaves anything half-written. [`WorkerError::is_transient`] splits

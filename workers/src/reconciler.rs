@@ -26,7 +26,7 @@ use sqlx::PgPool;
 use switchyard_bus::payloads::{
     InterfaceChanged, MigrationChanged, MigrationPhase, MutationEnqueued,
 };
-use switchyard_bus::{Doorbell, Event, outbox};
+use switchyard_bus::{Doorbell, Event, TraceContext, outbox};
 use switchyard_domain::status::{ChangeStatus, ChangeType, InterfaceType};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -82,6 +82,9 @@ struct StuckHead {
     seq: i64,
     if_version: Option<i64>,
     ops_count: i32,
+    /// The enqueuing request's trace context, stored with the mutation.
+    traceparent: Option<String>,
+    tracestate: Option<String>,
 }
 
 /// Keeps Postgres and the bus in agreement; safe to run in every process.
@@ -129,7 +132,7 @@ impl Reconciler {
         let stuck = sqlx::query_as!(
             StuckHead,
             r#"select m.id, m.topology_id, m.seq, m.if_version,
-                    jsonb_array_length(m.ops) as "ops_count!"
+                    jsonb_array_length(m.ops) as "ops_count!", m.traceparent, m.tracestate
              from mutations m
              where m.status = 'pending'
                and m.announced_at < now() - make_interval(secs => $1)
@@ -270,7 +273,7 @@ struct StuckRun {
 }
 
 fn reannouncement(head: &StuckHead) -> Event {
-    MutationEnqueued {
+    let event = MutationEnqueued {
         mutation_id: head.id,
         topology_id: head.topology_id,
         seq: head.seq,
@@ -278,5 +281,11 @@ fn reannouncement(head: &StuckHead) -> Event {
         ops_count: head.ops_count as usize,
         reannounced: true,
     }
-    .event(Source::Reconciler)
+    .event(Source::Reconciler);
+    // In the trace of the request that enqueued it, like the first announcement.
+    let trace = head
+        .traceparent
+        .as_deref()
+        .and_then(|t| TraceContext::parse(t, head.tracestate.as_deref()));
+    event.in_trace(trace.as_ref())
 }

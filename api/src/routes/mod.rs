@@ -8,6 +8,8 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use switchyard_bus::TraceContext;
+use switchyard_bus::trace;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
@@ -174,8 +176,31 @@ pub async fn explain_timeout(response: Response) -> Response {
 
 /// The request span: method and path only. The query string is left out on purpose:
 /// it may carry a stream token, and tokens never reach the logs.
+///
+/// A request with a valid W3C `traceparent` (and `tracestate`) header continues that
+/// trace: the span is its child. Without one, the span starts a new trace (or, for a
+/// request made in process through [`crate::loopback`], continues the caller's).
 pub fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+    let span =
+        tracing::info_span!("request", method = %request.method(), path = %request.uri().path());
+    let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
+    if let Some(parent) = header(trace::TRACEPARENT)
+        .and_then(|traceparent| TraceContext::parse(traceparent, header(trace::TRACESTATE)))
+    {
+        parent.adopt(&span);
+    }
+    span
+}
+
+/// Answers with the request span's `traceparent` (inside [`request_span`]), so a
+/// client can find its request's trace: the trace id it sent, or the one started for it.
+pub async fn with_traceparent(mut response: Response) -> Response {
+    if let Some(trace) = TraceContext::current()
+        && let Ok(value) = header::HeaderValue::from_str(trace.traceparent())
+    {
+        response.headers_mut().insert(trace::TRACEPARENT, value);
+    }
+    response
 }
 
 /// The request log: one `info` line per request as its response starts, with the

@@ -29,3 +29,4 @@ mod readme;
 mod recovery;
 mod registry;
 mod requests;
+mod tracing;

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use switchyard_bus::payloads::{ForgeChanged, ForgeSweep};
 use switchyard_bus::{Doorbell, Event, EventType, Source};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::WorkerError;
@@ -222,14 +223,17 @@ impl Forge {
             return Ok(Outcome::Ack);
         };
         let forge = self.clone();
-        tokio::spawn(async move {
+        // In the request's trace: a child of this event's span, outliving it.
+        let span = tracing::info_span!("forge.sweep", sweep.id = %id);
+        let sweep = async move {
             match forge.run_taken(id, trigger).await {
                 Ok(report) => tracing::info!(?report, "requested forge sweep done"),
                 Err(error) => {
                     tracing::warn!(%error, sweep = %id, "requested forge sweep failed; it is resumed later");
                 }
             }
-        });
+        };
+        tokio::spawn(sweep.instrument(span));
         Ok(Outcome::Ack)
     }
 }

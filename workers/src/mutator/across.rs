@@ -177,10 +177,12 @@ async fn load_pending(
     let mut heads: HashMap<Uuid, (Vec<PendingMutation>, bool)> = HashMap::new();
     let mut rows = sqlx::query!(
         r#"select p.topology_id as "topology_id!", p.id as "id!", p.seq as "seq!",
-                  p.ops as "ops!", p.if_version, p.actor as "actor!"
+                  p.ops as "ops!", p.if_version, p.actor as "actor!", p.traceparent, p.tracestate
          from unnest($1::uuid[]) as t(id)
          cross join lateral (
-             select m.topology_id, m.id, m.seq, m.ops, m.if_version, m.actor from mutations m
+             select m.topology_id, m.id, m.seq, m.ops, m.if_version, m.actor, m.traceparent,
+                    m.tracestate
+             from mutations m
              where m.topology_id = t.id and m.status = 'pending'
              order by m.seq limit $2
          ) p
@@ -204,6 +206,8 @@ async fn load_pending(
             ops: row.ops,
             if_version: row.if_version,
             actor: row.actor,
+            traceparent: row.traceparent,
+            tracestate: row.tracestate,
         });
     }
     Ok(heads)

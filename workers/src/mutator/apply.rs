@@ -13,6 +13,10 @@ pub struct PendingMutation {
     pub ops: Value,
     pub if_version: Option<i64>,
     pub actor: String,
+    /// The W3C trace context of the request that enqueued it (none for a request
+    /// without tracing); its apply runs as a child of it.
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 /// What became of one mutation.
@@ -95,6 +99,8 @@ mod tests {
             ops,
             if_version,
             actor: "t".into(),
+            traceparent: None,
+            tracestate: None,
         }
     }
 

@@ -15,13 +15,13 @@ use futures::TryStreamExt;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use switchyard_bus::payloads::{MutationApplied, MutationFailed, TopologyStatus};
-use switchyard_bus::{Doorbell, Event, OutboxTx};
+use switchyard_bus::{Doorbell, Event, OutboxTx, TraceContext};
 use switchyard_domain::json::{self, Limits};
 use switchyard_domain::status::{self, MutationStatus};
 use uuid::Uuid;
 
 use super::apply::{PendingMutation, Verdict, apply};
-use crate::{BATCH_BYTES, WorkerError, metrics};
+use crate::{BATCH_BYTES, WorkerError, metrics, spans};
 use switchyard_bus::{Payload, Source};
 use switchyard_domain::metrics::{Outcome as Counted, Resource};
 
@@ -48,6 +48,43 @@ pub(super) struct Finished {
     mutation: PendingMutation,
     before_version: i64,
     verdict: Verdict,
+    /// The mutation's `mutation.apply` span: open until the batch is committed (or
+    /// given up), when this is dropped.
+    _span: tracing::Span,
+    /// What its events carry: the span's trace context, or without one (no
+    /// OpenTelemetry layer in this process) the enqueuing request's as stored.
+    trace: Option<TraceContext>,
+}
+
+impl Finished {
+    /// `mutation`'s outcome, decided by `decide` inside the mutation's own span, a
+    /// child of the trace of the request that enqueued it ([`spans::mutation_span`]).
+    fn reach(
+        topology_id: Uuid,
+        mutation: PendingMutation,
+        before_version: i64,
+        decide: impl FnOnce(&PendingMutation) -> Verdict,
+    ) -> Self {
+        let enqueued = mutation
+            .traceparent
+            .as_deref()
+            .and_then(|t| TraceContext::parse(t, mutation.tracestate.as_deref()));
+        let span = spans::mutation_span(mutation.id, topology_id, mutation.seq, enqueued.as_ref());
+        let verdict = span.in_scope(|| decide(&mutation));
+        let outcome = match verdict {
+            Verdict::Applied { .. } => MutationStatus::Applied,
+            Verdict::Failed { .. } => MutationStatus::Failed,
+        };
+        span.record("outcome", outcome.as_str());
+        let trace = TraceContext::of_span(&span).or(enqueued);
+        Self {
+            mutation,
+            before_version,
+            verdict,
+            _span: span,
+            trace,
+        }
+    }
 }
 
 /// How much one batch may do.
@@ -118,7 +155,7 @@ pub async fn fail_head(
     let (pending, more) = load_pending(&mut tx, topology_id, 1).await?;
     let outcome = Outcome {
         topology_id,
-        finished: fail_all(pending, topology.version, reason),
+        finished: fail_all(topology_id, pending, topology.version, reason),
         document: None,
         version: topology.version,
         more,
@@ -138,21 +175,24 @@ fn parse_document(text: &str) -> Result<Value, String> {
 }
 
 /// Every mutation fails with `reason`; the document is untouched.
-fn fail_all(pending: Vec<PendingMutation>, version: i64, reason: &str) -> Vec<Finished> {
+fn fail_all(
+    topology_id: Uuid,
+    pending: Vec<PendingMutation>,
+    version: i64,
+    reason: &str,
+) -> Vec<Finished> {
+    let failed = || Verdict::Failed {
+        error: reason.to_owned(),
+    };
     pending
         .into_iter()
-        .map(|mutation| Finished {
-            mutation,
-            before_version: version,
-            verdict: Verdict::Failed {
-                error: reason.to_owned(),
-            },
-        })
+        .map(|mutation| Finished::reach(topology_id, mutation, version, |_| failed()))
         .collect()
 }
 
 /// Applies each mutation to the in-memory document, in seq order.
 fn apply_in_order(
+    topology_id: Uuid,
     document: &mut Value,
     version: &mut i64,
     pending: Vec<PendingMutation>,
@@ -162,12 +202,9 @@ fn apply_in_order(
         .into_iter()
         .map(|mutation| {
             let before_version = *version;
-            let verdict = apply(document, version, &mutation, limits);
-            Finished {
-                mutation,
-                before_version,
-                verdict,
-            }
+            Finished::reach(topology_id, mutation, before_version, |mutation| {
+                apply(document, version, mutation, limits)
+            })
         })
         .collect()
 }
@@ -196,11 +233,12 @@ impl Outcome {
         let mut version = topology.version;
         let (finished, document) = match parse_document(&topology.document) {
             Ok(mut document) => {
-                let finished = apply_in_order(&mut document, &mut version, pending, limits);
+                let finished =
+                    apply_in_order(topology_id, &mut document, &mut version, pending, limits);
                 let changed = version != topology.version;
                 (finished, changed.then_some(document))
             }
-            Err(reason) => (fail_all(pending, version, &reason), None),
+            Err(reason) => (fail_all(topology_id, pending, version, &reason), None),
         };
         Self {
             topology_id,
@@ -322,7 +360,7 @@ async fn load_pending(
 ) -> Result<(Vec<PendingMutation>, bool), sqlx::Error> {
     let mut rows = sqlx::query_as!(
         PendingMutation,
-        "select id, seq, ops, if_version, actor from mutations
+        "select id, seq, ops, if_version, actor, traceparent, tracestate from mutations
          where topology_id = $1 and status = 'pending'
          order by seq limit $2",
         topology_id,
@@ -452,7 +490,9 @@ impl AuditRows {
     }
 }
 
-/// One `mutation.applied|failed` per mutation, then one `status` for the batch.
+/// One `mutation.applied|failed` per mutation, each in its mutation's trace, then one
+/// `status` for the batch, in the trace of the last mutation finished (none finished:
+/// the current span's, as the outbox stamps it).
 fn events(
     topology_id: Uuid,
     finished: &[Finished],
@@ -463,7 +503,7 @@ fn events(
         .iter()
         .map(|f| {
             let (mutation_id, seq) = (f.mutation.id, f.mutation.seq);
-            match &f.verdict {
+            let event = match &f.verdict {
                 Verdict::Applied { version } => MutationApplied {
                     mutation_id,
                     topology_id,
@@ -480,7 +520,8 @@ fn events(
                     error: error.clone(),
                 }
                 .event(SOURCE),
-            }
+            };
+            event.in_trace(f.trace.as_ref())
         })
         .collect();
     let status = TopologyStatus {
@@ -489,6 +530,7 @@ fn events(
         status,
         last_seq: finished.last().map(|f| f.mutation.seq),
     };
-    events.push(status.event(SOURCE));
+    let last_trace = finished.last().and_then(|f| f.trace.as_ref());
+    events.push(status.event(SOURCE).in_trace(last_trace));
     events
 }

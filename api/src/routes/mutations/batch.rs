@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use switchyard_bus::OutboxTx;
+use switchyard_bus::{OutboxTx, TraceContext};
 use switchyard_domain::json;
 use switchyard_domain::metrics::{Outcome, Resource};
 use utoipa::ToSchema;
@@ -99,6 +99,7 @@ pub(super) async fn enqueue_batch(
     {
         return Ok((StatusCode::OK, Json(original)).into_response());
     }
+    let trace = TraceContext::current();
     let mutations: Vec<NewMutation> = input
         .mutations
         .into_iter()
@@ -109,6 +110,7 @@ pub(super) async fn enqueue_batch(
             actor: caller.subject.clone(),
             key: None,
             hash: Vec::new(),
+            trace: trace.clone(),
         })
         .collect();
     match commit(&app, &mutations, key, &hash, &caller.subject).await {

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use sha2::{Digest, Sha256};
+use switchyard_bus::TraceContext;
 use switchyard_domain::json;
 use uuid::Uuid;
 
@@ -70,6 +71,8 @@ pub(super) async fn enqueue(
         actor: caller.subject,
         key,
         hash,
+        // Taken here: the group commit runs in a task of its own, outside this span.
+        trace: TraceContext::current(),
     };
     match app.enqueue.submit(new, arriving).await? {
         Enqueued::Created(mutation) => {

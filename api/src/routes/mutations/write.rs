@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 use sqlx::PgConnection;
 use switchyard_bus::payloads::{MutationEnqueued, TopologyStatus};
-use switchyard_bus::{Event, OutboxTx, Payload, Source};
+use switchyard_bus::{Event, OutboxTx, Payload, Source, TraceContext};
 use switchyard_domain::status;
 use uuid::Uuid;
 
@@ -34,6 +34,9 @@ pub(super) struct NewMutation {
     pub key: Option<String>,
     /// SHA-256 of the canonical body; stored only with a key.
     pub hash: Vec<u8>,
+    /// The request's trace context: stored with the mutation, so the mutator applies it
+    /// in the same trace, and carried by its `mutation.enqueued` event.
+    pub trace: Option<TraceContext>,
 }
 
 /// A topology locked for this transaction.
@@ -155,7 +158,11 @@ pub(super) async fn insert(
     touched.sort_unstable();
     touched.dedup();
     advance_topologies(tx, locked, &touched).await?;
-    let mut events: Vec<Event> = stored.iter().map(enqueued_event).collect();
+    let mut events: Vec<Event> = stored
+        .iter()
+        .zip(mutations)
+        .map(|(mutation, new)| enqueued_event(mutation).in_trace(new.trace.as_ref()))
+        .collect();
     for id in &touched {
         let topology = locked.get_mut(id).expect("locked by the caller");
         if topology.was_idle {
@@ -166,7 +173,13 @@ pub(super) async fn insert(
                 status: status::TopologyStatus::Pending,
                 last_seq: None,
             };
-            events.push(pending.event(SOURCE));
+            // In the trace of the request whose mutation made it pending.
+            let first = mutations.iter().find(|m| m.topology_id == *id);
+            events.push(
+                pending
+                    .event(SOURCE)
+                    .in_trace(first.and_then(|m| m.trace.as_ref())),
+            );
         }
     }
     tx.stage(&events);
@@ -184,6 +197,8 @@ struct Rows {
     actors: Vec<String>,
     keys: Vec<Option<String>>,
     hashes: Vec<Option<Vec<u8>>>,
+    traceparents: Vec<Option<String>>,
+    tracestates: Vec<Option<String>>,
 }
 
 impl Rows {
@@ -196,6 +211,11 @@ impl Rows {
         self.actors.push(new.actor.clone());
         self.keys.push(new.key.clone());
         self.hashes.push(new.key.as_ref().map(|_| new.hash.clone()));
+        let trace = new.trace.as_ref();
+        self.traceparents
+            .push(trace.map(|t| t.traceparent().to_owned()));
+        self.tracestates
+            .push(trace.and_then(|t| t.tracestate()).map(str::to_owned));
     }
 
     /// One statement for every row; the stored rows come back in the order pushed.
@@ -203,9 +223,10 @@ impl Rows {
         let mut stored = sqlx::query_as!(
             MutationOut,
             r#"insert into mutations
-               (id, topology_id, seq, ops, if_version, actor, idempotency_key, request_hash)
+               (id, topology_id, seq, ops, if_version, actor, idempotency_key, request_hash,
+                traceparent, tracestate)
              select * from unnest($1::uuid[], $2::uuid[], $3::int8[], $4::jsonb[], $5::int8[],
-                                  $6::text[], $7::text[], $8::bytea[])
+                                  $6::text[], $7::text[], $8::bytea[], $9::text[], $10::text[])
              returning id, topology_id, seq, status as "status: MutationStatus", ops, if_version,
                        error, applied_version, actor, idempotency_key, created_at, finished_at"#,
             &self.ids,
@@ -216,6 +237,8 @@ impl Rows {
             &self.actors,
             &self.keys as _,
             &self.hashes as _,
+            &self.traceparents as _,
+            &self.tracestates as _,
         )
         .fetch_all(conn)
         .await?;

@@ -30,9 +30,12 @@ pub fn nats_url() -> String {
 }
 
 /// A configuration isolated to this test: unique stream and prefix, port 0, and
-/// timings short enough for recovery paths to show within seconds.
+/// timings short enough for recovery paths to show within seconds. Also gives this
+/// test process's spans trace ids, as the binary's have (nothing is exported), so
+/// fleets started in process propagate traces as a real process does.
 pub fn isolated_config() -> Config {
     install_crypto_provider();
+    switchyard::telemetry::init_in_process();
     let tag = Uuid::now_v7().simple().to_string();
     let mut config = Config::default();
     config.bus.url = nats_url();
