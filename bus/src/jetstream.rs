@@ -184,7 +184,9 @@ impl Bus {
         let client = options
             .name(client_name)
             .connection_timeout(Duration::from_secs(5))
-            .connect(servers.as_str())
+            // A list (`nats://a:4222,nats://b:4222`) is a cluster's seed servers:
+            // async-nats parses a lone string as one URL, so hand it each in turn.
+            .connect(servers.split(',').collect::<Vec<_>>())
             .await
             .map_err(|source| BusError::Connect {
                 url: shown_url(&config.url),
