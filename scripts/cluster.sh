@@ -73,8 +73,7 @@ cluster_pid() {
     [ -f "$file" ] || return 1
     pid="$(cat "$file")"
     case "$1" in n[0-9]*) program=nats-server ;; *) program=switchyard ;; esac
-    kill -0 "$pid" 2>/dev/null && [ "$(ps -p "$pid" -o comm= 2>/dev/null)" = "$program" ] \
-        && echo "$pid"
+    alive "$pid" && [ "$(ps -p "$pid" -o comm= 2>/dev/null)" = "$program" ] && echo "$pid"
 }
 
 # Starts `$@` detached (its own session, so a Ctrl-C in the caller's terminal does not
@@ -293,16 +292,22 @@ cluster_signal() {
     fi
     pid="$(cluster_pid "$name")" || { rm -f "$CLUSTER_DIR/pids/$name.pid"; return 0; }
     kill -"$signal" "$pid" 2>/dev/null || true
-    for _ in $(seq 1 150); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.2
+    for _ in $(seq 1 300); do
+        alive "$pid" || break
+        sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
         cluster_say "$name (pid $pid) did not stop in 30s; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
         sleep 0.2
     fi
     rm -f "$CLUSTER_DIR/pids/$name.pid"
+}
+
+# Whether process $1 runs (a zombie, dead but not yet reaped by its parent, does not).
+alive() {
+    local state
+    state="$(ps -p "$1" -o stat= 2>/dev/null)" && [ "${state#Z}" = "$state" ]
 }
 
 cluster_kill() { cluster_signal "$1" KILL; }

@@ -137,6 +137,8 @@ pub async fn run(http: &reqwest::Client, plan: LoadPlan) -> anyhow::Result<LoadR
     join_all(producers).await;
     if let Some(task) = progress {
         task.abort();
+        // Aborted, the task lets go of its handle on the load only once it has ended.
+        let _ = task.await;
     }
     let shared = Arc::into_inner(shared).context("producers still hold the load")?;
     if let Some(path) = &shared.plan.progress {
