@@ -359,12 +359,15 @@ cluster_up() {
 # Postgres), and only those.
 cluster_down() {
     local name
+    local -a stopping=()
     for name in $(cluster_started_names); do
-        case "$name" in n[0-9]*) ;; *) cluster_stop "$name" & ;; esac
+        case "$name" in n[0-9]*) ;; *) cluster_stop "$name" & stopping+=($!) ;; esac
     done
-    wait
-    for name in $(cluster_started_names); do cluster_stop "$name" & done
-    wait
+    # Only these: a caller's other children (a load driver) are none of our business.
+    [ ${#stopping[@]} = 0 ] || wait "${stopping[@]}"
+    stopping=()
+    for name in $(cluster_started_names); do cluster_stop "$name" & stopping+=($!); done
+    [ ${#stopping[@]} = 0 ] || wait "${stopping[@]}"
     pg_stop fast
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use async_nats::jetstream::{self, consumer};
+use backon::{ConstantBuilder, Retryable};
 use futures::StreamExt;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -37,36 +38,44 @@ struct EnvelopeData {
     mutation_id: Option<Uuid>,
 }
 
-/// Connects to NATS: `servers` may be a comma-separated list (a cluster's seeds).
+/// Retries for up to a minute, once a second: a scenario may have just restarted
+/// NATS, and JetStream answers with no responders until its leaders are elected.
+fn patiently() -> ConstantBuilder {
+    ConstantBuilder::default()
+        .with_delay(Duration::from_secs(1))
+        .with_max_times(60)
+}
+
+fn say_retry(what: &'static str) -> impl Fn(&anyhow::Error, Duration) {
+    move |error, _| eprintln!("chaos: {what} not answering yet ({error:#}); retrying")
+}
+
+/// Connects to NATS (retried): `servers` may be a comma-separated list (a cluster's
+/// seeds).
 pub async fn connect(servers: &str) -> anyhow::Result<async_nats::Client> {
     let list: Vec<&str> = servers.split(',').map(str::trim).collect();
-    async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(list)
-        .await
-        .with_context(|| format!("connecting to NATS at {servers}"))
+    let attempt = || async {
+        async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(list.clone())
+            .await
+            .with_context(|| format!("connecting to NATS at {servers}"))
+    };
+    attempt.retry(patiently()).notify(say_retry("NATS")).await
 }
 
 /// Every message of stream `name`, in order, up to its last sequence when the read
 /// began.
 pub async fn read_all(client: &async_nats::Client, name: &str) -> anyhow::Result<Vec<StreamEntry>> {
     let jetstream = jetstream::new(client.clone());
-    let mut stream = jetstream
-        .get_stream(name)
-        .await
-        .with_context(|| format!("stream {name}"))?;
-    let state = stream.info().await?.state.clone();
+    let (consumer, state) = (|| ordered_consumer(&jetstream, name))
+        .retry(patiently())
+        .notify(say_retry("the stream"))
+        .await?;
     let mut entries = Vec::with_capacity(usize::try_from(state.messages).unwrap_or(0));
-    if state.messages == 0 {
+    let Some(consumer) = consumer else {
         return Ok(entries);
-    }
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .context("creating an ordered consumer to read the stream")?;
+    };
     let mut messages = consumer.messages().await?;
     loop {
         let next = tokio::time::timeout(Duration::from_secs(30), messages.next()).await;
@@ -91,6 +100,32 @@ pub async fn read_all(client: &async_nats::Client, name: &str) -> anyhow::Result
             return Ok(entries);
         }
     }
+}
+
+type Ordered = consumer::Consumer<consumer::pull::OrderedConfig>;
+
+/// The stream's state and an ordered consumer from its first message (none when the
+/// stream is empty).
+async fn ordered_consumer(
+    jetstream: &jetstream::Context,
+    name: &str,
+) -> anyhow::Result<(Option<Ordered>, jetstream::stream::State)> {
+    let mut stream = jetstream
+        .get_stream(name)
+        .await
+        .with_context(|| format!("stream {name}"))?;
+    let state = stream.info().await?.state.clone();
+    if state.messages == 0 {
+        return Ok((None, state));
+    }
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .context("creating an ordered consumer to read the stream")?;
+    Ok((Some(consumer), state))
 }
 
 fn entry(seq: u64, message: &async_nats::jetstream::Message) -> StreamEntry {
