@@ -143,7 +143,7 @@ enum Command {
     /// The chaos suite's load driver and checker (scripts/chaos): enqueue over HTTP to
     /// every --api, wait for every outcome, then check Postgres and the stream; one
     /// JSON line of figures, exit 1 when a guarantee failed.
-    ChaosRun(chaos::RunArgs),
+    ChaosRun(Box<chaos::RunArgs>),
     /// The chaos suite's checks on everything the database and the stream hold.
     ChaosCheck(chaos::CheckArgs),
     /// Delete a JetStream stream (nothing to do when it does not exist).
@@ -166,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::ForgeSweep(sweep)) => return forge::run(sweep).await,
         Some(Command::CompareTable(table)) => return table::run(table),
         Some(Command::DropStream { nats, stream }) => return drop_stream(&nats, &stream).await,
-        Some(Command::ChaosRun(run)) => return chaos::run(run).await,
+        Some(Command::ChaosRun(run)) => return chaos::run(*run).await,
         Some(Command::ChaosCheck(check)) => return chaos::check_all(check).await,
         None => {}
     }

@@ -9,10 +9,14 @@
 //! then retried too, so the load goes on). With `once`, nothing is retried: the
 //! pool-exhaustion burst counts what each single request got.
 //!
+//! With a bulk size, each request is a `POST /mutations/batch` of that many mutations
+//! (its key `{run}-{i}` too).
+//!
 //! Where the results go: [`LoadReport`] to the run ([`super::run`]), which checks the
 //! accepted ids against Postgres and the stream.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,6 +45,8 @@ pub struct LoadPlan {
     pub duration: Option<Duration>,
     /// Producers, each with one request in flight.
     pub concurrency: usize,
+    /// Mutations per `POST /mutations/batch` request; `None`: one request each.
+    pub bulk_size: Option<usize>,
     /// Send each request once: no retry of a 503 or an error.
     pub once: bool,
     /// After each enqueue, also read the topology (`GET /topologies/{id}`), a request
@@ -157,9 +163,11 @@ fn write_progress(path: &PathBuf, accepted: usize) {
     }
 }
 
-/// One producer: takes the next mutation until there are none left or time is up.
+/// One producer: takes the next request's mutations until there are none left or
+/// time is up.
 async fn produce(http: &reqwest::Client, shared: &Shared) {
     let plan = &shared.plan;
+    let per_request = plan.bulk_size.unwrap_or(1).max(1);
     loop {
         if plan
             .duration
@@ -168,19 +176,24 @@ async fn produce(http: &reqwest::Client, shared: &Shared) {
             return;
         }
         let i = shared.next.fetch_add(1, Ordering::Relaxed);
-        if i >= plan.mutations {
+        let first = i * per_request;
+        if first >= plan.mutations {
             return;
         }
-        let topology = &plan.topologies[i % plan.topologies.len()];
-        match enqueue(http, shared, topology, i).await {
-            Some(id) => {
-                shared.report.lock().await.accepted.push(id);
-                shared.accepted_count.fetch_add(1, Ordering::Relaxed);
+        let mutations = first..(first + per_request).min(plan.mutations);
+        let wanted = mutations.len();
+        match enqueue(http, shared, i, mutations).await {
+            Some(ids) => {
+                shared
+                    .accepted_count
+                    .fetch_add(ids.len(), Ordering::Relaxed);
+                shared.report.lock().await.accepted.extend(ids);
             }
-            None => shared.report.lock().await.abandoned += 1,
+            None => shared.report.lock().await.abandoned += wanted as u64,
         }
         if plan.reads {
             let api = &plan.apis[i % plan.apis.len()];
+            let topology = &plan.topologies[first % plan.topologies.len()];
             let answer = http
                 .get(format!("{api}/api/v1/topologies/{topology}"))
                 .send()
@@ -190,21 +203,54 @@ async fn produce(http: &reqwest::Client, shared: &Shared) {
     }
 }
 
-/// Enqueues mutation `i` until it is accepted; `None` when it is given up.
+/// Request `i`'s path and body: mutation `j` appends `j` to the `/log` of topology
+/// `j % topologies`; several go in one `POST /mutations/batch` with `bulk_size`.
+fn request(plan: &LoadPlan, mutations: Range<usize>) -> (String, Value) {
+    let topology = |j: usize| &plan.topologies[j % plan.topologies.len()];
+    let ops = |j: usize| json!([{"op": "add", "path": "/log/-", "value": j}]);
+    if plan.bulk_size.is_none() {
+        let j = mutations.start;
+        return (
+            format!("/api/v1/topologies/{}/mutations", topology(j)),
+            json!({"ops": ops(j)}),
+        );
+    }
+    let batch: Vec<Value> = mutations
+        .map(|j| json!({"topology_id": topology(j), "ops": ops(j)}))
+        .collect();
+    (
+        "/api/v1/mutations/batch".to_owned(),
+        json!({"mutations": batch}),
+    )
+}
+
+/// The mutation ids of an accepted answer: one, or a batch's in request order.
+fn accepted_ids(body: &Value) -> Option<Vec<Uuid>> {
+    match body["mutations"].as_array() {
+        Some(batch) => batch
+            .iter()
+            .map(|m| m["id"].as_str()?.parse().ok())
+            .collect(),
+        None => Some(vec![body["id"].as_str()?.parse().ok()?]),
+    }
+}
+
+/// Enqueues request `i` (its `mutations`) until it is accepted; `None` when it is
+/// given up.
 async fn enqueue(
     http: &reqwest::Client,
     shared: &Shared,
-    topology: &str,
     i: usize,
-) -> Option<Uuid> {
+    mutations: Range<usize>,
+) -> Option<Vec<Uuid>> {
     let plan = &shared.plan;
-    let body = json!({"ops": [{"op": "add", "path": "/log/-", "value": i}]});
+    let (path, body) = request(plan, mutations);
     let key = format!("{}-{i}", plan.run_id);
     let first = Instant::now();
     for attempt in 0.. {
         let api = &plan.apis[(i + attempt) % plan.apis.len()];
         let answer = http
-            .post(format!("{api}/api/v1/topologies/{topology}/mutations"))
+            .post(format!("{api}{path}"))
             .header("Idempotency-Key", &key)
             .json(&body)
             .send()
@@ -212,8 +258,7 @@ async fn enqueue(
         let wait = count(&mut shared.report.lock().await.enqueues, &answer);
         match answer {
             Ok(response) if response.status().is_success() => {
-                let body: Value = response.json().await.ok()?;
-                return body["id"].as_str()?.parse().ok();
+                return accepted_ids(&response.json().await.ok()?);
             }
             // A refusal that would be the same again; a request timeout (408) is not.
             Ok(response)

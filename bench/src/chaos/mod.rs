@@ -67,6 +67,10 @@ pub struct RunArgs {
     /// Requests in flight.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Send the mutations in `POST /mutations/batch` requests of this many (at most
+    /// the fleet's http.max_batch_mutations) instead of one request each.
+    #[arg(long)]
+    bulk_size: Option<usize>,
     /// Stop starting mutations after this long (a steady load): `90s`, `2m`.
     #[arg(long, value_parser = crate::parse_duration)]
     duration: Option<Duration>,
@@ -134,6 +138,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             mutations: args.mutations,
             duration: args.duration,
             concurrency: args.concurrency,
+            bulk_size: args.bulk_size,
             once: args.once,
             reads: args.reads,
             run_id,
