@@ -400,6 +400,23 @@ cluster_status() {
     done
 }
 
+# Fails, saying so, when any process of the cluster runs: for scripts that start every
+# run on fresh data (scripts/chaos, `scripts/bench scaling`), which must not delete
+# the data of a cluster someone is using.
+cluster_refuse_if_up() {
+    local name
+    for name in $(cluster_started_names); do
+        if cluster_pid "$name" >/dev/null; then
+            cluster_say "a cluster is up ($name runs): $1 starts each run on fresh data in $CLUSTER_DIR; stop it first with scripts/cluster down"
+            return 1
+        fi
+    done
+    if pg_running; then
+        cluster_say "the cluster's Postgres runs: stop it first with scripts/cluster down"
+        return 1
+    fi
+}
+
 # Deletes the cluster's data (NATS stores, Postgres, logs); nothing may be running.
 cluster_purge() {
     local name
