@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 
 mod amplification;
 mod bulk;
+mod chaos;
 mod forge;
 mod idle;
 mod migration;
@@ -139,6 +140,12 @@ enum Command {
     ForgeSweep(forge::SweepArgs),
     /// The comparison table from the JSON lines of `scripts/bench compare`.
     CompareTable(table::TableArgs),
+    /// The chaos suite's load driver and checker (scripts/chaos): enqueue over HTTP to
+    /// every --api, wait for every outcome, then check Postgres and the stream; one
+    /// JSON line of figures, exit 1 when a guarantee failed.
+    ChaosRun(Box<chaos::RunArgs>),
+    /// The chaos suite's checks on everything the database and the stream hold.
+    ChaosCheck(chaos::CheckArgs),
     /// Delete a JetStream stream (nothing to do when it does not exist).
     DropStream {
         /// NATS server holding the stream.
@@ -159,6 +166,8 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::ForgeSweep(sweep)) => return forge::run(sweep).await,
         Some(Command::CompareTable(table)) => return table::run(table),
         Some(Command::DropStream { nats, stream }) => return drop_stream(&nats, &stream).await,
+        Some(Command::ChaosRun(run)) => return chaos::run(*run).await,
+        Some(Command::ChaosCheck(check)) => return chaos::check_all(check).await,
         None => {}
     }
     let http = client(&args)?;
@@ -197,18 +206,30 @@ fn client(args: &Args) -> anyhow::Result<reqwest::Client> {
 /// A client carrying the bearer token; `http2`: HTTP/2 without TLS (prior knowledge).
 fn client_with(args: &Args, http2: bool) -> anyhow::Result<reqwest::Client> {
     let token = args.token.as_deref().context("--token is required")?;
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {token}").parse()?,
-    );
-    let builder = reqwest::Client::builder().default_headers(headers);
+    let builder = bearer_builder(token)?;
     let builder = if http2 {
         builder.http2_prior_knowledge()
     } else {
         builder
     };
     Ok(builder.build()?)
+}
+
+/// A client builder whose requests carry `Authorization: Bearer {token}`.
+fn bearer_builder(token: &str) -> anyhow::Result<reqwest::ClientBuilder> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse()?,
+    );
+    Ok(reqwest::Client::builder().default_headers(headers))
+}
+
+/// An HTTP/1.1 client carrying the bearer token, giving up on a connection after 5 s.
+fn bearer_client(token: &str) -> anyhow::Result<reqwest::Client> {
+    Ok(bearer_builder(token)?
+        .connect_timeout(Duration::from_secs(5))
+        .build()?)
 }
 
 fn server_pid(args: &Args, mode: &str) -> anyhow::Result<u32> {
