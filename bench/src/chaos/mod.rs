@@ -49,6 +49,11 @@ pub struct Target {
 /// `chaos-run`: load, wait, check.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
+    /// Report events an SSE client never saw in the figures without failing the run:
+    /// a known, open fault of SSE resumption across NATS faults, so that CI's short
+    /// suite keeps proving the other guarantees meanwhile.
+    #[arg(long, env = "CHAOS_SSE_MISSES_KNOWN")]
+    sse_misses_known: bool,
     /// The scenario's name, carried into the JSON line.
     #[arg(long, default_value = "load")]
     scenario: String,
@@ -192,7 +197,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         figures["windows"] = windows(&pool, &report.accepted, path).await?;
     }
     figures["doubled"] = figures["stream"]["outcome_events_doubled"].clone();
-    let failures = failures(&figures, &report, args.once);
+    let mut failures = failures(&figures, &report, args.once);
+    if args.sse_misses_known {
+        // Known and open: an SSE client resuming across a NATS fault sometimes misses
+        // events (see the issue tracker); reported in the figures, not failed here.
+        let (known, rest): (Vec<String>, Vec<String>) = failures
+            .into_iter()
+            .partition(|f| f.starts_with("events an SSE client never saw"));
+        for known in &known {
+            eprintln!("chaos: known open fault, not failed (--sse-misses-known): {known}");
+        }
+        figures["tolerated"] = json!(known);
+        failures = rest;
+    }
     conclude(figures, failures)
 }
 
