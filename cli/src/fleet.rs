@@ -195,12 +195,7 @@ impl Fleet {
                 .then(|| crate::metrics::endpoint(pool.clone(), bus.clone())));
         };
         let endpoint = crate::metrics::endpoint(pool.clone(), bus.clone());
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| FleetError::Listen { addr, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| FleetError::Listen { addr, source })?;
+        let (listener, local) = bind(addr).await?;
         tracing::info!(addr = %local, "metrics listening");
         let app = switchyard_api::routes::metrics::router(endpoint);
         let shutdown = self.shutdown.clone();
@@ -375,12 +370,7 @@ impl Fleet {
         metrics: Option<MetricsEndpoint>,
     ) -> Result<(), FleetError> {
         let addr = config.http.listen;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| FleetError::Listen { addr, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| FleetError::Listen { addr, source })?;
+        let (listener, local) = bind(addr).await?;
         let secret = config.auth.secret.as_deref().ok_or(FleetError::NoSecret)?;
         let state = AppState::new(
             pool,
@@ -455,4 +445,14 @@ impl Fleet {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// A listener on `addr` and the address it got (port 0 picks a free one).
+async fn bind(
+    addr: std::net::SocketAddr,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), FleetError> {
+    let failed = |source| FleetError::Listen { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(failed)?;
+    let local = listener.local_addr().map_err(failed)?;
+    Ok((listener, local))
 }
